@@ -1,0 +1,154 @@
+//! Taking the Alloy binary out of its release zip, and nothing else.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use crate::files::copy_stream;
+
+/// Larger than any Alloy binary; a zip that inflates beyond it is refused.
+const MAX_BINARY_SIZE: u64 = 2 << 30;
+
+/// Extracts the single entry `expected` from `zip` into `dest`. Refuses an archive that holds
+/// anything else: more entries, directories, links, or any other name (`../`, absolute paths).
+pub fn extract_binary(zip: &Path, expected: &str, dest: &Path) -> anyhow::Result<u64> {
+    let file = File::open(zip).with_context(|| format!("opening {}", zip.display()))?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file))
+        .with_context(|| format!("{} is not a valid zip archive", zip.display()))?;
+    let names = archive
+        .file_names()
+        .map(|name| name.map(|n| n.into_owned()))
+        .collect::<Result<Vec<String>, _>>()
+        .with_context(|| format!("reading the entries of {}", zip.display()))?;
+    if names.len() != 1 || names[0] != expected {
+        let mut shown: Vec<String> = names.iter().take(5).map(|n| format!("{n:?}")).collect();
+        if names.len() > 5 {
+            shown.push(format!("and {} more", names.len() - 5));
+        }
+        bail!(
+            "{} must hold exactly one file, {expected:?}, but holds {} entr{}: {}; refusing it",
+            zip.display(),
+            names.len(),
+            if names.len() == 1 { "y" } else { "ies" },
+            shown.join(", ")
+        );
+    }
+    let entry = archive
+        .by_index(0)
+        .with_context(|| format!("reading {expected} in {}", zip.display()))?;
+    if !entry.is_file() || entry.is_symlink() {
+        bail!(
+            "{expected:?} in {} is not a regular file; refusing it",
+            zip.display()
+        );
+    }
+    let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let copied = copy_stream(&mut entry.take(MAX_BINARY_SIZE + 1), &mut out)
+        .with_context(|| format!("extracting {expected} from {}", zip.display()))?;
+    if copied > MAX_BINARY_SIZE {
+        bail!(
+            "{expected} in {} inflates beyond {MAX_BINARY_SIZE} bytes; refusing it",
+            zip.display()
+        );
+    }
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+
+    fn make_zip(path: &Path, build: impl FnOnce(&mut zip::ZipWriter<File>)) {
+        let mut writer = zip::ZipWriter::new(File::create(path).unwrap());
+        build(&mut writer);
+        writer.finish().unwrap();
+    }
+
+    #[test]
+    fn extracts_the_one_expected_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("a.zip");
+        make_zip(&zip, |w| {
+            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(b"\x7fELF binary").unwrap();
+        });
+        let dest = dir.path().join("alloy");
+        assert_eq!(
+            extract_binary(&zip, "alloy-linux-amd64", &dest).unwrap(),
+            11
+        );
+        assert_eq!(std::fs::read(dest).unwrap(), b"\x7fELF binary");
+    }
+
+    #[test]
+    fn refuses_extra_entries_wrong_names_directories_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        type Build = Box<dyn FnOnce(&mut zip::ZipWriter<File>)>;
+        let cases: Vec<(&str, Build)> = vec![
+            (
+                "extra",
+                Box::new(|w| {
+                    w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
+                        .unwrap();
+                    w.start_file("README", SimpleFileOptions::default())
+                        .unwrap();
+                }),
+            ),
+            (
+                "traversal",
+                Box::new(|w| {
+                    w.start_file("../alloy-linux-amd64", SimpleFileOptions::default())
+                        .unwrap();
+                }),
+            ),
+            (
+                "nested",
+                Box::new(|w| {
+                    w.start_file("bin/alloy-linux-amd64", SimpleFileOptions::default())
+                        .unwrap();
+                }),
+            ),
+            (
+                "directory",
+                Box::new(|w| {
+                    w.add_directory("alloy-linux-amd64", SimpleFileOptions::default())
+                        .unwrap();
+                }),
+            ),
+            (
+                "link",
+                Box::new(|w| {
+                    w.add_symlink(
+                        "alloy-linux-amd64",
+                        "/etc/passwd",
+                        SimpleFileOptions::default(),
+                    )
+                    .unwrap();
+                }),
+            ),
+            ("empty", Box::new(|_| {})),
+        ];
+        for (name, build) in cases {
+            let zip = dir.path().join(format!("{name}.zip"));
+            make_zip(&zip, build);
+            let dest = dir.path().join(format!("{name}.out"));
+            let err = format!(
+                "{:#}",
+                extract_binary(&zip, "alloy-linux-amd64", &dest).unwrap_err()
+            );
+            assert!(err.contains("refusing it"), "{name}: {err}");
+        }
+        let not_zip = dir.path().join("not.zip");
+        std::fs::write(&not_zip, "<html>rate limited</html>").unwrap();
+        let err = format!(
+            "{:#}",
+            extract_binary(&not_zip, "x", &dir.path().join("x")).unwrap_err()
+        );
+        assert!(err.contains("is not a valid zip archive"), "{err}");
+    }
+}

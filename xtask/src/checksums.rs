@@ -1,0 +1,263 @@
+//! SHA-256 digests and the `sha256sum` text format (`SHA256SUMS`, `*.sha256`).
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{self}")
+    }
+}
+
+impl FromStr for Digest {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Digest> {
+        let text = text.trim();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("{text:?} is not a SHA-256 digest (64 hexadecimal digits)");
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)?;
+        }
+        Ok(Digest(bytes))
+    }
+}
+
+/// One line of a `sha256sum` listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub digest: Digest,
+    pub name: String,
+}
+
+/// Parses `sha256sum` output: `<64 hex>  <name>` or `<64 hex> *<name>` per line.
+/// Blank lines are ignored; anything else malformed is an error naming the line.
+pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = line.get(..64).zip(line.get(64..)).and_then(|(hex, rest)| {
+            let name = rest
+                .strip_prefix("  ")
+                .or_else(|| rest.strip_prefix(" *"))?;
+            Some((hex.parse::<Digest>().ok()?, name))
+        });
+        match parsed {
+            Some((digest, name)) if !name.is_empty() => entries.push(Entry {
+                digest,
+                name: name.to_string(),
+            }),
+            _ => bail!(
+                "line {} is not in sha256sum format (\"<64 hex digits>  <file name>\"): {line:?}",
+                number + 1
+            ),
+        }
+    }
+    Ok(entries)
+}
+
+/// The digest listed for `name`, if any. Two different digests for one name are an error.
+pub fn lookup(entries: &[Entry], name: &str) -> anyhow::Result<Option<Digest>> {
+    let mut found: Option<Digest> = None;
+    for entry in entries.iter().filter(|e| e.name == name) {
+        match found {
+            Some(digest) if digest != entry.digest => {
+                bail!(
+                    "{name} is listed twice with different digests ({digest} and {})",
+                    entry.digest
+                )
+            }
+            _ => found = Some(entry.digest),
+        }
+    }
+    Ok(found)
+}
+
+/// One line exactly as `sha256sum` writes it (text mode, two spaces).
+pub fn line(digest: &Digest, name: &str) -> String {
+    format!("{digest}  {name}\n")
+}
+
+/// A writer that hashes everything written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Forgets what was hashed, to write again from the start; the caller truncates the inner writer.
+    pub fn start_over(&mut self) -> &mut W {
+        self.hasher = Sha256::new();
+        self.written = 0;
+        &mut self.inner
+    }
+
+    pub fn finish(self) -> (W, Digest) {
+        (self.inner, Digest(self.hasher.finalize().into()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Size of the buffers we stream big files through.
+pub const BUFFER_SIZE: usize = 1 << 20;
+
+/// Hashes a reader to its end, in fixed-size chunks.
+pub fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut total = 0u64;
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((Digest(hasher.finalize().into()), total))
+}
+
+/// Hashes a file, streaming it.
+pub fn hash_file(path: &Path) -> anyhow::Result<(Digest, u64)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    hash_reader(file).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn hash_bytes(bytes: &[u8]) -> Digest {
+    Digest(Sha256::digest(bytes).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn digest_round_trips_and_matches_sha256sum() {
+        assert_eq!(hash_bytes(b"").to_string(), EMPTY);
+        assert_eq!(EMPTY.parse::<Digest>().unwrap(), hash_bytes(b""));
+        assert_eq!(
+            EMPTY.to_uppercase().parse::<Digest>().unwrap(),
+            hash_bytes(b"")
+        );
+        assert!("abc".parse::<Digest>().is_err());
+        assert!(EMPTY.replace('e', "g").parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn parses_text_and_binary_mode_lines() {
+        let text = format!("{EMPTY}  alloy-linux-amd64.zip\n\n{EMPTY} *alloy-linux-arm64.zip\n{EMPTY}  alloy-1.10.2.tar.gz\n");
+        let entries = parse(&text).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "alloy-linux-amd64.zip",
+                "alloy-linux-arm64.zip",
+                "alloy-1.10.2.tar.gz"
+            ]
+        );
+        assert_eq!(
+            lookup(&entries, "alloy-linux-arm64.zip").unwrap(),
+            Some(hash_bytes(b""))
+        );
+        assert_eq!(lookup(&entries, "alloy-linux-s390x.zip").unwrap(), None);
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_that_name_the_line() {
+        for text in [
+            "not a checksum\n".to_string(),
+            format!("{EMPTY} alloy\n"),
+            format!("{EMPTY}  \n"),
+            format!("{}  alloy\n", &EMPTY[..63]),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("line 1 is not in sha256sum format"),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn conflicting_duplicates_are_an_error_and_identical_ones_are_not() {
+        let other = hash_bytes(b"x");
+        let entries = parse(&format!("{EMPTY}  a\n{other}  a\n{EMPTY}  b\n{EMPTY}  b\n")).unwrap();
+        assert!(lookup(&entries, "a")
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
+        assert_eq!(lookup(&entries, "b").unwrap(), Some(hash_bytes(b"")));
+    }
+
+    #[test]
+    fn writes_exactly_what_sha256sum_writes() {
+        assert_eq!(
+            line(&hash_bytes(b""), "alloy-1.10.2-amd64.raw"),
+            format!("{EMPTY}  alloy-1.10.2-amd64.raw\n")
+        );
+    }
+
+    #[test]
+    fn hashing_writer_hashes_what_passes_through() {
+        let mut writer = HashingWriter::new(Vec::new());
+        writer.write_all(b"hello ").unwrap();
+        writer.write_all(b"world").unwrap();
+        assert_eq!(writer.written(), 11);
+        let (bytes, digest) = writer.finish();
+        assert_eq!(bytes, b"hello world");
+        assert_eq!(digest, hash_bytes(b"hello world"));
+        assert_eq!(hash_reader(&b"hello world"[..]).unwrap(), (digest, 11));
+    }
+}

@@ -1,0 +1,110 @@
+//! Just enough ELF to refuse a binary built for the wrong machine.
+
+use anyhow::{bail, Context};
+use std::io::Read;
+use std::path::Path;
+
+use crate::arch::Arch;
+
+pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
+
+fn machine_name(machine: u16) -> String {
+    match machine {
+        3 => "x86 (32-bit)".into(),
+        EM_X86_64 => "x86-64".into(),
+        40 => "ARM (32-bit)".into(),
+        EM_AARCH64 => "AArch64".into(),
+        21 => "PowerPC64".into(),
+        22 => "s390x".into(),
+        243 => "RISC-V".into(),
+        other => format!("machine {other}"),
+    }
+}
+
+/// Checks an ELF header: a 64-bit little-endian executable (or PIE) for `arch`.
+pub fn check_header(header: &[u8], arch: Arch) -> Result<(), String> {
+    if header.len() < 64 || &header[..4] != b"\x7fELF" {
+        return Err("it is not an ELF file".into());
+    }
+    if header[4] != 2 || header[5] != 1 {
+        return Err("it is not a 64-bit little-endian ELF file".into());
+    }
+    let e_type = u16::from_le_bytes([header[16], header[17]]);
+    if e_type != 2 && e_type != 3 {
+        return Err(format!(
+            "it is an ELF file but not an executable (e_type {e_type})"
+        ));
+    }
+    let machine = u16::from_le_bytes([header[18], header[19]]);
+    if machine != arch.elf_machine() {
+        return Err(format!(
+            "it is an ELF executable for {}, not for {} ({})",
+            machine_name(machine),
+            machine_name(arch.elf_machine()),
+            arch
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the first 64 bytes of `path` and checks them with [`check_header`].
+pub fn check_file(path: &Path, arch: Arch) -> anyhow::Result<()> {
+    let mut header = Vec::with_capacity(64);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64).read_to_end(&mut header))
+        .with_context(|| format!("reading {}", path.display()))?;
+    if let Err(why) = check_header(&header, arch) {
+        bail!(
+            "{} is not an Alloy binary for {arch}: {why}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) fn fake_header(machine: u16) -> Vec<u8> {
+    let mut header = vec![0u8; 64];
+    header[..4].copy_from_slice(b"\x7fELF");
+    header[4] = 2;
+    header[5] = 1;
+    header[16..18].copy_from_slice(&2u16.to_le_bytes());
+    header[18..20].copy_from_slice(&machine.to_le_bytes());
+    header
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_right_machine_only() {
+        assert_eq!(check_header(&fake_header(EM_X86_64), Arch::Amd64), Ok(()));
+        assert_eq!(check_header(&fake_header(EM_AARCH64), Arch::Arm64), Ok(()));
+        let err = check_header(&fake_header(EM_AARCH64), Arch::Amd64).unwrap_err();
+        assert_eq!(
+            err,
+            "it is an ELF executable for AArch64, not for x86-64 (amd64)"
+        );
+        let err = check_header(&fake_header(22), Arch::Arm64).unwrap_err();
+        assert!(err.contains("s390x"), "{err}");
+    }
+
+    #[test]
+    fn refuses_non_elf_and_non_executables() {
+        assert!(check_header(b"#!/bin/sh\necho alloy\n", Arch::Amd64)
+            .unwrap_err()
+            .contains("not an ELF"));
+        let mut shared_object_32 = fake_header(EM_X86_64);
+        shared_object_32[4] = 1;
+        assert!(check_header(&shared_object_32, Arch::Amd64)
+            .unwrap_err()
+            .contains("64-bit"));
+        let mut relocatable = fake_header(EM_X86_64);
+        relocatable[16] = 1;
+        assert!(check_header(&relocatable, Arch::Amd64)
+            .unwrap_err()
+            .contains("not an executable"));
+    }
+}

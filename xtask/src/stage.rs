@@ -1,0 +1,273 @@
+//! The sysext tree: what the image will hold, laid out in a directory and listed in order,
+//! so that image builders never depend on the order a host filesystem lists files in.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::arch::Arch;
+use crate::fetch::VerifiedZip;
+use crate::progress::{detail, mib, step};
+use crate::version::Version;
+
+/// The extension's name: the image must be merged as `alloy.raw`, and its metadata file is
+/// `extension-release.alloy`.
+pub const EXTENSION_NAME: &str = "alloy";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File { size: u64 },
+}
+
+/// One path in the tree, relative to its root (`usr/bin/alloy`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+}
+
+pub struct StagedTree {
+    pub root: PathBuf,
+    /// Every directory and file, parents before children, in the order they were added.
+    pub entries: Vec<Entry>,
+}
+
+/// A sysext may only add to `/usr` (and `/opt`, which we do not use), and must never ship
+/// `/usr/sbin`: on Flatcar that is a symlink, and shipping it breaks the host.
+pub fn check_path(path: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = path.split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        bail!("{path:?} is not a clean relative path");
+    }
+    // Image tools read these names from scripts (debugfs) and command lines: keep them plain.
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-+@/".contains(*c)))
+    {
+        bail!("{path:?} has the character {c:?}, which staged paths may not use");
+    }
+    if parts[0] != "usr" {
+        bail!("{path:?} is outside /usr: a sysext can only extend /usr");
+    }
+    if parts.get(1) == Some(&"sbin") {
+        bail!("{path:?} is under /usr/sbin, which is a symlink on Flatcar: shipping it would break the host");
+    }
+    Ok(())
+}
+
+impl StagedTree {
+    pub fn new(root: &Path) -> anyhow::Result<StagedTree> {
+        fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        Ok(StagedTree {
+            root: root.to_path_buf(),
+            entries: Vec::new(),
+        })
+    }
+
+    pub fn disk_path(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    fn has(&self, path: &str) -> bool {
+        self.entries.iter().any(|e| e.path == path)
+    }
+
+    /// Adds `path`'s missing parent directories (mode 0755).
+    fn add_parents(&mut self, path: &str) -> anyhow::Result<()> {
+        let mut parent = String::new();
+        let components: Vec<&str> = path.split('/').collect();
+        for component in &components[..components.len() - 1] {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(component);
+            if !self.has(&parent) {
+                self.add_dir(&parent.clone(), 0o755)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_mode(&self, path: &str, mode: u32) -> anyhow::Result<()> {
+        let disk = self.disk_path(path);
+        fs::set_permissions(&disk, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting mode of {}", disk.display()))
+    }
+
+    pub fn add_dir(&mut self, path: &str, mode: u32) -> anyhow::Result<()> {
+        check_path(path)?;
+        self.add_parents(path)?;
+        let disk = self.disk_path(path);
+        fs::create_dir_all(&disk).with_context(|| format!("creating {}", disk.display()))?;
+        self.set_mode(path, mode)?;
+        self.entries.push(Entry {
+            path: path.to_string(),
+            kind: Kind::Dir,
+            mode,
+        });
+        Ok(())
+    }
+
+    pub fn add_file(&mut self, path: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+        self.add_file_with(path, mode, |disk| {
+            fs::write(disk, contents).with_context(|| format!("writing {}", disk.display()))
+        })
+    }
+
+    /// Adds a file that `write` creates at the given disk path (used to extract the binary
+    /// straight into the tree, without an intermediate copy).
+    pub fn add_file_with(
+        &mut self,
+        path: &str,
+        mode: u32,
+        write: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        check_path(path)?;
+        if self.has(path) {
+            bail!("{path} is staged twice");
+        }
+        self.add_parents(path)?;
+        let disk = self.disk_path(path);
+        write(&disk)?;
+        self.set_mode(path, mode)?;
+        let size = fs::metadata(&disk)
+            .with_context(|| format!("reading {}", disk.display()))?
+            .len();
+        self.entries.push(Entry {
+            path: path.to_string(),
+            kind: Kind::File { size },
+            mode,
+        });
+        Ok(())
+    }
+
+    /// Bytes of file content in the tree.
+    pub fn content_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match e.kind {
+                Kind::File { size } => size,
+                Kind::Dir => 0,
+            })
+            .sum()
+    }
+}
+
+/// The extension's metadata: systemd-sysext merges it only on a host whose os-release has the
+/// same `ID` and `SYSEXT_LEVEL`, and whose architecture matches.
+pub fn extension_release(arch: Arch) -> String {
+    format!(
+        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE={}\n",
+        arch.systemd_name()
+    )
+}
+
+pub fn extension_release_path() -> String {
+    format!("usr/lib/extension-release.d/extension-release.{EXTENSION_NAME}")
+}
+
+/// Lays out the sysext tree for one architecture: the verified binary as `usr/bin/alloy`
+/// (0755 whatever the zip said), and the extension-release file.
+pub fn stage_sysext_tree(
+    root: &Path,
+    zip: &VerifiedZip,
+    version: &Version,
+    arch: Arch,
+) -> anyhow::Result<StagedTree> {
+    step(format!(
+        "Staging the sysext tree for Alloy {} ({arch})",
+        version.tag()
+    ));
+    let mut tree = StagedTree::new(root)?;
+    tree.add_file_with("usr/bin/alloy", 0o755, |disk| {
+        crate::archive::extract_binary(&zip.path, &arch.release_binary(), disk)?;
+        crate::elf::check_file(disk, arch)
+            .with_context(|| format!("{} holds the wrong binary", zip.path.display()))
+    })?;
+    tree.add_file(
+        &extension_release_path(),
+        extension_release(arch).as_bytes(),
+        0o644,
+    )?;
+    detail(format!(
+        "{} entries, {} of content",
+        tree.entries.len(),
+        mib(tree.content_bytes())
+    ));
+    Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_release_matches_flatcar() {
+        assert_eq!(
+            extension_release(Arch::Amd64),
+            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
+        );
+        assert_eq!(
+            extension_release(Arch::Arm64),
+            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=arm64\n"
+        );
+        assert_eq!(
+            extension_release_path(),
+            "usr/lib/extension-release.d/extension-release.alloy"
+        );
+    }
+
+    #[test]
+    fn only_usr_and_never_usr_sbin() {
+        assert!(check_path("usr/bin/alloy").is_ok());
+        for bad in [
+            "usr/bin/a b",
+            "usr/bin/a\"b",
+            "usr/bin/a\nb",
+            "etc/alloy/config.alloy",
+            "usr/sbin/alloy",
+            "usr/sbin",
+            "usr/../etc/x",
+            "/usr/bin/x",
+            "usr//x",
+            "opt/x",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lists_parents_before_children_with_modes_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = StagedTree::new(&dir.path().join("tree")).unwrap();
+        tree.add_file("usr/lib/a/b.conf", b"x=1\n", 0o644).unwrap();
+        tree.add_file("usr/bin/tool", b"#!", 0o755).unwrap();
+        let paths: Vec<&str> = tree.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "usr",
+                "usr/lib",
+                "usr/lib/a",
+                "usr/lib/a/b.conf",
+                "usr/bin",
+                "usr/bin/tool"
+            ]
+        );
+        assert_eq!(tree.content_bytes(), 6);
+        let mode = fs::metadata(tree.disk_path("usr/bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        assert!(tree.add_file("usr/bin/tool", b"", 0o644).is_err());
+        assert!(tree.add_file("etc/x", b"", 0o644).is_err());
+    }
+}

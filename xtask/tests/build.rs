@@ -1,0 +1,606 @@
+//! `cargo xtask build` end to end, against a fixture release on a loopback mirror that behaves
+//! like GitHub and can misbehave.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use support::fixture::{self, Release};
+use support::mirror::{Fault, Mirror};
+use support::{ext4_cat, ext4_inodes, ext4_stat, Workspace};
+
+const VERSION: &str = "1.10.2";
+const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+
+fn mirror_with(release: &Release) -> Mirror {
+    let mirror = Mirror::start();
+    mirror.add_release(release);
+    mirror
+}
+
+#[test]
+fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    let ws = Workspace::new();
+    let run = ws.build(&mirror.base_url, "v1.10.2", &[]);
+    run.assert_ok();
+    assert_eq!(
+        ws.out_names(),
+        [IMAGE, CHECKSUM],
+        "exactly the image and its checksum, no leftovers"
+    );
+
+    // The closing summary names the file, its size and its digest.
+    let image = ws.image(IMAGE);
+    let bytes = std::fs::read(&image).unwrap();
+    let digest = fixture::sha256_hex(&bytes);
+    assert!(
+        run.stdout.contains(IMAGE) && run.stdout.contains(&digest),
+        "{}",
+        run.stdout
+    );
+    // GitHub redirects; the download followed.
+    assert!(mirror.log().iter().any(|r| r.status == 302));
+
+    // The .sha256 is in sha256sum's own format: `sha256sum -c` accepts it in the out dir.
+    assert_eq!(
+        std::fs::read_to_string(ws.image(CHECKSUM)).unwrap(),
+        format!("{digest}  {IMAGE}\n")
+    );
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg(CHECKSUM)
+        .current_dir(&ws.out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Inside: the binary (whatever mode the zip gave it) as 0755, the metadata, and all of it 0:0.
+    assert_eq!(ext4_cat(&image, "/usr/bin/alloy"), release.binary("amd64"));
+    assert_eq!(
+        String::from_utf8(ext4_cat(
+            &image,
+            "/usr/lib/extension-release.d/extension-release.alloy"
+        ))
+        .unwrap(),
+        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
+    );
+    let inodes = ext4_inodes(&image);
+    let paths: Vec<&str> = inodes.iter().map(|i| i.path.as_str()).collect();
+    for expected in [
+        "/",
+        "/usr",
+        "/usr/bin",
+        "/usr/bin/alloy",
+        "/usr/lib/extension-release.d/extension-release.alloy",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+    for inode in &inodes {
+        assert_eq!((inode.uid, inode.gid), (0, 0), "{inode:?}");
+        assert!(
+            inode.path == "/" || inode.path == "/lost+found" || inode.path.starts_with("/usr"),
+            "{inode:?} outside /usr"
+        );
+        assert!(!inode.path.starts_with("/usr/sbin"), "{inode:?}");
+    }
+    let alloy = inodes.iter().find(|i| i.path == "/usr/bin/alloy").unwrap();
+    assert_eq!(alloy.mode, 0o100755);
+
+    // Read-only image: no journal, no reserved blocks; sized to its content.
+    let stat = ext4_stat(&image, "/usr/bin/alloy");
+    assert!(
+        stat.contains("ctime: 0x65920080:00000000"),
+        "every time is 2024-01-01 by default:\n{stat}"
+    );
+    let super_block = Command::new(support::tool("dumpe2fs"))
+        .arg("-h")
+        .arg(&image)
+        .output()
+        .unwrap();
+    let super_block = String::from_utf8_lossy(&super_block.stdout);
+    assert!(!super_block.contains("has_journal"), "{super_block}");
+    assert!(
+        super_block.contains("Reserved block count:     0"),
+        "{super_block}"
+    );
+    let staged = (release.binary("amd64").len() + 64) as f64;
+    assert!(
+        (bytes.len() as f64) <= staged * 1.03 + 4.0 * 1024.0 * 1024.0,
+        "{} bytes for {staged}",
+        bytes.len()
+    );
+}
+
+#[test]
+fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    let first = Workspace::new();
+    first.build(&mirror.base_url, VERSION, &[]).assert_ok();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a different clock second
+
+    // The second build: another directory, an empty cache, and (when we can) another user.
+    let second = Workspace::new();
+    let mut command = second.command(&mirror.base_url);
+    if support::require_root("building as an unprivileged user") {
+        std::fs::set_permissions(second.tmp.path(), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        // setpriv from util-linux: run as nobody, with no supplementary groups.
+        let mut as_nobody = Command::new("setpriv");
+        as_nobody
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(support::XTASK);
+        as_nobody
+            .env("XDG_CACHE_HOME", &second.cache)
+            .env("ALLOY_RELEASES_URL", &mirror.base_url)
+            .env("HOME", "/nonexistent");
+        as_nobody.env_remove("SOURCE_DATE_EPOCH");
+        command = as_nobody;
+    }
+    support::Run::from_command(
+        command
+            .arg("build")
+            .arg(VERSION)
+            .arg("--out-dir")
+            .arg(&second.out),
+    )
+    .assert_ok();
+    let a = std::fs::read(first.image(IMAGE)).unwrap();
+    let b = std::fs::read(second.image(IMAGE)).unwrap();
+    assert!(
+        a == b,
+        "images differ between two builds of the same release"
+    );
+    for inode in ext4_inodes(&second.image(IMAGE)) {
+        assert_eq!((inode.uid, inode.gid), (0, 0), "{inode:?}");
+    }
+
+    // SOURCE_DATE_EPOCH is honoured: another epoch, other timestamps, other bytes.
+    let third = Workspace::new();
+    let run = support::Run::from_command(
+        third
+            .command(&mirror.base_url)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", VERSION, "--out-dir"])
+            .arg(&third.out),
+    );
+    run.assert_ok();
+    let c = std::fs::read(third.image(IMAGE)).unwrap();
+    assert!(a != c, "SOURCE_DATE_EPOCH had no effect");
+    let stat = ext4_stat(&third.image(IMAGE), "/usr/bin/alloy");
+    assert!(stat.contains("mtime: 0x6553f100:00000000"), "{stat}");
+}
+
+#[test]
+fn both_architectures_in_one_run() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    let ws = Workspace::new();
+    ws.build(
+        &mirror.base_url,
+        VERSION,
+        &["--arch", "amd64", "--arch", "arm64"],
+    )
+    .assert_ok();
+    assert_eq!(
+        ws.out_names(),
+        [
+            "alloy-1.10.2-amd64.raw",
+            "alloy-1.10.2-amd64.raw.sha256",
+            "alloy-1.10.2-arm64.raw",
+            "alloy-1.10.2-arm64.raw.sha256"
+        ]
+    );
+    let metadata = ext4_cat(
+        &ws.image("alloy-1.10.2-arm64.raw"),
+        "/usr/lib/extension-release.d/extension-release.alloy",
+    );
+    assert!(String::from_utf8(metadata)
+        .unwrap()
+        .contains("ARCHITECTURE=arm64\n"));
+}
+
+#[test]
+fn retries_server_errors_then_succeeds() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(3));
+    mirror.fault(VERSION, "SHA256SUMS", Fault::ServerErrors(2));
+    let ws = Workspace::new();
+    let run = ws.build(&mirror.base_url, VERSION, &[]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("500"),
+        "the retries are reported:\n{}",
+        run.stderr
+    );
+    let statuses: Vec<u16> = mirror
+        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [500, 500, 500, 200]);
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+}
+
+#[test]
+fn resumes_a_body_cut_short_with_a_range_request() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnce);
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
+    let requests = mirror.requests_for("/objects/v1.10.2/alloy-linux-amd64.zip");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let half = release.assets["alloy-linux-amd64.zip"].len() / 2;
+    assert_eq!(
+        requests[1].range.as_deref(),
+        Some(format!("bytes={half}-").as_str())
+    );
+    assert_eq!(requests[1].status, 206);
+    assert_eq!(
+        ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        release.binary("amd64")
+    );
+}
+
+#[test]
+fn starts_over_when_the_server_cannot_resume() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnceNoRanges);
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
+    let statuses: Vec<u16> = mirror
+        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [200, 200]);
+    assert_eq!(
+        ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        release.binary("amd64")
+    );
+}
+
+/// Each broken release fails with a message that says what is wrong, and leaves nothing behind.
+#[test]
+fn each_failure_mode_has_a_clear_error_and_leaves_no_output() {
+    let good = Release::new(VERSION);
+    let binary = good.binary("amd64");
+    let zip_sum = fixture::sha256_hex(&good.assets["alloy-linux-amd64.zip"]);
+
+    type Setup = Box<dyn Fn(&Mirror)>;
+    let cases: Vec<(&str, Setup, Vec<String>)> = vec![
+        (
+            "version that does not exist",
+            Box::new(|m: &Mirror| m.fault(VERSION, "SHA256SUMS", Fault::NotFound)),
+            vec![
+                "404 Not Found".into(),
+                "does not exist".into(),
+                "v1.10.2".into(),
+            ],
+        ),
+        (
+            "asset that does not exist",
+            Box::new(|m: &Mirror| m.remove(VERSION, "alloy-linux-amd64.zip")),
+            vec![
+                "404 Not Found".into(),
+                "alloy-linux-amd64.zip does not exist".into(),
+            ],
+        ),
+        (
+            "server that keeps failing",
+            Box::new(|m: &Mirror| {
+                m.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(100))
+            }),
+            vec![
+                "giving up".into(),
+                "after 6 attempts".into(),
+                "500 Internal Server Error".into(),
+            ],
+        ),
+        (
+            "wrong checksum",
+            Box::new(move |m: &Mirror| {
+                let mut release = Release::new(VERSION);
+                release.assets.insert(
+                    "alloy-linux-amd64.zip".into(),
+                    fixture::zip_of(&[("alloy-linux-amd64", b"tampered", 0o755)]),
+                );
+                m.add_release(&release); // SHA256SUMS still lists the good zip
+            }),
+            vec![
+                "checksum mismatch".into(),
+                format!("expected sha256 {zip_sum}"),
+            ],
+        ),
+        (
+            "missing SHA256SUMS line",
+            Box::new(|m: &Mirror| {
+                let mut release = Release::new(VERSION);
+                release.assets.remove("alloy-linux-amd64.zip");
+                let sums = fixture::sha256sums(&release.assets);
+                let mut release = Release::new(VERSION);
+                release
+                    .assets
+                    .insert("SHA256SUMS".into(), sums.into_bytes());
+                m.add_release(&release);
+            }),
+            vec!["has no line for alloy-linux-amd64.zip".into()],
+        ),
+        (
+            "archive with an extra entry",
+            Box::new({
+                let binary = binary.clone();
+                move |m: &Mirror| {
+                    let zip = fixture::zip_of(&[
+                        ("alloy-linux-amd64", &binary, 0o755),
+                        ("install.sh", b"curl | sh", 0o755),
+                    ]);
+                    m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
+                }
+            }),
+            vec!["must hold exactly one file".into(), "\"install.sh\"".into()],
+        ),
+        (
+            "archive with a path traversal",
+            Box::new({
+                let binary = binary.clone();
+                move |m: &Mirror| {
+                    let zip = fixture::zip_of(&[("../../alloy-linux-amd64", &binary, 0o755)]);
+                    m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
+                }
+            }),
+            vec![
+                "must hold exactly one file".into(),
+                "../../alloy-linux-amd64".into(),
+            ],
+        ),
+        (
+            "binary for the wrong architecture",
+            Box::new(|m: &Mirror| {
+                let arm = fixture::fake_alloy(VERSION, "arm64");
+                let zip = fixture::zip_of(&[("alloy-linux-amd64", &arm, 0o755)]);
+                m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
+            }),
+            vec![
+                "not an Alloy binary for amd64".into(),
+                "for AArch64, not for x86-64".into(),
+            ],
+        ),
+        (
+            "not an executable at all",
+            Box::new(|m: &Mirror| {
+                let zip =
+                    fixture::zip_of(&[("alloy-linux-amd64", b"<html>Bad gateway</html>", 0o755)]);
+                m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
+            }),
+            vec!["not an ELF file".into()],
+        ),
+    ];
+
+    for (name, setup, needles) in cases {
+        let mirror = mirror_with(&good);
+        setup(&mirror);
+        let ws = Workspace::new();
+        let run = ws.build(&mirror.base_url, VERSION, &[]);
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        eprintln!("case: {name}");
+        run.assert_fails_with(&needles);
+        assert!(
+            ws.out_names().is_empty(),
+            "{name}: left {:?}",
+            ws.out_names()
+        );
+        // Nothing half-downloaded or unverified is left in the cache either: only zips that
+        // match their SHA256SUMS line (a well-formed zip with the wrong content is still the
+        // release asset, and it is refused again at extraction on the next build).
+        for cached in walk(&ws.cache).into_iter().filter(|p| p.is_file()) {
+            let name_in_cache = cached.file_name().unwrap().to_str().unwrap();
+            assert_eq!(
+                name_in_cache, "alloy-linux-amd64.zip",
+                "{name}: cache holds {cached:?}"
+            );
+            let sums = String::from_utf8(mirror_sums(&mirror)).unwrap();
+            let digest = fixture::sha256_hex(&std::fs::read(&cached).unwrap());
+            assert!(
+                sums.contains(&format!("{digest}  alloy-linux-amd64.zip")),
+                "{name}: unverified {cached:?}"
+            );
+        }
+    }
+}
+
+fn mirror_sums(mirror: &Mirror) -> Vec<u8> {
+    mirror.file(VERSION, "SHA256SUMS").unwrap_or_default()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            found.push(entry.path());
+            if entry.path().is_dir() {
+                found.extend(walk(&entry.path()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_failed_build_never_replaces_a_good_earlier_output() {
+    let good = Release::new(VERSION);
+    let mirror = mirror_with(&good);
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
+    let image_before = std::fs::read(ws.image(IMAGE)).unwrap();
+    let sum_before = std::fs::read(ws.image(CHECKSUM)).unwrap();
+
+    // The release now carries the wrong binary, and the cache is gone.
+    std::fs::remove_dir_all(&ws.cache).unwrap();
+    let arm = fixture::fake_alloy(VERSION, "arm64");
+    mirror.add_release(&Release::new(VERSION).with_zip(
+        "amd64",
+        fixture::zip_of(&[("alloy-linux-amd64", &arm, 0o755)]),
+    ));
+    ws.build(&mirror.base_url, VERSION, &[])
+        .assert_fails_with(&["not an Alloy binary for amd64"]);
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+    assert!(std::fs::read(ws.image(IMAGE)).unwrap() == image_before);
+    assert_eq!(std::fs::read(ws.image(CHECKSUM)).unwrap(), sum_before);
+}
+
+#[test]
+fn bad_versions_are_refused_before_any_network_access() {
+    let mirror = Mirror::start();
+    let ws = Workspace::new();
+    for version in [
+        "1.10",
+        "../x",
+        "",
+        "1.10.2;reboot",
+        "$(id)",
+        "1.10.2-beta.1",
+        "latest!",
+    ] {
+        let run = ws.build(&mirror.base_url, version, &[]);
+        run.assert_fails_with(&["invalid Alloy version", "expected X.Y.Z or X.Y.Z-rc.N"]);
+    }
+    assert!(
+        mirror.log().is_empty(),
+        "no request may be made: {:?}",
+        mirror.log()
+    );
+    assert!(ws.out_names().is_empty());
+}
+
+#[test]
+fn release_candidates_build_with_the_v_stripped_from_file_names() {
+    let release = Release::new("1.11.0-rc.1");
+    let mirror = mirror_with(&release);
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, "v1.11.0-rc.1", &[]).assert_ok();
+    assert_eq!(
+        ws.out_names(),
+        [
+            "alloy-1.11.0-rc.1-amd64.raw",
+            "alloy-1.11.0-rc.1-amd64.raw.sha256"
+        ]
+    );
+    assert!(
+        mirror
+            .requests_for("/download/v1.11.0-rc.1/SHA256SUMS")
+            .len()
+            == 1
+    );
+}
+
+#[test]
+fn plain_http_is_refused_unless_loopback() {
+    let ws = Workspace::new();
+    let run = ws.build("http://example.com/releases", VERSION, &[]);
+    run.assert_fails_with(&["refusing plain http://", "example.com"]);
+    assert!(ws.out_names().is_empty());
+}
+
+#[test]
+fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
+    let zip_requests = || {
+        mirror
+            .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
+            .len()
+    };
+    assert_eq!(zip_requests(), 1);
+    let cached = ws.cache.join("alloy-sysext/v1.10.2/alloy-linux-amd64.zip");
+    assert!(cached.is_file());
+
+    // Warm: SHA256SUMS is fetched again, the zip is not.
+    let run = ws.build(&mirror.base_url, VERSION, &[]);
+    run.assert_ok();
+    assert!(run.stderr.contains("using cached"), "{}", run.stderr);
+    assert_eq!(zip_requests(), 1);
+
+    // A corrupted cache entry is noticed and replaced.
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&cached, &bytes).unwrap();
+    let run = ws.build(&mirror.base_url, VERSION, &[]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("does not match SHA256SUMS"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(zip_requests(), 2);
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        release.assets["alloy-linux-amd64.zip"]
+    );
+}
+
+#[test]
+fn builds_offline_from_a_local_zip() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    let online = Workspace::new();
+    online.build(&mirror.base_url, VERSION, &[]).assert_ok();
+
+    let ws = Workspace::new();
+    std::fs::create_dir_all(ws.tmp.path().join("media")).unwrap();
+    let zip = ws.tmp.path().join("media/alloy-linux-amd64.zip");
+    std::fs::write(&zip, &release.assets["alloy-linux-amd64.zip"]).unwrap();
+    let sums = ws.tmp.path().join("media/SHA256SUMS");
+    std::fs::write(&sums, &release.assets["SHA256SUMS"]).unwrap();
+    let digest = fixture::sha256_hex(&release.assets["alloy-linux-amd64.zip"]);
+    // No mirror at all: nothing listens on port 9.
+    let offline = "http://127.0.0.1:9/nothing";
+
+    let zip_arg = zip.to_str().unwrap();
+    ws.build(offline, VERSION, &["--zip", zip_arg, "--sha256", &digest])
+        .assert_ok();
+    assert!(std::fs::read(ws.image(IMAGE)).unwrap() == std::fs::read(online.image(IMAGE)).unwrap());
+
+    let other = Workspace::new();
+    other
+        .build(
+            offline,
+            VERSION,
+            &["--zip", zip_arg, "--sha256sums", sums.to_str().unwrap()],
+        )
+        .assert_ok();
+    assert_eq!(other.out_names(), [IMAGE, CHECKSUM]);
+
+    let wrong = Workspace::new();
+    let bad_digest = fixture::sha256_hex(b"something else");
+    wrong
+        .build(
+            offline,
+            VERSION,
+            &["--zip", zip_arg, "--sha256", &bad_digest],
+        )
+        .assert_fails_with(&["checksum mismatch", &bad_digest, &digest]);
+    assert!(wrong.out_names().is_empty());
+
+    let missing = Workspace::new();
+    missing
+        .build(offline, VERSION, &["--zip", zip_arg])
+        .assert_fails_with(&["--sha256"]);
+}

@@ -1,0 +1,124 @@
+//! Fixture releases made by the tests: a real small ELF that behaves like Alloy, zipped the way
+//! Grafana zips it, with a SHA256SUMS beside it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use zip::write::SimpleFileOptions;
+
+pub const EM_AARCH64: u16 = 183;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn fixture_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+static COMPILE: Mutex<()> = Mutex::new(());
+
+/// The fake Alloy, compiled statically for this (x86-64) host. For arm64 the ELF header says
+/// AArch64: enough for the architecture checks, which is all an arm64 fixture is used for here.
+pub fn fake_alloy(version: &str, arch: &str) -> Vec<u8> {
+    let _guard = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
+    let out = fixture_dir().join(format!("fake-alloy-{version}"));
+    if !out.exists() {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-alloy.c");
+        let tmp = out.with_extension("tmp");
+        let status = Command::new("cc")
+            .args(["-static", "-Os", "-s", "-o"])
+            .arg(&tmp)
+            .arg(format!("-DALLOY_VERSION=\"{version}\""))
+            .arg("-DALLOY_PLATFORM=\"linux/amd64\"")
+            .arg(&source)
+            .status()
+            .expect("running cc (install gcc and libc6-dev: bash scripts/install-deps.sh --test)");
+        assert!(status.success(), "compiling {}", source.display());
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    let mut elf = std::fs::read(&out).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    match arch {
+        "amd64" => {}
+        "arm64" => elf[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes()),
+        other => panic!("no fixture for {other}"),
+    }
+    elf
+}
+
+/// A zip holding the given entries (name, bytes, unix mode), deflated like Grafana's.
+pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes, mode) in entries {
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(*mode)
+            .last_modified_time(zip::DateTime::default());
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(bytes).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+pub fn sha256sums(assets: &BTreeMap<String, Vec<u8>>) -> String {
+    assets
+        .iter()
+        .filter(|(name, _)| name.as_str() != "SHA256SUMS")
+        .map(|(name, bytes)| format!("{}  {name}\n", sha256_hex(bytes)))
+        .collect()
+}
+
+/// The assets of a fixture release: both Linux zips and SHA256SUMS.
+#[derive(Clone)]
+pub struct Release {
+    pub version: String,
+    pub assets: BTreeMap<String, Vec<u8>>,
+}
+
+impl Release {
+    pub fn new(version: &str) -> Release {
+        let mut release = Release {
+            version: version.to_string(),
+            assets: BTreeMap::new(),
+        };
+        for arch in ["amd64", "arm64"] {
+            let binary = fake_alloy(version, arch);
+            // Since v1.13 the zipped binary may lack its execute bit: make the fixture like that.
+            let zip = zip_of(&[(&format!("alloy-linux-{arch}"), &binary, 0o644)]);
+            release
+                .assets
+                .insert(format!("alloy-linux-{arch}.zip"), zip);
+        }
+        release
+            .assets
+            .insert("other-asset.deb".into(), b"not used".to_vec());
+        release.refresh_sums();
+        release
+    }
+
+    pub fn refresh_sums(&mut self) {
+        let sums = sha256sums(&self.assets);
+        self.assets.insert("SHA256SUMS".into(), sums.into_bytes());
+    }
+
+    pub fn binary(&self, arch: &str) -> Vec<u8> {
+        fake_alloy(&self.version, arch)
+    }
+
+    /// Replaces a zip, keeping SHA256SUMS true to it.
+    pub fn with_zip(mut self, arch: &str, zip: Vec<u8>) -> Release {
+        self.assets.insert(format!("alloy-linux-{arch}.zip"), zip);
+        self.refresh_sums();
+        self
+    }
+}
