@@ -115,7 +115,13 @@ impl Http {
 
     /// Sends a GET (with a Range header when `from` > 0) and sorts the answer.
     fn get(&self, url: &str, from: u64) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let mut request = self.agent.get(url);
+        // Once on https, a redirect must not downgrade to plain http.
+        let mut request = self
+            .agent
+            .get(url)
+            .config()
+            .https_only(url.starts_with("https://"))
+            .build();
         if from > 0 {
             request = request.header("Range", format!("bytes={from}-"));
         }
