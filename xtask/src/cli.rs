@@ -42,9 +42,10 @@ impl std::str::FromStr for VersionArg {
         if input == "latest" {
             Ok(VersionArg::Latest)
         } else {
-            input.parse().map(VersionArg::Exact).map_err(|e| {
-                e.context("give a version like 1.10.2, or `latest` for the highest stable release")
-            })
+            input
+                .parse()
+                .map(VersionArg::Exact)
+                .map_err(|e| anyhow::anyhow!("{e}; or `latest` for the highest stable release"))
         }
     }
 }
@@ -122,6 +123,11 @@ pub struct ButaneArgs {
     /// With --sysupdate: Verify=yes or no [default: yes when <URL>/SHA256SUMS.gpg exists]
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no, requires = "sysupdate")]
     pub verify: Option<bool>,
+
+    /// With --sysupdate: a binary public keyring (gpg --export KEYID) to install as
+    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against
+    #[arg(long, value_name = "FILE", requires = "sysupdate")]
+    pub keyring: Option<PathBuf>,
 
     #[command(flatten)]
     pub github: GithubArgs,

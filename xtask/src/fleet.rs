@@ -22,6 +22,28 @@ pub const CURRENT_LINK: &str = "/etc/extensions/alloy.raw";
 pub const TRANSFER_PATH: &str = "/etc/sysupdate.alloy.d/alloy.conf";
 /// The detached signature of SHA256SUMS that `Verify=yes` requires.
 pub const SIGNATURE_NAME: &str = "SHA256SUMS.gpg";
+/// The keyring systemd-sysupdate checks `SHA256SUMS.gpg` against (before /usr/lib/systemd/...).
+pub const HOST_KEYRING: &str = "/etc/systemd/import-pubring.gpg";
+
+/// Standard base64 with padding, for a `data:` URL.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
 
 fn base(url: &str) -> &str {
     url.trim_end_matches('/')
@@ -90,6 +112,8 @@ pub struct ButaneOptions {
     pub dist: PathBuf,
     pub sysupdate: bool,
     pub verify: Option<bool>,
+    /// Binary public keyring to install as /etc/systemd/import-pubring.gpg, for Verify=yes.
+    pub keyring: Option<PathBuf>,
 }
 
 /// Indents every line of `text` by `spaces` (for a YAML block scalar).
@@ -140,6 +164,7 @@ pub fn butane_config(
     base_url: &str,
     digest: &Digest,
     transfer: Option<&str>,
+    keyring: Option<&[u8]>,
 ) -> String {
     let name = image_name(version, arch);
     let mut out = format!(
@@ -169,9 +194,14 @@ storage:
             indent(NOOP_TRANSFER, 10)
         ));
     }
+    if let Some(keyring) = keyring {
+        out.push_str(&format!(
+            "    - path: {HOST_KEYRING}\n      mode: 0644\n      contents:\n        source: \"data:;base64,{}\"\n",
+            base64(keyring)
+        ));
+    }
     out.push_str(&format!(
-        "\
-  links:
+        "  links:
     - path: {CURRENT_LINK}
       target: {IMAGES_DIR}/{name}
       hard: false
@@ -233,14 +263,29 @@ pub fn butane(http: &Http, options: &ButaneOptions) -> anyhow::Result<String> {
     let (digest, source) = image_digest(http, options, &name)?;
     crate::progress::detail(format!("{name}: sha256 {digest} (from {source})"));
     let transfer = if options.sysupdate {
-        Some(sysupdate(
-            http,
-            options.arch,
-            &options.base_url,
-            options.verify,
-        )?)
+        let verify = match options.verify {
+            Some(verify) => verify,
+            None => signatures_published(http, &options.base_url)?,
+        };
+        if verify && options.keyring.is_none() {
+            crate::progress::detail(format!(
+                "Verify=yes: hosts need the signing key in {HOST_KEYRING}; pass --keyring FILE to install it"
+            ));
+        }
+        Some(transfer_file(&options.base_url, options.arch, verify))
     } else {
         None
+    };
+    let keyring = match &options.keyring {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading --keyring {}", path.display()))?;
+            if bytes.starts_with(b"-----BEGIN") {
+                bail!("--keyring {} is armored; systemd-sysupdate needs a binary keyring: gpg --dearmor it, or export without --armor", path.display());
+            }
+            Some(bytes)
+        }
+        None => None,
     };
     Ok(butane_config(
         &options.version,
@@ -248,6 +293,7 @@ pub fn butane(http: &Http, options: &ButaneOptions) -> anyhow::Result<String> {
         &options.base_url,
         &digest,
         transfer.as_deref(),
+        keyring.as_deref(),
     ))
 }
 
@@ -327,7 +373,14 @@ mod tests {
     fn butane_without_sysupdate_installs_and_links_only() {
         let version: Version = "1.10.2".parse().unwrap();
         let digest = checksums::hash_bytes(b"image");
-        let text = butane_config(&version, Arch::Amd64, "https://b.example/", &digest, None);
+        let text = butane_config(
+            &version,
+            Arch::Amd64,
+            "https://b.example/",
+            &digest,
+            None,
+            None,
+        );
         assert!(
             text.contains("variant: flatcar\nversion: 1.0.0\n"),
             "{text}"
@@ -335,9 +388,25 @@ mod tests {
         assert!(text.contains("    - path: /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
         assert!(text.contains("        source: https://b.example/alloy-1.10.2-amd64.raw\n"));
         assert!(text.contains(&format!("          hash: sha256-{digest}\n")));
-        assert!(text.contains("    - path: /etc/extensions/alloy.raw\n      target: /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
+        assert!(text.contains("\n  links:\n    - path: /etc/extensions/alloy.raw\n      target: /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
         assert!(!text.contains("sysupdate"), "{text}");
         assert!(!text.contains("systemd:"), "{text}");
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected, "{input}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         dist: args.dist.unwrap_or_else(|| project_root().join("dist")),
                         sysupdate: args.sysupdate,
                         verify: args.verify,
+                        keyring: args.keyring,
                     },
                 )?
             );
