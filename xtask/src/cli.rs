@@ -57,4 +57,9 @@ pub struct BuildArgs {
     /// A local SHA256SUMS listing the expected digest of --zip
     #[arg(long, value_name = "PATH", group = "zip_digest", requires = "zip")]
     pub sha256sums: Option<PathBuf>,
+
+    /// Leave out the drop-in that starts alloy.service at boot (the unit is still shipped:
+    /// start it yourself)
+    #[arg(long)]
+    pub no_autostart: bool,
 }

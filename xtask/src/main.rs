@@ -11,6 +11,7 @@ mod fetch;
 mod files;
 mod image;
 mod progress;
+mod service;
 mod stage;
 mod tools;
 mod version;
@@ -50,6 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out_dir: args.out_dir.unwrap_or_else(|| project_root().join("dist")),
                 releases_url: args.releases_url,
                 local_zip,
+                autostart: !args.no_autostart,
             })?;
         }
     }
