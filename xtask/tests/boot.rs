@@ -62,6 +62,19 @@ while [ "$i" -lt 40 ] && ! systemctl is-active -q alloy.service; do sleep 0.25; 
   echo "adm_gid=$(getent group adm | cut -d: -f3)"
   echo "extensions=$(systemd-sysext list --no-legend 2>&1 | awk '{print $1}' | tr '\n' ' ')"
   if [ "$pid" != 0 ]; then
+    # What Alloy's common sources read, read as Alloy: its uid and groups, in its mount
+    # namespace (where ProtectSystem=, ProtectHome=, PrivateTmp= ... apply).
+    uid=$(sed -n 's/^Uid:[[:space:]]*\([0-9]*\).*/\1/p' /proc/$pid/status)
+    gids=$(sed -n 's/^Groups:[[:space:]]*//p' /proc/$pid/status | xargs | tr ' ' ',')
+    for check in "proc:cat /proc/stat" "sys:ls /sys/class/net" "varlog:ls /var/log" \
+        "journal:journalctl -q -n 1 -o export --no-pager | grep -m 1 ^MESSAGE=" "config:cat /etc/alloy/config.alloy"; do
+      if got=$(nsenter -t "$pid" -m -- setpriv --reuid="$uid" --regid="$uid" --groups="$gids" \
+          --inh-caps=-all -- sh -c "${check#*:}" 2>&1) && [ -n "$got" ]; then
+        echo "read_${check%%:*}=ok"
+      else
+        echo "read_${check%%:*}=failed: $(echo "$got" | tr "\n" " " | cut -c 1-200)"
+      fi
+    done
     systemctl reload alloy.service
     i=0
     while [ "$i" -lt 40 ] && ! grep -q reloaded /var/lib/alloy/data/fake-alloy.log; do sleep 0.25; i=$((i+1)); done
@@ -394,6 +407,10 @@ fn assert_running_unprivileged(report: &Report) -> String {
             !gid.is_empty() && groups.contains(&gid),
             "{group} {gid} not in {groups:?}\n{report}"
         );
+    }
+    // The hardening leaves what Alloy is there to read readable.
+    for source in ["proc", "sys", "varlog", "journal", "config"] {
+        assert_eq!(report.get(&format!("read_{source}")), "ok", "{report}");
     }
     uid.to_string()
 }
