@@ -17,7 +17,10 @@ pub const ENVIRONMENT_FILE: &str = "/etc/default/alloy";
 /// `alloy.service`, after upstream's packaged unit (packaging/deb/alloy.service), with the
 /// `alloy` user that the .deb's post-install creates replaced by a dynamic user: nothing has to
 /// exist on the host before the first start. The groups give journal and /var/log sources
-/// something to read. The hardening leaves /proc, /sys, the journal and /var/log readable.
+/// something to read. The hardening leaves /proc, /sys, the journal and /var/log readable; it
+/// has no ProtectClock= (its seccomp filter denies the read-only adjtimex() of node_exporter's
+/// default timex collector) and keeps home directories readable (as DynamicUser= would anyway)
+/// so filesystem metrics of mounts under /home stay true.
 pub fn unit() -> String {
     format!(
         "\
@@ -44,12 +47,11 @@ ExecReload=/bin/sh -c 'kill -HUP $MAINPID'
 TimeoutStopSec=20s
 NoNewPrivileges=yes
 ProtectSystem=strict
-ProtectHome=yes
+ProtectHome=read-only
 PrivateTmp=yes
 ProtectKernelModules=yes
 ProtectKernelTunables=yes
 ProtectControlGroups=yes
-ProtectClock=yes
 RestrictSUIDSGID=yes
 RestrictRealtime=yes
 LockPersonality=yes
@@ -165,6 +167,8 @@ mod tests {
             "ProtectProc=invisible",
             "PrivateDevices",
             "ProtectKernelLogs",
+            "ProtectClock",
+            "ProtectHome=yes",
             "InaccessiblePaths",
         ] {
             assert!(

@@ -258,6 +258,35 @@ mod tests {
     }
 
     #[test]
+    fn service_files_are_staged_with_the_drop_in_only_for_autostart() {
+        for autostart in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut tree = StagedTree::new(&dir.path().join("tree")).unwrap();
+            stage_service(&mut tree, autostart).unwrap();
+            let files: Vec<(&str, u32)> = tree
+                .entries
+                .iter()
+                .filter(|e| matches!(e.kind, Kind::File { .. }))
+                .map(|e| (e.path.as_str(), e.mode))
+                .collect();
+            let mut expected = vec![
+                (service::UNIT_PATH, 0o644),
+                (service::TMPFILES_PATH, 0o644),
+                (service::DEFAULT_CONFIG_PATH, 0o644),
+                (service::DEFAULT_ENVIRONMENT_PATH, 0o644),
+            ];
+            if autostart {
+                expected.push((service::AUTOSTART_PATH, 0o644));
+            }
+            assert_eq!(files, expected);
+            assert_eq!(
+                fs::read_to_string(tree.disk_path(service::UNIT_PATH)).unwrap(),
+                service::unit()
+            );
+        }
+    }
+
+    #[test]
     fn only_usr_and_never_usr_sbin() {
         assert!(check_path("usr/bin/alloy").is_ok());
         for bad in [
