@@ -41,6 +41,8 @@ Environment=HOSTNAME=%H
 Environment=CONFIG_FILE={CONFIG_FILE}
 Environment=CUSTOM_ARGS=
 EnvironmentFile=-{ENVIRONMENT_FILE}
+# Seeds /etc when the image was merged after boot (systemd-sysext refresh), as root (the +).
+ExecStartPre=+/usr/bin/systemd-tmpfiles --create alloy.conf
 ExecStart=/usr/bin/alloy run $CUSTOM_ARGS --storage.path=/var/lib/alloy/data $CONFIG_FILE
 # The shell's own kill: no kill binary needs to exist on the host (systemd 252 has no ReloadSignal=).
 ExecReload=/bin/sh -c 'kill -HUP $MAINPID'
@@ -154,6 +156,7 @@ mod tests {
             "Environment=HOSTNAME=%H",
             "ExecStart=/usr/bin/alloy run $CUSTOM_ARGS --storage.path=/var/lib/alloy/data $CONFIG_FILE",
             "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'",
+            "ExecStartPre=+/usr/bin/systemd-tmpfiles --create alloy.conf",
             "Restart=always",
             "TimeoutStopSec=20s",
             "WantedBy=multi-user.target",

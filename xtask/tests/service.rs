@@ -112,11 +112,13 @@ fn verify_root(image: &Path, root: &Path) {
     assert!(copied.success(), "copying the host's units");
     std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
-    std::fs::copy(
-        std::fs::canonicalize("/bin/sh").unwrap(),
-        root.join("usr/bin/sh"),
-    )
-    .unwrap();
+    // The unit's other commands: the shell for ExecReload, tmpfiles for ExecStartPre.
+    for (host, inside) in [
+        ("/bin/sh", "usr/bin/sh"),
+        ("/usr/bin/systemd-tmpfiles", "usr/bin/systemd-tmpfiles"),
+    ] {
+        std::fs::copy(std::fs::canonicalize(host).unwrap(), root.join(inside)).unwrap();
+    }
     extract(image, root, &[UNIT, AUTOSTART, "/usr/bin/alloy"]);
     std::fs::set_permissions(
         root.join("usr/bin/alloy"),
