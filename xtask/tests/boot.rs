@@ -308,6 +308,9 @@ impl Host {
         let started = Instant::now();
         let mut child = Command::new("systemd-nspawn")
             .args(["--register=no", "--keep-unit", "--boot", "--console=pipe"])
+            // On SIGTERM (a timed-out boot), nspawn kills the container's init, and with it
+            // every process in the container's PID namespace.
+            .arg("--kill-signal=SIGKILL")
             .arg(format!("--machine={}", self.name))
             .arg("-D")
             .arg(&self.root)
@@ -322,6 +325,16 @@ impl Host {
                 break Some(status);
             }
             if started.elapsed() > BOOT_TIMEOUT {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let grace = Instant::now();
+                while grace.elapsed() < Duration::from_secs(10) {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
