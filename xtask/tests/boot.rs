@@ -46,14 +46,23 @@ WantedBy=sysinit.target
 /// the test asserts on as KEY=VALUE lines, reloads Alloy, and powers off.
 const REPORT_SCRIPT: &str = r#"#!/bin/sh
 out=/root/alloy-report.txt
+log=/var/lib/alloy/data/fake-alloy.log
+# Polls (at most 10 s) until the last line of Alloy's state log starts with $1.
+wait_for_log() {
+  i=0
+  while [ "$i" -lt 40 ] && ! tail -n 1 "$log" 2>/dev/null | grep -q "^$1"; do sleep 0.25; i=$((i+1)); done
+}
 timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
 i=0
 while [ "$i" -lt 40 ] && ! systemctl is-active -q alloy.service; do sleep 0.25; i=$((i+1)); done
+pid=$(systemctl show -p MainPID --value alloy.service)
+# Active comes right after the fork: wait until the process is Alloy itself, not systemd still
+# setting it up as root (the state log of an earlier boot ends with "stopped").
+[ "$pid" != 0 ] && wait_for_log "started pid=$pid "
 {
   echo "system=$(systemctl is-system-running)"
   echo "load=$(systemctl show -p LoadState --value alloy.service)"
   echo "active=$(systemctl is-active alloy.service)"
-  pid=$(systemctl show -p MainPID --value alloy.service)
   echo "pid=$pid"
   if [ "$pid" != 0 ]; then
     sed -n 's/^Uid:[[:space:]]*\([0-9]*\).*/uid=\1/p; s/^Groups:[[:space:]]*/groups=/p' /proc/$pid/status
@@ -76,17 +85,15 @@ while [ "$i" -lt 40 ] && ! systemctl is-active -q alloy.service; do sleep 0.25; 
       fi
     done
     systemctl reload alloy.service
-    i=0
-    while [ "$i" -lt 40 ] && ! grep -q reloaded /var/lib/alloy/data/fake-alloy.log; do sleep 0.25; i=$((i+1)); done
+    wait_for_log "reloaded pid=$pid "
   fi
-  sed 's/^/state=/' /var/lib/alloy/data/fake-alloy.log
+  sed 's/^/state=/' "$log"
   if [ "$pid" = 0 ]; then
     # Not started at boot: start it by hand, with its config gone (as after a runtime merge).
     rm -f /etc/alloy/config.alloy
     systemctl start alloy.service
-    i=0
-    while [ "$i" -lt 40 ] && ! grep -q started /var/lib/alloy/data/fake-alloy.log; do sleep 0.25; i=$((i+1)); done
-    echo "by_hand=$(systemctl is-active alloy.service) $(grep -c started /var/lib/alloy/data/fake-alloy.log)"
+    wait_for_log "started "
+    echo "by_hand=$(systemctl is-active alloy.service) $(grep -c started "$log")"
   fi
 } > "$out.tmp" 2>&1
 journalctl -b --no-pager > /root/alloy-journal.txt 2>&1
