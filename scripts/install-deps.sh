@@ -15,7 +15,7 @@ as_root() {
 # Debian package names; the build needs the first line, the tests the rest.
 packages=(e2fsprogs ca-certificates)
 if [ "$want_test" -eq 1 ]; then
-  packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap gnupg python3-venv python3-yaml shellcheck)
+  packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
 fi
 
 missing=()

@@ -172,4 +172,8 @@ pub struct BuildArgs {
 
     #[command(flatten)]
     pub github: GithubArgs,
+    /// Leave out the drop-in that starts alloy.service at boot (the unit is still shipped:
+    /// start it yourself)
+    #[arg(long)]
+    pub no_autostart: bool,
 }

@@ -13,6 +13,7 @@ mod fleet;
 mod image;
 mod latest;
 mod progress;
+mod service;
 mod signing;
 mod stage;
 mod tools;
@@ -74,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out_dir: args.out_dir.unwrap_or_else(|| project_root().join("dist")),
                 releases_url: args.releases_url,
                 local_zip,
+                autostart: !args.no_autostart,
             })?;
         }
         Command::Latest(args) => {

@@ -70,7 +70,7 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
             "/usr/lib/extension-release.d/extension-release.alloy"
         ))
         .unwrap(),
-        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
+        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
     );
     let inodes = ext4_inodes(&image);
     let paths: Vec<&str> = inodes.iter().map(|i| i.path.as_str()).collect();
