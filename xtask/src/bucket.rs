@@ -229,6 +229,23 @@ impl Bucket {
         format!("{}{name}", self.prefix)
     }
 
+    /// Fails with a clear message when the bucket does not exist. A 403 here is let through:
+    /// tokens limited to objects may not be allowed to ask, and the first object request
+    /// reports a real access problem.
+    pub async fn check_exists(&self) -> anyhow::Result<()> {
+        match self.client.head_bucket().bucket(&self.name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 403) => Ok(()),
+            Err(e) if is_status(&e, 404) => bail!(
+                "checking bucket {:?}: the server answered 404 NoSuchBucket: there is no bucket {:?} at {}. Check --bucket / R2_BUCKET and the endpoint",
+                self.name,
+                self.name,
+                self.endpoint
+            ),
+            Err(e) => Err(explain(e, &format!("checking bucket {:?}", self.name), self)),
+        }
+    }
+
     /// A small object's text and ETag, or `None` when there is no such key.
     pub async fn get_text(
         &self,

@@ -203,6 +203,7 @@ async fn publish(
         ));
     }
 
+    bucket.check_exists().await?;
     // Reading the index first proves the endpoint, bucket and keys before anything is written,
     // and refuses early if it already lists one of our names with other bytes.
     let entries: Vec<Entry> = images
@@ -283,6 +284,9 @@ async fn publish(
     println!("\nindex: {target}{INDEX_NAME}");
     Ok(())
 }
+
+/// How long after writing the index we read it back.
+const INDEX_SETTLE: Duration = Duration::from_millis(1000);
 
 /// The index is a few lines per release; anything much larger is not ours.
 const INDEX_LIMIT: u64 = 16 << 20;
@@ -442,8 +446,23 @@ async fn update_index(bucket: &Bucket, entries: &[Entry], verbose: bool) -> anyh
             .await?
         {
             Written::Done => {
-                detail(format!("{INDEX_NAME}: added {}", merged.added.join(", ")));
-                return Ok(());
+                // Read it back once concurrent writes have landed: a store whose conditional
+                // writes are not atomic can let two writers both pass, and the later one
+                // drops the other's lines. Then we merge again.
+                tokio::time::sleep(INDEX_SETTLE).await;
+                let now = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await?;
+                let listed = now
+                    .as_ref()
+                    .map(|(text, _)| index::merge(text, entries).map(|m| m.added.is_empty()))
+                    .transpose()?
+                    .unwrap_or(false);
+                if listed {
+                    detail(format!("{INDEX_NAME}: added {}", merged.added.join(", ")));
+                    return Ok(());
+                }
+                detail(format!(
+                    "{INDEX_NAME} lost our lines to a concurrent write; merging again (attempt {attempt} of {ATTEMPTS})"
+                ));
             }
             Written::PreconditionFailed => {
                 let wait = backoff + jitter(backoff);

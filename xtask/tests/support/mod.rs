@@ -4,6 +4,7 @@
 
 pub mod fixture;
 pub mod mirror;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
