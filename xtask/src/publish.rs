@@ -220,16 +220,24 @@ async fn publish(
     // Every object that exists already must hold exactly our bytes; otherwise refuse before
     // uploading anything at all.
     let mut conflicts = Vec::new();
+    let mut published = std::collections::HashSet::new();
     for image in images {
         let checksum = checksums::hash_bytes(image.checksum_text().as_bytes());
         for (name, digest) in [
             (image.name.clone(), image.digest),
             (image.checksum_name(), checksum),
         ] {
-            if let Some((remote, _)) = bucket.digest_of(&name).await? {
-                if remote != digest {
+            match bucket.digest_of(&name).await? {
+                Some((remote, _)) if remote != digest => {
                     conflicts.push(refusal(&bucket, &name, &remote, &digest));
                 }
+                Some(_) => {
+                    detail(format!(
+                        "{name}: already published with the same sha256, skipped"
+                    ));
+                    published.insert(name);
+                }
+                None => {}
             }
         }
     }
@@ -242,29 +250,35 @@ async fn publish(
 
     let mut outcomes = Vec::new();
     for image in images {
-        let outcome = put_immutable(
-            &bucket,
-            &image.name,
-            Source::File(&image.path),
-            &image.digest,
-            image.size,
-            bucket::IMAGE,
-            options,
-        )
-        .await?;
-        let text = image.checksum_text();
-        let checksum = checksums::hash_bytes(text.as_bytes());
-        let size = text.len() as u64;
-        put_immutable(
-            &bucket,
-            &image.checksum_name(),
-            Source::Text(text),
-            &checksum,
-            size,
-            bucket::CHECKSUM,
-            options,
-        )
-        .await?;
+        let outcome = if published.contains(&image.name) {
+            Outcome::AlreadyPublished
+        } else {
+            put_immutable(
+                &bucket,
+                &image.name,
+                Source::File(&image.path),
+                &image.digest,
+                image.size,
+                bucket::IMAGE,
+                options,
+            )
+            .await?
+        };
+        if !published.contains(&image.checksum_name()) {
+            let text = image.checksum_text();
+            let checksum = checksums::hash_bytes(text.as_bytes());
+            let size = text.len() as u64;
+            put_immutable(
+                &bucket,
+                &image.checksum_name(),
+                Source::Text(text),
+                &checksum,
+                size,
+                bucket::CHECKSUM,
+                options,
+            )
+            .await?;
+        }
         outcomes.push(outcome);
     }
 
@@ -299,8 +313,8 @@ fn refusal(bucket: &Bucket, name: &str, remote: &Digest, local: &Digest) -> Stri
     )
 }
 
-/// Writes an object create-only. If it exists (now, or by the time our write lands), the
-/// existing bytes are hashed: identical is success, different is an error naming both digests.
+/// Writes an object create-only. If it exists by the time our write lands (another publisher,
+/// or our own earlier attempt whose answer was lost), the existing bytes are hashed: identical is success, different is an error naming both digests.
 async fn put_immutable(
     bucket: &Bucket,
     name: &str,
@@ -311,9 +325,6 @@ async fn put_immutable(
     options: &PublishOptions,
 ) -> anyhow::Result<Outcome> {
     let key = bucket.key(name);
-    if let Some((remote, _)) = bucket.digest_of(name).await? {
-        return same_or_refuse(bucket, name, &remote, digest);
-    }
     let plan = match &source {
         Source::File(_) => {
             multipart::part_plan(size, options.multipart_threshold, options.part_size)
