@@ -234,6 +234,32 @@ fn verify_fails_on_a_tampered_image_or_a_missing_checksum() {
     let image = s3.bucket_dir().join("alloy-1.10.2-amd64.raw");
     let original = std::fs::read(&image).unwrap();
 
+    // A good amd64 image published under an arm64 name: the inside gives it away.
+    let arm64 = "alloy-1.10.2-arm64.raw";
+    let digest = sha256_hex(&original);
+    std::fs::write(s3.bucket_dir().join(arm64), &original).unwrap();
+    std::fs::write(
+        s3.bucket_dir().join(format!("{arm64}.sha256")),
+        format!("{digest}  {arm64}\n"),
+    )
+    .unwrap();
+    let mut index = s3.object("SHA256SUMS").unwrap();
+    index.extend_from_slice(format!("{digest}  {arm64}\n").as_bytes());
+    std::fs::write(s3.bucket_dir().join("SHA256SUMS"), index).unwrap();
+    let failed = verify(&s3.public_url, &["--arch", "arm64"]);
+    failed.assert_fails_with(&["failed verification"]);
+    for needle in [
+        "ARCHITECTURE=x86-64, expected ARCHITECTURE=arm64",
+        "ELF executable for x86-64, not for AArch64",
+    ] {
+        assert!(
+            failed.stdout.contains(needle),
+            "{needle}\n{}",
+            failed.stdout
+        );
+    }
+    verify(&s3.public_url, &["--arch", "amd64"]).assert_ok();
+
     // One flipped byte at rest.
     let mut tampered = original.clone();
     let middle = tampered.len() / 2;
