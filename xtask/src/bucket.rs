@@ -174,6 +174,10 @@ where
             code.as_deref().unwrap_or("Forbidden"),
             bucket.name
         ),
+        (_, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "InvalidDigest")) => anyhow!(
+            "{what}: the server answered {}: the bytes it received do not have the SHA-256 we sent (corrupted on the way), so it stored nothing. Check the network and run publish again",
+            code.as_deref().unwrap_or("BadDigest")
+        ),
         (Some(404), _) => anyhow!(
             "{what}: the server answered 404 {}: check the bucket {:?} and the endpoint {}",
             code.as_deref().unwrap_or("Not Found"),

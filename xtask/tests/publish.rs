@@ -488,3 +488,20 @@ fn large_images_go_up_in_equal_parts_and_arrive_whole() {
     assert!(s3.pending_parts().is_empty(), "{:?}", s3.pending_parts());
     assert_no_dangling_checksum(&s3);
 }
+
+#[test]
+fn a_body_corrupted_on_the_way_is_refused_by_the_server_and_nothing_is_stored() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = fabricate(dir.path(), "1.10.2", "amd64", 3 << 20, 1);
+    let proxy = CuttingProxy::corrupting(&s3.endpoint, 2 << 20);
+    let failed = run(&mut publish_command(&proxy.url, dir.path(), &[]));
+    assert_eq!(proxy.cuts(), 1, "the proxy never flipped a bit");
+    failed.assert_fails_with(&["BadDigest", "run publish again"]);
+    assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), None);
+    assert_no_dangling_checksum(&s3);
+    // The proxy flips only once: the next run gets the bytes through.
+    run(&mut publish_command(&proxy.url, dir.path(), &[])).assert_ok();
+    assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), Some(bytes));
+    assert_no_dangling_checksum(&s3);
+}

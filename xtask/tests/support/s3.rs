@@ -210,6 +210,15 @@ pub struct CuttingProxy {
 impl CuttingProxy {
     /// Cuts the first connection that sends more than `after` bytes; `always` cuts every one.
     pub fn start(target: &str, after: u64, always: bool) -> CuttingProxy {
+        CuttingProxy::spawn(target, after, always, false)
+    }
+
+    /// Instead of cutting, flips one bit of the byte at `after`, once: a body corrupted on the way.
+    pub fn corrupting(target: &str, after: u64) -> CuttingProxy {
+        CuttingProxy::spawn(target, after, false, true)
+    }
+
+    fn spawn(target: &str, after: u64, always: bool, corrupt: bool) -> CuttingProxy {
         let target = target.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -243,6 +252,15 @@ impl CuttingProxy {
                         if passed + n as u64 > after
                             && (always || armed.swap(false, Ordering::SeqCst))
                         {
+                            if corrupt {
+                                buffer[(after - passed) as usize] ^= 0x01;
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                if to_server.write_all(&buffer[..n]).is_err() {
+                                    break;
+                                }
+                                passed += n as u64;
+                                continue;
+                            }
                             let _ = to_server.write_all(&buffer[..(after - passed) as usize]);
                             cuts.fetch_add(1, Ordering::SeqCst);
                             break;
