@@ -214,7 +214,9 @@ async fn publish(
         })
         .collect();
     if let Some((text, _)) = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await? {
-        index::merge(&text, &entries).with_context(|| format!("checking {target}{INDEX_NAME}"))?;
+        index::merge(&text, &entries).with_context(|| {
+            format!("checking {target}{INDEX_NAME} (nothing was changed on the bucket)")
+        })?;
     }
 
     // Every object that exists already must hold exactly our bytes; otherwise refuse before
