@@ -43,3 +43,13 @@ if [ "$want_test" -eq 1 ]; then
     echo "$pins" > "$venv/.pins"
   fi
 fi
+
+# The S3-compatible server the publish tests run on loopback: s3s-fs checks x-amz-checksum-sha256
+# and honours If-None-Match / If-Match. Its 0.17 release wants a newer Rust than it needs.
+if [ "$want_test" -eq 1 ]; then
+  export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+  if ! command -v s3s-fs >/dev/null 2>&1 || [ "$(s3s-fs --version 2>/dev/null)" != "s3s-fs 0.17.0" ]; then
+    echo "==> cargo install s3s-fs 0.17.0"
+    cargo install --locked s3s-fs --version 0.17.0 --features binary --ignore-rust-version
+  fi
+fi

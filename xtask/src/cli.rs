@@ -22,6 +22,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Build(BuildArgs),
+    Publish(PublishArgs),
+    Verify(VerifyArgs),
     Latest(LatestArgs),
     Sysupdate(SysupdateArgs),
     Butane(ButaneArgs),
@@ -176,4 +178,69 @@ pub struct BuildArgs {
     /// start it yourself)
     #[arg(long)]
     pub no_autostart: bool,
+}
+
+/// Upload built images to the R2 bucket, create-only, then list them in its SHA256SUMS.
+///
+/// Order: each image, then its .raw.sha256, then SHA256SUMS, so no reader sees a checksum for
+/// an object that is not there. A key that exists already is never overwritten: identical
+/// bytes are skipped, different bytes are refused. Credentials come from R2_ACCESS_KEY_ID and
+/// R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from flags.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// Version to publish (every image of it in --dir); without it, every image in --dir
+    pub version: Option<Version>,
+
+    /// Architecture to publish; repeat for several [default: every one present]
+    #[arg(long = "arch", value_enum)]
+    pub archs: Vec<Arch>,
+
+    /// Where the built images are [default: dist/ at the repository root]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// S3 endpoint [default: $R2_ENDPOINT, else https://$R2_ACCOUNT_ID.r2.cloudflarestorage.com]
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Bucket name [default: $R2_BUCKET]
+    #[arg(long, value_name = "NAME")]
+    pub bucket: Option<String>,
+
+    /// Folder inside the bucket to publish under (e.g. sysext/)
+    #[arg(long, value_name = "P")]
+    pub prefix: Option<String>,
+
+    /// Say more about each request (never the secret key)
+    #[arg(long, short)]
+    pub verbose: bool,
+
+    /// Images larger than this many bytes go up in parts
+    #[arg(long, env = "ALLOY_SYSEXT_MULTIPART_THRESHOLD", hide = true,
+          default_value_t = crate::multipart::DEFAULT_THRESHOLD)]
+    pub multipart_threshold: u64,
+
+    /// Size of each multipart part in bytes (at least 5 MiB)
+    #[arg(long, env = "ALLOY_SYSEXT_PART_SIZE", hide = true,
+          default_value_t = crate::multipart::DEFAULT_PART_SIZE)]
+    pub part_size: u64,
+}
+
+/// Check published images from their public URL: digest against the .raw.sha256 and the
+/// SHA256SUMS line, extension-release fields, and usr/bin/alloy (present, executable, an ELF
+/// of the right architecture). Reads images without mounting them; prints one row per image
+/// and fails if any check fails.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Version to verify; without it, every image of --arch listed in <BASE_URL>/SHA256SUMS
+    pub version: Option<Version>,
+
+    /// Architecture to verify
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
+
+    /// Where hosts download images from; plain http only on loopback
+    #[arg(long, env = "SYSEXT_BASE_URL", default_value = crate::verify::DEFAULT_BASE_URL,
+          value_name = "URL")]
+    pub base_url: String,
 }

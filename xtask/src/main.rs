@@ -2,6 +2,7 @@
 
 mod arch;
 mod archive;
+mod bucket;
 mod build;
 mod checksums;
 mod cli;
@@ -11,12 +12,17 @@ mod fetch;
 mod files;
 mod fleet;
 mod image;
+mod index;
+mod inspect;
 mod latest;
+mod multipart;
 mod progress;
+mod publish;
 mod service;
 mod signing;
 mod stage;
 mod tools;
+mod verify;
 mod version;
 
 use std::path::{Path, PathBuf};
@@ -115,6 +121,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 )?
             );
         }
+        Command::Publish(args) => {
+            let mut archs = args.archs;
+            archs.sort();
+            archs.dedup();
+            publish::run(publish::PublishOptions {
+                version: args.version,
+                archs,
+                dir: args.dir.unwrap_or_else(|| project_root().join("dist")),
+                endpoint: args.endpoint,
+                bucket: args.bucket,
+                prefix: args.prefix,
+                multipart_threshold: args.multipart_threshold,
+                part_size: args.part_size,
+                verbose: args.verbose,
+            })?;
+        }
+        Command::Verify(args) => verify::run(verify::VerifyOptions {
+            version: args.version,
+            arch: args.arch,
+            base_url: args.base_url,
+        })?,
     }
     Ok(())
 }

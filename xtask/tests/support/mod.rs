@@ -5,6 +5,7 @@
 pub mod fixture;
 pub mod http;
 pub mod mirror;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,687 @@
+//! The bucket, through the S3 API as Cloudflare R2 speaks it: where it is and with which keys,
+//! and the few operations publishing needs, each with the precondition that keeps it safe.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_smithy_http_client::tls;
+use sha2::{Digest as _, Sha256};
+
+use crate::checksums::{Digest, BUFFER_SIZE};
+use crate::multipart::Part;
+
+/// Where the bucket is and how to sign requests. Holds the secret key: no `Debug`, never printed.
+pub struct Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// Which variables the keys came from, to say so in messages.
+    pub credentials_from: &'static str,
+    credentials: Credentials,
+}
+
+/// Reads the bucket settings from flags and the environment (`env` looks a variable up), and
+/// names everything missing in one error, before anything is sent.
+pub fn settings(
+    env: impl Fn(&str) -> Option<String>,
+    endpoint: Option<String>,
+    bucket: Option<String>,
+    prefix: Option<String>,
+) -> anyhow::Result<Settings> {
+    let var = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut missing = Vec::new();
+
+    let endpoint = endpoint.or_else(|| var("R2_ENDPOINT")).or_else(|| {
+        var("R2_ACCOUNT_ID").map(|id| format!("https://{id}.r2.cloudflarestorage.com"))
+    });
+    if endpoint.is_none() {
+        missing.push("the endpoint: --endpoint URL, R2_ENDPOINT, or R2_ACCOUNT_ID");
+    }
+    let bucket = bucket.or_else(|| var("R2_BUCKET"));
+    if bucket.is_none() {
+        missing.push("the bucket: --bucket NAME or R2_BUCKET");
+    }
+    // Both keys from one pair of variables: never an R2 id with an AWS secret.
+    let pairs = [
+        ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"),
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ];
+    let credentials = pairs.iter().find_map(|(id, secret)| {
+        Some((
+            var(id)?,
+            var(secret)?,
+            if *id == "R2_ACCESS_KEY_ID" {
+                "R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY"
+            } else {
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            },
+        ))
+    });
+    if credentials.is_none() {
+        missing.push(
+            "credentials: R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        );
+    }
+    let (Some(endpoint), Some(bucket), Some((id, secret, credentials_from))) =
+        (endpoint, bucket, credentials)
+    else {
+        bail!(
+            "cannot publish without {}. Set them in the environment (an R2 API token with Object Read & Write on the bucket gives the keys); nothing was uploaded",
+            missing.join("; ")
+        );
+    };
+    crate::download::check_url(&endpoint).context("the bucket endpoint")?;
+    if bucket.contains('/') {
+        bail!("bucket name {bucket:?} contains '/': give the bucket with --bucket and any folder with --prefix");
+    }
+    Ok(Settings {
+        endpoint: endpoint.trim_end_matches('/').to_string(),
+        bucket,
+        prefix: normalize_prefix(prefix.as_deref().unwrap_or("")),
+        credentials_from,
+        credentials: Credentials::new(id, secret, None, None, "environment"),
+    })
+}
+
+/// `a/b/` from `/a/b`, `a/b/` or `a//b`; empty stays empty.
+pub fn normalize_prefix(prefix: &str) -> String {
+    let parts: Vec<&str> = prefix.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", parts.join("/"))
+    }
+}
+
+/// How an object is served: its Content-Type and Cache-Control.
+#[derive(Clone, Copy, Debug)]
+pub struct Metadata {
+    pub content_type: &'static str,
+    pub cache_control: &'static str,
+}
+
+/// Versioned objects never change: cache them for a year.
+pub const IMAGE: Metadata = Metadata {
+    content_type: "application/octet-stream",
+    cache_control: "public, max-age=31536000, immutable",
+};
+pub const CHECKSUM: Metadata = Metadata {
+    content_type: "text/plain; charset=utf-8",
+    cache_control: "public, max-age=31536000, immutable",
+};
+/// The index changes with every release: readers should see a new one within a minute.
+pub const INDEX: Metadata = Metadata {
+    content_type: "text/plain; charset=utf-8",
+    cache_control: "public, max-age=60",
+};
+
+/// What a conditional write did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// 412: the precondition failed (the key exists, or its ETag changed).
+    PreconditionFailed,
+}
+
+/// The precondition of a write.
+pub enum Precondition {
+    /// Create only: `If-None-Match: *`.
+    Absent,
+    /// Replace only this version: `If-Match: <etag>`.
+    Matches(String),
+}
+
+pub struct Bucket {
+    client: aws_sdk_s3::Client,
+    pub name: String,
+    pub prefix: String,
+    pub endpoint: String,
+}
+
+fn base64_digest(digest: &Digest) -> String {
+    aws_smithy_types::base64::encode(digest.0)
+}
+
+/// Turns an SDK error into one that says what failed and what to do about 403 and 404.
+fn explain<E>(error: SdkError<E, HttpResponse>, what: &str, bucket: &Bucket) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let code = error.code().map(str::to_string);
+    match (status, code.as_deref()) {
+        (_, Some("NoSuchBucket")) => anyhow!(
+            "{what}: the server answered 404 NoSuchBucket: there is no bucket {:?} at {}. Check --bucket / R2_BUCKET and the endpoint",
+            bucket.name,
+            bucket.endpoint
+        ),
+        (Some(403), _) | (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => anyhow!(
+            "{what}: the server answered 403 {}: access denied to bucket {:?}. Check the access key and secret, and that the API token may read and write this bucket",
+            code.as_deref().unwrap_or("Forbidden"),
+            bucket.name
+        ),
+        (_, Some("BadDigest" | "XAmzContentSHA256Mismatch" | "InvalidDigest")) => anyhow!(
+            "{what}: the server answered {}: the bytes it received do not have the SHA-256 we sent (corrupted on the way), so it stored nothing. Check the network and run publish again",
+            code.as_deref().unwrap_or("BadDigest")
+        ),
+        (Some(404), _) => anyhow!(
+            "{what}: the server answered 404 {}: check the bucket {:?} and the endpoint {}",
+            code.as_deref().unwrap_or("Not Found"),
+            bucket.name,
+            bucket.endpoint
+        ),
+        _ => anyhow!("{what}: {}", DisplayErrorContext(error)),
+    }
+}
+
+fn is_status<E>(error: &SdkError<E, HttpResponse>, status: u16) -> bool {
+    error.raw_response().map(|r| r.status().as_u16()) == Some(status)
+}
+
+fn is_no_such_key<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    error.code() == Some("NoSuchKey") || (is_status(error, 404) && error.code().is_none())
+}
+
+impl Bucket {
+    pub fn new(settings: &Settings) -> Bucket {
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("auto"))
+            .endpoint_url(&settings.endpoint)
+            .force_path_style(true)
+            .credentials_provider(settings.credentials.clone())
+            .http_client(http_client)
+            // R2 rejects the SDK's default CRC32 trailers; we send our own SHA-256 instead.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(30))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            )
+            .build();
+        Bucket {
+            client: aws_sdk_s3::Client::from_conf(config),
+            name: settings.bucket.clone(),
+            prefix: settings.prefix.clone(),
+            endpoint: settings.endpoint.clone(),
+        }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Fails with a clear message when the bucket does not exist. A 403 here is let through:
+    /// tokens limited to objects may not be allowed to ask, and the first object request
+    /// reports a real access problem.
+    pub async fn check_exists(&self) -> anyhow::Result<()> {
+        match self.client.head_bucket().bucket(&self.name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 403) => Ok(()),
+            Err(e) if is_status(&e, 404) => bail!(
+                "checking bucket {:?}: the server answered 404 NoSuchBucket: there is no bucket {:?} at {}. Check --bucket / R2_BUCKET and the endpoint",
+                self.name,
+                self.name,
+                self.endpoint
+            ),
+            Err(e) => Err(explain(e, &format!("checking bucket {:?}", self.name), self)),
+        }
+    }
+
+    /// A small object's text and ETag, or `None` when there is no such key.
+    pub async fn get_text(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        let key = self.key(name);
+        let what = format!("reading s3://{}/{key}", self.name);
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if is_no_such_key(&e) => return Ok(None),
+            Err(e) => return Err(explain(e, &what, self)),
+        };
+        if output.content_length().unwrap_or(0) as u64 > limit {
+            bail!("{what}: it is larger than {limit} bytes, which is not what we wrote there");
+        }
+        let etag = output
+            .e_tag()
+            .map(str::to_string)
+            .with_context(|| format!("{what}: the server sent no ETag"))?;
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("{what}: the body broke off"))?
+            .into_bytes();
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| anyhow!("{what}: it is not UTF-8 text"))?;
+        Ok(Some((text, etag)))
+    }
+
+    /// The SHA-256 and size of an object, hashed as it streams by, or `None` when there is none.
+    pub async fn digest_of(&self, name: &str) -> anyhow::Result<Option<(Digest, u64)>> {
+        let key = self.key(name);
+        let what = format!("reading s3://{}/{key}", self.name);
+        let mut output = match self
+            .client
+            .get_object()
+            .bucket(&self.name)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if is_no_such_key(&e) => return Ok(None),
+            Err(e) => return Err(explain(e, &what, self)),
+        };
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = output
+            .body
+            .try_next()
+            .await
+            .with_context(|| format!("{what}: the body broke off after {size} bytes"))?
+        {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Some((Digest(hasher.finalize().into()), size)))
+    }
+
+    /// The size the server reports for an object, or `None` when there is none.
+    pub async fn size_of(&self, name: &str) -> anyhow::Result<Option<u64>> {
+        let key = self.key(name);
+        match self
+            .client
+            .head_object()
+            .bucket(&self.name)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(output.content_length().unwrap_or(0) as u64)),
+            Err(e) if is_no_such_key(&e) => Ok(None),
+            Err(e) => Err(explain(
+                e,
+                &format!("checking s3://{}/{key}", self.name),
+                self,
+            )),
+        }
+    }
+
+    /// One conditional PUT of `body`, whose SHA-256 the server checks before storing anything.
+    pub async fn put(
+        &self,
+        name: &str,
+        body: ByteStream,
+        digest: &Digest,
+        metadata: Metadata,
+        precondition: &Precondition,
+    ) -> anyhow::Result<Written> {
+        let key = self.key(name);
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.name)
+            .key(&key)
+            .body(body)
+            .checksum_sha256(base64_digest(digest))
+            .content_type(metadata.content_type)
+            .cache_control(metadata.cache_control);
+        request = match precondition {
+            Precondition::Absent => request.if_none_match("*"),
+            Precondition::Matches(etag) => request.if_match(etag),
+        };
+        match request.send().await {
+            Ok(_) => Ok(Written::Done),
+            Err(e) if is_status(&e, 412) || e.code() == Some("PreconditionFailed") => {
+                Ok(Written::PreconditionFailed)
+            }
+            Err(e) => Err(explain(
+                e,
+                &format!("uploading s3://{}/{key}", self.name),
+                self,
+            )),
+        }
+    }
+
+    /// Uploads a file in `parts`, several at once, and completes the upload create-only.
+    /// On any failure, or when the key turned out to exist, the upload is aborted so that no
+    /// parts are left behind. `on_part` hears of each part done (its length).
+    pub async fn put_multipart(
+        &self,
+        name: &str,
+        path: &Path,
+        parts: &[Part],
+        metadata: Metadata,
+        concurrency: usize,
+        mut on_part: impl FnMut(u64),
+    ) -> anyhow::Result<Written> {
+        let key = self.key(name);
+        let what = format!(
+            "uploading s3://{}/{key} in {} parts",
+            self.name,
+            parts.len()
+        );
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.name)
+            .key(&key)
+            .content_type(metadata.content_type)
+            .cache_control(metadata.cache_control)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(|e| explain(e, &what, self))?;
+        let upload_id = created
+            .upload_id()
+            .with_context(|| format!("{what}: the server gave no upload id"))?
+            .to_string();
+
+        let result = self
+            .upload_parts_and_complete(&key, &upload_id, path, parts, concurrency, &mut on_part)
+            .await
+            .with_context(|| what.clone());
+        if !matches!(result, Ok(Written::Done)) {
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.name)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                crate::progress::detail(format!(
+                    "could not abort multipart upload {upload_id} of {key} ({}); the bucket's lifecycle rules will remove its parts",
+                    DisplayErrorContext(e)
+                ));
+            }
+        }
+        result
+    }
+
+    async fn upload_parts_and_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        parts: &[Part],
+        concurrency: usize,
+        on_part: &mut impl FnMut(u64),
+    ) -> anyhow::Result<Written> {
+        let mut running = tokio::task::JoinSet::new();
+        let mut done: Vec<CompletedPart> = Vec::with_capacity(parts.len());
+        let mut pending = parts.iter().copied();
+        loop {
+            while running.len() < concurrency.max(1) {
+                let Some(part) = pending.next() else { break };
+                running.spawn(upload_part(
+                    self.client.clone(),
+                    self.name.clone(),
+                    key.to_string(),
+                    upload_id.to_string(),
+                    path.to_path_buf(),
+                    part,
+                ));
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            let (completed, length) = match joined {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    running.abort_all();
+                    return Err(e);
+                }
+                Err(e) => {
+                    running.abort_all();
+                    return Err(anyhow!("a part upload task failed: {e}"));
+                }
+            };
+            done.push(completed);
+            on_part(length);
+        }
+        done.sort_by_key(|p| p.part_number());
+        let completion = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .if_none_match("*")
+            .send()
+            .await;
+        match completion {
+            Ok(_) => Ok(Written::Done),
+            Err(e) if is_status(&e, 412) || e.code() == Some("PreconditionFailed") => {
+                Ok(Written::PreconditionFailed)
+            }
+            Err(e) => Err(explain(e, "completing the multipart upload", self)),
+        }
+    }
+}
+
+/// Hashes a byte range of a file.
+fn hash_range(path: &Path, offset: u64, length: u64) -> std::io::Result<Digest> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = file.take(length);
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    let mut read = 0u64;
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        read += n as u64;
+    }
+    if read != length {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{} ended at byte {}", path.display(), offset + read),
+        ));
+    }
+    Ok(Digest(hasher.finalize().into()))
+}
+
+/// One part: hashed first, so that the server refuses it if a byte changes on the way.
+async fn upload_part(
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    path: PathBuf,
+    part: Part,
+) -> anyhow::Result<(CompletedPart, u64)> {
+    let what = format!(
+        "part {} (bytes {}..{}) of {}",
+        part.number,
+        part.offset,
+        part.offset + part.length,
+        path.display()
+    );
+    let hash_path = path.clone();
+    let digest =
+        tokio::task::spawn_blocking(move || hash_range(&hash_path, part.offset, part.length))
+            .await
+            .map_err(|e| anyhow!("hashing {what}: {e}"))?
+            .with_context(|| format!("reading {what}"))?;
+    let checksum = base64_digest(&digest);
+    let body = ByteStream::read_from()
+        .path(&path)
+        .offset(part.offset)
+        .length(Length::Exact(part.length))
+        .buffer_size(BUFFER_SIZE)
+        .build()
+        .await
+        .with_context(|| format!("reading {what}"))?;
+    let output = client
+        .upload_part()
+        .bucket(&bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .part_number(part.number)
+        .content_length(part.length as i64)
+        .checksum_sha256(&checksum)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| anyhow!("uploading {what}: {}", DisplayErrorContext(e)))?;
+    let etag = output
+        .e_tag()
+        .with_context(|| format!("uploading {what}: the server sent no ETag"))?;
+    Ok((
+        CompletedPart::builder()
+            .part_number(part.number)
+            .e_tag(etag)
+            .checksum_sha256(checksum)
+            .build(),
+        part.length,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn everything_missing_is_named_in_one_error_without_secrets() {
+        let err = settings(env(&[("R2_SECRET_ACCESS_KEY", SECRET)]), None, None, None)
+            .err()
+            .unwrap()
+            .to_string();
+        for needle in [
+            "--endpoint",
+            "R2_ACCOUNT_ID",
+            "R2_BUCKET",
+            "R2_ACCESS_KEY_ID",
+        ] {
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(!err.contains(SECRET), "{err}");
+    }
+
+    #[test]
+    fn the_endpoint_comes_from_the_account_id_and_keys_fall_back_to_aws() {
+        let s = settings(
+            env(&[
+                ("R2_ACCOUNT_ID", "abc123"),
+                ("R2_BUCKET", "images"),
+                ("AWS_ACCESS_KEY_ID", "id"),
+                ("AWS_SECRET_ACCESS_KEY", SECRET),
+                ("R2_ACCESS_KEY_ID", "only-an-id"),
+            ]),
+            None,
+            None,
+            Some("/sysext//alloy/".into()),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint, "https://abc123.r2.cloudflarestorage.com");
+        assert_eq!(s.bucket, "images");
+        assert_eq!(s.prefix, "sysext/alloy/");
+        assert_eq!(
+            s.credentials_from,
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        );
+        assert!(!format!("{:?}", s.credentials).contains(SECRET));
+    }
+
+    #[test]
+    fn flags_win_over_the_environment_and_plain_http_is_for_loopback_only() {
+        let vars = [
+            ("R2_ENDPOINT", "https://env.example"),
+            ("R2_BUCKET", "env-bucket"),
+            ("R2_ACCESS_KEY_ID", "id"),
+            ("R2_SECRET_ACCESS_KEY", SECRET),
+        ];
+        let s = settings(
+            env(&vars),
+            Some("http://127.0.0.1:9000/".into()),
+            Some("flag-bucket".into()),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(s.bucket, "flag-bucket");
+        assert_eq!(s.prefix, "");
+        let err = settings(env(&vars), Some("http://r2.example".into()), None, None)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("refusing plain http://"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn part_checksums_are_base64_of_the_digest() {
+        // sha256("") in base64, as S3 documents it.
+        assert_eq!(
+            base64_digest(&crate::checksums::hash_bytes(b"")),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+        );
+    }
+
+    #[test]
+    fn byte_ranges_hash_like_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello world").unwrap();
+        assert_eq!(
+            hash_range(&path, 6, 5).unwrap(),
+            crate::checksums::hash_bytes(b"world")
+        );
+        assert!(hash_range(&path, 6, 6).is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! `cargo xtask verify`: what hosts download, checked from the public URL as they would fetch
+//! it: digest against the `.raw.sha256` and the `SHA256SUMS` line, then the image's inside.
+
+use anyhow::{bail, Context};
+
+use crate::arch::Arch;
+use crate::build::image_name;
+use crate::checksums::{self, Digest, Entry};
+use crate::download::{self, Http, NotFound};
+use crate::index::{ImageName, INDEX_NAME};
+use crate::inspect;
+use crate::progress::{mib, step};
+use crate::version::Version;
+
+/// Where hosts download images from.
+pub const DEFAULT_BASE_URL: &str = "https://ghost-sysext-images.separationofconcerns.dev";
+
+pub struct VerifyOptions {
+    pub version: Option<Version>,
+    pub arch: Arch,
+    pub base_url: String,
+}
+
+/// One row of the report.
+struct Row {
+    name: String,
+    size: Option<u64>,
+    digest: Option<Digest>,
+    problems: Vec<String>,
+}
+
+/// Checksum files and the index are small; anything larger is not ours.
+const TEXT_LIMIT: u64 = 16 << 20;
+
+pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
+    let base = options.base_url.trim_end_matches('/').to_string();
+    download::check_url(&base).context("the base URL (--base-url or SYSEXT_BASE_URL)")?;
+    crate::tools::require(&[crate::tools::DEBUGFS])?;
+    let http = Http::new();
+
+    let index_url = format!("{base}/{INDEX_NAME}");
+    let index: anyhow::Result<Vec<Entry>> = http
+        .get_text(&index_url, TEXT_LIMIT)
+        .and_then(|text| checksums::parse(&text))
+        .with_context(|| format!("reading {index_url}"));
+    let names = match (&options.version, &index) {
+        (Some(version), _) => vec![image_name(version, options.arch)],
+        (None, Ok(entries)) => {
+            let names = images_of_arch(entries, options.arch);
+            if names.is_empty() {
+                bail!("{index_url} lists no {} image", options.arch);
+            }
+            names
+        }
+        (None, Err(e)) => bail!("cannot list the published images: {e:#}"),
+    };
+
+    let work = tempfile::tempdir().context("creating a temporary directory")?;
+    let mut rows = Vec::new();
+    for name in &names {
+        step(format!("Verifying {base}/{name}"));
+        rows.push(verify_one(&http, &base, name, index.as_ref(), work.path()));
+    }
+
+    println!();
+    println!(
+        "{:<34} {:>10}  {:<64}  result",
+        "artifact", "size", "sha256"
+    );
+    for row in &rows {
+        println!(
+            "{:<34} {:>10}  {:<64}  {}",
+            row.name,
+            row.size.map(mib).unwrap_or_else(|| "-".into()),
+            row.digest
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "-".into()),
+            if row.problems.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("FAILED: {}", row.problems.join("; "))
+            }
+        );
+    }
+    let failed = rows.iter().filter(|r| !r.problems.is_empty()).count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} image(s) at {base} failed verification (see the table above)",
+            rows.len()
+        );
+    }
+    Ok(())
+}
+
+/// The image names of `arch` that an index lists, in its order.
+fn images_of_arch(entries: &[Entry], arch: Arch) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        if ImageName::parse(&entry.name).is_some_and(|i| i.arch == arch)
+            && !names.contains(&entry.name)
+        {
+            names.push(entry.name.clone());
+        }
+    }
+    names
+}
+
+/// What the `.raw.sha256` and the index say about an image whose bytes hash to `actual`.
+fn digest_problems(
+    name: &str,
+    actual: &Digest,
+    checksum_file: Result<Option<Digest>, String>,
+    index: Result<&[Entry], String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    match checksum_file {
+        Ok(Some(listed)) if listed == *actual => {}
+        Ok(Some(listed)) => problems.push(format!("{name}.sha256 says {listed}")),
+        Ok(None) => problems.push(format!("{name}.sha256 does not list {name}")),
+        Err(why) => problems.push(why),
+    }
+    match index.and_then(|entries| checksums::lookup(entries, name).map_err(|e| e.to_string())) {
+        Ok(Some(listed)) if listed == *actual => {}
+        Ok(Some(listed)) => problems.push(format!("{INDEX_NAME} says {listed}")),
+        Ok(None) => problems.push(format!("{INDEX_NAME} does not list it")),
+        Err(why) => problems.push(why),
+    }
+    problems
+}
+
+fn verify_one(
+    http: &Http,
+    base: &str,
+    name: &str,
+    index: Result<&Vec<Entry>, &anyhow::Error>,
+    work: &std::path::Path,
+) -> Row {
+    let mut row = Row {
+        name: name.to_string(),
+        size: None,
+        digest: None,
+        problems: Vec::new(),
+    };
+    let url = format!("{base}/{name}");
+    let local = work.join(name);
+    let downloaded = http.download(&url, &local, name);
+    let (digest, size) = match downloaded {
+        Ok(found) => found,
+        Err(e) if e.downcast_ref::<NotFound>().is_some() => {
+            row.problems.push(format!("missing: {url} answered 404"));
+            return row;
+        }
+        Err(e) => {
+            row.problems.push(format!("download failed: {e:#}"));
+            return row;
+        }
+    };
+    row.size = Some(size);
+    row.digest = Some(digest);
+
+    let checksum_url = format!("{url}.sha256");
+    let checksum_file = match http.get_text(&checksum_url, TEXT_LIMIT) {
+        Ok(text) => checksums::parse(&text)
+            .and_then(|entries| checksums::lookup(&entries, name))
+            .map_err(|e| format!("{name}.sha256: {e:#}")),
+        Err(e) if e.downcast_ref::<NotFound>().is_some() => {
+            Err(format!("no {name}.sha256 ({checksum_url} answered 404)"))
+        }
+        Err(e) => Err(format!("{name}.sha256: {e:#}")),
+    };
+    let index = index
+        .map(|entries| entries.as_slice())
+        .map_err(|e| format!("{e:#}"));
+    row.problems
+        .extend(digest_problems(name, &digest, checksum_file, index));
+
+    match ImageName::parse(name) {
+        None => row
+            .problems
+            .push("the name is not alloy-<VERSION>-<ARCH>.raw".to_string()),
+        Some(image) => match inspect::read_contents(&local) {
+            Ok((_, contents)) => row
+                .problems
+                .extend(inspect::problems(&contents, image.arch)),
+            Err(e) => row.problems.push(format!("{e:#}")),
+        },
+    }
+    let _ = std::fs::remove_file(&local);
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksums::hash_bytes;
+
+    fn entry(name: &str, content: &[u8]) -> Entry {
+        Entry {
+            digest: hash_bytes(content),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn lists_the_images_of_one_arch_from_the_index() {
+        let entries = [
+            entry("alloy-1.9.0-amd64.raw", b"1"),
+            entry("alloy-1.9.0-arm64.raw", b"2"),
+            entry("alloy-1.10.2-amd64.raw", b"3"),
+            entry("other.txt", b"4"),
+        ];
+        assert_eq!(
+            images_of_arch(&entries, Arch::Amd64),
+            ["alloy-1.9.0-amd64.raw", "alloy-1.10.2-amd64.raw"]
+        );
+        assert_eq!(
+            images_of_arch(&entries, Arch::Arm64),
+            ["alloy-1.9.0-arm64.raw"]
+        );
+    }
+
+    #[test]
+    fn the_digest_must_match_the_checksum_file_and_the_index() {
+        let name = "alloy-1.10.2-amd64.raw";
+        let good = hash_bytes(b"image");
+        let index = [entry(name, b"image")];
+        assert!(digest_problems(name, &good, Ok(Some(good)), Ok(&index)).is_empty());
+
+        let bad = hash_bytes(b"tampered");
+        let problems = digest_problems(name, &bad, Ok(Some(good)), Ok(&index));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains(&good.to_string()));
+
+        let problems = digest_problems(name, &good, Err("no .sha256".into()), Ok(&[]));
+        assert_eq!(problems, ["no .sha256", "SHA256SUMS does not list it"]);
+    }
+}

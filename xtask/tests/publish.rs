@@ -1,0 +1,507 @@
+//! `cargo xtask publish` and `cargo xtask verify` against a real S3 server process (s3s-fs) on
+//! loopback, with the bucket's files served over HTTP as the public domain would serve them.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::fixture::{sha256_hex, Release};
+use support::mirror::Mirror;
+use support::s3::{CuttingProxy, ACCESS_KEY, BUCKET, S3, SECRET_KEY};
+use support::{Run, Workspace, XTASK};
+
+/// `xtask publish ARGS` with the test server's keys, nothing inherited that matters.
+fn publish_command(endpoint: &str, dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(XTASK);
+    command
+        .arg("publish")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .env("R2_ENDPOINT", endpoint)
+        .env("R2_BUCKET", BUCKET)
+        .env("R2_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("R2_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("RUST_LOG", "trace")
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("R2_ACCOUNT_ID")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("ALLOY_SYSEXT_MULTIPART_THRESHOLD")
+        .env_remove("ALLOY_SYSEXT_PART_SIZE");
+    command
+}
+
+/// Runs a command and checks that the secret key appears nowhere in what it printed.
+fn run(command: &mut Command) -> Run {
+    let run = Run::from_command(command);
+    assert_no_secret(&run);
+    run
+}
+
+fn assert_no_secret(run: &Run) {
+    assert!(
+        !run.stdout.contains(SECRET_KEY) && !run.stderr.contains(SECRET_KEY),
+        "the secret key was printed\n--- stdout\n{}\n--- stderr\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+fn publish(s3: &S3, dir: &Path, args: &[&str]) -> Run {
+    run(&mut publish_command(&s3.endpoint, dir, args))
+}
+
+fn verify(base_url: &str, args: &[&str]) -> Run {
+    Run::from_command(
+        Command::new(XTASK)
+            .arg("verify")
+            .args(args)
+            .arg("--base-url")
+            .arg(base_url)
+            .env_remove("SYSEXT_BASE_URL"),
+    )
+}
+
+/// A file that stands in for an image where the test is about bucket semantics.
+fn fabricate(dir: &Path, version: &str, arch: &str, size: usize, seed: u8) -> Vec<u8> {
+    std::fs::create_dir_all(dir).unwrap();
+    let name = format!("alloy-{version}-{arch}.raw");
+    let mut state = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    std::fs::write(dir.join(&name), &bytes).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.sha256")),
+        format!("{}  {name}\n", sha256_hex(&bytes)),
+    )
+    .unwrap();
+    bytes
+}
+
+/// Real images, built by `xtask build` from a fixture release.
+fn build_images(version: &str) -> Workspace {
+    let mirror = Mirror::start();
+    mirror.add_release(&Release::new(version));
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, version, &["--arch", "amd64"])
+        .assert_ok();
+    ws
+}
+
+/// Every line of the bucket's SHA256SUMS names an object that exists with exactly that digest,
+/// and so does every .raw.sha256.
+fn assert_no_dangling_checksum(s3: &S3) {
+    if let Some(index) = s3.object("SHA256SUMS") {
+        for line in String::from_utf8(index).unwrap().lines() {
+            let (digest, name) = line.split_once("  ").unwrap();
+            let image = s3
+                .object(name)
+                .unwrap_or_else(|| panic!("SHA256SUMS lists {name}, which is not in the bucket"));
+            assert_eq!(
+                sha256_hex(&image),
+                digest,
+                "{name} is not what SHA256SUMS says"
+            );
+        }
+    }
+    for key in s3.keys().iter().filter(|k| k.ends_with(".raw.sha256")) {
+        let text = String::from_utf8(s3.object(key).unwrap()).unwrap();
+        let (digest, name) = text.trim_end().split_once("  ").unwrap();
+        let image = s3
+            .object(name)
+            .unwrap_or_else(|| panic!("{key} exists but {name} does not"));
+        assert_eq!(sha256_hex(&image), digest, "{key} does not describe {name}");
+    }
+}
+
+#[test]
+fn publish_then_verify_from_the_public_url_and_republishing_changes_nothing() {
+    let ws = build_images("1.10.2");
+    let s3 = S3::start();
+    let image = "alloy-1.10.2-amd64.raw";
+
+    let first = publish(&s3, &ws.out, &["1.10.2"]);
+    first.assert_ok();
+    let local = std::fs::read(ws.out.join(image)).unwrap();
+    let digest = sha256_hex(&local);
+    assert_eq!(s3.object(image).as_deref(), Some(&local[..]));
+    assert_eq!(
+        s3.object(&format!("{image}.sha256")).unwrap(),
+        format!("{digest}  {image}\n").into_bytes()
+    );
+    assert_eq!(
+        s3.object("SHA256SUMS").unwrap(),
+        format!("{digest}  {image}\n").into_bytes()
+    );
+    assert!(first.stdout.contains(&digest) && first.stdout.contains("uploaded"));
+    // How the objects are served.
+    let image_meta = s3.metadata(image);
+    assert!(
+        image_meta.contains("application/octet-stream"),
+        "{image_meta}"
+    );
+    assert!(image_meta.contains("immutable"), "{image_meta}");
+    let index_meta = s3.metadata("SHA256SUMS");
+    assert!(index_meta.contains("text/plain"), "{index_meta}");
+    assert!(index_meta.contains("max-age=60"), "{index_meta}");
+    assert!(!index_meta.contains("immutable"), "{index_meta}");
+    assert_no_dangling_checksum(&s3);
+
+    // verify, by version and from the index.
+    let checked = verify(&s3.public_url, &["1.10.2"]);
+    checked.assert_ok();
+    let row = checked
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(image))
+        .unwrap();
+    assert!(
+        row.contains(&digest) && row.trim_end().ends_with("ok"),
+        "{row}"
+    );
+    verify(&s3.public_url, &[]).assert_ok();
+    // No arm64 image is listed: verifying arm64 from the index fails, saying so.
+    verify(&s3.public_url, &["--arch", "arm64"]).assert_fails_with(&["lists no arm64 image"]);
+
+    // Again: nothing is rewritten.
+    let mtime = |key: &str| {
+        std::fs::metadata(s3.bucket_dir().join(key))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before: Vec<_> = s3.keys().iter().map(|k| mtime(k)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = publish(&s3, &ws.out, &["1.10.2"]);
+    again.assert_ok();
+    assert!(
+        again.stdout.contains("already published"),
+        "{}",
+        again.stdout
+    );
+    let after: Vec<_> = s3.keys().iter().map(|k| mtime(k)).collect();
+    assert_eq!(before, after, "a re-publish rewrote an object");
+}
+
+#[test]
+fn different_bytes_for_a_published_version_are_refused_and_the_bucket_is_unchanged() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let original = fabricate(dir.path(), "1.10.2", "amd64", 300_000, 1);
+    publish(&s3, dir.path(), &[]).assert_ok();
+    let index_before = s3.object("SHA256SUMS").unwrap();
+
+    let other = fabricate(dir.path(), "1.10.2", "amd64", 300_000, 2);
+    let refused = publish(&s3, dir.path(), &["1.10.2"]);
+    refused.assert_fails_with(&[&sha256_hex(&original), &sha256_hex(&other)]);
+    assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), Some(original));
+    assert_eq!(s3.object("SHA256SUMS"), Some(index_before));
+
+    // Even when the index does not list it (say, a publish that died before the index): the
+    // image itself is refused, and nothing changes.
+    std::fs::remove_file(s3.bucket_dir().join("SHA256SUMS")).unwrap();
+    let refused = publish(&s3, dir.path(), &["1.10.2"]);
+    refused.assert_fails_with(&["refusing to overwrite", "Nothing was changed"]);
+    assert_eq!(s3.object("SHA256SUMS"), None);
+}
+
+#[test]
+fn a_local_image_that_does_not_match_its_checksum_is_not_uploaded() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    fabricate(dir.path(), "1.10.2", "amd64", 1000, 1);
+    std::fs::write(dir.path().join("alloy-1.10.2-amd64.raw"), b"changed").unwrap();
+    publish(&s3, dir.path(), &[]).assert_fails_with(&["rebuild", "Nothing was uploaded"]);
+    std::fs::remove_file(dir.path().join("alloy-1.10.2-amd64.raw.sha256")).unwrap();
+    publish(&s3, dir.path(), &[]).assert_fails_with(&["alloy-1.10.2-amd64.raw.sha256"]);
+    assert!(s3.keys().is_empty(), "{:?}", s3.keys());
+}
+
+#[test]
+fn verify_fails_on_a_tampered_image_or_a_missing_checksum() {
+    let ws = build_images("1.10.2");
+    let s3 = S3::start();
+    publish(&s3, &ws.out, &[]).assert_ok();
+    verify(&s3.public_url, &["1.10.2"]).assert_ok();
+    let image = s3.bucket_dir().join("alloy-1.10.2-amd64.raw");
+    let original = std::fs::read(&image).unwrap();
+
+    // A good amd64 image published under an arm64 name: the inside gives it away.
+    let arm64 = "alloy-1.10.2-arm64.raw";
+    let digest = sha256_hex(&original);
+    std::fs::write(s3.bucket_dir().join(arm64), &original).unwrap();
+    std::fs::write(
+        s3.bucket_dir().join(format!("{arm64}.sha256")),
+        format!("{digest}  {arm64}\n"),
+    )
+    .unwrap();
+    let mut index = s3.object("SHA256SUMS").unwrap();
+    index.extend_from_slice(format!("{digest}  {arm64}\n").as_bytes());
+    std::fs::write(s3.bucket_dir().join("SHA256SUMS"), index).unwrap();
+    let failed = verify(&s3.public_url, &["--arch", "arm64"]);
+    failed.assert_fails_with(&["failed verification"]);
+    for needle in [
+        "ARCHITECTURE=x86-64, expected ARCHITECTURE=arm64",
+        "ELF executable for x86-64, not for AArch64",
+    ] {
+        assert!(
+            failed.stdout.contains(needle),
+            "{needle}\n{}",
+            failed.stdout
+        );
+    }
+    verify(&s3.public_url, &["--arch", "amd64"]).assert_ok();
+
+    // One flipped byte at rest.
+    let mut tampered = original.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0xff;
+    std::fs::write(&image, &tampered).unwrap();
+    let failed = verify(&s3.public_url, &["1.10.2"]);
+    failed.assert_fails_with(&["failed verification"]);
+    assert!(
+        failed.stdout.contains("FAILED") && failed.stdout.contains(&sha256_hex(&tampered)),
+        "{}",
+        failed.stdout
+    );
+
+    // The right bytes, but no .sha256 beside them.
+    std::fs::write(&image, &original).unwrap();
+    std::fs::remove_file(s3.bucket_dir().join("alloy-1.10.2-amd64.raw.sha256")).unwrap();
+    let failed = verify(&s3.public_url, &[]);
+    failed.assert_fails_with(&["failed verification"]);
+    assert!(
+        failed.stdout.contains("no alloy-1.10.2-amd64.raw.sha256"),
+        "{}",
+        failed.stdout
+    );
+
+    // An image that is not an Alloy sysext at all, consistently checksummed.
+    let junk = b"not a filesystem".to_vec();
+    std::fs::write(&image, &junk).unwrap();
+    let digest = sha256_hex(&junk);
+    std::fs::write(
+        s3.bucket_dir().join("alloy-1.10.2-amd64.raw.sha256"),
+        format!("{digest}  alloy-1.10.2-amd64.raw\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        s3.bucket_dir().join("SHA256SUMS"),
+        format!("{digest}  alloy-1.10.2-amd64.raw\n"),
+    )
+    .unwrap();
+    let failed = verify(&s3.public_url, &["1.10.2"]);
+    failed.assert_fails_with(&["failed verification"]);
+    assert!(
+        failed.stdout.contains("no known magic number"),
+        "{}",
+        failed.stdout
+    );
+
+    // A version that was never published.
+    verify(&s3.public_url, &["9.9.9"]).assert_fails_with(&["failed verification"]);
+}
+
+#[test]
+fn two_publishes_of_different_versions_at_once_both_end_up_in_the_index() {
+    let s3 = S3::start();
+    let versions = ["1.10.0", "1.10.1", "1.11.0-rc.1", "1.9.5"];
+    let dirs: Vec<tempfile::TempDir> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, version)| {
+            let dir = tempfile::tempdir().unwrap();
+            fabricate(dir.path(), version, "amd64", 200_000, i as u8 + 1);
+            dir
+        })
+        .collect();
+    // Two at a time, twice: the second pair meets an index that exists already.
+    for pair in dirs.chunks(2) {
+        let children: Vec<_> = pair
+            .iter()
+            .map(|dir| {
+                publish_command(&s3.endpoint, dir.path(), &[])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            let run = Run {
+                success: output.status.success(),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            };
+            assert_no_secret(&run);
+            run.assert_ok();
+        }
+    }
+    let index = String::from_utf8(s3.object("SHA256SUMS").unwrap()).unwrap();
+    let names: Vec<&str> = index.lines().map(|l| &l[66..]).collect();
+    assert_eq!(
+        names,
+        [
+            "alloy-1.9.5-amd64.raw",
+            "alloy-1.10.0-amd64.raw",
+            "alloy-1.10.1-amd64.raw",
+            "alloy-1.11.0-rc.1-amd64.raw",
+        ],
+        "every version, sorted by version"
+    );
+    assert_no_dangling_checksum(&s3);
+}
+
+#[test]
+fn missing_settings_or_a_wrong_bucket_or_key_give_clear_errors_before_any_upload() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    fabricate(dir.path(), "1.10.2", "amd64", 1000, 1);
+
+    let mut no_credentials = publish_command(&s3.endpoint, dir.path(), &[]);
+    no_credentials
+        .env_remove("R2_ACCESS_KEY_ID")
+        .env_remove("R2_SECRET_ACCESS_KEY")
+        .env_remove("R2_BUCKET");
+    run(&mut no_credentials).assert_fails_with(&[
+        "R2_ACCESS_KEY_ID",
+        "R2_SECRET_ACCESS_KEY",
+        "R2_BUCKET",
+        "nothing was uploaded",
+    ]);
+
+    // The standard AWS variables are the fallback.
+    let mut aws_keys = publish_command(&s3.endpoint, dir.path(), &[]);
+    aws_keys
+        .env_remove("R2_ACCESS_KEY_ID")
+        .env_remove("R2_SECRET_ACCESS_KEY")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+    run(&mut aws_keys).assert_ok();
+    std::fs::remove_dir_all(s3.bucket_dir()).unwrap();
+    std::fs::create_dir(s3.bucket_dir()).unwrap();
+
+    let mut wrong_bucket = publish_command(&s3.endpoint, dir.path(), &["--bucket", "nosuch"]);
+    run(&mut wrong_bucket).assert_fails_with(&["404", "NoSuchBucket", "nosuch"]);
+
+    let wrong_secret = "not-the-secret-but-also-secret-1234";
+    let mut wrong_key = publish_command(&s3.endpoint, dir.path(), &["-v"]);
+    wrong_key.env("R2_SECRET_ACCESS_KEY", wrong_secret);
+    let denied = run(&mut wrong_key);
+    denied.assert_fails_with(&["403", "access key"]);
+    assert!(!denied.stderr.contains(wrong_secret) && !denied.stdout.contains(wrong_secret));
+    assert!(s3.keys().is_empty(), "{:?}", s3.keys());
+}
+
+#[test]
+fn the_secret_key_never_appears_in_any_output_even_verbose() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    fabricate(dir.path(), "1.10.2", "amd64", 12 << 20, 1);
+    let args = ["-v"];
+    let mut verbose = publish_command(&s3.endpoint, dir.path(), &args);
+    verbose
+        .env("ALLOY_SYSEXT_MULTIPART_THRESHOLD", "1048576")
+        .env("ALLOY_SYSEXT_PART_SIZE", "5242880")
+        .env("AWS_LOG_LEVEL", "trace")
+        .env("RUST_LOG", "trace,aws=trace,aws_smithy_runtime=trace");
+    let first = run(&mut verbose);
+    first.assert_ok();
+    assert!(
+        first.stderr.contains("credentials from R2_ACCESS_KEY_ID")
+            && first.stderr.contains("3 parts"),
+        "{}",
+        first.stderr
+    );
+    // A refusal, an error, and --help all keep it to themselves too.
+    fabricate(dir.path(), "1.10.2", "amd64", 1000, 2);
+    run(&mut publish_command(&s3.endpoint, dir.path(), &args))
+        .assert_fails_with(&["never changes"]);
+    run(&mut publish_command(&s3.endpoint, dir.path(), &["--help"])).assert_ok();
+}
+
+#[test]
+fn a_connection_cut_mid_upload_is_retried_and_never_leaves_a_dangling_checksum() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = fabricate(dir.path(), "1.10.2", "amd64", 3 << 20, 1);
+
+    // Cut once, in the middle of the image's body: the upload is retried and lands whole.
+    let proxy = CuttingProxy::start(&s3.endpoint, 1 << 20, false);
+    run(&mut publish_command(&proxy.url, dir.path(), &[])).assert_ok();
+    assert_eq!(proxy.cuts(), 1, "the proxy never cut the upload");
+    assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), Some(bytes));
+    assert_no_dangling_checksum(&s3);
+
+    // Cut every time: the publish fails, and no checksum points at a missing or partial image.
+    fabricate(dir.path(), "1.10.3", "amd64", 3 << 20, 2);
+    let always = CuttingProxy::start(&s3.endpoint, 1 << 20, true);
+    let failed = run(&mut publish_command(&always.url, dir.path(), &["1.10.3"]));
+    assert!(!failed.success, "{}", failed.stderr);
+    assert!(always.cuts() >= 2, "retried: {} cuts", always.cuts());
+    assert_eq!(s3.object("alloy-1.10.3-amd64.raw"), None);
+    assert_eq!(s3.object("alloy-1.10.3-amd64.raw.sha256"), None);
+    assert_no_dangling_checksum(&s3);
+
+    // The same through multipart: parts are cut, the upload is aborted, nothing is left.
+    fabricate(dir.path(), "1.10.4", "amd64", 12 << 20, 3);
+    let mut multipart = publish_command(&always.url, dir.path(), &["1.10.4"]);
+    multipart
+        .env("ALLOY_SYSEXT_MULTIPART_THRESHOLD", "1048576")
+        .env("ALLOY_SYSEXT_PART_SIZE", "5242880");
+    let failed = run(&mut multipart);
+    assert!(!failed.success, "{}", failed.stderr);
+    assert!(failed.stderr.contains("in 3 parts"), "{}", failed.stderr);
+    assert_eq!(s3.object("alloy-1.10.4-amd64.raw"), None);
+    assert!(s3.pending_parts().is_empty(), "{:?}", s3.pending_parts());
+    assert_no_dangling_checksum(&s3);
+}
+
+#[test]
+fn large_images_go_up_in_equal_parts_and_arrive_whole() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = fabricate(dir.path(), "1.10.2", "amd64", 12 << 20, 7);
+    // One cut along the way: a part is retried.
+    let proxy = CuttingProxy::start(&s3.endpoint, 7 << 20, false);
+    let mut command = publish_command(&proxy.url, dir.path(), &["-v"]);
+    command
+        .env("ALLOY_SYSEXT_MULTIPART_THRESHOLD", "1048576")
+        .env("ALLOY_SYSEXT_PART_SIZE", "5242880");
+    let published = run(&mut command);
+    published.assert_ok();
+    assert!(
+        published.stderr.contains("3 parts of 5242880 bytes"),
+        "{}",
+        published.stderr
+    );
+    assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), Some(bytes));
+    assert!(s3.pending_parts().is_empty(), "{:?}", s3.pending_parts());
+    assert_no_dangling_checksum(&s3);
+}
+
+#[test]
+fn a_body_corrupted_on_the_way_is_refused_by_the_server_and_nothing_is_stored() {
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = fabricate(dir.path(), "1.10.2", "amd64", 3 << 20, 1);
+    let proxy = CuttingProxy::corrupting(&s3.endpoint, 2 << 20);
+    let failed = run(&mut publish_command(&proxy.url, dir.path(), &[]));
+    assert_eq!(proxy.cuts(), 1, "the proxy never flipped a bit");
+    failed.assert_fails_with(&["BadDigest", "run publish again"]);
+    assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), None);
+    assert_no_dangling_checksum(&s3);
+    // The proxy flips only once: the next run gets the bytes through.
+    run(&mut publish_command(&proxy.url, dir.path(), &[])).assert_ok();
+    assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), Some(bytes));
+    assert_no_dangling_checksum(&s3);
+}

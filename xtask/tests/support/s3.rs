@@ -1,0 +1,293 @@
+//! A real S3-compatible server on loopback (`s3s-fs`, which checks `x-amz-checksum-sha256` and
+//! honours `If-None-Match`/`If-Match`), the bucket's "public domain" (a static HTTP server over
+//! the same files), and a TCP proxy that can cut connections mid-body.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const ACCESS_KEY: &str = "AKIDALLOYSYSEXTTEST";
+/// Distinctive, so that a search of any output for it cannot match by accident.
+pub const SECRET_KEY: &str = "s3cr3t-Q7vXk2pLm9Zr4TnW8yHb6JcE1dGf";
+pub const BUCKET: &str = "images";
+
+/// Finds s3s-fs in PATH or where `cargo install` puts it.
+fn s3s_fs() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("s3s-fs"))
+        .find(|p| p.is_file())
+        .expect("s3s-fs is not installed: run bash scripts/install-deps.sh --test")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One s3s-fs process with one bucket, and a public HTTP view of that bucket.
+pub struct S3 {
+    pub endpoint: String,
+    /// Where hosts would download from: serves the bucket's objects by key.
+    pub public_url: String,
+    pub root: tempfile::TempDir,
+    child: Child,
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(BUCKET)).unwrap();
+        let port = free_port();
+        let child = Command::new(s3s_fs())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting s3s-fs");
+        wait_for_port(port);
+        let public_url = serve_dir(root.path().join(BUCKET));
+        S3 {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            public_url,
+            root,
+            child,
+        }
+    }
+
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.root.path().join(BUCKET)
+    }
+
+    /// An object's bytes as the server stores them, if it exists.
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.bucket_dir().join(key)).ok()
+    }
+
+    /// The object keys in the bucket, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = std::fs::read_dir(self.bucket_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// The metadata s3s-fs stored for an object (Content-Type, Cache-Control), as JSON text.
+    pub fn metadata(&self, key: &str) -> String {
+        let encode = |s: &str| base64_url(s.as_bytes());
+        let name = format!(
+            ".bucket-{}.object-{}.metadata.json",
+            encode(BUCKET),
+            encode(key)
+        );
+        std::fs::read_to_string(self.root.path().join(&name))
+            .unwrap_or_else(|e| panic!("reading {name}: {e}"))
+    }
+
+    /// Files s3s-fs keeps for multipart uploads in progress (none once completed or aborted).
+    pub fn pending_parts(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload_id-") || n.contains(".upload-"))
+            .collect()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Unpadded URL-safe base64, as s3s-fs names its metadata files.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Serves the files of `dir` read-only over HTTP on loopback: `GET /<name>`.
+pub fn serve_dir(dir: PathBuf) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let _ = serve_file(stream, &dir);
+            });
+        }
+    });
+    url
+}
+
+fn serve_file(stream: TcpStream, dir: &Path) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut stream = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+                break;
+            }
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let name = path.trim_start_matches('/');
+        let file = (!name.is_empty() && !name.contains('/') && !name.starts_with('.'))
+            .then(|| std::fs::File::open(dir.join(name)).ok())
+            .flatten();
+        match file {
+            Some(mut file) => {
+                let len = file.metadata()?.len();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )?;
+                std::io::copy(&mut file, &mut stream)?;
+            }
+            None => {
+                write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"
+                )?;
+            }
+        }
+        stream.flush()?;
+    }
+}
+
+/// A TCP proxy to `target` that cuts a connection once this many request bytes passed.
+pub struct CuttingProxy {
+    pub url: String,
+    /// Connections cut so far.
+    pub cuts: Arc<AtomicU64>,
+}
+
+impl CuttingProxy {
+    /// Cuts the first connection that sends more than `after` bytes; `always` cuts every one.
+    pub fn start(target: &str, after: u64, always: bool) -> CuttingProxy {
+        CuttingProxy::spawn(target, after, always, false)
+    }
+
+    /// Instead of cutting, flips one bit of the byte at `after`, once: a body corrupted on the way.
+    pub fn corrupting(target: &str, after: u64) -> CuttingProxy {
+        CuttingProxy::spawn(target, after, false, true)
+    }
+
+    fn spawn(target: &str, after: u64, always: bool, corrupt: bool) -> CuttingProxy {
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cuts = Arc::new(AtomicU64::new(0));
+        let armed = Arc::new(AtomicBool::new(true));
+        let counter = cuts.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (cuts, armed) = (counter.clone(), armed.clone());
+                let (client_read, server_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                // server -> client, as is
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(Shutdown::Both);
+                });
+                // client -> server, counted and cut
+                std::thread::spawn(move || {
+                    let (mut from_client, mut to_server) = (client_read, server_write);
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    let mut passed = 0u64;
+                    loop {
+                        let n = match from_client.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if passed + n as u64 > after
+                            && (always || armed.swap(false, Ordering::SeqCst))
+                        {
+                            if corrupt {
+                                buffer[(after - passed) as usize] ^= 0x01;
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                if to_server.write_all(&buffer[..n]).is_err() {
+                                    break;
+                                }
+                                passed += n as u64;
+                                continue;
+                            }
+                            let _ = to_server.write_all(&buffer[..(after - passed) as usize]);
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        if to_server.write_all(&buffer[..n]).is_err() {
+                            break;
+                        }
+                        passed += n as u64;
+                    }
+                    let _ = to_server.shutdown(Shutdown::Both);
+                    let _ = from_client.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { url, cuts }
+    }
+
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_url_matches_s3s_fs_names() {
+        assert_eq!(super::base64_url(b"images"), "aW1hZ2Vz");
+        assert_eq!(super::base64_url(b"SHA256SUMS"), "U0hBMjU2U1VNUw");
+    }
+}
