@@ -2,6 +2,7 @@
 
 mod arch;
 mod archive;
+mod bench;
 mod build;
 mod checksums;
 mod cli;
@@ -12,6 +13,7 @@ mod files;
 mod image;
 mod progress;
 mod stage;
+mod timings;
 mod tools;
 mod version;
 
@@ -49,9 +51,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 archs,
                 out_dir: args.out_dir.unwrap_or_else(|| project_root().join("dist")),
                 releases_url: args.releases_url,
+                format: args.format,
                 local_zip,
             })?;
+            timings::write_if_asked()?;
         }
+        Command::Inspect(args) => {
+            let contents = image::inspect(&args.image)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&contents.to_json())?);
+            } else {
+                print!("{}", contents.summary());
+            }
+        }
+        Command::Bench(args) => bench::run(bench::BenchOptions {
+            size_mb: args.size_mb,
+            runs: args.runs,
+            out_dir: args
+                .out
+                .unwrap_or_else(|| project_root().join("target").join("bench")),
+        })?,
     }
     Ok(())
 }
