@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 
@@ -46,7 +46,7 @@ pub fn asset_for(path: &str) -> Option<&str> {
     ok.then_some(asset)
 }
 
-fn serve(stream: TcpStream, dir: &PathBuf) -> std::io::Result<()> {
+fn serve(stream: TcpStream, dir: &Path) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
     let mut request = String::new();

@@ -352,11 +352,12 @@ fn inspect_squashfs(image: &Path) -> anyhow::Result<ImageContents> {
     let inodes = parse_unsquashfs_listing(&listing)?;
     let release_path = stage::extension_release_path();
     let extension_release = if inodes.iter().any(|i| i.path == release_path) {
-        let text = cmd!(sh, "{unsquashfs} -cat {image} {release_path}")
+        // .output(), not .read(): that trims the final newline.
+        let output = cmd!(sh, "{unsquashfs} -cat {image} {release_path}")
             .quiet()
-            .read()
+            .output()
             .with_context(|| format!("unsquashfs -cat {release_path} failed"))?;
-        Some(text)
+        Some(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         None
     };
