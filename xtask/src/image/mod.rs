@@ -112,15 +112,8 @@ fn set_times(tree: &StagedTree, epoch: u64) -> anyhow::Result<()> {
     let times = std::fs::FileTimes::new()
         .set_accessed(time)
         .set_modified(time);
-    // Children first: setting a file's times does not touch its directory's, but be plain about it.
-    let root = std::iter::once(tree.root.clone());
-    let paths: Vec<_> = tree
-        .entries
-        .iter()
-        .rev()
-        .map(|e| tree.disk_path(&e.path))
-        .chain(root)
-        .collect();
+    let paths = std::iter::once(tree.root.clone())
+        .chain(tree.entries.iter().map(|e| tree.disk_path(&e.path)));
     for path in paths {
         std::fs::File::open(&path)
             .and_then(|f| f.set_times(times))
@@ -132,6 +125,22 @@ fn set_times(tree: &StagedTree, epoch: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_times_become_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = StagedTree::new(&dir.path().join("t")).unwrap();
+        tree.add_file("usr/bin/alloy", b"x", 0o755).unwrap();
+        set_times(&tree, 1_704_067_200).unwrap();
+        let expected = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200);
+        for path in ["", "usr", "usr/bin", "usr/bin/alloy"] {
+            let modified = std::fs::metadata(tree.root.join(path))
+                .unwrap()
+                .modified()
+                .unwrap();
+            assert_eq!(modified, expected, "{path:?}");
+        }
+    }
 
     #[test]
     fn derived_uuids_are_stable_valid_and_distinct() {
