@@ -165,7 +165,7 @@ fn erofs_images_are_root_owned_lz4hc_with_a_fixed_uuid_and_check_clean() {
 #[test]
 fn every_format_is_reproducible() {
     let (_release, mirror) = mirror();
-    for format in ["squashfs", "erofs", "ext4"] {
+    for format in support::FORMATS {
         let first = build(&mirror, format);
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let second = build(&mirror, format);
@@ -192,7 +192,7 @@ fn inspect_reads_every_format_without_mounting() {
     let (release, mirror) = mirror();
     let binary = release.binary("amd64");
     let head: String = binary[..64].iter().map(|b| format!("{b:02x}")).collect();
-    for format in ["ext4", "squashfs", "erofs"] {
+    for format in support::FORMATS {
         let ws = build(&mirror, format);
         let run = support::Run::from_command(
             Command::new(support::XTASK)
