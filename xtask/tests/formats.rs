@@ -309,3 +309,25 @@ fn bench_smoke_run_writes_markdown_and_json() {
         run.stdout
     );
 }
+
+/// A missing packer is named with its package before anything is downloaded.
+#[test]
+fn a_missing_packer_is_named_with_its_package_before_downloading() {
+    let (_release, mirror) = mirror();
+    // An empty PATH: mksquashfs and mkfs.erofs live in /usr/bin, which is then not searched.
+    let empty = tempfile::tempdir().unwrap();
+    for (format, needle) in [
+        ("squashfs", "mksquashfs (package squashfs-tools)"),
+        ("erofs", "mkfs.erofs (package erofs-utils)"),
+    ] {
+        let ws = Workspace::new();
+        let run = support::Run::from_command(
+            ws.command(&mirror.base_url)
+                .env("PATH", empty.path())
+                .args(["build", VERSION, "--format", format, "--out-dir"])
+                .arg(&ws.out),
+        );
+        run.assert_fails_with(&[needle, "install-deps.sh"]);
+    }
+    assert!(mirror.log().is_empty(), "{:?}", mirror.log());
+}
