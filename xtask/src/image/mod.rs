@@ -115,6 +115,10 @@ fn set_times(tree: &StagedTree, epoch: u64) -> anyhow::Result<()> {
     let paths = std::iter::once(tree.root.clone())
         .chain(tree.entries.iter().map(|e| tree.disk_path(&e.path)));
     for path in paths {
+        // Never follow a link: its target may lie outside the tree. The packers set link times.
+        if path.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            continue;
+        }
         std::fs::File::open(&path)
             .and_then(|f| f.set_times(times))
             .with_context(|| format!("setting the times of {}", path.display()))?;
