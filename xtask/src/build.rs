@@ -26,6 +26,8 @@ pub struct BuildOptions {
     pub format: ImageFormat,
     /// Air-gapped: a local release zip and how to verify it.
     pub local_zip: Option<(PathBuf, LocalDigest)>,
+    /// Ship the drop-in that starts alloy.service at boot.
+    pub autostart: bool,
 }
 
 pub enum LocalDigest {
@@ -86,6 +88,7 @@ pub fn run(options: BuildOptions) -> anyhow::Result<Vec<Built>> {
             arch,
             options.format,
             epoch,
+            options.autostart,
             &options.out_dir,
         )?);
     }
@@ -111,11 +114,12 @@ fn build_one(
     arch: Arch,
     format: ImageFormat,
     epoch: u64,
+    autostart: bool,
     out_dir: &Path,
 ) -> anyhow::Result<Built> {
     let name = image_name(version, arch);
     let work = WorkDir::new(out_dir)?;
-    let tree = stage::stage_sysext_tree(&work.path().join("tree"), zip, version, arch)?;
+    let tree = stage::stage_sysext_tree(&work.path().join("tree"), zip, version, arch, autostart)?;
 
     step(format!("Packing {name} ({format})"));
     let image = work.path().join(&name);

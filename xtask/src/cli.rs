@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::arch::Arch;
 use crate::checksums::Digest;
 use crate::fetch::DEFAULT_RELEASES_URL;
+use crate::fleet::DEFAULT_BASE_URL;
 use crate::image::ImageFormat;
+use crate::latest::DEFAULT_GITHUB_API_URL;
 use crate::version::Version;
 
 /// Build, publish and verify systemd-sysext images of Grafana Alloy for Flatcar Container Linux.
@@ -21,8 +23,117 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     Build(BuildArgs),
+    Latest(LatestArgs),
+    Sysupdate(SysupdateArgs),
+    Butane(ButaneArgs),
     Inspect(InspectArgs),
     Bench(BenchArgs),
+}
+
+/// A version given on the command line: `latest`, or X.Y.Z / X.Y.Z-rc.N.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionArg {
+    /// The highest stable release on GitHub, looked up before anything else is done.
+    Latest,
+    Exact(Version),
+}
+
+impl std::str::FromStr for VersionArg {
+    type Err = anyhow::Error;
+
+    fn from_str(input: &str) -> anyhow::Result<Self> {
+        if input == "latest" {
+            Ok(VersionArg::Latest)
+        } else {
+            input
+                .parse()
+                .map(VersionArg::Exact)
+                .map_err(|e| anyhow::anyhow!("{e}; or `latest` for the highest stable release"))
+        }
+    }
+}
+
+/// Where `latest` is looked up.
+#[derive(Args, Debug)]
+pub struct GithubArgs {
+    /// GitHub API root, for `latest` (GITHUB_TOKEN, when set, is sent to it)
+    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API_URL, value_name = "URL")]
+    pub github_api_url: String,
+}
+
+/// Print the highest stable Alloy version (vX.Y.Z, no draft, no prerelease), by version not date.
+///
+/// Lists every release of grafana/alloy through the GitHub API, following pagination; sends
+/// GITHUB_TOKEN when set (for the rate limit).
+#[derive(Args, Debug)]
+pub struct LatestArgs {
+    #[command(flatten)]
+    pub github: GithubArgs,
+}
+
+/// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
+///
+/// Install it as /etc/sysupdate.alloy.d/alloy.conf and run `systemd-sysupdate -C alloy update`.
+#[derive(Args, Debug)]
+pub struct SysupdateArgs {
+    /// Architecture of the host
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
+
+    /// Public base URL of the published images and SHA256SUMS
+    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
+    pub base_url: String,
+
+    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    pub verify: Option<bool>,
+}
+
+fn parse_yes_no(input: &str) -> Result<bool, String> {
+    match input {
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        other => Err(format!("{other:?} is not yes or no")),
+    }
+}
+
+/// Print a Butane config (variant flatcar) that installs one image, pinned by its sha256.
+///
+/// The digest comes from <DIST>/alloy-<VERSION>-<ARCH>.raw.sha256 when that file exists, else
+/// from <URL>/alloy-<VERSION>-<ARCH>.raw.sha256. Translate with `butane --strict`.
+#[derive(Args, Debug)]
+pub struct ButaneArgs {
+    /// Alloy version (X.Y.Z), or `latest`
+    pub version: VersionArg,
+
+    /// Architecture of the host
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
+
+    /// Public base URL of the published images
+    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
+    pub base_url: String,
+
+    /// Local build output to read the .sha256 from [default: dist/ at the repository root]
+    #[arg(long, value_name = "DIR")]
+    pub dist: Option<PathBuf>,
+
+    /// Also install the sysupdate transfer file and enable systemd-sysupdate.timer, so the host
+    /// picks up new releases and merges them
+    #[arg(long)]
+    pub sysupdate: bool,
+
+    /// With --sysupdate: Verify=yes or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no, requires = "sysupdate")]
+    pub verify: Option<bool>,
+
+    /// With --sysupdate: a binary public keyring (gpg --export KEYID) to install as
+    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against
+    #[arg(long, value_name = "FILE", requires = "sysupdate")]
+    pub keyring: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub github: GithubArgs,
 }
 
 /// Show what a built image holds, without mounting it: its filesystem, extension-release, and
@@ -63,8 +174,9 @@ pub struct BenchArgs {
 /// (default ~/.cache/alloy-sysext) and verified again before each use.
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Alloy version: X.Y.Z or X.Y.Z-rc.N, with or without a leading v (e.g. 1.10.2)
-    pub version: Version,
+    /// Alloy version: X.Y.Z or X.Y.Z-rc.N, with or without a leading v (e.g. 1.10.2), or
+    /// `latest` for the highest stable release
+    pub version: VersionArg,
 
     /// Architecture to build; repeat for several
     #[arg(long = "arch", value_enum, default_value = "amd64")]
@@ -95,4 +207,11 @@ pub struct BuildArgs {
     /// A local SHA256SUMS listing the expected digest of --zip
     #[arg(long, value_name = "PATH", group = "zip_digest", requires = "zip")]
     pub sha256sums: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub github: GithubArgs,
+    /// Leave out the drop-in that starts alloy.service at boot (the unit is still shipped:
+    /// start it yourself)
+    #[arg(long)]
+    pub no_autostart: bool,
 }

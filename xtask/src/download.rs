@@ -115,7 +115,26 @@ impl Http {
 
     /// Sends a GET (with a Range header when `from` > 0) and sorts the answer.
     fn get(&self, url: &str, from: u64) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let mut request = self.agent.get(url);
+        self.get_with(url, from, &[])
+    }
+
+    /// [`Http::get`] with extra request headers (values may be secret: they are never shown).
+    fn get_with(
+        &self,
+        url: &str,
+        from: u64,
+        headers: &[(&str, &str)],
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        // Once on https, a redirect must not downgrade to plain http.
+        let mut request = self
+            .agent
+            .get(url)
+            .config()
+            .https_only(url.starts_with("https://"))
+            .build();
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if from > 0 {
             request = request.header("Range", format!("bytes={from}-"));
         }
@@ -164,6 +183,34 @@ impl Http {
                     .read_to_string(&mut text)
                     .map_err(|e| Failure::Retry(anyhow!(e).context(format!("reading {url}"))))?;
                 Ok(text)
+            },
+            |error, wait| crate::progress::detail(format!("{error:#}; retrying in {wait:?}")),
+        )
+    }
+
+    /// Fetches a small body (at most `limit` bytes) with extra request headers, and returns it
+    /// with the response headers (to read `Link:` pagination, for example).
+    pub fn get_bytes_with_headers(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        limit: u64,
+    ) -> anyhow::Result<(Vec<u8>, ureq::http::HeaderMap)> {
+        check_url(url)?;
+        self.with_retries(
+            url,
+            |_| {
+                let response = self.get_with(url, 0, headers)?;
+                let response_headers = response.headers().clone();
+                let mut body = Vec::new();
+                response
+                    .into_body()
+                    .into_with_config()
+                    .limit(limit)
+                    .reader()
+                    .read_to_end(&mut body)
+                    .map_err(|e| Failure::Retry(anyhow!(e).context(format!("reading {url}"))))?;
+                Ok((body, response_headers))
             },
             |error, wait| crate::progress::detail(format!("{error:#}; retrying in {wait:?}")),
         )

@@ -113,9 +113,10 @@ pub fn release_zip(
 
     let url = asset_url(base, version, &asset);
     // Download beside the cache entry, and move it in only once it verifies.
+    crate::files::remove_abandoned(&dir);
     let partial = tempfile::Builder::new()
-        .prefix(&format!(".{asset}."))
-        .suffix(".partial")
+        .prefix(&crate::files::temp_prefix())
+        .suffix(&format!("-{asset}.partial"))
         .tempfile_in(&dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     // Hashed on the way in: for a fresh download, verifying costs no separate pass.

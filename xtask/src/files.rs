@@ -25,20 +25,50 @@ pub fn copy_stream(reader: &mut impl Read, writer: &mut impl Write) -> io::Resul
     }
 }
 
-const WORK_PREFIX: &str = ".alloy-sysext-work-";
+/// Temporary files and directories we create are named `.alloy-sysext-tmp-<pid>-...`, so that a
+/// later run can tell the leftovers of a killed build from the work of one still running.
+const TEMP_PREFIX: &str = ".alloy-sysext-tmp-";
+
+/// The name prefix for this process's temporary files (for `tempfile::Builder::prefix`).
+pub fn temp_prefix() -> String {
+    format!("{TEMP_PREFIX}{}-", std::process::id())
+}
+
+/// Removes temporary files and directories in `dir` left by processes that no longer run.
+pub fn remove_abandoned(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+}
 
 /// A scratch directory inside the output directory (so finished files can be renamed into
-/// place atomically), removed when dropped. Its name carries our pid, so that a later run can
-/// tell the leftovers of a killed build from the work of one still running.
+/// place atomically), removed when dropped.
 pub struct WorkDir {
     dir: tempfile::TempDir,
 }
 
 impl WorkDir {
     pub fn new(out_dir: &Path) -> anyhow::Result<WorkDir> {
-        remove_abandoned_work_dirs(out_dir);
+        remove_abandoned(out_dir);
         let dir = tempfile::Builder::new()
-            .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
+            .prefix(&temp_prefix())
             .tempdir_in(out_dir)
             .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
         Ok(WorkDir { dir })
@@ -46,25 +76,6 @@ impl WorkDir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
-    }
-}
-
-/// Removes work directories left by builds that were killed (their pid no longer runs).
-fn remove_abandoned_work_dirs(out_dir: &Path) {
-    let Ok(entries) = fs::read_dir(out_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(WORK_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = fs::remove_dir_all(entry.path());
-        }
     }
 }
 
@@ -98,18 +109,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn work_dirs_of_dead_builds_are_removed_and_live_ones_kept() {
+    fn leftovers_of_dead_builds_are_removed_and_live_ones_kept() {
         let out = tempfile::tempdir().unwrap();
         let dead = out
             .path()
-            .join(format!("{WORK_PREFIX}{}-abc", u32::MAX - 1));
-        let live = out.path().join(format!("{WORK_PREFIX}1-abc")); // pid 1 always runs
+            .join(format!("{TEMP_PREFIX}{}-abc", u32::MAX - 1));
+        let dead_file = out
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-x.zip.partial", u32::MAX - 1));
+        fs::write(&dead_file, "half").unwrap();
+        let live = out.path().join(format!("{TEMP_PREFIX}1-abc")); // pid 1 always runs
         let unrelated = out.path().join("alloy-1.10.2-amd64.raw");
         fs::create_dir(&dead).unwrap();
         fs::create_dir(&live).unwrap();
         fs::write(&unrelated, "image").unwrap();
         let work = WorkDir::new(out.path()).unwrap();
         assert!(!dead.exists());
+        assert!(!dead_file.exists());
         assert!(live.exists());
         assert!(unrelated.exists());
         let path = work.path().to_path_buf();

@@ -10,8 +10,12 @@ mod download;
 mod elf;
 mod fetch;
 mod files;
+mod fleet;
 mod image;
+mod latest;
 mod progress;
+mod service;
+mod signing;
 mod stage;
 mod timings;
 mod tools;
@@ -22,7 +26,27 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, VersionArg};
+use version::Version;
+
+/// `latest` looked up on GitHub (printing what it found), or the version as given.
+fn resolve_version(arg: VersionArg, github_api_url: &str) -> anyhow::Result<Version> {
+    match arg {
+        VersionArg::Exact(version) => Ok(version),
+        VersionArg::Latest => {
+            progress::step(format!(
+                "Looking up the latest Alloy release at {github_api_url}"
+            ));
+            let version = latest::latest(
+                &download::Http::new(),
+                github_api_url,
+                latest::token_from_env().as_deref(),
+            )?;
+            progress::detail(format!("latest is {}", version.tag()));
+            Ok(version)
+        }
+    }
+}
 
 /// The repository root: the workspace above this crate.
 pub fn project_root() -> PathBuf {
@@ -46,15 +70,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut archs = args.archs;
             archs.sort();
             archs.dedup();
+            let version = resolve_version(args.version, &args.github.github_api_url)?;
             build::run(build::BuildOptions {
-                version: args.version,
+                version,
                 archs,
                 out_dir: args.out_dir.unwrap_or_else(|| project_root().join("dist")),
                 releases_url: args.releases_url,
                 format: args.format,
                 local_zip,
+                autostart: !args.no_autostart,
             })?;
             timings::write_if_asked()?;
+        }
+        Command::Latest(args) => {
+            let version = latest::latest(
+                &download::Http::new(),
+                &args.github.github_api_url,
+                latest::token_from_env().as_deref(),
+            )?;
+            println!("{version}");
+        }
+        Command::Sysupdate(args) => {
+            print!(
+                "{}",
+                fleet::sysupdate(
+                    &download::Http::new(),
+                    args.arch,
+                    &args.base_url,
+                    args.verify
+                )?
+            );
+        }
+        Command::Butane(args) => {
+            let version = resolve_version(args.version, &args.github.github_api_url)?;
+            print!(
+                "{}",
+                fleet::butane(
+                    &download::Http::new(),
+                    &fleet::ButaneOptions {
+                        version,
+                        arch: args.arch,
+                        base_url: args.base_url,
+                        dist: args.dist.unwrap_or_else(|| project_root().join("dist")),
+                        sysupdate: args.sysupdate,
+                        verify: args.verify,
+                        keyring: args.keyring,
+                    },
+                )?
+            );
         }
         Command::Inspect(args) => {
             let contents = image::inspect(&args.image)?;

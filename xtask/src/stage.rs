@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use crate::arch::Arch;
 use crate::fetch::VerifiedZip;
 use crate::progress::{detail, mib, step};
+use crate::service;
 use crate::version::Version;
 
 /// The extension's name: the image must be merged as `alloy.raw`, and its metadata file is
@@ -161,10 +162,11 @@ impl StagedTree {
 }
 
 /// The extension's metadata: systemd-sysext merges it only on a host whose os-release has the
-/// same `ID` and `SYSEXT_LEVEL`, and whose architecture matches.
+/// same `ID` and `SYSEXT_LEVEL`, and whose architecture matches. `EXTENSION_RELOAD_MANAGER=1`
+/// asks systemd-sysext (>= 255) to reload units after a merge, so the manager sees alloy.service.
 pub fn extension_release(arch: Arch) -> String {
     format!(
-        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE={}\n",
+        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE={}\nEXTENSION_RELOAD_MANAGER=1\n",
         arch.systemd_name()
     )
 }
@@ -174,12 +176,14 @@ pub fn extension_release_path() -> String {
 }
 
 /// Lays out the sysext tree for one architecture: the verified binary as `usr/bin/alloy`
-/// (0755 whatever the zip said), and the extension-release file.
+/// (0755 whatever the zip said), the extension-release file, and the service with its defaults
+/// (and, with `autostart`, the drop-in that starts it).
 pub fn stage_sysext_tree(
     root: &Path,
     zip: &VerifiedZip,
     version: &Version,
     arch: Arch,
+    autostart: bool,
 ) -> anyhow::Result<StagedTree> {
     step(format!(
         "Staging the sysext tree for Alloy {} ({arch})",
@@ -198,12 +202,41 @@ pub fn stage_sysext_tree(
         extension_release(arch).as_bytes(),
         0o644,
     )?;
+    stage_service(&mut tree, autostart)?;
     detail(format!(
         "{} entries, {} of content",
         tree.entries.len(),
         mib(tree.content_bytes())
     ));
     Ok(tree)
+}
+
+/// The unit, its defaults and tmpfiles.d lines; the autostart drop-in only when asked for.
+fn stage_service(tree: &mut StagedTree, autostart: bool) -> anyhow::Result<()> {
+    tree.add_file(service::UNIT_PATH, service::unit().as_bytes(), 0o644)?;
+    tree.add_file(
+        service::TMPFILES_PATH,
+        service::tmpfiles().as_bytes(),
+        0o644,
+    )?;
+    tree.add_file(
+        service::DEFAULT_CONFIG_PATH,
+        service::default_config().as_bytes(),
+        0o644,
+    )?;
+    tree.add_file(
+        service::DEFAULT_ENVIRONMENT_PATH,
+        service::default_environment().as_bytes(),
+        0o644,
+    )?;
+    if autostart {
+        tree.add_file(
+            service::AUTOSTART_PATH,
+            service::autostart_dropin().as_bytes(),
+            0o644,
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -214,16 +247,45 @@ mod tests {
     fn extension_release_matches_flatcar() {
         assert_eq!(
             extension_release(Arch::Amd64),
-            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
+            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
         );
         assert_eq!(
             extension_release(Arch::Arm64),
-            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=arm64\n"
+            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=arm64\nEXTENSION_RELOAD_MANAGER=1\n"
         );
         assert_eq!(
             extension_release_path(),
             "usr/lib/extension-release.d/extension-release.alloy"
         );
+    }
+
+    #[test]
+    fn service_files_are_staged_with_the_drop_in_only_for_autostart() {
+        for autostart in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut tree = StagedTree::new(&dir.path().join("tree")).unwrap();
+            stage_service(&mut tree, autostart).unwrap();
+            let files: Vec<(&str, u32)> = tree
+                .entries
+                .iter()
+                .filter(|e| matches!(e.kind, Kind::File { .. }))
+                .map(|e| (e.path.as_str(), e.mode))
+                .collect();
+            let mut expected = vec![
+                (service::UNIT_PATH, 0o644),
+                (service::TMPFILES_PATH, 0o644),
+                (service::DEFAULT_CONFIG_PATH, 0o644),
+                (service::DEFAULT_ENVIRONMENT_PATH, 0o644),
+            ];
+            if autostart {
+                expected.push((service::AUTOSTART_PATH, 0o644));
+            }
+            assert_eq!(files, expected);
+            assert_eq!(
+                fs::read_to_string(tree.disk_path(service::UNIT_PATH)).unwrap(),
+                service::unit()
+            );
+        }
     }
 
     #[test]

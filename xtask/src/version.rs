@@ -21,6 +21,11 @@ impl Version {
     pub fn tag(&self) -> String {
         format!("v{self}")
     }
+
+    /// Whether this is a release candidate (`X.Y.Z-rc.N`) rather than a release.
+    pub fn is_release_candidate(&self) -> bool {
+        self.rc.is_some()
+    }
 }
 
 impl fmt::Display for Version {

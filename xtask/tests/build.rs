@@ -70,7 +70,7 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
             "/usr/lib/extension-release.d/extension-release.alloy"
         ))
         .unwrap(),
-        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
+        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
     );
     let inodes = ext4_inodes(&image);
     let paths: Vec<&str> = inodes.iter().map(|i| i.path.as_str()).collect();
@@ -461,6 +461,66 @@ fn a_failed_build_never_replaces_a_good_earlier_output() {
     assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
     assert!(std::fs::read(ws.image(IMAGE)).unwrap() == image_before);
     assert_eq!(std::fs::read(ws.image(CHECKSUM)).unwrap(), sum_before);
+}
+
+#[test]
+fn an_interrupted_build_leaves_no_output_and_the_next_build_cleans_up() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+    mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::Stall);
+    let ws = Workspace::new();
+    // A good earlier output is there: the killed build must not touch it.
+    std::fs::create_dir_all(&ws.out).unwrap();
+    std::fs::write(ws.image(IMAGE), b"earlier image").unwrap();
+    std::fs::write(ws.image(CHECKSUM), b"earlier checksum").unwrap();
+    let mut child = ws
+        .command(&mirror.base_url)
+        .args(["build", VERSION, "--out-dir"])
+        .arg(&ws.out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while mirror
+        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never reached the download"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    assert_eq!(std::fs::read(ws.image(IMAGE)).unwrap(), b"earlier image");
+    assert_eq!(
+        std::fs::read(ws.image(CHECKSUM)).unwrap(),
+        b"earlier checksum"
+    );
+    let visible: Vec<String> = ws
+        .out_names()
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(visible, [IMAGE, CHECKSUM]);
+
+    // The next build replaces the outputs whole and removes what the killed one left.
+    mirror.add_release(&release);
+    mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(0));
+    ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+    let cache_dir = ws.cache.join("alloy-sysext/v1.10.2");
+    let cached: Vec<String> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        cached,
+        ["alloy-linux-amd64.zip"],
+        "the killed download's partial file is gone"
+    );
 }
 
 #[test]

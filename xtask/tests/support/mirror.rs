@@ -21,6 +21,8 @@ pub enum Fault {
     CutOnceNoRanges,
     /// Ignore Range headers from now on.
     NoRanges,
+    /// Send half the body, then hang (until the client gives up or is killed).
+    Stall,
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +187,16 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             stream.write_all(&body[..body.len() / 2])?;
             stream.flush()?;
             return stream.shutdown(std::net::Shutdown::Both);
+        }
+        Some(Fault::Stall) => {
+            log(200, &mut state);
+            drop(state);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(&body[..body.len() / 2])?;
+            stream.flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            return Ok(());
         }
         _ => {}
     }

@@ -1,0 +1,436 @@
+//! Detached OpenPGP signatures of SHA256SUMS (`SHA256SUMS.gpg`), the file systemd-sysupdate checks
+//! with `Verify=yes`. gpg runs in a private, temporary GNUPGHOME: the signing key is imported
+//! through stdin (never argv, never the user's keyring) and is gone, agent included, afterwards.
+
+// Called from `publish` (SYSEXT_GPG_KEY) and `verify --keyring`, which are written separately.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+/// The environment variable holding the armored private key that `publish` signs with.
+pub const SIGNING_KEY_ENV: &str = "SYSEXT_GPG_KEY";
+
+const ARMORED_SECRET_KEY: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----";
+
+/// A throwaway GNUPGHOME (mode 0700) whose gpg-agent is stopped and files removed on drop.
+struct GpgHome {
+    dir: tempfile::TempDir,
+}
+
+impl GpgHome {
+    fn new_in(base: &Path) -> anyhow::Result<GpgHome> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("alloy-sysext-gnupg.")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)
+            .with_context(|| format!("creating a private GNUPGHOME in {}", base.display()))?;
+        Ok(GpgHome { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn shell(&self) -> anyhow::Result<Shell> {
+        let sh = Shell::new()?;
+        sh.set_var("GNUPGHOME", self.path());
+        Ok(sh)
+    }
+}
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        if let Ok(sh) = self.shell() {
+            let _ = cmd!(sh, "gpgconf --kill all")
+                .quiet()
+                .ignore_status()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
+    }
+}
+
+/// gpg's stderr for an error message, without any line that also occurs in `secret`.
+fn redact(stderr: &[u8], secret: &str) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .filter(|line| line.len() < 8 || !secret.contains(line))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn checked(
+    output: Output,
+    what: impl FnOnce(String) -> String,
+    secret: &str,
+) -> anyhow::Result<Output> {
+    if output.status.success() {
+        Ok(output)
+    } else {
+        bail!(
+            "{} ({})",
+            what(redact(&output.stderr, secret)),
+            output.status
+        )
+    }
+}
+
+/// The fingerprints of the primary secret keys in `gpg --with-colons --list-secret-keys` output.
+pub fn secret_key_fingerprints(colons: &str) -> Vec<String> {
+    let mut fingerprints = Vec::new();
+    let mut after_primary = false;
+    for line in colons.lines() {
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields.first().copied() {
+            Some("sec") => after_primary = true,
+            Some("fpr") if after_primary => {
+                if let Some(fpr) = fields.get(9).filter(|f| !f.is_empty()) {
+                    fingerprints.push(fpr.to_string());
+                }
+                after_primary = false;
+            }
+            Some("ssb") | Some("pub") | Some("sub") => after_primary = false,
+            _ => {}
+        }
+    }
+    fingerprints
+}
+
+/// The fingerprint in a `[GNUPG:] VALIDSIG <fpr> ...` status line, if the signature was good.
+pub fn valid_signature(status: &str) -> Option<String> {
+    status.lines().find_map(|line| {
+        let mut words = line.strip_prefix("[GNUPG:] VALIDSIG ")?.split_whitespace();
+        words.next().map(str::to_string)
+    })
+}
+
+/// Signs `data` with the armored private key (from SYSEXT_GPG_KEY): writes the binary detached
+/// signature to `signature`, whole or not at all. The key must have no passphrase.
+pub fn sign_detached(
+    armored_private_key: &str,
+    data: &Path,
+    signature: &Path,
+) -> anyhow::Result<()> {
+    sign_detached_in(&std::env::temp_dir(), armored_private_key, data, signature)
+}
+
+/// [`sign_detached`] with its temporary GNUPGHOME under `tmp`.
+pub fn sign_detached_in(
+    tmp: &Path,
+    armored_private_key: &str,
+    data: &Path,
+    signature: &Path,
+) -> anyhow::Result<()> {
+    if !armored_private_key.contains(ARMORED_SECRET_KEY) {
+        bail!("{SIGNING_KEY_ENV} does not hold an armored OpenPGP private key (it should contain {ARMORED_SECRET_KEY:?}; export one with `gpg --armor --export-secret-keys KEYID`)");
+    }
+    if !data.is_file() {
+        bail!("cannot sign {}: no such file", data.display());
+    }
+    let home = GpgHome::new_in(tmp)?;
+    let sh = home.shell()?;
+
+    let imported = cmd!(sh, "gpg --batch --no-tty --import")
+        .stdin(armored_private_key)
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("running gpg (install it: apt-get install gnupg)")?;
+    checked(
+        imported,
+        |stderr| format!("gpg could not import the key in {SIGNING_KEY_ENV}: {stderr}"),
+        armored_private_key,
+    )?;
+    let listed = cmd!(sh, "gpg --batch --no-tty --with-colons --list-secret-keys")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    let listed = checked(
+        listed,
+        |e| format!("gpg --list-secret-keys failed: {e}"),
+        armored_private_key,
+    )?;
+    let fingerprints = secret_key_fingerprints(&String::from_utf8_lossy(&listed.stdout));
+    let fingerprint = match fingerprints.as_slice() {
+        [one] => one.clone(),
+        [] => bail!("{SIGNING_KEY_ENV} holds no usable secret key (only a public key?)"),
+        many => bail!(
+            "{SIGNING_KEY_ENV} holds {} secret keys ({}): export only the one to sign with",
+            many.len(),
+            many.join(", ")
+        ),
+    };
+
+    let dir = signature
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let partial = tempfile::Builder::new()
+        .prefix(".SHA256SUMS.gpg.")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let partial_path = partial.path().to_path_buf();
+    let signed = cmd!(
+        sh,
+        "gpg --batch --no-tty --yes --pinentry-mode loopback --passphrase-fd 0 --local-user {fingerprint} --digest-algo SHA256 --detach-sign --output {partial_path} {data}"
+    )
+    .stdin("")
+    .quiet()
+    .ignore_status()
+    .output()?;
+    checked(
+        signed,
+        |stderr| {
+            format!("gpg could not sign {} with key {fingerprint} from {SIGNING_KEY_ENV} (a key with a passphrase is not supported): {stderr}", data.display())
+        },
+        armored_private_key,
+    )?;
+    partial
+        .persist(signature)
+        .with_context(|| format!("moving the signature to {}", signature.display()))?;
+    Ok(())
+}
+
+/// Checks that `signature` is a good detached signature of `data` by a key in `keyring` (binary
+/// or armored public keys, like /etc/systemd/import-pubring.gpg). Returns the signer's fingerprint.
+pub fn verify_detached(keyring: &Path, data: &Path, signature: &Path) -> anyhow::Result<String> {
+    let home = GpgHome::new_in(&std::env::temp_dir())?;
+    let sh = home.shell()?;
+    let keyring_text =
+        std::fs::read(keyring).with_context(|| format!("reading keyring {}", keyring.display()))?;
+    let binary: PathBuf = home.path().join("keyring.gpg");
+    if keyring_text.starts_with(b"-----BEGIN PGP") {
+        let dearmored = cmd!(
+            sh,
+            "gpg --batch --no-tty --yes --dearmor --output {binary} {keyring}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("running gpg (install it: apt-get install gnupg)")?;
+        checked(
+            dearmored,
+            |e| format!("{} is not an OpenPGP keyring: {e}", keyring.display()),
+            "",
+        )?;
+    } else {
+        std::fs::copy(keyring, &binary)
+            .with_context(|| format!("copying keyring {}", keyring.display()))?;
+    }
+    let homedir = home.path();
+    let output = cmd!(
+        sh,
+        "gpgv --homedir {homedir} --status-fd 1 --keyring {binary} {signature} {data}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .context("running gpgv (install it: apt-get install gpgv)")?;
+    let status = String::from_utf8_lossy(&output.stdout);
+    match valid_signature(&status) {
+        Some(fingerprint) if output.status.success() => Ok(fingerprint),
+        _ => bail!(
+            "{} is not a good signature of {} by a key in {}: {}",
+            signature.display(),
+            data.display(),
+            keyring.display(),
+            redact(&output.stderr, "")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A throwaway ed25519 key without passphrase: (armored secret key, binary public keyring,
+    /// armored public keyring).
+    fn throwaway_key(dir: &Path, name: &str) -> (String, PathBuf, PathBuf) {
+        let home = GpgHome::new_in(dir).unwrap();
+        let sh = home.shell().unwrap();
+        let uid = format!("{name} <{name}@alloy-sysext.invalid>");
+        cmd!(
+            sh,
+            "gpg --batch --no-tty --passphrase '' --quick-gen-key {uid} ed25519 sign never"
+        )
+        .quiet()
+        .ignore_stderr()
+        .run()
+        .expect("gpg generates a key (install gnupg: bash scripts/install-deps.sh --test)");
+        let secret = cmd!(sh, "gpg --batch --armor --export-secret-keys")
+            .quiet()
+            .read()
+            .unwrap();
+        let public = dir.join(format!("{name}.gpg"));
+        let armored = dir.join(format!("{name}.asc"));
+        cmd!(sh, "gpg --batch --output {public} --export")
+            .quiet()
+            .run()
+            .unwrap();
+        cmd!(sh, "gpg --batch --armor --output {armored} --export")
+            .quiet()
+            .run()
+            .unwrap();
+        assert!(secret.contains(ARMORED_SECRET_KEY));
+        (secret, public, armored)
+    }
+
+    fn sums(dir: &Path) -> PathBuf {
+        let path = dir.join("SHA256SUMS");
+        std::fs::write(
+            &path,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  alloy-1.10.2-amd64.raw\n",
+        )
+        .unwrap();
+        path
+    }
+
+    /// The lines of key material (not the armor header) that must never be shown.
+    fn key_lines(secret: &str) -> Vec<&str> {
+        secret
+            .lines()
+            .filter(|l| l.len() > 20 && !l.starts_with("-----"))
+            .collect()
+    }
+
+    #[test]
+    fn signs_so_that_gpgv_and_sysupdates_gpg_call_accept_it_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public, armored_public) = throwaway_key(dir.path(), "signer");
+        let data = sums(dir.path());
+        let signature = dir.path().join("SHA256SUMS.gpg");
+        let tmp = tempfile::tempdir().unwrap();
+        sign_detached_in(tmp.path(), &secret, &data, &signature).unwrap();
+
+        // Binary (not armored) OpenPGP: a packet tag byte first.
+        let bytes = std::fs::read(&signature).unwrap();
+        assert!(
+            bytes[0] & 0x80 != 0,
+            "not a binary OpenPGP packet: {:?}",
+            &bytes[..8]
+        );
+        // The private GNUPGHOME is gone.
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        // No leftover partial signature beside the output.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["SHA256SUMS", "SHA256SUMS.gpg", "signer.asc", "signer.gpg"]
+        );
+
+        let by_binary = verify_detached(&public, &data, &signature).unwrap();
+        let by_armored = verify_detached(&armored_public, &data, &signature).unwrap();
+        assert_eq!(by_binary, by_armored);
+        assert_eq!(by_binary.len(), 40, "{by_binary}");
+
+        // The call systemd-sysupdate (import-common) makes against /etc/systemd/import-pubring.gpg.
+        let home = GpgHome::new_in(dir.path()).unwrap();
+        let sh = home.shell().unwrap();
+        cmd!(sh, "gpg --no-options --no-default-keyring --no-auto-key-locate --no-auto-check-trustdb --batch --trust-model=always --keyring={public} --verify {signature} {data}")
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .unwrap();
+    }
+
+    #[test]
+    fn tampered_data_or_another_key_fails_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public, _) = throwaway_key(dir.path(), "signer");
+        let (_, other_public, _) = throwaway_key(dir.path(), "other");
+        let data = sums(dir.path());
+        let signature = dir.path().join("SHA256SUMS.gpg");
+        sign_detached(&secret, &data, &signature).unwrap();
+
+        let err = verify_detached(&other_public, &data, &signature)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a good signature"), "{err}");
+        assert!(err.contains("other.gpg"), "{err}");
+
+        std::fs::write(&data, "tampered\n").unwrap();
+        let err = verify_detached(&public, &data, &signature)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a good signature"), "{err}");
+    }
+
+    #[test]
+    fn failures_never_show_key_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, _, _) = throwaway_key(dir.path(), "signer");
+        let signature = dir.path().join("SHA256SUMS.gpg");
+
+        // Nothing to sign.
+        let err = format!(
+            "{:#}",
+            sign_detached(&secret, &dir.path().join("missing"), &signature).unwrap_err()
+        );
+        assert!(err.contains("missing"), "{err}");
+        // A corrupt key: gpg refuses it.
+        let mut lines: Vec<&str> = secret.lines().collect();
+        let middle = lines.len() / 2;
+        lines.remove(middle);
+        let corrupt = lines.join("\n");
+        let data = sums(dir.path());
+        let corrupt_err = format!(
+            "{:#}",
+            sign_detached(&corrupt, &data, &signature).unwrap_err()
+        );
+        assert!(corrupt_err.contains("could not import"), "{corrupt_err}");
+        // Not a key at all.
+        let not_a_key = "hunter2-super-secret-token";
+        let text_err = format!(
+            "{:#}",
+            sign_detached(not_a_key, &data, &signature).unwrap_err()
+        );
+        assert!(text_err.contains(SIGNING_KEY_ENV), "{text_err}");
+        assert!(!text_err.contains(not_a_key), "{text_err}");
+
+        for err in [&err, &corrupt_err] {
+            for line in key_lines(&secret) {
+                assert!(!err.contains(line), "key material in error: {err}");
+            }
+        }
+        assert!(!signature.exists());
+    }
+
+    #[test]
+    fn reads_gpg_colon_listings_and_status_lines() {
+        let colons = "sec:u:255:22:AAAA:1700000000:::u:::scSC:::+:::ed25519:::0:\nfpr:::::::::0123456789ABCDEF0123456789ABCDEF01234567:\ngrp:::::::::X:\nuid:u::::1700000000::H::t <t@x>::::::::::0:\nssb:u:255:18:BBBB:1700000000::::::e:::+:::cv25519::\nfpr:::::::::FFFF456789ABCDEF0123456789ABCDEF0123FFFF:\n";
+        assert_eq!(
+            secret_key_fingerprints(colons),
+            ["0123456789ABCDEF0123456789ABCDEF01234567"]
+        );
+        assert!(secret_key_fingerprints("").is_empty());
+        let status = "[GNUPG:] NEWSIG\n[GNUPG:] GOODSIG AAAA t <t@x>\n[GNUPG:] VALIDSIG 0123456789ABCDEF0123456789ABCDEF01234567 2026-11-29 1700000000 0 4 0 22 8 00 0123456789ABCDEF0123456789ABCDEF01234567\n";
+        assert_eq!(
+            valid_signature(status).as_deref(),
+            Some("0123456789ABCDEF0123456789ABCDEF01234567")
+        );
+        assert_eq!(valid_signature("[GNUPG:] BADSIG AAAA t <t@x>\n"), None);
+    }
+
+    #[test]
+    fn redaction_drops_lines_found_in_the_secret() {
+        assert_eq!(
+            redact(
+                b"gpg: line one\nABCDEFGHIJKLMNOP\n",
+                "xx ABCDEFGHIJKLMNOP yy"
+            ),
+            "gpg: line one"
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! `cargo xtask sysupdate` and `cargo xtask butane`: what they print parses (YAML by a real YAML
+//! parser, the transfer file as systemd reads it), and the pinned hash is the built image's.
+
+mod support;
+
+use std::process::Command;
+
+use support::fixture::{self, Release};
+use support::http::{Answer, Server};
+use support::mirror::Mirror;
+use support::{Run, Workspace, XTASK};
+
+const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+
+fn xtask(args: &[&str]) -> Run {
+    Run::from_command(
+        Command::new(XTASK)
+            .args(args)
+            .env_remove("SYSEXT_BASE_URL")
+            .env_remove("GITHUB_TOKEN")
+            .env_remove("GITHUB_API_URL"),
+    )
+}
+
+/// YAML -> JSON with PyYAML (python3-yaml, installed by install-deps.sh --test).
+fn parse_yaml(text: &str) -> serde_json::Value {
+    let output = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("running python3 (bash scripts/install-deps.sh --test installs python3-yaml)");
+    assert!(
+        output.status.success(),
+        "not YAML: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `[Section]` key=value triples, as systemd reads a transfer file (comments dropped).
+fn ini(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut entries = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        } else {
+            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
+            entries.push((section.clone(), key.into(), value.into()));
+        }
+    }
+    entries
+}
+
+fn value<'a>(entries: &'a [(String, String, String)], section: &str, key: &str) -> &'a str {
+    let found: Vec<_> = entries
+        .iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .collect();
+    assert_eq!(found.len(), 1, "[{section}] {key} in {entries:?}");
+    &found[0].2
+}
+
+/// Builds the fixture release with the real `xtask build`, returning the workspace.
+fn built() -> Workspace {
+    let mirror = Mirror::start();
+    mirror.add_release(&Release::new("1.10.2"));
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, "1.10.2", &[]).assert_ok();
+    ws
+}
+
+fn image_hash(ws: &Workspace) -> String {
+    format!(
+        "sha256-{}",
+        fixture::sha256_hex(&std::fs::read(ws.image(IMAGE)).unwrap())
+    )
+}
+
+fn file<'a>(config: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    config["storage"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("no file {path} in {config:#}"))
+}
+
+#[test]
+fn butane_pins_the_built_image_by_its_hash_and_links_it() {
+    let ws = built();
+    let dist = ws.out.to_str().unwrap();
+    let run = xtask(&[
+        "butane",
+        "1.10.2",
+        "--dist",
+        dist,
+        "--base-url",
+        "https://images.example/alloy/",
+    ]);
+    run.assert_ok();
+    let config = parse_yaml(&run.stdout);
+    assert_eq!(config["variant"], "flatcar");
+    assert_eq!(config["version"], "1.0.0");
+    let files = config["storage"]["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{config:#}");
+    let image = file(&config, "/opt/extensions/alloy/alloy-1.10.2-amd64.raw");
+    assert_eq!(image["mode"], 0o644);
+    assert_eq!(
+        image["contents"]["source"],
+        "https://images.example/alloy/alloy-1.10.2-amd64.raw"
+    );
+    assert_eq!(
+        image["contents"]["verification"]["hash"],
+        serde_json::Value::String(image_hash(&ws))
+    );
+    let links = config["storage"]["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0]["path"], "/etc/extensions/alloy.raw");
+    assert_eq!(
+        links[0]["target"],
+        "/opt/extensions/alloy/alloy-1.10.2-amd64.raw"
+    );
+    assert_eq!(links[0]["hard"], false);
+    assert!(config.get("systemd").is_none(), "{config:#}");
+}
+
+#[test]
+fn butane_with_sysupdate_adds_the_transfer_timer_and_refresh() {
+    let ws = built();
+    let bucket = Server::start();
+    // Signatures published: Verify=yes without being told.
+    bucket.answer("/alloy/SHA256SUMS.gpg", Answer::ok(vec![0x88u8, 0x75]));
+    let base = format!("{}/alloy", bucket.url);
+    // Any binary keyring: it is carried as is, base64 in a data: URL.
+    let keyring = ws.tmp.path().join("pubring.gpg");
+    std::fs::write(&keyring, [0x99u8, 0x00, 0x33, 0x04, 0xff, 0x10, 0x7f]).unwrap();
+    let keyring_arg = keyring.to_str().unwrap();
+    let run = xtask(&[
+        "butane",
+        "1.10.2",
+        "--dist",
+        ws.out.to_str().unwrap(),
+        "--base-url",
+        &base,
+        "--sysupdate",
+        "--keyring",
+        keyring_arg,
+    ]);
+    run.assert_ok();
+    let config = parse_yaml(&run.stdout);
+    let encoded = Command::new("base64")
+        .args(["-w0", keyring_arg])
+        .output()
+        .unwrap();
+    assert_eq!(
+        file(&config, "/etc/systemd/import-pubring.gpg")["contents"]["source"],
+        serde_json::Value::String(format!(
+            "data:;base64,{}",
+            String::from_utf8(encoded.stdout).unwrap()
+        ))
+    );
+    assert_eq!(
+        file(&config, "/opt/extensions/alloy/alloy-1.10.2-amd64.raw")["contents"]["verification"]
+            ["hash"],
+        serde_json::Value::String(image_hash(&ws))
+    );
+
+    let transfer = file(&config, "/etc/sysupdate.alloy.d/alloy.conf")["contents"]["inline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let entries = ini(&transfer);
+    assert_eq!(value(&entries, "Transfer", "Verify"), "yes");
+    assert_eq!(value(&entries, "Source", "Type"), "url-file");
+    assert_eq!(value(&entries, "Source", "Path"), format!("{base}/"));
+    let pattern = value(&entries, "Source", "MatchPattern");
+    assert_eq!(pattern.replace("@v", "1.10.2"), IMAGE);
+    assert!(ws.image(&pattern.replace("@v", "1.10.2")).exists());
+    assert_eq!(value(&entries, "Target", "Path"), "/opt/extensions/alloy");
+    assert_eq!(
+        value(&entries, "Target", "CurrentSymlink"),
+        "/etc/extensions/alloy.raw"
+    );
+    // The stock service needs a transfer of its own in /etc/sysupdate.d.
+    let noop = file(&config, "/etc/sysupdate.d/noop.conf")["contents"]["inline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(value(&ini(&noop), "Source", "Type"), "regular-file");
+
+    let units = config["systemd"]["units"].as_array().unwrap();
+    let timer = units
+        .iter()
+        .find(|u| u["name"] == "systemd-sysupdate.timer")
+        .unwrap();
+    assert_eq!(timer["enabled"], true);
+    let service = units
+        .iter()
+        .find(|u| u["name"] == "systemd-sysupdate.service")
+        .unwrap();
+    let dropin = service["dropins"][0]["contents"].as_str().unwrap();
+    assert_eq!(service["dropins"][0]["name"], "alloy.conf");
+    let dropin_entries = ini(dropin);
+    let starts: Vec<&str> = dropin_entries
+        .iter()
+        .filter(|(s, k, _)| s == "Service" && k == "ExecStartPre")
+        .map(|(_, _, v)| v.as_str())
+        .collect();
+    assert!(
+        starts.contains(&"/usr/lib/systemd/systemd-sysupdate -C alloy update"),
+        "{dropin}"
+    );
+    assert!(
+        dropin.contains("systemctl restart systemd-sysext.service"),
+        "{dropin}"
+    );
+    // Only the signature was asked for; the hash came from the local build.
+    let paths: Vec<String> = bucket.log().iter().map(|s| s.path.clone()).collect();
+    assert_eq!(paths, ["/alloy/SHA256SUMS.gpg"]);
+
+    // An armored keyring would not be read by systemd-sysupdate's gpg call: refused.
+    std::fs::write(&keyring, "-----BEGIN PGP PUBLIC KEY BLOCK-----\n").unwrap();
+    xtask(&[
+        "butane",
+        "1.10.2",
+        "--dist",
+        ws.out.to_str().unwrap(),
+        "--base-url",
+        &base,
+        "--sysupdate",
+        "--keyring",
+        keyring_arg,
+    ])
+    .assert_fails_with(&["is armored", "gpg --dearmor"]);
+}
+
+#[test]
+fn butane_reads_the_hash_from_the_bucket_when_not_built_here() {
+    let ws = built();
+    let bucket = Server::start();
+    let sha256 = std::fs::read(ws.image(&format!("{IMAGE}.sha256"))).unwrap();
+    bucket.answer(&format!("/{IMAGE}.sha256"), Answer::ok(sha256));
+    let empty = tempfile::tempdir().unwrap();
+    let run = xtask(&[
+        "butane",
+        "1.10.2",
+        "--dist",
+        empty.path().to_str().unwrap(),
+        "--base-url",
+        &bucket.url,
+    ]);
+    run.assert_ok();
+    let config = parse_yaml(&run.stdout);
+    assert_eq!(
+        file(&config, "/opt/extensions/alloy/alloy-1.10.2-amd64.raw")["contents"]["verification"]
+            ["hash"],
+        serde_json::Value::String(image_hash(&ws))
+    );
+
+    // Neither built nor published: says so, and how to fix it.
+    let run = xtask(&[
+        "butane",
+        "1.10.2",
+        "--arch",
+        "arm64",
+        "--dist",
+        empty.path().to_str().unwrap(),
+        "--base-url",
+        &bucket.url,
+    ]);
+    run.assert_fails_with(&[
+        "alloy-1.10.2-arm64.raw is neither built in",
+        "cargo xtask build 1.10.2",
+        "404",
+    ]);
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn sysupdate_sets_verify_from_what_the_bucket_publishes() {
+    let bucket = Server::start();
+    let run = xtask(&["sysupdate", "--arch", "arm64", "--base-url", &bucket.url]);
+    run.assert_ok();
+    let entries = ini(&run.stdout);
+    assert_eq!(value(&entries, "Transfer", "Verify"), "no");
+    assert_eq!(
+        value(&entries, "Source", "MatchPattern"),
+        "alloy-@v-arm64.raw"
+    );
+    assert_eq!(
+        value(&entries, "Target", "MatchPattern"),
+        "alloy-@v-arm64.raw"
+    );
+    assert_eq!(
+        value(&entries, "Source", "Path"),
+        format!("{}/", bucket.url)
+    );
+
+    bucket.answer("/SHA256SUMS.gpg", Answer::ok(vec![0x88u8]));
+    let run = xtask(&["sysupdate", "--base-url", &bucket.url]);
+    run.assert_ok();
+    assert_eq!(value(&ini(&run.stdout), "Transfer", "Verify"), "yes");
+    // Told explicitly: no question asked.
+    let before = bucket.log().len();
+    let run = xtask(&["sysupdate", "--base-url", &bucket.url, "--verify", "no"]);
+    run.assert_ok();
+    assert_eq!(value(&ini(&run.stdout), "Transfer", "Verify"), "no");
+    assert_eq!(bucket.log().len(), before);
+
+    xtask(&["sysupdate", "--base-url", "http://example.com"])
+        .assert_fails_with(&["refusing plain http://"]);
+}

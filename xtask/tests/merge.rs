@@ -1,0 +1,132 @@
+//! The real thing: the real `systemd-sysext` merges a built image into a fake Flatcar root, in a
+//! private mount namespace, and the merged `/usr/bin/alloy` runs; a host whose os-release does not
+//! match refuses the image. Needs root (loop devices, mounts): CI runs it as root.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::fixture::Release;
+use support::mirror::Mirror;
+use support::{require_root, Run, Workspace};
+
+const VERSION: &str = "1.10.2";
+
+/// Runs inside `unshare --mount`: a private tmpfs on /run keeps the host's /run/extensions and
+/// sysext state out of it; the root is made a shared bind mount, or the merge would stay inside
+/// systemd-sysext's own namespace. systemd 252 does not follow /etc/extensions symlinks under
+/// --root, so the image is copied in under its extension name (the boot test covers the link).
+const MERGE_SCRIPT: &str = r#"
+set -eu
+root=$1 image=$2 id=$3 level=$4
+mount -t tmpfs tmpfs /run
+mkdir -p "$root/usr/lib" "$root/etc/extensions"
+printf 'NAME="Fake host"\nID=%s\nSYSEXT_LEVEL=%s\n' "$id" "$level" > "$root/usr/lib/os-release"
+cp "$image" "$root/etc/extensions/alloy.raw"
+mount --bind "$root" "$root"
+mount --make-shared "$root"
+systemd-sysext --root="$root" merge
+echo "--- merged"
+ls "$root/usr/lib/extension-release.d/" 2>/dev/null || true
+echo "--- run"
+if [ -x "$root/usr/bin/alloy" ]; then "$root/usr/bin/alloy" --version; else echo "no merged alloy"; fi
+"#;
+
+fn merge(image: &Path, id: &str, level: &str) -> Run {
+    let root = tempfile::tempdir().unwrap();
+    let run = Run::from_command(
+        Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "bash",
+                "-c",
+                MERGE_SCRIPT,
+                "merge",
+            ])
+            .arg(root.path())
+            .arg(image)
+            .args([id, level]),
+    );
+    // The namespace is gone: nothing stays mounted on the host.
+    assert!(!root.path().join("usr/bin/alloy").exists());
+    run
+}
+
+fn built_image(arch: &str) -> (Workspace, std::path::PathBuf) {
+    let release = Release::new(VERSION);
+    let mirror = Mirror::start();
+    mirror.add_release(&release);
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, VERSION, &["--arch", arch])
+        .assert_ok();
+    let image = ws.image(&format!("alloy-{VERSION}-{arch}.raw"));
+    (ws, image)
+}
+
+#[test]
+fn systemd_sysext_merges_the_image_on_a_flatcar_host_and_alloy_runs() {
+    if !require_root("systemd_sysext_merges_the_image_on_a_flatcar_host_and_alloy_runs") {
+        return;
+    }
+    let (_ws, image) = built_image("amd64");
+    let run = merge(&image, "flatcar", "1.0");
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("Merged extensions into"),
+        "{}",
+        run.stderr
+    );
+    let merged = run.stdout.split("--- merged").nth(1).unwrap_or_default();
+    assert!(
+        merged.contains("extension-release.alloy"),
+        "the extension's metadata is merged:\n{}",
+        run.stdout
+    );
+    let output = run.stdout.split("--- run").nth(1).unwrap_or_default();
+    assert!(
+        output
+            .trim_start()
+            .starts_with("alloy, version v1.10.2 (branch: HEAD"),
+        "the merged /usr/bin/alloy runs:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[test]
+fn systemd_sysext_refuses_the_image_on_hosts_it_was_not_built_for() {
+    if !require_root("systemd_sysext_refuses_the_image_on_hosts_it_was_not_built_for") {
+        return;
+    }
+    let (_ws, amd64) = built_image("amd64");
+    for (id, level) in [("debian", "1.0"), ("flatcar", "2.0")] {
+        let run = merge(&amd64, id, level);
+        run.assert_ok();
+        assert!(
+            run.stderr.contains("ignored due to incompatible version"),
+            "ID={id} SYSEXT_LEVEL={level}:\n{}",
+            run.stderr
+        );
+        assert!(
+            run.stdout.contains("no merged alloy"),
+            "ID={id} SYSEXT_LEVEL={level}:\n{}",
+            run.stdout
+        );
+    }
+    // An arm64 image on this x86-64 host is refused for its ARCHITECTURE=.
+    if std::env::consts::ARCH == "x86_64" {
+        let (_ws, arm64) = built_image("arm64");
+        let run = merge(&arm64, "flatcar", "1.0");
+        run.assert_ok();
+        assert!(
+            run.stderr.contains("ignored due to incompatible version"),
+            "{}",
+            run.stderr
+        );
+        assert!(run.stdout.contains("no merged alloy"), "{}", run.stdout);
+    }
+}
