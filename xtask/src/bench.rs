@@ -71,6 +71,8 @@ struct Sample {
     measured: measure::Measured,
     /// The xtask process's own peak memory (VmHWM), from its timings file.
     self_rss_kib: Option<u64>,
+    /// Bytes of file content xtask staged (from its timings file).
+    staged_bytes: Option<u64>,
     image_bytes: u64,
     phases: BTreeMap<String, f64>,
 }
@@ -92,8 +94,6 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cache)?;
     let release = release::generate(&cache, options.size_mb)?;
     let server = server::start(&release.dir)?;
-    let staged_bytes = release.binary_size
-        + crate::stage::extension_release(crate::arch::Arch::Amd64).len() as u64;
 
     let work = tempfile::Builder::new()
         .prefix("bench-work-")
@@ -156,6 +156,12 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         }
     }
 
+    // What xtask staged: the binary, its metadata and the service files.
+    let staged_bytes = samples
+        .values()
+        .flatten()
+        .find_map(|s| s.staged_bytes)
+        .context("no xtask run reported its staged bytes")?;
     let results = summarize(&options, &release, staged_bytes, &samples);
     let markdown = markdown(&results);
     println!("\n{markdown}");
@@ -247,21 +253,24 @@ fn run_one(
         .len();
     let text = std::fs::read_to_string(&timings)
         .with_context(|| format!("reading {}", timings.display()))?;
-    let (phases, self_rss_kib) = if contender.is_xtask() {
+    let (phases, self_rss_kib, staged_bytes) = if contender.is_xtask() {
         parse_xtask_timings(&text)?
     } else {
-        (parse_plain_phases(&text)?, None)
+        (parse_plain_phases(&text)?, None, None)
     };
     Ok(Sample {
         measured,
         self_rss_kib,
+        staged_bytes,
         image_bytes,
         phases,
     })
 }
 
-/// Reads xtask's `ALLOY_SYSEXT_TIMINGS` file: phase seconds and its own peak memory.
-fn parse_xtask_timings(text: &str) -> anyhow::Result<(BTreeMap<String, f64>, Option<u64>)> {
+type XtaskTimings = (BTreeMap<String, f64>, Option<u64>, Option<u64>);
+
+/// Reads xtask's `ALLOY_SYSEXT_TIMINGS` file: phase seconds, its own peak memory, staged bytes.
+fn parse_xtask_timings(text: &str) -> anyhow::Result<XtaskTimings> {
     let value: Value = serde_json::from_str(text).context("reading xtask's timings")?;
     let phases = value["phases"]
         .as_object()
@@ -269,7 +278,11 @@ fn parse_xtask_timings(text: &str) -> anyhow::Result<(BTreeMap<String, f64>, Opt
         .iter()
         .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
         .collect();
-    Ok((phases, value["peak_rss_kib"].as_u64()))
+    Ok((
+        phases,
+        value["peak_rss_kib"].as_u64(),
+        value["staged_bytes"].as_u64(),
+    ))
 }
 
 /// Reads the plain pipeline's phase lines: `<phase> <end> <start>` in seconds.
@@ -502,10 +515,13 @@ mod tests {
         assert_eq!(plain["download"], 0.5);
         assert_eq!(plain["verify"], 0.5);
         assert!(parse_plain_phases("download soon\n").is_err());
-        let (phases, rss) =
-            parse_xtask_timings(r#"{"phases": {"pack": 1.5}, "peak_rss_kib": 9000}"#).unwrap();
+        let (phases, rss, staged) = parse_xtask_timings(
+            r#"{"phases": {"pack": 1.5}, "peak_rss_kib": 9000, "staged_bytes": 77}"#,
+        )
+        .unwrap();
         assert_eq!(phases["pack"], 1.5);
         assert_eq!(rss, Some(9000));
+        assert_eq!(staged, Some(77));
     }
 
     #[test]

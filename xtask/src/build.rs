@@ -120,6 +120,7 @@ fn build_one(
     let name = image_name(version, arch);
     let work = WorkDir::new(out_dir)?;
     let tree = stage::stage_sysext_tree(&work.path().join("tree"), zip, version, arch, autostart)?;
+    timings::add_staged_bytes(tree.content_bytes());
 
     step(format!("Packing {name} ({format})"));
     let image = work.path().join(&name);

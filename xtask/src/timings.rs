@@ -10,6 +10,12 @@ use anyhow::Context;
 pub const ENV: &str = "ALLOY_SYSEXT_TIMINGS";
 
 static PHASES: Mutex<Vec<(&'static str, f64)>> = Mutex::new(Vec::new());
+static STAGED_BYTES: Mutex<u64> = Mutex::new(0);
+
+/// Counts bytes of staged content (summed over architectures), for the benchmark's size ratios.
+pub fn add_staged_bytes(bytes: u64) {
+    *STAGED_BYTES.lock().unwrap_or_else(|e| e.into_inner()) += bytes;
+}
 
 /// Runs `work` as (part of) `phase`, adding its wall time to the phase's total.
 pub fn phase<T>(phase: &'static str, work: impl FnOnce() -> T) -> T {
@@ -48,7 +54,12 @@ pub fn report() -> serde_json::Value {
         .iter()
         .map(|(name, seconds)| (name.to_string(), (*seconds).into()))
         .collect();
-    serde_json::json!({ "phases": phases, "peak_rss_kib": peak_rss_kib() })
+    let staged_bytes = *STAGED_BYTES.lock().unwrap_or_else(|e| e.into_inner());
+    serde_json::json!({
+        "phases": phases,
+        "peak_rss_kib": peak_rss_kib(),
+        "staged_bytes": staged_bytes,
+    })
 }
 
 /// Writes [`report`] to `$ALLOY_SYSEXT_TIMINGS`, if set.

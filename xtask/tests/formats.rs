@@ -306,6 +306,9 @@ fn bench_smoke_run_writes_markdown_and_json() {
         assert!(c["phases_s"]["pack"].as_f64().is_some(), "{c}");
     }
     assert_eq!(json["targets"].as_array().unwrap().len(), 6);
+    // Staged: the 4 MB binary, its metadata and the service files.
+    let staged = json["staged_bytes"].as_u64().unwrap();
+    assert!(staged > 4_000_000 && staged < 4_100_000, "{staged}");
     let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(markdown.contains("| xtask cold erofs |"), "{markdown}");
     assert!(
