@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing alloy-sysext needs, on Debian 12 or Ubuntu 22.04 and later.
 # Safe to re-run: each step checks before it installs.
-#   bash scripts/install-deps.sh          # what `cargo xtask build` needs (e2fsprogs, ...)
+#   bash scripts/install-deps.sh          # what `cargo xtask build` needs (e2fsprogs, squashfs-tools, erofs-utils, ...)
 #   bash scripts/install-deps.sh --test   # plus what the tests need (a C compiler, systemd-container, ...)
 set -euo pipefail
 
@@ -13,7 +13,7 @@ as_root() {
 }
 
 # Debian package names; the build needs the first line, the tests the rest.
-packages=(e2fsprogs ca-certificates)
+packages=(e2fsprogs squashfs-tools erofs-utils ca-certificates)
 if [ "$want_test" -eq 1 ]; then
   packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
 fi

@@ -9,9 +9,10 @@ use crate::checksums::{self, Digest};
 use crate::download::Http;
 use crate::fetch::{self, Expected, VerifiedZip};
 use crate::files::{self, WorkDir};
-use crate::image::{self, ImageParams};
+use crate::image::{self, ImageFormat, ImageParams};
 use crate::progress::{mib, step};
 use crate::stage;
+use crate::timings;
 use crate::version::Version;
 
 /// Timestamps in images when `SOURCE_DATE_EPOCH` is not set: 2024-01-01T00:00:00Z.
@@ -22,6 +23,7 @@ pub struct BuildOptions {
     pub archs: Vec<Arch>,
     pub out_dir: PathBuf,
     pub releases_url: String,
+    pub format: ImageFormat,
     /// Air-gapped: a local release zip and how to verify it.
     pub local_zip: Option<(PathBuf, LocalDigest)>,
     /// Ship the drop-in that starts alloy.service at boot.
@@ -64,11 +66,7 @@ pub fn run(options: BuildOptions) -> anyhow::Result<Vec<Built>> {
         bail!("--zip builds one architecture: pass exactly one --arch");
     }
     crate::download::check_url(&options.releases_url).context("ALLOY_RELEASES_URL")?;
-    crate::tools::require(&[
-        crate::tools::MKFS_EXT4,
-        crate::tools::DEBUGFS,
-        crate::tools::E2FSCK,
-    ])?;
+    crate::tools::require(options.format.tools())?;
     std::fs::create_dir_all(&options.out_dir)
         .with_context(|| format!("creating output directory {}", options.out_dir.display()))?;
 
@@ -88,6 +86,7 @@ pub fn run(options: BuildOptions) -> anyhow::Result<Vec<Built>> {
             &zip,
             &options.version,
             arch,
+            options.format,
             epoch,
             options.autostart,
             &options.out_dir,
@@ -113,6 +112,7 @@ fn build_one(
     zip: &VerifiedZip,
     version: &Version,
     arch: Arch,
+    format: ImageFormat,
     epoch: u64,
     autostart: bool,
     out_dir: &Path,
@@ -120,15 +120,16 @@ fn build_one(
     let name = image_name(version, arch);
     let work = WorkDir::new(out_dir)?;
     let tree = stage::stage_sysext_tree(&work.path().join("tree"), zip, version, arch, autostart)?;
+    timings::add_staged_bytes(tree.content_bytes());
 
-    step(format!("Packing {name} (ext4)"));
+    step(format!("Packing {name} ({format})"));
     let image = work.path().join(&name);
     let params = ImageParams {
         epoch,
         identity: name.trim_end_matches(".raw").to_string(),
     };
-    image::pack(&tree, &image, &params)?;
-    let (digest, size) = checksums::hash_file(&image)?;
+    timings::phase("pack", || image::pack(format, &tree, &image, &params))?;
+    let (digest, size) = timings::phase("hash", || checksums::hash_file(&image))?;
 
     let checksum_name = format!("{name}.sha256");
     let checksum = work.path().join(&checksum_name);

@@ -8,6 +8,7 @@ use crate::arch::Arch;
 use crate::checksums::Digest;
 use crate::fetch::DEFAULT_RELEASES_URL;
 use crate::fleet::DEFAULT_BASE_URL;
+use crate::image::ImageFormat;
 use crate::latest::DEFAULT_GITHUB_API_URL;
 use crate::version::Version;
 
@@ -27,6 +28,8 @@ pub enum Command {
     Latest(LatestArgs),
     Sysupdate(SysupdateArgs),
     Butane(ButaneArgs),
+    Inspect(InspectArgs),
+    Bench(BenchArgs),
 }
 
 /// A version given on the command line: `latest`, or X.Y.Z / X.Y.Z-rc.N.
@@ -135,6 +138,36 @@ pub struct ButaneArgs {
     pub github: GithubArgs,
 }
 
+/// Show what a built image holds, without mounting it: its filesystem, extension-release, and
+/// /usr/bin/alloy's owner, mode, size and first bytes
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The image (.raw) to look into
+    pub image: PathBuf,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Measure `cargo xtask build` (each format, cold and warm cache) against the plain-tools
+/// pipeline (curl, unzip, mkfs.ext4 or mksquashfs -comp xz, sha256sum), on a generated
+/// Alloy-sized release served on loopback. Prints a table; writes results.md and results.json
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Size of the generated Alloy binary, in MB (Alloy's is ~420)
+    #[arg(long, default_value_t = 420, value_name = "MB")]
+    pub size_mb: u64,
+
+    /// Runs of each contender (the table shows medians)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+
+    /// Where to write results.md and results.json [default: target/bench]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
 /// Fetch an Alloy release, verify it, and pack it into a sysext image with its SHA-256.
 ///
 /// Writes <OUT_DIR>/alloy-<VERSION>-<ARCH>.raw and .raw.sha256 (sha256sum format). Image
@@ -150,6 +183,11 @@ pub struct BuildArgs {
     /// Architecture to build; repeat for several
     #[arg(long = "arch", value_enum, default_value = "amd64")]
     pub archs: Vec<Arch>,
+
+    /// Filesystem of the image. The file is alloy-<VERSION>-<ARCH>.raw whatever the format:
+    /// systemd-sysext tells them apart by their superblock
+    #[arg(long, value_enum, default_value_t = ImageFormat::Ext4)]
+    pub format: ImageFormat,
 
     /// Where to write images [default: dist/ at the repository root]
     #[arg(long, value_name = "DIR")]

@@ -9,6 +9,7 @@ use crate::arch::Arch;
 use crate::checksums::{self, Digest};
 use crate::download::{Http, NotFound};
 use crate::progress::{detail, step};
+use crate::timings;
 use crate::version::Version;
 
 pub const DEFAULT_RELEASES_URL: &str = "https://github.com/grafana/alloy/releases/download";
@@ -90,7 +91,7 @@ pub fn release_zip(
         "Fetching {asset} of Alloy {} from {base}",
         version.tag()
     ));
-    let expected = expected_digest(http, base, version, &asset)?;
+    let expected = timings::phase("download", || expected_digest(http, base, version, &asset))?;
     detail(format!("SHA256SUMS lists {asset} as {expected}"));
 
     let dir = cache_dir()?.join(version.tag());
@@ -98,7 +99,7 @@ pub fn release_zip(
         .with_context(|| format!("creating cache directory {}", dir.display()))?;
     let cached = dir.join(&asset);
     if cached.exists() {
-        let (digest, _) = checksums::hash_file(&cached)?;
+        let (digest, _) = timings::phase("verify", || checksums::hash_file(&cached))?;
         if digest == expected {
             detail(format!("using cached {} (verified)", cached.display()));
             return Ok(VerifiedZip { path: cached });
@@ -118,8 +119,8 @@ pub fn release_zip(
         .suffix(&format!("-{asset}.partial"))
         .tempfile_in(&dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
-    let (digest, _) = http
-        .download(&url, partial.path(), &asset)
+    // Hashed on the way in: for a fresh download, verifying costs no separate pass.
+    let (digest, _) = timings::phase("download", || http.download(&url, partial.path(), &asset))
         .map_err(|e| explain_not_found(e, version, &asset, base))?;
     if digest != expected {
         return Err(mismatch(&url, &expected, &digest, "from SHA256SUMS"));
@@ -154,7 +155,7 @@ pub fn local_zip(zip: &Path, expected: Expected, arch: Arch) -> anyhow::Result<V
             }
         }
     };
-    let (digest, _) = checksums::hash_file(zip)?;
+    let (digest, _) = timings::phase("verify", || checksums::hash_file(zip))?;
     if digest != expected {
         return Err(mismatch(
             &zip.display().to_string(),

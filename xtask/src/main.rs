@@ -2,6 +2,7 @@
 
 mod arch;
 mod archive;
+mod bench;
 mod bucket;
 mod build;
 mod checksums;
@@ -13,7 +14,6 @@ mod files;
 mod fleet;
 mod image;
 mod index;
-mod inspect;
 mod latest;
 mod multipart;
 mod progress;
@@ -21,6 +21,7 @@ mod publish;
 mod service;
 mod signing;
 mod stage;
+mod timings;
 mod tools;
 mod verify;
 mod version;
@@ -80,9 +81,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 archs,
                 out_dir: args.out_dir.unwrap_or_else(|| project_root().join("dist")),
                 releases_url: args.releases_url,
+                format: args.format,
                 local_zip,
                 autostart: !args.no_autostart,
             })?;
+            timings::write_if_asked()?;
         }
         Command::Latest(args) => {
             let version = latest::latest(
@@ -141,6 +144,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             version: args.version,
             arch: args.arch,
             base_url: args.base_url,
+        })?,
+        Command::Inspect(args) => {
+            let contents = image::inspect(&args.image)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&contents.to_json())?);
+            } else {
+                print!("{}", contents.summary());
+            }
+        }
+        Command::Bench(args) => bench::run(bench::BenchOptions {
+            size_mb: args.size_mb,
+            runs: args.runs,
+            out_dir: args
+                .out
+                .unwrap_or_else(|| project_root().join("target").join("bench")),
         })?,
     }
     Ok(())

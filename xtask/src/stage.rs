@@ -190,10 +190,12 @@ pub fn stage_sysext_tree(
         version.tag()
     ));
     let mut tree = StagedTree::new(root)?;
-    tree.add_file_with("usr/bin/alloy", 0o755, |disk| {
-        crate::archive::extract_binary(&zip.path, &arch.release_binary(), disk)?;
-        crate::elf::check_file(disk, arch)
-            .with_context(|| format!("{} holds the wrong binary", zip.path.display()))
+    crate::timings::phase("extract", || {
+        tree.add_file_with("usr/bin/alloy", 0o755, |disk| {
+            crate::archive::extract_binary(&zip.path, &arch.release_binary(), disk)?;
+            crate::elf::check_file(disk, arch)
+                .with_context(|| format!("{} holds the wrong binary", zip.path.display()))
+        })
     })?;
     tree.add_file(
         &extension_release_path(),

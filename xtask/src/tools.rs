@@ -24,6 +24,26 @@ pub const E2FSCK: Tool = Tool {
     command: "e2fsck",
     package: "e2fsprogs",
 };
+pub const MKSQUASHFS: Tool = Tool {
+    command: "mksquashfs",
+    package: "squashfs-tools",
+};
+pub const UNSQUASHFS: Tool = Tool {
+    command: "unsquashfs",
+    package: "squashfs-tools",
+};
+pub const MKFS_EROFS: Tool = Tool {
+    command: "mkfs.erofs",
+    package: "erofs-utils",
+};
+pub const FSCK_EROFS: Tool = Tool {
+    command: "fsck.erofs",
+    package: "erofs-utils",
+};
+pub const DUMP_EROFS: Tool = Tool {
+    command: "dump.erofs",
+    package: "erofs-utils",
+};
 
 /// Where to look: `$PATH`, then the sbin directories that an unprivileged user's PATH often
 /// lacks on Debian, where e2fsprogs installs.

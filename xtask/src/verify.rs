@@ -7,8 +7,8 @@ use crate::arch::Arch;
 use crate::build::image_name;
 use crate::checksums::{self, Digest, Entry};
 use crate::download::{self, Http, NotFound};
+use crate::image::inspect::{ImageContents, ALLOY_PATH};
 use crate::index::{ImageName, INDEX_NAME};
-use crate::inspect;
 use crate::progress::{mib, step};
 use crate::version::Version;
 
@@ -178,15 +178,68 @@ fn verify_one(
         None => row
             .problems
             .push("the name is not alloy-<VERSION>-<ARCH>.raw".to_string()),
-        Some(image) => match inspect::read_contents(&local) {
-            Ok((_, contents)) => row
-                .problems
-                .extend(inspect::problems(&contents, image.arch)),
+        Some(image) => match crate::image::inspect(&local) {
+            Ok(contents) => row.problems.extend(problems(&contents, image.arch)),
             Err(e) => row.problems.push(format!("{e:#}")),
         },
     }
     let _ = std::fs::remove_file(&local);
     row
+}
+
+/// Everything wrong with an image's contents for `arch`; empty when it is a good Alloy sysext.
+pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
+    let mut problems = Vec::new();
+    match &contents.extension_release {
+        None => problems.push(format!("no /{}", crate::stage::extension_release_path())),
+        Some(text) => {
+            let field = |key: &str| {
+                text.lines()
+                    .filter_map(|l| l.split_once('='))
+                    .find(|(k, _)| k.trim() == key)
+                    .map(|(_, v)| v.trim().trim_matches('"').to_string())
+            };
+            for (key, want) in [
+                ("ID", "flatcar"),
+                ("SYSEXT_LEVEL", "1.0"),
+                ("ARCHITECTURE", arch.systemd_name()),
+            ] {
+                match field(key) {
+                    Some(value) if value == want => {}
+                    Some(value) => problems.push(format!(
+                        "extension-release has {key}={value}, expected {key}={want}"
+                    )),
+                    None => problems.push(format!("extension-release lacks {key}={want}")),
+                }
+            }
+        }
+    }
+    match &contents.alloy {
+        None => problems.push(format!("no /{ALLOY_PATH}")),
+        Some(alloy) => {
+            if alloy.mode & 0o170000 != 0o100000 {
+                problems.push(format!(
+                    "/{ALLOY_PATH} is not a regular file (mode {:o})",
+                    alloy.mode
+                ));
+            } else if alloy.mode & 0o111 != 0o111 {
+                problems.push(format!(
+                    "/{ALLOY_PATH} is not executable by everyone (mode {:o})",
+                    alloy.mode & 0o7777
+                ));
+            }
+            if (alloy.uid, alloy.gid) != (0, 0) {
+                problems.push(format!(
+                    "/{ALLOY_PATH} is owned by {}:{}, not root",
+                    alloy.uid, alloy.gid
+                ));
+            }
+            if let Err(why) = crate::elf::check_header(&alloy.head, arch) {
+                problems.push(format!("/{ALLOY_PATH}: {why}"));
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -233,5 +286,61 @@ mod tests {
 
         let problems = digest_problems(name, &good, Err("no .sha256".into()), Ok(&[]));
         assert_eq!(problems, ["no .sha256", "SHA256SUMS does not list it"]);
+    }
+
+    fn good(arch: Arch) -> ImageContents {
+        ImageContents {
+            format: crate::image::ImageFormat::Ext4,
+            extension_release: Some(format!(
+                "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE={}\n",
+                arch.systemd_name()
+            )),
+            alloy: Some(crate::image::inspect::AlloyInode {
+                mode: 0o100755,
+                uid: 0,
+                gid: 0,
+                size: 64,
+                head: crate::elf::fake_header(arch.elf_machine()),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_good_image_has_no_problems() {
+        assert_eq!(
+            problems(&good(Arch::Amd64), Arch::Amd64),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            problems(&good(Arch::Arm64), Arch::Arm64),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        let mut contents = good(Arch::Amd64);
+        contents.extension_release = Some("ID=debian\nARCHITECTURE=arm64\n".into());
+        contents.alloy = Some(crate::image::inspect::AlloyInode {
+            mode: 0o100644,
+            uid: 1000,
+            gid: 0,
+            size: 64,
+            head: crate::elf::fake_header(crate::elf::EM_AARCH64),
+        });
+        assert_eq!(
+            problems(&contents, Arch::Amd64),
+            [
+                "extension-release has ID=debian, expected ID=flatcar",
+                "extension-release lacks SYSEXT_LEVEL=1.0",
+                "extension-release has ARCHITECTURE=arm64, expected ARCHITECTURE=x86-64",
+                "/usr/bin/alloy is not executable by everyone (mode 644)",
+                "/usr/bin/alloy is owned by 1000:0, not root",
+                "/usr/bin/alloy: it is an ELF executable for AArch64, not for x86-64 (amd64)",
+            ]
+        );
+        contents.extension_release = None;
+        contents.alloy = None;
+        assert_eq!(problems(&contents, Arch::Amd64).len(), 2);
     }
 }

@@ -1,6 +1,6 @@
 //! The real thing: the real `systemd-sysext` merges a built image into a fake Flatcar root, in a
 //! private mount namespace, and the merged `/usr/bin/alloy` runs; a host whose os-release does not
-//! match refuses the image. Needs root (loop devices, mounts): CI runs it as root.
+//! match refuses the image; for each image format. Needs root (loop devices, mounts): CI runs it as root.
 
 mod support;
 
@@ -9,7 +9,7 @@ use std::process::Command;
 
 use support::fixture::Release;
 use support::mirror::Mirror;
-use support::{require_root, Run, Workspace};
+use support::{require_root, Run, Workspace, FORMATS};
 
 const VERSION: &str = "1.10.2";
 
@@ -56,13 +56,17 @@ fn merge(image: &Path, id: &str, level: &str) -> Run {
     run
 }
 
-fn built_image(arch: &str) -> (Workspace, std::path::PathBuf) {
+fn built_image(arch: &str, format: &str) -> (Workspace, std::path::PathBuf) {
     let release = Release::new(VERSION);
     let mirror = Mirror::start();
     mirror.add_release(&release);
     let ws = Workspace::new();
-    ws.build(&mirror.base_url, VERSION, &["--arch", arch])
-        .assert_ok();
+    ws.build(
+        &mirror.base_url,
+        VERSION,
+        &["--arch", arch, "--format", format],
+    )
+    .assert_ok();
     let image = ws.image(&format!("alloy-{VERSION}-{arch}.raw"));
     (ws, image)
 }
@@ -72,29 +76,31 @@ fn systemd_sysext_merges_the_image_on_a_flatcar_host_and_alloy_runs() {
     if !require_root("systemd_sysext_merges_the_image_on_a_flatcar_host_and_alloy_runs") {
         return;
     }
-    let (_ws, image) = built_image("amd64");
-    let run = merge(&image, "flatcar", "1.0");
-    run.assert_ok();
-    assert!(
-        run.stderr.contains("Merged extensions into"),
-        "{}",
-        run.stderr
-    );
-    let merged = run.stdout.split("--- merged").nth(1).unwrap_or_default();
-    assert!(
-        merged.contains("extension-release.alloy"),
-        "the extension's metadata is merged:\n{}",
-        run.stdout
-    );
-    let output = run.stdout.split("--- run").nth(1).unwrap_or_default();
-    assert!(
-        output
-            .trim_start()
-            .starts_with("alloy, version v1.10.2 (branch: HEAD"),
-        "the merged /usr/bin/alloy runs:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    for format in FORMATS {
+        let (_ws, image) = built_image("amd64", format);
+        let run = merge(&image, "flatcar", "1.0");
+        run.assert_ok();
+        assert!(
+            run.stderr.contains("Merged extensions into"),
+            "{format}: {}",
+            run.stderr
+        );
+        let merged = run.stdout.split("--- merged").nth(1).unwrap_or_default();
+        assert!(
+            merged.contains("extension-release.alloy"),
+            "{format}: the extension's metadata is merged:\n{}",
+            run.stdout
+        );
+        let output = run.stdout.split("--- run").nth(1).unwrap_or_default();
+        assert!(
+            output
+                .trim_start()
+                .starts_with("alloy, version v1.10.2 (branch: HEAD"),
+            "{format}: the merged /usr/bin/alloy runs:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    }
 }
 
 #[test]
@@ -102,24 +108,26 @@ fn systemd_sysext_refuses_the_image_on_hosts_it_was_not_built_for() {
     if !require_root("systemd_sysext_refuses_the_image_on_hosts_it_was_not_built_for") {
         return;
     }
-    let (_ws, amd64) = built_image("amd64");
-    for (id, level) in [("debian", "1.0"), ("flatcar", "2.0")] {
-        let run = merge(&amd64, id, level);
-        run.assert_ok();
-        assert!(
-            run.stderr.contains("ignored due to incompatible version"),
-            "ID={id} SYSEXT_LEVEL={level}:\n{}",
-            run.stderr
-        );
-        assert!(
-            run.stdout.contains("no merged alloy"),
-            "ID={id} SYSEXT_LEVEL={level}:\n{}",
-            run.stdout
-        );
+    for format in FORMATS {
+        let (_ws, amd64) = built_image("amd64", format);
+        for (id, level) in [("debian", "1.0"), ("flatcar", "2.0")] {
+            let run = merge(&amd64, id, level);
+            run.assert_ok();
+            assert!(
+                run.stderr.contains("ignored due to incompatible version"),
+                "{format} on ID={id} SYSEXT_LEVEL={level}:\n{}",
+                run.stderr
+            );
+            assert!(
+                run.stdout.contains("no merged alloy"),
+                "{format} on ID={id} SYSEXT_LEVEL={level}:\n{}",
+                run.stdout
+            );
+        }
     }
     // An arm64 image on this x86-64 host is refused for its ARCHITECTURE=.
     if std::env::consts::ARCH == "x86_64" {
-        let (_ws, arm64) = built_image("arm64");
+        let (_ws, arm64) = built_image("arm64", "ext4");
         let run = merge(&arm64, "flatcar", "1.0");
         run.assert_ok();
         assert!(

@@ -192,6 +192,64 @@ fn publish_then_verify_from_the_public_url_and_republishing_changes_nothing() {
 }
 
 #[test]
+fn squashfs_and_erofs_images_publish_and_verify_without_mounting() {
+    let s3 = S3::start();
+    for (version, format) in [("1.10.3", "squashfs"), ("1.11.0", "erofs")] {
+        let mirror = Mirror::start();
+        mirror.add_release(&Release::new(version));
+        let ws = Workspace::new();
+        ws.build(&mirror.base_url, version, &["--format", format])
+            .assert_ok();
+        publish(&s3, &ws.out, &[version]).assert_ok();
+    }
+    let checked = verify(&s3.public_url, &[]);
+    checked.assert_ok();
+    for image in ["alloy-1.10.3-amd64.raw", "alloy-1.11.0-amd64.raw"] {
+        let row = checked.stdout.lines().find(|l| l.starts_with(image));
+        assert!(
+            row.is_some_and(|r| r.trim_end().ends_with("ok")),
+            "{image}:\n{}",
+            checked.stdout
+        );
+    }
+    // A squashfs image whose binary is for the wrong machine is caught inside the image.
+    let mirror = Mirror::start();
+    let arm = support::fixture::fake_alloy("1.12.0", "arm64");
+    mirror.add_release(&Release::new("1.12.0").with_zip(
+        "arm64",
+        support::fixture::zip_of(&[("alloy-linux-arm64", &arm, 0o755)]),
+    ));
+    let ws = Workspace::new();
+    ws.build(
+        &mirror.base_url,
+        "1.12.0",
+        &["--format", "squashfs", "--arch", "arm64"],
+    )
+    .assert_ok();
+    // Publish it under the amd64 name: verify must see ARCHITECTURE=arm64 and an AArch64 ELF.
+    std::fs::rename(
+        ws.out.join("alloy-1.12.0-arm64.raw"),
+        ws.out.join("alloy-1.12.0-amd64.raw"),
+    )
+    .unwrap();
+    let digest = sha256_hex(&std::fs::read(ws.out.join("alloy-1.12.0-amd64.raw")).unwrap());
+    std::fs::write(
+        ws.out.join("alloy-1.12.0-amd64.raw.sha256"),
+        format!("{digest}  alloy-1.12.0-amd64.raw\n"),
+    )
+    .unwrap();
+    std::fs::remove_file(ws.out.join("alloy-1.12.0-arm64.raw.sha256")).unwrap();
+    publish(&s3, &ws.out, &["1.12.0"]).assert_ok();
+    let failed = verify(&s3.public_url, &["1.12.0"]);
+    failed.assert_fails_with(&[]);
+    assert!(
+        failed.stdout.contains("ARCHITECTURE=arm64") && failed.stdout.contains("AArch64"),
+        "verify names what is wrong inside the squashfs image:\n{}",
+        failed.stdout
+    );
+}
+
+#[test]
 fn different_bytes_for_a_published_version_are_refused_and_the_bucket_is_unchanged() {
     let s3 = S3::start();
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,60 @@
 //! Packing a staged tree into a filesystem image that systemd-sysext can merge.
 //! Every format is reproducible: same tree, same epoch, same bytes.
+//!
+//! Every format keeps the `.raw` file name: systemd-sysext and sysupdate find images by name
+//! (`alloy.raw`, `alloy-@v-<arch>.raw`) and tell the filesystem by probing its superblock, as
+//! Flatcar's sysext-bakery does for its squashfs and erofs images.
 
+mod erofs;
 mod ext4;
+pub mod inspect;
+mod squashfs;
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use crate::checksums::hash_bytes;
 use crate::stage::StagedTree;
+use crate::tools::{self, Tool};
+
+pub use inspect::inspect;
+
+/// The filesystem of a sysext image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ImageFormat {
+    /// Uncompressed ext4: largest download, no decompression on the host
+    Ext4,
+    /// squashfs with zstd: a fraction of ext4's size
+    Squashfs,
+    /// erofs with lz4hc: larger than squashfs, fastest to read on the host
+    Erofs,
+}
+
+impl ImageFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Ext4 => "ext4",
+            ImageFormat::Squashfs => "squashfs",
+            ImageFormat::Erofs => "erofs",
+        }
+    }
+
+    /// The programs that pack this format, checked before any download starts.
+    pub fn tools(self) -> &'static [Tool] {
+        match self {
+            ImageFormat::Ext4 => &[tools::MKFS_EXT4, tools::DEBUGFS, tools::E2FSCK],
+            ImageFormat::Squashfs => &[tools::MKSQUASHFS],
+            ImageFormat::Erofs => &[tools::MKFS_EROFS],
+        }
+    }
+}
+
+impl std::fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// What makes an image reproducible besides its content.
 #[derive(Clone, Debug)]
@@ -38,13 +86,65 @@ impl ImageParams {
 }
 
 /// Packs `tree` into the image file `dest` (which must not exist yet).
-pub fn pack(tree: &StagedTree, dest: &Path, params: &ImageParams) -> anyhow::Result<()> {
-    ext4::pack(tree, dest, params)
+pub fn pack(
+    format: ImageFormat,
+    tree: &StagedTree,
+    dest: &Path,
+    params: &ImageParams,
+) -> anyhow::Result<()> {
+    match format {
+        ImageFormat::Ext4 => ext4::pack(tree, dest, params),
+        ImageFormat::Squashfs => {
+            set_times(tree, params.epoch)?;
+            squashfs::pack(tree, dest, params)
+        }
+        ImageFormat::Erofs => {
+            set_times(tree, params.epoch)?;
+            erofs::pack(tree, dest, params)
+        }
+    }
+}
+
+/// Sets every staged file's and directory's mtime and atime to the epoch. The packers are told
+/// the epoch too; this makes the tree itself say the same, whatever a tool version reads.
+fn set_times(tree: &StagedTree, epoch: u64) -> anyhow::Result<()> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(time)
+        .set_modified(time);
+    let paths = std::iter::once(tree.root.clone())
+        .chain(tree.entries.iter().map(|e| tree.disk_path(&e.path)));
+    for path in paths {
+        // Never follow a link: its target may lie outside the tree. The packers set link times.
+        if path.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            continue;
+        }
+        std::fs::File::open(&path)
+            .and_then(|f| f.set_times(times))
+            .with_context(|| format!("setting the times of {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staged_times_become_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = StagedTree::new(&dir.path().join("t")).unwrap();
+        tree.add_file("usr/bin/alloy", b"x", 0o755).unwrap();
+        set_times(&tree, 1_704_067_200).unwrap();
+        let expected = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_704_067_200);
+        for path in ["", "usr", "usr/bin", "usr/bin/alloy"] {
+            let modified = std::fs::metadata(tree.root.join(path))
+                .unwrap()
+                .modified()
+                .unwrap();
+            assert_eq!(modified, expected, "{path:?}");
+        }
+    }
 
     #[test]
     fn derived_uuids_are_stable_valid_and_distinct() {

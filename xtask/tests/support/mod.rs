@@ -12,6 +12,9 @@ use std::process::Command;
 
 pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
+/// Every image format `xtask build --format` makes; tests that hold for all loop over these.
+pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
+
 /// The outcome of one `xtask` run.
 #[derive(Debug)]
 pub struct Run {

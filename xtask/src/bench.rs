@@ -1,0 +1,546 @@
+//! `cargo xtask bench`: how fast `cargo xtask build` is, and how large its images are, next to
+//! the plain-tools pipeline, on a generated Alloy-sized release served on loopback.
+//!
+//! Contenders run alternately (one run of each, then again), so that a busy moment of the
+//! machine does not land on one contender only. The xtask measured is this very binary
+//! (target/debug/xtask as `cargo xtask` builds it), run directly, not through cargo.
+
+mod measure;
+mod release;
+mod server;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::image::ImageFormat;
+use crate::progress::step;
+
+const VERSION: &str = "1.10.2";
+const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+const PLAIN_PIPELINE: &str = include_str!("bench/plain-pipeline.sh");
+const PHASES: [&str; 5] = ["download", "verify", "extract", "pack", "hash"];
+
+pub struct BenchOptions {
+    pub size_mb: u64,
+    pub runs: usize,
+    pub out_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contender {
+    /// `xtask build --format F` with an empty download cache.
+    Cold(ImageFormat),
+    /// `xtask build` (ext4) with the zip already in the cache.
+    Warm,
+    /// The shell pipeline making ext4 (`mkfs.ext4 -d`) or squashfs (`mksquashfs -comp xz`).
+    Plain(ImageFormat),
+}
+
+impl Contender {
+    fn name(self) -> String {
+        match self {
+            Contender::Cold(format) => format!("xtask cold {format}"),
+            Contender::Warm => "xtask warm ext4".into(),
+            Contender::Plain(ImageFormat::Squashfs) => "plain squashfs (xz)".into(),
+            Contender::Plain(format) => format!("plain {format}"),
+        }
+    }
+
+    fn is_xtask(self) -> bool {
+        !matches!(self, Contender::Plain(_))
+    }
+}
+
+const CONTENDERS: [Contender; 6] = [
+    Contender::Cold(ImageFormat::Ext4),
+    Contender::Warm,
+    Contender::Plain(ImageFormat::Ext4),
+    Contender::Cold(ImageFormat::Squashfs),
+    Contender::Plain(ImageFormat::Squashfs),
+    Contender::Cold(ImageFormat::Erofs),
+];
+
+/// One measured run.
+#[derive(Clone, Debug)]
+struct Sample {
+    measured: measure::Measured,
+    /// The xtask process's own peak memory (VmHWM), from its timings file.
+    self_rss_kib: Option<u64>,
+    /// Bytes of file content xtask staged (from its timings file).
+    staged_bytes: Option<u64>,
+    image_bytes: u64,
+    phases: BTreeMap<String, f64>,
+}
+
+pub fn run(options: BenchOptions) -> anyhow::Result<()> {
+    if options.runs == 0 || options.size_mb == 0 {
+        bail!("--runs and --size-mb must be at least 1");
+    }
+    let mut tools: Vec<crate::tools::Tool> = Vec::new();
+    for format in [ImageFormat::Ext4, ImageFormat::Squashfs, ImageFormat::Erofs] {
+        tools.extend_from_slice(format.tools());
+    }
+    crate::tools::require(&tools)?;
+    for tool in ["curl", "unzip", "sha256sum", "bash"] {
+        which(tool)?;
+    }
+    let xtask = std::env::current_exe().context("finding the xtask binary")?;
+    let cache = crate::project_root().join("target").join("bench-cache");
+    std::fs::create_dir_all(&cache)?;
+    let release = release::generate(&cache, options.size_mb)?;
+    let server = server::start(&release.dir)?;
+
+    let work = tempfile::Builder::new()
+        .prefix("bench-work-")
+        .tempdir_in(&cache)?;
+    let script = work.path().join("plain-pipeline.sh");
+    std::fs::write(&script, PLAIN_PIPELINE)?;
+    // The warm contender's cache, filled once before measuring.
+    let warm_cache = work.path().join("warm-cache");
+    step("Filling the cache for the warm build");
+    let setup = work.path().join("setup");
+    std::fs::create_dir_all(&setup)?;
+    xtask_command(
+        &xtask,
+        &server.base_url,
+        &warm_cache,
+        &setup,
+        ImageFormat::Ext4,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .context("running the warm-up build")?
+    .success()
+    .then_some(())
+    .context("the warm-up build failed")?;
+    std::fs::remove_dir_all(&setup)?;
+
+    let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    for round in 1..=options.runs {
+        for contender in CONTENDERS {
+            step(format!(
+                "Run {round}/{}: {} ({} MB)",
+                options.runs,
+                contender.name(),
+                options.size_mb
+            ));
+            let dir = work.path().join("run");
+            let sample = match run_one(
+                contender,
+                &xtask,
+                &script,
+                &server.base_url,
+                &dir,
+                &warm_cache,
+            ) {
+                Ok(sample) => sample,
+                Err(error) => {
+                    let kept = work.keep(); // for the output log the error names
+                    return Err(error.context(format!("(kept {})", kept.display())));
+                }
+            };
+            crate::progress::detail(format!(
+                "{:.2} s wall, {:.2} s CPU, {} image",
+                sample.measured.wall_s,
+                sample.measured.cpu_s,
+                crate::progress::mib(sample.image_bytes)
+            ));
+            std::fs::remove_dir_all(&dir)?;
+            samples.entry(contender.name()).or_default().push(sample);
+        }
+    }
+
+    // What xtask staged: the binary, its metadata and the service files.
+    let staged_bytes = samples
+        .values()
+        .flatten()
+        .find_map(|s| s.staged_bytes)
+        .context("no xtask run reported its staged bytes")?;
+    let results = summarize(&options, &release, staged_bytes, &samples);
+    let markdown = markdown(&results);
+    println!("\n{markdown}");
+    std::fs::create_dir_all(&options.out_dir)
+        .with_context(|| format!("creating {}", options.out_dir.display()))?;
+    write_whole(
+        &options.out_dir.join("results.json"),
+        &(serde_json::to_string_pretty(&results)? + "\n"),
+    )?;
+    write_whole(&options.out_dir.join("results.md"), &markdown)?;
+    println!(
+        "written: {0}/results.md, {0}/results.json",
+        options.out_dir.display()
+    );
+    Ok(())
+}
+
+fn which(tool: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        bail!("the benchmark needs {tool}: install it with `bash scripts/install-deps.sh --test`");
+    }
+    Ok(())
+}
+
+fn xtask_command(
+    xtask: &Path,
+    base_url: &str,
+    cache: &Path,
+    out: &Path,
+    format: ImageFormat,
+) -> Command {
+    let mut command = Command::new(xtask);
+    command
+        .args(["build", VERSION, "--format", format.name(), "--out-dir"])
+        .arg(out)
+        .env("XDG_CACHE_HOME", cache)
+        .env("ALLOY_RELEASES_URL", base_url)
+        .env_remove("SOURCE_DATE_EPOCH");
+    command
+}
+
+fn run_one(
+    contender: Contender,
+    xtask: &Path,
+    script: &Path,
+    base_url: &str,
+    dir: &Path,
+    warm_cache: &Path,
+) -> anyhow::Result<Sample> {
+    std::fs::create_dir_all(dir)?;
+    let log = dir.join("output.log");
+    let output = File::create(&log)?;
+    let timings = dir.join("timings.json");
+    let (mut command, image) = match contender {
+        Contender::Plain(format) => {
+            let mut command = Command::new("bash");
+            command
+                .arg(script)
+                .args([base_url, VERSION])
+                .arg(dir)
+                .arg(format.name())
+                .arg(&timings);
+            (command, dir.join("alloy.raw"))
+        }
+        Contender::Cold(format) => {
+            let out = dir.join("out");
+            let cache = dir.join("cache");
+            let mut command = xtask_command(xtask, base_url, &cache, &out, format);
+            command.env(crate::timings::ENV, &timings);
+            (command, out.join(IMAGE))
+        }
+        Contender::Warm => {
+            let out = dir.join("out");
+            let mut command = xtask_command(xtask, base_url, warm_cache, &out, ImageFormat::Ext4);
+            command.env(crate::timings::ENV, &timings);
+            (command, out.join(IMAGE))
+        }
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(output.try_clone()?)
+        .stderr(output);
+    let measured = measure::run(&mut command, &contender.name(), &log)?;
+    let image_bytes = std::fs::metadata(&image)
+        .with_context(|| format!("{} made no image {}", contender.name(), image.display()))?
+        .len();
+    let text = std::fs::read_to_string(&timings)
+        .with_context(|| format!("reading {}", timings.display()))?;
+    let (phases, self_rss_kib, staged_bytes) = if contender.is_xtask() {
+        parse_xtask_timings(&text)?
+    } else {
+        (parse_plain_phases(&text)?, None, None)
+    };
+    Ok(Sample {
+        measured,
+        self_rss_kib,
+        staged_bytes,
+        image_bytes,
+        phases,
+    })
+}
+
+type XtaskTimings = (BTreeMap<String, f64>, Option<u64>, Option<u64>);
+
+/// Reads xtask's `ALLOY_SYSEXT_TIMINGS` file: phase seconds, its own peak memory, staged bytes.
+fn parse_xtask_timings(text: &str) -> anyhow::Result<XtaskTimings> {
+    let value: Value = serde_json::from_str(text).context("reading xtask's timings")?;
+    let phases = value["phases"]
+        .as_object()
+        .context("timings without phases")?
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+        .collect();
+    Ok((
+        phases,
+        value["peak_rss_kib"].as_u64(),
+        value["staged_bytes"].as_u64(),
+    ))
+}
+
+/// Reads the plain pipeline's phase lines: `<phase> <end> <start>` in seconds.
+fn parse_plain_phases(text: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut phases = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match fields[..] {
+            [name, end, start] => end
+                .parse::<f64>()
+                .ok()
+                .zip(start.parse::<f64>().ok())
+                .map(|(e, s)| (name.to_string(), e - s)),
+            _ => None,
+        };
+        let (name, seconds) = parsed.with_context(|| format!("bad phase line {line:?}"))?;
+        *phases.entry(name).or_insert(0.0) += seconds;
+    }
+    Ok(phases)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn summarize(
+    options: &BenchOptions,
+    release: &release::GeneratedRelease,
+    staged_bytes: u64,
+    samples: &BTreeMap<String, Vec<Sample>>,
+) -> Value {
+    let mut contenders = Vec::new();
+    for contender in CONTENDERS {
+        let name = contender.name();
+        let runs = &samples[&name];
+        let phases: BTreeMap<&str, f64> = PHASES
+            .iter()
+            .filter(|p| runs.iter().any(|r| r.phases.contains_key(**p)))
+            .map(|p| {
+                let values = runs
+                    .iter()
+                    .map(|r| *r.phases.get(*p).unwrap_or(&0.0))
+                    .collect();
+                (*p, median(values))
+            })
+            .collect();
+        contenders.push(json!({
+            "name": name,
+            "wall_s": median(runs.iter().map(|r| r.measured.wall_s).collect()),
+            "cpu_s": median(runs.iter().map(|r| r.measured.cpu_s).collect()),
+            "peak_rss_any_process_kib": runs.iter().map(|r| r.measured.max_rss_kib).max(),
+            "peak_rss_xtask_kib": runs.iter().filter_map(|r| r.self_rss_kib).max(),
+            "image_bytes": runs.last().map(|r| r.image_bytes),
+            "phases_s": phases,
+            "runs": runs.iter().map(|r| json!({
+                "wall_s": r.measured.wall_s,
+                "cpu_s": r.measured.cpu_s,
+                "peak_rss_any_process_kib": r.measured.max_rss_kib,
+                "peak_rss_xtask_kib": r.self_rss_kib,
+                "image_bytes": r.image_bytes,
+                "phases_s": r.phases,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let targets = targets(&contenders, staged_bytes);
+    json!({
+        "command": format!("cargo xtask bench --size-mb {} --runs {}", options.size_mb, options.runs),
+        "binary_bytes": release.binary_size,
+        "zip_bytes": release.zip_size,
+        "staged_bytes": staged_bytes,
+        "runs": options.runs,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "contenders": contenders,
+        "targets": targets,
+    })
+}
+
+/// The issue's targets, each with the measured value and whether it was met.
+fn targets(contenders: &[Value], staged_bytes: u64) -> Vec<Value> {
+    let get = |name: &str| {
+        contenders
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let num = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
+    let phase = |v: &Value, p: &str| v["phases_s"][p].as_f64().unwrap_or(f64::NAN);
+    let cold = get("xtask cold ext4");
+    let warm = get("xtask warm ext4");
+    let plain = get("plain ext4");
+    let squashfs = get("xtask cold squashfs");
+    let xz = get("plain squashfs (xz)");
+    let xtask_rss = contenders
+        .iter()
+        .filter_map(|c| c["peak_rss_xtask_kib"].as_f64())
+        .fold(0.0, f64::max)
+        / 1024.0;
+    let target = |what: &str, value: f64, limit: f64, unit: &str| json!({"target": what, "value": value, "limit": limit, "unit": unit, "met": value <= limit});
+    vec![
+        target(
+            "cold ext4 build wall time / plain ext4 pipeline",
+            num(&cold, "wall_s") / num(&plain, "wall_s"),
+            0.5,
+            "x",
+        ),
+        target(
+            "warm ext4 build wall time / plain ext4 pipeline",
+            num(&warm, "wall_s") / num(&plain, "wall_s"),
+            0.35,
+            "x",
+        ),
+        target(
+            "peak memory of the xtask process (any format)",
+            xtask_rss,
+            64.0,
+            "MiB",
+        ),
+        target(
+            "ext4 image / staged bytes",
+            num(&cold, "image_bytes") / staged_bytes as f64,
+            1.03,
+            "x",
+        ),
+        target(
+            "squashfs (zstd) image / xz squashfs image",
+            num(&squashfs, "image_bytes") / num(&xz, "image_bytes"),
+            1.0,
+            "x",
+        ),
+        target(
+            "squashfs (zstd) pack time / xz squashfs pack time",
+            phase(&squashfs, "pack") / phase(&xz, "pack"),
+            0.6,
+            "x",
+        ),
+    ]
+}
+
+fn mib_of_kib(v: &Value) -> String {
+    v.as_f64()
+        .map(|k| format!("{:.1}", k / 1024.0))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn markdown(results: &Value) -> String {
+    let mut md = format!(
+        "Generated binary: {:.0} MB (deflated zip {:.0} MB); {} runs of each contender, alternating; {} CPUs.\n\n",
+        results["binary_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        results["zip_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        results["runs"],
+        results["cpus"],
+    );
+    md.push_str("| contender | wall s | CPU s | peak RSS, largest process (MiB) | peak RSS, xtask (MiB) | image (MiB) | download | verify | extract | pack | hash |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for c in results["contenders"].as_array().into_iter().flatten() {
+        let phase = |p: &str| {
+            c["phases_s"][p]
+                .as_f64()
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        md.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {} | {} | {:.1} | {} | {} | {} | {} | {} |\n",
+            c["name"].as_str().unwrap_or(""),
+            c["wall_s"].as_f64().unwrap_or(f64::NAN),
+            c["cpu_s"].as_f64().unwrap_or(f64::NAN),
+            mib_of_kib(&c["peak_rss_any_process_kib"]),
+            mib_of_kib(&c["peak_rss_xtask_kib"]),
+            c["image_bytes"].as_f64().unwrap_or(f64::NAN) / (1024.0 * 1024.0),
+            phase("download"),
+            phase("verify"),
+            phase("extract"),
+            phase("pack"),
+            phase("hash"),
+        ));
+    }
+    md.push_str("\n| target | measured | limit | met |\n|---|---:|---:|---|\n");
+    for t in results["targets"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {:.2} {unit} | {} {unit} | {} |\n",
+            t["target"].as_str().unwrap_or(""),
+            t["value"].as_f64().unwrap_or(f64::NAN),
+            t["limit"],
+            if t["met"] == true { "yes" } else { "**no**" },
+            unit = t["unit"].as_str().unwrap_or(""),
+        ));
+    }
+    md.push_str(&format!(
+        "\nReproduce: `{}`\n",
+        results["command"].as_str().unwrap_or("")
+    ));
+    md
+}
+
+/// Writes `path` whole: to a temporary file beside it, then renamed into place.
+fn write_whole(path: &Path, text: &str) -> anyhow::Result<()> {
+    let dir = path.parent().context("no parent directory")?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::fs::write(tmp.path(), text)?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn reads_both_kinds_of_phase_records() {
+        let plain = parse_plain_phases("download 10.5 10.0\nverify 11.0 10.5\n").unwrap();
+        assert_eq!(plain["download"], 0.5);
+        assert_eq!(plain["verify"], 0.5);
+        assert!(parse_plain_phases("download soon\n").is_err());
+        let (phases, rss, staged) = parse_xtask_timings(
+            r#"{"phases": {"pack": 1.5}, "peak_rss_kib": 9000, "staged_bytes": 77}"#,
+        )
+        .unwrap();
+        assert_eq!(phases["pack"], 1.5);
+        assert_eq!(rss, Some(9000));
+        assert_eq!(staged, Some(77));
+    }
+
+    #[test]
+    fn targets_compare_the_right_contenders() {
+        let c = |name: &str, wall: f64, image: u64, pack: f64, rss: Option<u64>| {
+            json!({"name": name, "wall_s": wall, "image_bytes": image,
+                   "phases_s": {"pack": pack}, "peak_rss_xtask_kib": rss})
+        };
+        let contenders = vec![
+            c("xtask cold ext4", 4.0, 103, 1.0, Some(10 * 1024)),
+            c("xtask warm ext4", 3.0, 103, 1.0, Some(70 * 1024)),
+            c("plain ext4", 10.0, 120, 2.0, None),
+            c("xtask cold squashfs", 9.0, 20, 3.0, Some(1024)),
+            c("plain squashfs (xz)", 9.0, 21, 6.0, None),
+        ];
+        let t = targets(&contenders, 100);
+        let met: Vec<bool> = t.iter().map(|t| t["met"] == true).collect();
+        assert_eq!(met, [true, true, false, true, true, true], "{t:#?}");
+        assert_eq!(t[0]["value"], 0.4);
+        assert_eq!(t[2]["value"], 70.0);
+    }
+}
