@@ -648,16 +648,11 @@ async fn sign_index(bucket: &Bucket, signer: &Signer, verbose: bool) -> anyhow::
                 }
                 Err(e) => {
                     why = format!("{e:#}");
-                    if verbose || !uploaded {
-                        detail(format!(
-                            "{SIGNATURE_NAME} does not match {INDEX_NAME}{}: signing it",
-                            if uploaded {
-                                " any more (another publisher?)"
-                            } else {
-                                ""
-                            }
-                        ));
-                    }
+                    detail(if uploaded {
+                        format!("{INDEX_NAME} changed after we signed it (another publisher?): signing it again")
+                    } else {
+                        format!("{SIGNATURE_NAME} does not match {INDEX_NAME}: signing it")
+                    });
                     Precondition::Matches(etag)
                 }
             },
@@ -672,6 +667,13 @@ async fn sign_index(bucket: &Bucket, signer: &Signer, verbose: bool) -> anyhow::
         ));
         let signature = signer.sign(&index)?;
         let digest = checksums::hash_bytes(&signature);
+        if verbose {
+            let condition = match &precondition {
+                Precondition::Absent => "If-None-Match: *".to_string(),
+                Precondition::Matches(etag) => format!("If-Match: {etag}"),
+            };
+            detail(format!("PUT {} ({condition})", bucket.key(SIGNATURE_NAME)));
+        }
         match bucket
             .put(
                 SIGNATURE_NAME,
