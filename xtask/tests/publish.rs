@@ -914,6 +914,10 @@ fn a_bad_signing_key_fails_before_any_upload_and_is_never_shown() {
         signed.stdout
     );
     assert_signed_by(&s3, &key);
+    // A new key replaces a signature made by the old one.
+    let rotated = TestKey::new("rotated");
+    publish_signed(&s3, dir.path(), &[], &rotated).assert_ok();
+    assert_signed_by(&s3, &rotated);
 }
 
 #[test]
