@@ -129,6 +129,12 @@ pub const INDEX: Metadata = Metadata {
     cache_control: "public, max-age=60",
 };
 
+/// The signature of the index changes with it.
+pub const SIGNATURE: Metadata = Metadata {
+    content_type: "application/pgp-signature",
+    cache_control: INDEX.cache_control,
+};
+
 /// What a conditional write did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {
@@ -193,7 +199,9 @@ fn is_status<E>(error: &SdkError<E, HttpResponse>, status: u16) -> bool {
 }
 
 fn is_no_such_key<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    error.code() == Some("NoSuchKey") || (is_status(error, 404) && error.code().is_none())
+    // A HEAD answer has no body: the SDK calls its 404 `NotFound`.
+    error.code() == Some("NoSuchKey")
+        || (is_status(error, 404) && matches!(error.code(), None | Some("NotFound")))
 }
 
 impl Bucket {
@@ -256,6 +264,25 @@ impl Bucket {
         name: &str,
         limit: u64,
     ) -> anyhow::Result<Option<(String, String)>> {
+        let Some((bytes, etag)) = self.get_bytes(name, limit).await? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8(bytes).map_err(|_| {
+            anyhow!(
+                "reading s3://{}/{}: it is not UTF-8 text",
+                self.name,
+                self.key(name)
+            )
+        })?;
+        Ok(Some((text, etag)))
+    }
+
+    /// A small object's bytes and ETag, or `None` when there is no such key.
+    pub async fn get_bytes(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> anyhow::Result<Option<(Vec<u8>, String)>> {
         let key = self.key(name);
         let what = format!("reading s3://{}/{key}", self.name);
         let output = match self
@@ -283,9 +310,7 @@ impl Bucket {
             .await
             .with_context(|| format!("{what}: the body broke off"))?
             .into_bytes();
-        let text = String::from_utf8(bytes.to_vec())
-            .map_err(|_| anyhow!("{what}: it is not UTF-8 text"))?;
-        Ok(Some((text, etag)))
+        Ok(Some((bytes.to_vec(), etag)))
     }
 
     /// The SHA-256 and size of an object, hashed as it streams by, or `None` when there is none.

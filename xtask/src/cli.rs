@@ -267,7 +267,7 @@ pub struct PublishArgs {
 /// Check published images from their public URL: digest against the .raw.sha256 and the
 /// SHA256SUMS line, extension-release fields, and usr/bin/alloy (present, executable, an ELF
 /// of the right architecture). Reads images without mounting them; prints one row per image
-/// and fails if any check fails.
+/// (and one for SHA256SUMS.gpg with --keyring) and fails if any check fails.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// Version to verify; without it, every image of --arch listed in <BASE_URL>/SHA256SUMS
@@ -281,4 +281,9 @@ pub struct VerifyArgs {
     #[arg(long, env = "SYSEXT_BASE_URL", default_value = crate::verify::DEFAULT_BASE_URL,
           value_name = "URL")]
     pub base_url: String,
+
+    /// Also check <BASE_URL>/SHA256SUMS.gpg, the signature of SHA256SUMS, against this public
+    /// keyring (binary or armored: gpg --export KEYID > FILE); a missing or bad one fails
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
 }

@@ -144,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             version: args.version,
             arch: args.arch,
             base_url: args.base_url,
+            keyring: args.keyring,
         })?,
         Command::Inspect(args) => {
             let contents = image::inspect(&args.image)?;

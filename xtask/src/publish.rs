@@ -1,6 +1,7 @@
 //! `cargo xtask publish`: local images -> checked against their .sha256 -> bucket, create-only,
 //! image before its checksum before the index, so no reader ever sees a checksum for an object
-//! that is not there, and no published byte ever changes.
+//! that is not there, and no published byte ever changes. With SYSEXT_GPG_KEY, the index's
+//! detached signature follows it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,9 +11,11 @@ use anyhow::{bail, Context};
 use crate::arch::Arch;
 use crate::bucket::{self, Bucket, Metadata, Precondition, Settings, Written};
 use crate::checksums::{self, Digest, Entry};
+use crate::fleet::SIGNATURE_NAME;
 use crate::index::{self, ImageName, INDEX_NAME};
 use crate::multipart::{self, Plan};
 use crate::progress::{detail, mib, step, Transfer};
+use crate::signing::{self, SIGNING_KEY_ENV};
 use crate::version::Version;
 
 pub struct PublishOptions {
@@ -156,12 +159,92 @@ pub fn run(options: PublishOptions) -> anyhow::Result<()> {
         options.bucket.clone(),
         options.prefix.clone(),
     )?;
+    // The signing key too: a key that cannot sign fails here, before any upload.
+    let signer = Signer::from_env()?;
     let images = local_images(&options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime for the S3 client")?;
-    runtime.block_on(publish(&settings, &images, &options))
+    runtime.block_on(publish(&settings, &images, signer.as_ref(), &options))
+}
+
+/// The key in SYSEXT_GPG_KEY, proven to sign, and its public half to check signatures with.
+/// Holds the private key: no `Debug`, never printed.
+struct Signer {
+    key: String,
+    fingerprint: String,
+    /// Private (0700): the public keyring, and the files signed and checked.
+    dir: tempfile::TempDir,
+}
+
+impl Signer {
+    /// `None` when SYSEXT_GPG_KEY is unset or empty.
+    fn from_env() -> anyhow::Result<Option<Signer>> {
+        let key = std::env::var(SIGNING_KEY_ENV);
+        // Read once, then out of the environment, so that no child process (gpg) inherits it;
+        // no thread runs yet that could read the environment meanwhile.
+        std::env::remove_var(SIGNING_KEY_ENV);
+        let key = match key {
+            Ok(key) if key.trim().is_empty() => return Ok(None),
+            Ok(key) => key,
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => bail!(
+                "{SIGNING_KEY_ENV} is not UTF-8 text, so not an armored OpenPGP private key; nothing was uploaded"
+            ),
+        };
+        Signer::new(key)
+            .with_context(|| {
+                format!("checking the signing key in {SIGNING_KEY_ENV} (nothing was uploaded)")
+            })
+            .map(Some)
+    }
+
+    fn new(key: String) -> anyhow::Result<Signer> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("alloy-sysext-sign.")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .context("creating a private temporary directory")?;
+        let fingerprint =
+            signing::export_public_keyring_in(dir.path(), &key, &dir.path().join("pubring.gpg"))?;
+        let signer = Signer {
+            key,
+            fingerprint,
+            dir,
+        };
+        // A test signature, checked: a key with a passphrase or without signing use fails now.
+        let probe = b"alloy-sysext: checking the signing key\n";
+        let signature = signer.sign(probe)?;
+        signer.check(probe, &signature)?;
+        Ok(signer)
+    }
+
+    /// A detached signature of `data`.
+    fn sign(&self, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let (data_path, signature_path) = (self.path(INDEX_NAME), self.path(SIGNATURE_NAME));
+        std::fs::write(&data_path, data)
+            .with_context(|| format!("writing {}", data_path.display()))?;
+        signing::sign_detached_in(self.dir.path(), &self.key, &data_path, &signature_path)?;
+        std::fs::read(&signature_path)
+            .with_context(|| format!("reading {}", signature_path.display()))
+    }
+
+    /// Whether `signature` is a good signature of `data` by this key.
+    fn check(&self, data: &[u8], signature: &[u8]) -> anyhow::Result<()> {
+        let (data_path, signature_path) = (self.path("published"), self.path("published.gpg"));
+        std::fs::write(&data_path, data)
+            .with_context(|| format!("writing {}", data_path.display()))?;
+        std::fs::write(&signature_path, signature)
+            .with_context(|| format!("writing {}", signature_path.display()))?;
+        signing::verify_detached(&self.path("pubring.gpg"), &data_path, &signature_path)?;
+        Ok(())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
 }
 
 /// What happened to one object.
@@ -189,6 +272,7 @@ enum Source<'a> {
 async fn publish(
     settings: &Settings,
     images: &[LocalImage],
+    signer: Option<&Signer>,
     options: &PublishOptions,
 ) -> anyhow::Result<()> {
     let bucket = Bucket::new(settings);
@@ -213,10 +297,20 @@ async fn publish(
             name: i.name.clone(),
         })
         .collect();
-    if let Some((text, _)) = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await? {
-        index::merge(&text, &entries).with_context(|| {
-            format!("checking {target}{INDEX_NAME} (nothing was changed on the bucket)")
-        })?;
+    let index_changes = match bucket.get_text(INDEX_NAME, INDEX_LIMIT).await? {
+        Some((text, _)) => !index::merge(&text, &entries)
+            .with_context(|| {
+                format!("checking {target}{INDEX_NAME} (nothing was changed on the bucket)")
+            })?
+            .added
+            .is_empty(),
+        None => true,
+    };
+    // Changing a signed index without signing it would make hosts with Verify=yes refuse it.
+    if signer.is_none() && index_changes && bucket.size_of(SIGNATURE_NAME).await?.is_some() {
+        bail!(
+            "{target}{SIGNATURE_NAME} exists, so hosts may check it: publishing without {SIGNING_KEY_ENV} would change {INDEX_NAME} and leave that signature wrong. Set {SIGNING_KEY_ENV} to the signing key (or delete {SIGNATURE_NAME} from the bucket to stop signing). Nothing was changed on the bucket."
+        );
     }
 
     // Every object that exists already must hold exactly our bytes; otherwise refuse before
@@ -285,6 +379,10 @@ async fn publish(
     }
 
     update_index(&bucket, &entries, options.verbose).await?;
+    let signed = match signer {
+        Some(signer) => Some(sign_index(&bucket, signer, options.verbose).await?),
+        None => None,
+    };
 
     println!();
     println!("{:<34} {:>10}  {:<64}  result", "image", "size", "sha256");
@@ -298,6 +396,13 @@ async fn publish(
         );
     }
     println!("\nindex: {target}{INDEX_NAME}");
+    if let Some(signed) = signed {
+        println!(
+            "signature: {target}{SIGNATURE_NAME} by key {} ({})",
+            signer.map(|s| s.fingerprint.as_str()).unwrap_or_default(),
+            signed.describe()
+        );
+    }
     Ok(())
 }
 
@@ -489,6 +594,110 @@ async fn update_index(bucket: &Bucket, entries: &[Entry], verbose: bool) -> anyh
     }
     bail!(
         "{INDEX_NAME} kept changing under us for {ATTEMPTS} attempts; the images are uploaded, run publish again to list them"
+    )
+}
+
+/// What happened to the signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signed {
+    Uploaded,
+    AlreadyValid,
+}
+
+impl Signed {
+    fn describe(self) -> &'static str {
+        match self {
+            Signed::Uploaded => "signed and uploaded",
+            Signed::AlreadyValid => "already a valid signature of it",
+        }
+    }
+}
+
+/// A signature is a few hundred bytes.
+const SIGNATURE_LIMIT: u64 = 1 << 20;
+
+/// Makes `SHA256SUMS.gpg` a good signature of `SHA256SUMS` as the bucket holds it when we are
+/// done: sign the bytes read from the bucket, upload, then read both again and check. Another
+/// publisher's change to the index in between means signing again; a missing, wrong or stale
+/// signature is replaced.
+async fn sign_index(bucket: &Bucket, signer: &Signer, verbose: bool) -> anyhow::Result<Signed> {
+    const ATTEMPTS: u32 = 10;
+    let mut backoff = Duration::from_millis(100);
+    let mut uploaded = false;
+    let mut why = String::new();
+    for attempt in 1..=ATTEMPTS {
+        let Some((index, _)) = bucket.get_bytes(INDEX_NAME, INDEX_LIMIT).await? else {
+            bail!(
+                "s3://{}/{} vanished before it could be signed; run publish again",
+                bucket.name,
+                bucket.key(INDEX_NAME)
+            );
+        };
+        let precondition = match bucket.get_bytes(SIGNATURE_NAME, SIGNATURE_LIMIT).await? {
+            Some((signature, etag)) => match signer.check(&index, &signature) {
+                Ok(()) => {
+                    detail(format!(
+                        "{SIGNATURE_NAME}: a good signature of {INDEX_NAME} by {}",
+                        signer.fingerprint
+                    ));
+                    return Ok(if uploaded {
+                        Signed::Uploaded
+                    } else {
+                        Signed::AlreadyValid
+                    });
+                }
+                Err(e) => {
+                    why = format!("{e:#}");
+                    detail(if uploaded {
+                        format!("{INDEX_NAME} changed after we signed it (another publisher?): signing it again")
+                    } else {
+                        format!("{SIGNATURE_NAME} does not match {INDEX_NAME}: signing it")
+                    });
+                    Precondition::Matches(etag)
+                }
+            },
+            None => {
+                why = format!("no {SIGNATURE_NAME}");
+                Precondition::Absent
+            }
+        };
+        step(format!(
+            "Signing {INDEX_NAME} with key {} (attempt {attempt} of {ATTEMPTS})",
+            signer.fingerprint
+        ));
+        let signature = signer.sign(&index)?;
+        let digest = checksums::hash_bytes(&signature);
+        if verbose {
+            let condition = match &precondition {
+                Precondition::Absent => "If-None-Match: *".to_string(),
+                Precondition::Matches(etag) => format!("If-Match: {etag}"),
+            };
+            detail(format!("PUT {} ({condition})", bucket.key(SIGNATURE_NAME)));
+        }
+        match bucket
+            .put(
+                SIGNATURE_NAME,
+                signature.into(),
+                &digest,
+                bucket::SIGNATURE,
+                &precondition,
+            )
+            .await?
+        {
+            // Checked on the next turn, against the index as it is then.
+            Written::Done => uploaded = true,
+            Written::PreconditionFailed => {
+                let wait = backoff + jitter(backoff);
+                detail(format!(
+                    "{SIGNATURE_NAME} changed under us (another publisher?); checking again in {wait:?}"
+                ));
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    bail!(
+        "{SIGNATURE_NAME} still does not match {INDEX_NAME} after {ATTEMPTS} attempts ({why}); run publish again to sign it"
     )
 }
 

@@ -2,9 +2,6 @@
 //! with `Verify=yes`. gpg runs in a private, temporary GNUPGHOME: the signing key is imported
 //! through stdin (never argv, never the user's keyring) and is gone, agent included, afterwards.
 
-// Called from `publish` (SYSEXT_GPG_KEY) and `verify --keyring`, which are written separately.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -112,32 +109,17 @@ pub fn valid_signature(status: &str) -> Option<String> {
     })
 }
 
-/// Signs `data` with the armored private key (from SYSEXT_GPG_KEY): writes the binary detached
-/// signature to `signature`, whole or not at all. The key must have no passphrase.
-pub fn sign_detached(
-    armored_private_key: &str,
-    data: &Path,
-    signature: &Path,
-) -> anyhow::Result<()> {
-    sign_detached_in(&std::env::temp_dir(), armored_private_key, data, signature)
-}
-
-/// [`sign_detached`] with its temporary GNUPGHOME under `tmp`.
-pub fn sign_detached_in(
-    tmp: &Path,
-    armored_private_key: &str,
-    data: &Path,
-    signature: &Path,
-) -> anyhow::Result<()> {
+fn check_armored(armored_private_key: &str) -> anyhow::Result<()> {
     if !armored_private_key.contains(ARMORED_SECRET_KEY) {
         bail!("{SIGNING_KEY_ENV} does not hold an armored OpenPGP private key (it should contain {ARMORED_SECRET_KEY:?}; export one with `gpg --armor --export-secret-keys KEYID`)");
     }
-    if !data.is_file() {
-        bail!("cannot sign {}: no such file", data.display());
-    }
-    let home = GpgHome::new_in(tmp)?;
-    let sh = home.shell()?;
+    Ok(())
+}
 
+/// Imports the armored private key into the shell's GNUPGHOME and returns the fingerprint of
+/// its one secret key.
+fn import_secret_key(sh: &Shell, armored_private_key: &str) -> anyhow::Result<String> {
+    check_armored(armored_private_key)?;
     let imported = cmd!(sh, "gpg --batch --no-tty --import")
         .stdin(armored_private_key)
         .quiet()
@@ -159,15 +141,33 @@ pub fn sign_detached_in(
         armored_private_key,
     )?;
     let fingerprints = secret_key_fingerprints(&String::from_utf8_lossy(&listed.stdout));
-    let fingerprint = match fingerprints.as_slice() {
-        [one] => one.clone(),
+    match fingerprints.as_slice() {
+        [one] => Ok(one.clone()),
         [] => bail!("{SIGNING_KEY_ENV} holds no usable secret key (only a public key?)"),
         many => bail!(
             "{SIGNING_KEY_ENV} holds {} secret keys ({}): export only the one to sign with",
             many.len(),
             many.join(", ")
         ),
-    };
+    }
+}
+
+/// Signs `data` with the armored private key (from SYSEXT_GPG_KEY), in a temporary GNUPGHOME
+/// under `tmp`: writes the binary detached signature to `signature`, whole or not at all. The
+/// key must have no passphrase. Returns the fingerprint of the key that signed.
+pub fn sign_detached_in(
+    tmp: &Path,
+    armored_private_key: &str,
+    data: &Path,
+    signature: &Path,
+) -> anyhow::Result<String> {
+    check_armored(armored_private_key)?;
+    if !data.is_file() {
+        bail!("cannot sign {}: no such file", data.display());
+    }
+    let home = GpgHome::new_in(tmp)?;
+    let sh = home.shell()?;
+    let fingerprint = import_secret_key(&sh, armored_private_key)?;
 
     let dir = signature
         .parent()
@@ -196,7 +196,32 @@ pub fn sign_detached_in(
     partial
         .persist(signature)
         .with_context(|| format!("moving the signature to {}", signature.display()))?;
-    Ok(())
+    Ok(fingerprint)
+}
+
+/// Writes the public half of the armored private key to `keyring` (binary, like
+/// `gpg --export`), for checking signatures made with it. Returns its fingerprint.
+pub fn export_public_keyring_in(
+    tmp: &Path,
+    armored_private_key: &str,
+    keyring: &Path,
+) -> anyhow::Result<String> {
+    let home = GpgHome::new_in(tmp)?;
+    let sh = home.shell()?;
+    let fingerprint = import_secret_key(&sh, armored_private_key)?;
+    let exported = cmd!(
+        sh,
+        "gpg --batch --no-tty --yes --output {keyring} --export {fingerprint}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
+    checked(
+        exported,
+        |e| format!("gpg could not export the public key {fingerprint} of {SIGNING_KEY_ENV}: {e}"),
+        armored_private_key,
+    )?;
+    Ok(fingerprint)
 }
 
 /// Checks that `signature` is a good detached signature of `data` by a key in `keyring` (binary
@@ -308,7 +333,7 @@ mod tests {
         let data = sums(dir.path());
         let signature = dir.path().join("SHA256SUMS.gpg");
         let tmp = tempfile::tempdir().unwrap();
-        sign_detached_in(tmp.path(), &secret, &data, &signature).unwrap();
+        let signer = sign_detached_in(tmp.path(), &secret, &data, &signature).unwrap();
 
         // Binary (not armored) OpenPGP: a packet tag byte first.
         let bytes = std::fs::read(&signature).unwrap();
@@ -333,7 +358,20 @@ mod tests {
         let by_binary = verify_detached(&public, &data, &signature).unwrap();
         let by_armored = verify_detached(&armored_public, &data, &signature).unwrap();
         assert_eq!(by_binary, by_armored);
+        assert_eq!(by_binary, signer);
         assert_eq!(by_binary.len(), 40, "{by_binary}");
+
+        // The public half, exported from the private key alone, checks it too.
+        let exported = tmp.path().join("exported.gpg");
+        assert_eq!(
+            export_public_keyring_in(tmp.path(), &secret, &exported).unwrap(),
+            signer
+        );
+        assert_eq!(
+            verify_detached(&exported, &data, &signature).unwrap(),
+            signer
+        );
+        std::fs::remove_file(&exported).unwrap();
 
         // The call systemd-sysupdate (import-common) makes against /etc/systemd/import-pubring.gpg.
         let home = GpgHome::new_in(dir.path()).unwrap();
@@ -352,7 +390,7 @@ mod tests {
         let (_, other_public, _) = throwaway_key(dir.path(), "other");
         let data = sums(dir.path());
         let signature = dir.path().join("SHA256SUMS.gpg");
-        sign_detached(&secret, &data, &signature).unwrap();
+        sign_detached_in(dir.path(), &secret, &data, &signature).unwrap();
 
         let err = verify_detached(&other_public, &data, &signature)
             .unwrap_err()
@@ -376,7 +414,8 @@ mod tests {
         // Nothing to sign.
         let err = format!(
             "{:#}",
-            sign_detached(&secret, &dir.path().join("missing"), &signature).unwrap_err()
+            sign_detached_in(dir.path(), &secret, &dir.path().join("missing"), &signature)
+                .unwrap_err()
         );
         assert!(err.contains("missing"), "{err}");
         // A corrupt key: gpg refuses it.
@@ -387,14 +426,14 @@ mod tests {
         let data = sums(dir.path());
         let corrupt_err = format!(
             "{:#}",
-            sign_detached(&corrupt, &data, &signature).unwrap_err()
+            sign_detached_in(dir.path(), &corrupt, &data, &signature).unwrap_err()
         );
         assert!(corrupt_err.contains("could not import"), "{corrupt_err}");
         // Not a key at all.
         let not_a_key = "hunter2-super-secret-token";
         let text_err = format!(
             "{:#}",
-            sign_detached(not_a_key, &data, &signature).unwrap_err()
+            sign_detached_in(dir.path(), not_a_key, &data, &signature).unwrap_err()
         );
         assert!(text_err.contains(SIGNING_KEY_ENV), "{text_err}");
         assert!(!text_err.contains(not_a_key), "{text_err}");

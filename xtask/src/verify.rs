@@ -1,12 +1,16 @@
 //! `cargo xtask verify`: what hosts download, checked from the public URL as they would fetch
-//! it: digest against the `.raw.sha256` and the `SHA256SUMS` line, then the image's inside.
+//! it: digest against the `.raw.sha256` and the `SHA256SUMS` line, then the image's inside;
+//! with `--keyring`, the signature `SHA256SUMS.gpg` too.
 
-use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
 
 use crate::arch::Arch;
 use crate::build::image_name;
 use crate::checksums::{self, Digest, Entry};
 use crate::download::{self, Http, NotFound};
+use crate::fleet::SIGNATURE_NAME;
 use crate::image::inspect::{ImageContents, ALLOY_PATH};
 use crate::index::{ImageName, INDEX_NAME};
 use crate::progress::{mib, step};
@@ -19,6 +23,8 @@ pub struct VerifyOptions {
     pub version: Option<Version>,
     pub arch: Arch,
     pub base_url: String,
+    /// Public keyring to check `SHA256SUMS.gpg` against; `None` leaves it unchecked.
+    pub keyring: Option<PathBuf>,
 }
 
 /// One row of the report.
@@ -27,6 +33,28 @@ struct Row {
     size: Option<u64>,
     digest: Option<Digest>,
     problems: Vec<String>,
+    /// Said after `ok` when there is no problem.
+    note: Option<String>,
+}
+
+impl Row {
+    fn new(name: &str) -> Row {
+        Row {
+            name: name.to_string(),
+            size: None,
+            digest: None,
+            problems: Vec::new(),
+            note: None,
+        }
+    }
+
+    fn result(&self) -> String {
+        match (&self.note, self.problems.is_empty()) {
+            (_, false) => format!("FAILED: {}", self.problems.join("; ")),
+            (Some(note), true) => format!("ok, {note}"),
+            (None, true) => "ok".to_string(),
+        }
+    }
 }
 
 /// Checksum files and the index are small; anything larger is not ours.
@@ -36,13 +64,24 @@ pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
     let base = options.base_url.trim_end_matches('/').to_string();
     download::check_url(&base).context("the base URL (--base-url or SYSEXT_BASE_URL)")?;
     crate::tools::require(&[crate::tools::DEBUGFS])?;
+    if let Some(keyring) = &options.keyring {
+        std::fs::File::open(keyring).with_context(|| {
+            format!(
+                "reading --keyring {}: give the public key that signs SHA256SUMS (gpg --export KEYID > FILE)",
+                keyring.display()
+            )
+        })?;
+    }
     let http = Http::new();
 
     let index_url = format!("{base}/{INDEX_NAME}");
-    let index: anyhow::Result<Vec<Entry>> = http
+    let index_text: anyhow::Result<String> = http
         .get_text(&index_url, TEXT_LIMIT)
-        .and_then(|text| checksums::parse(&text))
         .with_context(|| format!("reading {index_url}"));
+    let index: anyhow::Result<Vec<Entry>> = match &index_text {
+        Ok(text) => checksums::parse(text).with_context(|| format!("reading {index_url}")),
+        Err(e) => Err(anyhow!("{e:#}")),
+    };
     let names = match (&options.version, &index) {
         (Some(version), _) => vec![image_name(version, options.arch)],
         (None, Ok(entries)) => {
@@ -61,6 +100,25 @@ pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
         step(format!("Verifying {base}/{name}"));
         rows.push(verify_one(&http, &base, name, index.as_ref(), work.path()));
     }
+    let mut unchecked_signature = false;
+    match &options.keyring {
+        Some(keyring) => {
+            step(format!(
+                "Verifying {base}/{SIGNATURE_NAME} with {}",
+                keyring.display()
+            ));
+            rows.push(verify_signature(
+                &http,
+                &base,
+                index_text.as_ref(),
+                keyring,
+                work.path(),
+            ));
+        }
+        None => {
+            unchecked_signature = crate::fleet::signatures_published(&http, &base).unwrap_or(false);
+        }
+    }
 
     println!();
     println!(
@@ -75,21 +133,72 @@ pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
             row.digest
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "-".into()),
-            if row.problems.is_empty() {
-                "ok".to_string()
-            } else {
-                format!("FAILED: {}", row.problems.join("; "))
-            }
+            row.result()
         );
     }
-    let failed = rows.iter().filter(|r| !r.problems.is_empty()).count();
-    if failed > 0 {
+    if unchecked_signature {
+        println!("\n{SIGNATURE_NAME} is published but was not checked: pass --keyring FILE");
+    }
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.problems.is_empty())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
         bail!(
-            "{failed} of {} image(s) at {base} failed verification (see the table above)",
-            rows.len()
+            "{} of {} artifact(s) at {base} failed verification: {} (see the table above)",
+            failed.len(),
+            rows.len(),
+            failed.join(", ")
         );
     }
     Ok(())
+}
+
+/// Checks `<base>/SHA256SUMS.gpg` as a signature of the `SHA256SUMS` text the images were
+/// checked against, by a key in `keyring`.
+fn verify_signature(
+    http: &Http,
+    base: &str,
+    index_text: Result<&String, &anyhow::Error>,
+    keyring: &Path,
+    work: &Path,
+) -> Row {
+    let mut row = Row::new(SIGNATURE_NAME);
+    let url = format!("{base}/{SIGNATURE_NAME}");
+    let signature = match http.get_bytes_with_headers(&url, &[], 1 << 20) {
+        Ok((bytes, _)) => bytes,
+        Err(e) if e.downcast_ref::<NotFound>().is_some() => {
+            row.problems.push(format!(
+                "missing: {url} answered 404 (is publish given SYSEXT_GPG_KEY?)"
+            ));
+            return row;
+        }
+        Err(e) => {
+            row.problems.push(format!("download failed: {e:#}"));
+            return row;
+        }
+    };
+    row.size = Some(signature.len() as u64);
+    row.digest = Some(checksums::hash_bytes(&signature));
+    let text = match index_text {
+        Ok(text) => text,
+        Err(e) => {
+            row.problems
+                .push(format!("cannot check it without {INDEX_NAME}: {e:#}"));
+            return row;
+        }
+    };
+    let (data_path, signature_path) = (work.join(INDEX_NAME), work.join(SIGNATURE_NAME));
+    let checked = std::fs::write(&data_path, text)
+        .and_then(|()| std::fs::write(&signature_path, &signature))
+        .with_context(|| format!("writing into {}", work.display()))
+        .and_then(|()| crate::signing::verify_detached(keyring, &data_path, &signature_path));
+    match checked {
+        Ok(fingerprint) => row.note = Some(format!("signed by {fingerprint}")),
+        Err(e) => row.problems.push(format!("{e:#}")),
+    }
+    row
 }
 
 /// The image names of `arch` that an index lists, in its order.
@@ -133,14 +242,9 @@ fn verify_one(
     base: &str,
     name: &str,
     index: Result<&Vec<Entry>, &anyhow::Error>,
-    work: &std::path::Path,
+    work: &Path,
 ) -> Row {
-    let mut row = Row {
-        name: name.to_string(),
-        size: None,
-        digest: None,
-        problems: Vec::new(),
-    };
+    let mut row = Row::new(name);
     let url = format!("{base}/{name}");
     let local = work.join(name);
     let downloaded = http.download(&url, &local, name);
