@@ -359,7 +359,9 @@ fn verify_fails_on_a_tampered_image_or_a_missing_checksum() {
     let failed = verify(&s3.public_url, &["1.10.2"]);
     failed.assert_fails_with(&["failed verification"]);
     assert!(
-        failed.stdout.contains("not an ext4, squashfs or erofs image"),
+        failed
+            .stdout
+            .contains("not an ext4, squashfs or erofs image"),
         "{}",
         failed.stdout
     );
