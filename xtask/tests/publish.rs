@@ -370,25 +370,31 @@ fn verify_fails_on_a_tampered_image_or_a_missing_checksum() {
     verify(&s3.public_url, &["9.9.9"]).assert_fails_with(&["failed verification"]);
 }
 
-#[test]
-fn two_publishes_of_different_versions_at_once_both_end_up_in_the_index() {
-    let s3 = S3::start();
-    let versions = ["1.10.0", "1.10.1", "1.11.0-rc.1", "1.9.5"];
+/// Fabricates an image for each version, then publishes them two at a time, each pair at once
+/// (the second pair meets an index that exists already); `env` is added to every publish.
+/// Returns every run, each already checked to succeed and to print no secret.
+fn publish_in_concurrent_pairs(
+    s3: &S3,
+    versions: &[&str],
+    size: usize,
+    env: &[(&str, &str)],
+) -> Vec<Run> {
     let dirs: Vec<tempfile::TempDir> = versions
         .iter()
         .enumerate()
         .map(|(i, version)| {
             let dir = tempfile::tempdir().unwrap();
-            fabricate(dir.path(), version, "amd64", 200_000, i as u8 + 1);
+            fabricate(dir.path(), version, "amd64", size, i as u8 + 1);
             dir
         })
         .collect();
-    // Two at a time, twice: the second pair meets an index that exists already.
+    let mut runs = Vec::new();
     for pair in dirs.chunks(2) {
         let children: Vec<_> = pair
             .iter()
             .map(|dir| {
                 publish_command(&s3.endpoint, dir.path(), &[])
+                    .envs(env.iter().copied())
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
@@ -404,8 +410,21 @@ fn two_publishes_of_different_versions_at_once_both_end_up_in_the_index() {
             };
             assert_no_secret(&run);
             run.assert_ok();
+            runs.push(run);
         }
     }
+    runs
+}
+
+#[test]
+fn two_publishes_of_different_versions_at_once_both_end_up_in_the_index() {
+    let s3 = S3::start();
+    publish_in_concurrent_pairs(
+        &s3,
+        &["1.10.0", "1.10.1", "1.11.0-rc.1", "1.9.5"],
+        200_000,
+        &[],
+    );
     let index = String::from_utf8(s3.object("SHA256SUMS").unwrap()).unwrap();
     let names: Vec<&str> = index.lines().map(|l| &l[66..]).collect();
     assert_eq!(
@@ -926,39 +945,14 @@ fn a_bad_signing_key_fails_before_any_upload_and_is_never_shown() {
 fn signed_publishes_at_once_leave_a_signature_of_the_final_sha256sums() {
     let key = TestKey::new("signer");
     let s3 = S3::start();
-    let versions = ["1.10.0", "1.10.1", "1.11.0", "1.9.5"];
-    let dirs: Vec<tempfile::TempDir> = versions
-        .iter()
-        .enumerate()
-        .map(|(i, version)| {
-            let dir = tempfile::tempdir().unwrap();
-            fabricate(dir.path(), version, "amd64", 20_000, i as u8 + 1);
-            dir
-        })
-        .collect();
-    for pair in dirs.chunks(2) {
-        let children: Vec<_> = pair
-            .iter()
-            .map(|dir| {
-                publish_command(&s3.endpoint, dir.path(), &[])
-                    .env("SYSEXT_GPG_KEY", &key.secret)
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let output = child.wait_with_output().unwrap();
-            let run = Run {
-                success: output.status.success(),
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            };
-            assert_no_secret(&run);
-            assert_no_key_material(&run, &key.secret);
-            run.assert_ok();
-        }
+    let runs = publish_in_concurrent_pairs(
+        &s3,
+        &["1.10.0", "1.10.1", "1.11.0", "1.9.5"],
+        20_000,
+        &[("SYSEXT_GPG_KEY", key.secret.as_str())],
+    );
+    for run in &runs {
+        assert_no_key_material(run, &key.secret);
     }
     let index = String::from_utf8(s3.object("SHA256SUMS").unwrap()).unwrap();
     assert_eq!(index.lines().count(), 4, "{index}");
