@@ -2,6 +2,10 @@
 
 use clap::ValueEnum;
 
+/// ELF `e_machine` values of the binaries we ship.
+pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
 pub enum Arch {
     Amd64,
@@ -28,8 +32,8 @@ impl Arch {
     /// The ELF `e_machine` value of binaries for this architecture.
     pub fn elf_machine(self) -> u16 {
         match self {
-            Arch::Amd64 => crate::elf::EM_X86_64,
-            Arch::Arm64 => crate::elf::EM_AARCH64,
+            Arch::Amd64 => EM_X86_64,
+            Arch::Arm64 => EM_AARCH64,
         }
     }
 

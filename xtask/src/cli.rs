@@ -1,16 +1,16 @@
-//! The command line: what each command and flag means. Nothing here does work.
+//! The command line: which commands there are, and how each is dispatched. Every command's
+//! flags live with the command (`build::Build`, `verify::Verify`, ...), each with its `run`.
+//! `publish` and `bench` are workspace members of their own, built on first use: the S3 SDK
+//! alone is most of the workspace's compile time, and `build` never uploads.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{ArgMatches, Args, Parser, Subcommand};
+use xshell::Shell;
 
-use crate::arch::Arch;
-use crate::checksums::Digest;
-use crate::fetch::DEFAULT_RELEASES_URL;
-use crate::fleet::DEFAULT_BASE_URL;
-use crate::image::ImageFormat;
-use crate::latest::DEFAULT_GITHUB_API_URL;
-use crate::version::Version;
+use crate::{build, host, image, latest, verify};
 
 /// Build, publish and verify systemd-sysext images of Grafana Alloy for Flatcar Container Linux.
 #[derive(Parser, Debug)]
@@ -22,76 +22,146 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    Build(BuildArgs),
-    Publish(PublishArgs),
-    Verify(VerifyArgs),
-    Latest(LatestArgs),
-    Sysupdate(SysupdateArgs),
-    Butane(ButaneArgs),
-    Inspect(InspectArgs),
-    Bench(BenchArgs),
+    Build(build::Build),
+    Publish(Publish),
+    Verify(verify::Verify),
+    Latest(latest::Latest),
+    Sysupdate(host::butane::Sysupdate),
+    Butane(host::butane::Butane),
+    Inspect(image::inspect::Inspect),
+    Bench(Bench),
 }
 
-/// A version given on the command line: `latest`, or X.Y.Z / X.Y.Z-rc.N.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VersionArg {
-    /// The highest stable release on GitHub, looked up before anything else is done.
-    Latest,
-    Exact(Version),
-}
-
-impl std::str::FromStr for VersionArg {
-    type Err = anyhow::Error;
-
-    fn from_str(input: &str) -> anyhow::Result<Self> {
-        if input == "latest" {
-            Ok(VersionArg::Latest)
-        } else {
-            input
-                .parse()
-                .map(VersionArg::Exact)
-                .map_err(|e| anyhow::anyhow!("{e}; or `latest` for the highest stable release"))
+impl Command {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        match self {
+            Command::Build(command) => command.run(sh).map(drop),
+            Command::Publish(command) => command.member.run(sh, "xtask-publish"),
+            Command::Verify(command) => command.run(sh),
+            Command::Latest(command) => command.run(sh),
+            Command::Sysupdate(command) => command.run(sh),
+            Command::Butane(command) => command.run(sh),
+            Command::Inspect(command) => command.run(sh),
+            Command::Bench(command) => command.member.run(sh, "xtask-bench"),
         }
     }
 }
 
-/// Where `latest` is looked up.
+/// Upload built images to the R2 bucket, create-only, then list them in its SHA256SUMS
+/// (`cargo xtask publish --help` for its options; its S3 client is compiled on first use)
 #[derive(Args, Debug)]
-pub struct GithubArgs {
-    /// GitHub API root, for `latest` (GITHUB_TOKEN, when set, is sent to it)
-    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API_URL, value_name = "URL")]
-    pub github_api_url: String,
-}
-
-/// Print the highest stable Alloy version (vX.Y.Z, no draft, no prerelease), by version not date.
-///
-/// Lists every release of grafana/alloy through the GitHub API, following pagination; sends
-/// GITHUB_TOKEN when set (for the rate limit).
-#[derive(Args, Debug)]
-pub struct LatestArgs {
+#[command(disable_help_flag = true)]
+pub struct Publish {
     #[command(flatten)]
-    pub github: GithubArgs,
+    pub member: Member,
 }
 
-/// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
-///
-/// Install it as /etc/sysupdate.alloy.d/alloy.conf and run `systemd-sysupdate -C alloy update`.
+/// Measure `cargo xtask build` against the plain-tools pipeline on a generated Alloy-sized
+/// release (`cargo xtask bench --help` for its options)
 #[derive(Args, Debug)]
-pub struct SysupdateArgs {
-    /// Architecture of the host
-    #[arg(long, value_enum, default_value = "amd64")]
-    pub arch: Arch,
-
-    /// Public base URL of the published images and SHA256SUMS
-    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
-    pub base_url: String,
-
-    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when <URL>/SHA256SUMS.gpg exists]
-    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
-    pub verify: Option<bool>,
+#[command(disable_help_flag = true)]
+pub struct Bench {
+    #[command(flatten)]
+    pub member: Member,
 }
 
-fn parse_yes_no(input: &str) -> Result<bool, String> {
+/// A command that lives in a workspace member of its own: its arguments, passed on as given.
+#[derive(Args, Debug)]
+pub struct Member {
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<OsString>,
+
+    /// The cargo that runs us (cargo sets CARGO for `cargo run`)
+    #[arg(long, env = "CARGO", hide = true)]
+    pub cargo: Option<PathBuf>,
+}
+
+/// Tells a member (the bench) which `xtask` binary ran it.
+pub const XTASK_ENV: &str = "ALLOY_SYSEXT_XTASK";
+
+/// Variables that hold secrets: cargo and rustc never need them.
+const SECRETS: [&str; 6] = [
+    "R2_ACCESS_KEY_ID",
+    "R2_SECRET_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "SYSEXT_GPG_KEY",
+    "GITHUB_TOKEN",
+];
+
+impl Member {
+    /// Builds the member's binary (cargo's own progress shows on first use; cargo gets no
+    /// secrets), then runs it in our place with our arguments and environment.
+    fn run(self, sh: &Shell, package: &str) -> anyhow::Result<()> {
+        let cargo = self.cargo.unwrap_or_else(|| "cargo".into());
+        let manifest = crate::project_root().join("Cargo.toml");
+        let xtask = std::env::current_exe().context("finding our own binary")?;
+        // A target directory of its own (beside ours): the SDK turns on dependency features
+        // that `xtask` alone does not, and sharing one directory would rebuild those crates
+        // each time one switched between `cargo xtask build` and `cargo xtask publish`.
+        let target_dir = xtask
+            .parent()
+            .and_then(Path::parent)
+            .context("our binary is not in a cargo target directory")?
+            .join("members");
+        let mut build = std::process::Command::new(&cargo);
+        build
+            .args(["build", "--package", package, "--bin", package])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(sh.current_dir());
+        for secret in SECRETS {
+            build.env_remove(secret);
+        }
+        let status = build
+            .status()
+            .with_context(|| format!("running {} to build {package}", cargo.display()))?;
+        if !status.success() {
+            bail!("building {package} failed ({status}); see cargo's messages above");
+        }
+        let binary = target_dir.join("debug").join(package);
+        use std::os::unix::process::CommandExt;
+        // exec: the member becomes this process, so signals and the exit code are its own. The
+        // bench measures this very xtask binary.
+        let error = std::process::Command::new(&binary)
+            .args(&self.args)
+            .env(XTASK_ENV, &xtask)
+            .exec();
+        Err(error).with_context(|| format!("running {}", binary.display()))
+    }
+}
+
+/// Ids of the arguments that carry secrets: environment only, never the command line, where
+/// any local user can read them in the process list.
+const SECRET_ARGS: [&str; 1] = ["github_token"];
+
+/// Refuses a secret given as a flag, in any subcommand.
+pub fn refuse_secrets_on_argv(matches: &ArgMatches) -> anyhow::Result<()> {
+    for id in SECRET_ARGS {
+        if matches.try_contains_id(id).unwrap_or(false)
+            && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        {
+            bail!(
+                "--{} is a secret: set it in the environment ({}), never on the command line",
+                id.replace('_', "-"),
+                id.to_uppercase()
+            );
+        }
+    }
+    match matches.subcommand() {
+        Some((_, sub)) => refuse_secrets_on_argv(sub),
+        None => Ok(()),
+    }
+}
+
+/// Parses `yes`/`no` (and true/false, 1/0).
+pub fn parse_yes_no(input: &str) -> Result<bool, String> {
     match input {
         "yes" | "true" | "1" => Ok(true),
         "no" | "false" | "0" => Ok(false),
@@ -99,191 +169,36 @@ fn parse_yes_no(input: &str) -> Result<bool, String> {
     }
 }
 
-/// Print a Butane config (variant flatcar) that installs one image, pinned by its sha256.
-///
-/// The digest comes from <DIST>/alloy-<VERSION>-<ARCH>.raw.sha256 when that file exists, else
-/// from <URL>/alloy-<VERSION>-<ARCH>.raw.sha256. Translate with `butane --strict`.
-#[derive(Args, Debug)]
-pub struct ButaneArgs {
-    /// Alloy version (X.Y.Z), or `latest`
-    pub version: VersionArg,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
 
-    /// Architecture of the host
-    #[arg(long, value_enum, default_value = "amd64")]
-    pub arch: Arch,
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 
-    /// Public base URL of the published images
-    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
-    pub base_url: String,
+    #[test]
+    fn a_token_on_the_command_line_is_refused() {
+        let matches = Cli::command()
+            .try_get_matches_from(["x", "latest", "--github-token", "ghp_secret"])
+            .unwrap();
+        let err = refuse_secrets_on_argv(&matches).unwrap_err().to_string();
+        assert!(err.contains("GITHUB_TOKEN"), "{err}");
+        assert!(!err.contains("ghp_secret"), "{err}");
+        let matches = Cli::command()
+            .try_get_matches_from(["x", "latest"])
+            .unwrap();
+        refuse_secrets_on_argv(&matches).unwrap();
+    }
 
-    /// Local build output to read the .sha256 from [default: dist/ at the repository root]
-    #[arg(long, value_name = "DIR")]
-    pub dist: Option<PathBuf>,
-
-    /// Also install the sysupdate transfer file and enable systemd-sysupdate.timer, so the host
-    /// picks up new releases and merges them
-    #[arg(long)]
-    pub sysupdate: bool,
-
-    /// With --sysupdate: Verify=yes or no [default: yes when <URL>/SHA256SUMS.gpg exists]
-    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no, requires = "sysupdate")]
-    pub verify: Option<bool>,
-
-    /// With --sysupdate: a binary public keyring (gpg --export KEYID) to install as
-    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against
-    #[arg(long, value_name = "FILE", requires = "sysupdate")]
-    pub keyring: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub github: GithubArgs,
-}
-
-/// Show what a built image holds, without mounting it: its filesystem, extension-release, and
-/// /usr/bin/alloy's owner, mode, size and first bytes
-#[derive(Args, Debug)]
-pub struct InspectArgs {
-    /// The image (.raw) to look into
-    pub image: PathBuf,
-
-    /// Print JSON instead of text
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Measure `cargo xtask build` (each format, cold and warm cache) against the plain-tools
-/// pipeline (curl, unzip, mkfs.ext4 or mksquashfs -comp xz, sha256sum), on a generated
-/// Alloy-sized release served on loopback. Prints a table; writes results.md and results.json
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// Size of the generated Alloy binary, in MB (Alloy's is ~420)
-    #[arg(long, default_value_t = 420, value_name = "MB")]
-    pub size_mb: u64,
-
-    /// Runs of each contender (the table shows medians)
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-
-    /// Where to write results.md and results.json [default: target/bench]
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-}
-
-/// Fetch an Alloy release, verify it, and pack it into a sysext image with its SHA-256.
-///
-/// Writes <OUT_DIR>/alloy-<VERSION>-<ARCH>.raw and .raw.sha256 (sha256sum format). Image
-/// timestamps come from SOURCE_DATE_EPOCH, or 2024-01-01T00:00:00Z when unset, so the same
-/// release always gives the same bytes. Downloads are cached in $XDG_CACHE_HOME/alloy-sysext
-/// (default ~/.cache/alloy-sysext) and verified again before each use.
-#[derive(Args, Debug)]
-pub struct BuildArgs {
-    /// Alloy version: X.Y.Z or X.Y.Z-rc.N, with or without a leading v (e.g. 1.10.2), or
-    /// `latest` for the highest stable release
-    pub version: VersionArg,
-
-    /// Architecture to build; repeat for several
-    #[arg(long = "arch", value_enum, default_value = "amd64")]
-    pub archs: Vec<Arch>,
-
-    /// Filesystem of the image. The file is alloy-<VERSION>-<ARCH>.raw whatever the format:
-    /// systemd-sysext tells them apart by their superblock
-    #[arg(long, value_enum, default_value_t = ImageFormat::Ext4)]
-    pub format: ImageFormat,
-
-    /// Where to write images [default: dist/ at the repository root]
-    #[arg(long, value_name = "DIR")]
-    pub out_dir: Option<PathBuf>,
-
-    /// Base URL of Alloy's release assets (<URL>/v<VERSION>/<asset>); plain http only on loopback
-    #[arg(long, env = "ALLOY_RELEASES_URL", default_value = DEFAULT_RELEASES_URL, value_name = "URL")]
-    pub releases_url: String,
-
-    /// Build from a local release zip instead of downloading (air-gapped machines); needs
-    /// --sha256 or --sha256sums
-    #[arg(long, value_name = "PATH", requires = "zip_digest")]
-    pub zip: Option<PathBuf>,
-
-    /// Expected SHA-256 of --zip
-    #[arg(long, value_name = "HEX", group = "zip_digest", requires = "zip")]
-    pub sha256: Option<Digest>,
-
-    /// A local SHA256SUMS listing the expected digest of --zip
-    #[arg(long, value_name = "PATH", group = "zip_digest", requires = "zip")]
-    pub sha256sums: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub github: GithubArgs,
-    /// Leave out the drop-in that starts alloy.service at boot (the unit is still shipped:
-    /// start it yourself)
-    #[arg(long)]
-    pub no_autostart: bool,
-}
-
-/// Upload built images to the R2 bucket, create-only, then list them in its SHA256SUMS.
-///
-/// Order: each image, then its .raw.sha256, then SHA256SUMS, so no reader sees a checksum for
-/// an object that is not there. A key that exists already is never overwritten: identical
-/// bytes are skipped, different bytes are refused. Credentials come from R2_ACCESS_KEY_ID and
-/// R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from flags.
-#[derive(Args, Debug)]
-pub struct PublishArgs {
-    /// Version to publish (every image of it in --dir); without it, every image in --dir
-    pub version: Option<Version>,
-
-    /// Architecture to publish; repeat for several [default: every one present]
-    #[arg(long = "arch", value_enum)]
-    pub archs: Vec<Arch>,
-
-    /// Where the built images are [default: dist/ at the repository root]
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-
-    /// S3 endpoint [default: $R2_ENDPOINT, else https://$R2_ACCOUNT_ID.r2.cloudflarestorage.com]
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
-
-    /// Bucket name [default: $R2_BUCKET]
-    #[arg(long, value_name = "NAME")]
-    pub bucket: Option<String>,
-
-    /// Folder inside the bucket to publish under (e.g. sysext/)
-    #[arg(long, value_name = "P")]
-    pub prefix: Option<String>,
-
-    /// Say more about each request (never the secret key)
-    #[arg(long, short)]
-    pub verbose: bool,
-
-    /// Images larger than this many bytes go up in parts
-    #[arg(long, env = "ALLOY_SYSEXT_MULTIPART_THRESHOLD", hide = true,
-          default_value_t = crate::multipart::DEFAULT_THRESHOLD)]
-    pub multipart_threshold: u64,
-
-    /// Size of each multipart part in bytes (at least 5 MiB)
-    #[arg(long, env = "ALLOY_SYSEXT_PART_SIZE", hide = true,
-          default_value_t = crate::multipart::DEFAULT_PART_SIZE)]
-    pub part_size: u64,
-}
-
-/// Check published images from their public URL: digest against the .raw.sha256 and the
-/// SHA256SUMS line, extension-release fields, and usr/bin/alloy (present, executable, an ELF
-/// of the right architecture). Reads images without mounting them; prints one row per image
-/// (and one for SHA256SUMS.gpg with --keyring) and fails if any check fails.
-#[derive(Args, Debug)]
-pub struct VerifyArgs {
-    /// Version to verify; without it, every image of --arch listed in <BASE_URL>/SHA256SUMS
-    pub version: Option<Version>,
-
-    /// Architecture to verify
-    #[arg(long, value_enum, default_value = "amd64")]
-    pub arch: Arch,
-
-    /// Where hosts download images from; plain http only on loopback
-    #[arg(long, env = "SYSEXT_BASE_URL", default_value = crate::verify::DEFAULT_BASE_URL,
-          value_name = "URL")]
-    pub base_url: String,
-
-    /// Also check <BASE_URL>/SHA256SUMS.gpg, the signature of SHA256SUMS, against this public
-    /// keyring (binary or armored: gpg --export KEYID > FILE); a missing or bad one fails
-    #[arg(long, value_name = "FILE")]
-    pub keyring: Option<PathBuf>,
+    #[test]
+    fn member_commands_pass_every_argument_on() {
+        let cli = Cli::try_parse_from(["x", "publish", "1.10.2", "--help", "-v"]).unwrap();
+        let Command::Publish(publish) = cli.command else {
+            panic!("not publish")
+        };
+        assert_eq!(publish.member.args, ["1.10.2", "--help", "-v"]);
+    }
 }

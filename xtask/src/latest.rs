@@ -2,10 +2,12 @@
 //! (GitHub's `releases/latest` is the newest by date: v1.3.4 came out after v1.4.0).
 
 use anyhow::{bail, Context};
+use clap::Args;
 use serde::Deserialize;
+use xshell::Shell;
 
-use crate::download::Http;
-use crate::progress::detail;
+use crate::util::http::Http;
+use crate::util::progress::{detail, step};
 use crate::version::Version;
 
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
@@ -137,11 +139,87 @@ pub fn latest(http: &Http, api_url: &str, token: Option<&str>) -> anyhow::Result
     }
 }
 
-/// GITHUB_TOKEN from the environment, when set and not empty.
-pub fn token_from_env() -> Option<String> {
-    std::env::var("GITHUB_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
+/// Where `latest` is looked up, and with which token.
+#[derive(Args, Debug)]
+pub struct GithubArgs {
+    /// GitHub API root, for `latest` (GITHUB_TOKEN, when set, is sent to it)
+    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API_URL, value_name = "URL")]
+    pub github_api_url: String,
+
+    /// Raises GitHub's rate limit; from the environment only, never printed
+    #[arg(long, env = "GITHUB_TOKEN", hide = true, hide_env_values = true)]
+    pub github_token: Option<String>,
+}
+
+impl GithubArgs {
+    fn token(&self) -> Option<&str> {
+        self.github_token
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+    }
+
+    /// The highest stable Alloy version published on GitHub.
+    pub fn latest(&self) -> anyhow::Result<Version> {
+        latest(&Http::new(), &self.github_api_url, self.token())
+    }
+}
+
+/// A version given on the command line: `latest`, or X.Y.Z / X.Y.Z-rc.N.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionArg {
+    /// The highest stable release on GitHub, looked up before anything else is done.
+    Latest,
+    Exact(Version),
+}
+
+impl std::str::FromStr for VersionArg {
+    type Err = anyhow::Error;
+
+    fn from_str(input: &str) -> anyhow::Result<Self> {
+        if input == "latest" {
+            Ok(VersionArg::Latest)
+        } else {
+            input
+                .parse()
+                .map(VersionArg::Exact)
+                .map_err(|e| anyhow::anyhow!("{e}; or `latest` for the highest stable release"))
+        }
+    }
+}
+
+impl VersionArg {
+    /// `latest` looked up on GitHub (saying what it found), or the version as given.
+    pub fn resolve(self, github: &GithubArgs) -> anyhow::Result<Version> {
+        match self {
+            VersionArg::Exact(version) => Ok(version),
+            VersionArg::Latest => {
+                step(format!(
+                    "Looking up the latest Alloy release at {}",
+                    github.github_api_url
+                ));
+                let version = github.latest()?;
+                detail(format!("latest is {}", version.tag()));
+                Ok(version)
+            }
+        }
+    }
+}
+
+/// Print the highest stable Alloy version (vX.Y.Z, no draft, no prerelease), by version not date.
+///
+/// Lists every release of grafana/alloy through the GitHub API, following pagination; sends
+/// GITHUB_TOKEN when set (for the rate limit).
+#[derive(Args, Debug)]
+pub struct Latest {
+    #[command(flatten)]
+    pub github: GithubArgs,
+}
+
+impl Latest {
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        println!("{}", self.github.latest()?);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ impl Drop for GpgHome {
     fn drop(&mut self) {
         if let Ok(sh) = self.shell() {
             let _ = cmd!(sh, "gpgconf --kill all")
+                .env_clear()
+                .envs(gpg_env(&sh))
                 .quiet()
                 .ignore_status()
                 .ignore_stdout()
@@ -51,6 +53,15 @@ impl Drop for GpgHome {
                 .run();
         }
     }
+}
+
+/// The whole environment gpg and its agent get: their home and where to find programs.
+/// Nothing else (no R2 or AWS keys, no tokens) reaches them or the agent they start.
+fn gpg_env(sh: &Shell) -> Vec<(&'static str, std::ffi::OsString)> {
+    ["GNUPGHOME", "PATH"]
+        .into_iter()
+        .filter_map(|name| Some((name, sh.var_os(name)?)))
+        .collect()
 }
 
 /// gpg's stderr for an error message, without any line that also occurs in `secret`.
@@ -121,6 +132,8 @@ fn check_armored(armored_private_key: &str) -> anyhow::Result<()> {
 fn import_secret_key(sh: &Shell, armored_private_key: &str) -> anyhow::Result<String> {
     check_armored(armored_private_key)?;
     let imported = cmd!(sh, "gpg --batch --no-tty --import")
+        .env_clear()
+        .envs(gpg_env(sh))
         .stdin(armored_private_key)
         .quiet()
         .ignore_status()
@@ -132,6 +145,8 @@ fn import_secret_key(sh: &Shell, armored_private_key: &str) -> anyhow::Result<St
         armored_private_key,
     )?;
     let listed = cmd!(sh, "gpg --batch --no-tty --with-colons --list-secret-keys")
+        .env_clear()
+        .envs(gpg_env(sh))
         .quiet()
         .ignore_status()
         .output()?;
@@ -169,6 +184,19 @@ pub fn sign_detached_in(
     let sh = home.shell()?;
     let fingerprint = import_secret_key(&sh, armored_private_key)?;
 
+    sign_with(&sh, &fingerprint, data, signature, armored_private_key)?;
+    Ok(fingerprint)
+}
+
+/// Signs `data` with the imported key `fingerprint`: the binary detached signature goes to
+/// `signature`, whole or not at all.
+fn sign_with(
+    sh: &Shell,
+    fingerprint: &str,
+    data: &Path,
+    signature: &Path,
+    armored_private_key: &str,
+) -> anyhow::Result<()> {
     let dir = signature
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -181,7 +209,7 @@ pub fn sign_detached_in(
     let signed = cmd!(
         sh,
         "gpg --batch --no-tty --yes --pinentry-mode loopback --passphrase-fd 0 --local-user {fingerprint} --digest-algo SHA256 --detach-sign --output {partial_path} {data}"
-    )
+    ).env_clear().envs(gpg_env(sh))
     .stdin("")
     .quiet()
     .ignore_status()
@@ -196,7 +224,74 @@ pub fn sign_detached_in(
     partial
         .persist(signature)
         .with_context(|| format!("moving the signature to {}", signature.display()))?;
-    Ok(fingerprint)
+    Ok(())
+}
+
+/// The key in SYSEXT_GPG_KEY for a whole publish: imported once into one private GNUPGHOME,
+/// proven to sign before anything is uploaded, with its public half exported to check
+/// signatures. The home (key and agent) is removed on drop. Holds key material: no `Debug`.
+pub struct Signer {
+    home: GpgHome,
+    fingerprint: String,
+    pubring: PathBuf,
+}
+
+impl Signer {
+    /// Imports `armored_private_key` (through stdin) in a private directory under `tmp`.
+    pub fn new(tmp: &Path, armored_private_key: &str) -> anyhow::Result<Signer> {
+        check_armored(armored_private_key)?;
+        let home = GpgHome::new_in(tmp)?;
+        let sh = home.shell()?;
+        let fingerprint = import_secret_key(&sh, armored_private_key)?;
+        let pubring = home.path().join("signer-public.gpg");
+        export_public(&sh, &fingerprint, &pubring, armored_private_key)?;
+        let signer = Signer {
+            home,
+            fingerprint,
+            pubring,
+        };
+        // A test signature, checked: a key with a passphrase or without signing use fails now.
+        let probe = b"alloy-sysext: checking the signing key\n";
+        let signature = signer.sign(probe)?;
+        signer.check(probe, &signature)?;
+        Ok(signer)
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// A detached signature of `data`.
+    pub fn sign(&self, data: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let (data_path, signature_path) = (self.path("to-sign"), self.path("to-sign.gpg"));
+        std::fs::write(&data_path, data)
+            .with_context(|| format!("writing {}", data_path.display()))?;
+        let _ = std::fs::remove_file(&signature_path);
+        sign_with(
+            &self.home.shell()?,
+            &self.fingerprint,
+            &data_path,
+            &signature_path,
+            "",
+        )?;
+        std::fs::read(&signature_path)
+            .with_context(|| format!("reading {}", signature_path.display()))
+    }
+
+    /// Whether `signature` is a good signature of `data` by this key.
+    pub fn check(&self, data: &[u8], signature: &[u8]) -> anyhow::Result<()> {
+        let (data_path, signature_path) = (self.path("published"), self.path("published.gpg"));
+        std::fs::write(&data_path, data)
+            .with_context(|| format!("writing {}", data_path.display()))?;
+        std::fs::write(&signature_path, signature)
+            .with_context(|| format!("writing {}", signature_path.display()))?;
+        verify_detached(&self.pubring, &data_path, &signature_path)?;
+        Ok(())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
 }
 
 /// Writes the public half of the armored private key to `keyring` (binary, like
@@ -209,10 +304,23 @@ pub fn export_public_keyring_in(
     let home = GpgHome::new_in(tmp)?;
     let sh = home.shell()?;
     let fingerprint = import_secret_key(&sh, armored_private_key)?;
+    export_public(&sh, &fingerprint, keyring, armored_private_key)?;
+    Ok(fingerprint)
+}
+
+/// Writes the public key `fingerprint` to `keyring` (binary).
+fn export_public(
+    sh: &Shell,
+    fingerprint: &str,
+    keyring: &Path,
+    armored_private_key: &str,
+) -> anyhow::Result<()> {
     let exported = cmd!(
         sh,
         "gpg --batch --no-tty --yes --output {keyring} --export {fingerprint}"
     )
+    .env_clear()
+    .envs(gpg_env(sh))
     .quiet()
     .ignore_status()
     .output()?;
@@ -221,7 +329,7 @@ pub fn export_public_keyring_in(
         |e| format!("gpg could not export the public key {fingerprint} of {SIGNING_KEY_ENV}: {e}"),
         armored_private_key,
     )?;
-    Ok(fingerprint)
+    Ok(())
 }
 
 /// Checks that `signature` is a good detached signature of `data` by a key in `keyring` (binary
@@ -237,6 +345,8 @@ pub fn verify_detached(keyring: &Path, data: &Path, signature: &Path) -> anyhow:
             sh,
             "gpg --batch --no-tty --yes --dearmor --output {binary} {keyring}"
         )
+        .env_clear()
+        .envs(gpg_env(&sh))
         .quiet()
         .ignore_status()
         .output()
@@ -255,6 +365,8 @@ pub fn verify_detached(keyring: &Path, data: &Path, signature: &Path) -> anyhow:
         sh,
         "gpgv --homedir {homedir} --status-fd 1 --keyring {binary} {signature} {data}"
     )
+    .env_clear()
+    .envs(gpg_env(&sh))
     .quiet()
     .ignore_status()
     .output()

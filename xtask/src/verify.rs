@@ -5,25 +5,47 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use xshell::Shell;
 
 use crate::arch::Arch;
-use crate::build::image_name;
-use crate::checksums::{self, Digest, Entry};
-use crate::download::{self, Http, NotFound};
-use crate::fleet::SIGNATURE_NAME;
-use crate::image::inspect::{ImageContents, ALLOY_PATH};
-use crate::index::{ImageName, INDEX_NAME};
-use crate::progress::{mib, step};
+use crate::build::elf;
+use crate::contract::{
+    checksum_name, Channel, ExtensionRelease, ImageName, ALLOY_PATH, DEFAULT_BASE_URL,
+    EXTENSION_RELEASE_PATH, INDEX_NAME, SIGNATURE_NAME,
+};
+use crate::image::inspect::{self, ImageContents};
+use crate::util::checksums::{self, Digest, Entry, Sums};
+use crate::util::http::{self, Http, NotFound};
+use crate::util::progress::{mib, step};
+use crate::util::tools;
 use crate::version::Version;
 
-/// Where hosts download images from.
-pub const DEFAULT_BASE_URL: &str = "https://ghost-sysext-images.separationofconcerns.dev";
-
-pub struct VerifyOptions {
+/// Check published images from their public URL: digest against the .raw.sha256 and the
+/// SHA256SUMS line, extension-release fields, and usr/bin/alloy (present, executable, an ELF
+/// of the right architecture). Reads images without mounting them; prints one row per image
+/// (and one for SHA256SUMS.gpg with --keyring) and fails if any check fails.
+#[derive(Args, Debug)]
+pub struct Verify {
+    /// Version to verify; without it, every image of --arch listed in the channel's SHA256SUMS
     pub version: Option<Version>,
+
+    /// Architecture to verify
+    #[arg(long, value_enum, default_value = "amd64")]
     pub arch: Arch,
+
+    /// Where hosts download images from; plain http only on loopback
+    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
     pub base_url: String,
-    /// Public keyring to check `SHA256SUMS.gpg` against; `None` leaves it unchecked.
+
+    /// The channel to verify: stable (<BASE_URL>/) or rc (<BASE_URL>/rc/) [default: the
+    /// VERSION's own, else stable]
+    #[arg(long, value_enum)]
+    pub channel: Option<Channel>,
+
+    /// Also check SHA256SUMS.gpg, the signature of SHA256SUMS, against this public keyring
+    /// (binary or armored: gpg --export KEYID > FILE); a missing or bad one fails
+    #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
 }
 
@@ -60,11 +82,39 @@ impl Row {
 /// Checksum files and the index are small; anything larger is not ours.
 const TEXT_LIMIT: u64 = 16 << 20;
 
-pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
-    let base = options.base_url.trim_end_matches('/').to_string();
-    download::check_url(&base).context("the base URL (--base-url or SYSEXT_BASE_URL)")?;
-    crate::tools::require(&[crate::tools::DEBUGFS])?;
-    if let Some(keyring) = &options.keyring {
+impl Verify {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let channel = match (&self.version, self.channel) {
+            (Some(version), Some(channel)) => {
+                crate::contract::check_channel(version, channel)?;
+                channel
+            }
+            (Some(version), None) => Channel::of(version),
+            (None, channel) => channel.unwrap_or_default(),
+        };
+        http::check_url(&self.base_url).context("the base URL (--base-url or SYSEXT_BASE_URL)")?;
+        let base = channel
+            .base_url(&self.base_url)
+            .trim_end_matches('/')
+            .to_string();
+        // Every tool verify may need, before any download.
+        let mut needed = inspect::TOOLS.to_vec();
+        if self.keyring.is_some() {
+            needed.extend([tools::GPG, tools::GPGV]);
+        }
+        tools::preflight(sh, &needed)?;
+        run(&base, self.version, self.arch, self.keyring)
+    }
+}
+
+fn run(
+    base: &str,
+    version: Option<Version>,
+    arch: Arch,
+    keyring: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let base = base.to_string();
+    if let Some(keyring) = &keyring {
         std::fs::File::open(keyring).with_context(|| {
             format!(
                 "reading --keyring {}: give the public key that signs SHA256SUMS (gpg --export KEYID > FILE)",
@@ -82,12 +132,12 @@ pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
         Ok(text) => checksums::parse(text).with_context(|| format!("reading {index_url}")),
         Err(e) => Err(anyhow!("{e:#}")),
     };
-    let names = match (&options.version, &index) {
-        (Some(version), _) => vec![image_name(version, options.arch)],
+    let names = match (&version, &index) {
+        (Some(version), _) => vec![ImageName::new(version, arch).file_name()],
         (None, Ok(entries)) => {
-            let names = images_of_arch(entries, options.arch);
+            let names = images_of_arch(entries, arch);
             if names.is_empty() {
-                bail!("{index_url} lists no {} image", options.arch);
+                bail!("{index_url} lists no {arch} image");
             }
             names
         }
@@ -101,7 +151,7 @@ pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
         rows.push(verify_one(&http, &base, name, index.as_ref(), work.path()));
     }
     let mut unchecked_signature = false;
-    match &options.keyring {
+    match &keyring {
         Some(keyring) => {
             step(format!(
                 "Verifying {base}/{SIGNATURE_NAME} with {}",
@@ -116,7 +166,8 @@ pub fn run(options: VerifyOptions) -> anyhow::Result<()> {
             ));
         }
         None => {
-            unchecked_signature = crate::fleet::signatures_published(&http, &base).unwrap_or(false);
+            unchecked_signature =
+                crate::host::butane::signatures_published(&http, &base).unwrap_or(false);
         }
     }
 
@@ -262,11 +313,11 @@ fn verify_one(
     row.size = Some(size);
     row.digest = Some(digest);
 
-    let checksum_url = format!("{url}.sha256");
+    let checksum_url = checksum_name(&url);
     let checksum_file = match http.get_text(&checksum_url, TEXT_LIMIT) {
-        Ok(text) => checksums::parse(&text)
-            .and_then(|entries| checksums::lookup(&entries, name))
-            .map_err(|e| format!("{name}.sha256: {e:#}")),
+        Ok(text) => Sums::parse(&text, checksum_name(name))
+            .and_then(|sums| sums.get(name))
+            .map_err(|e| format!("{e:#}")),
         Err(e) if e.downcast_ref::<NotFound>().is_some() => {
             Err(format!("no {name}.sha256 ({checksum_url} answered 404)"))
         }
@@ -295,28 +346,8 @@ fn verify_one(
 pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
     let mut problems = Vec::new();
     match &contents.extension_release {
-        None => problems.push(format!("no /{}", crate::stage::extension_release_path())),
-        Some(text) => {
-            let field = |key: &str| {
-                text.lines()
-                    .filter_map(|l| l.split_once('='))
-                    .find(|(k, _)| k.trim() == key)
-                    .map(|(_, v)| v.trim().trim_matches('"').to_string())
-            };
-            for (key, want) in [
-                ("ID", "flatcar"),
-                ("SYSEXT_LEVEL", "1.0"),
-                ("ARCHITECTURE", arch.systemd_name()),
-            ] {
-                match field(key) {
-                    Some(value) if value == want => {}
-                    Some(value) => problems.push(format!(
-                        "extension-release has {key}={value}, expected {key}={want}"
-                    )),
-                    None => problems.push(format!("extension-release lacks {key}={want}")),
-                }
-            }
-        }
+        None => problems.push(format!("no /{EXTENSION_RELEASE_PATH}")),
+        Some(text) => problems.extend(ExtensionRelease::problems(text, arch)),
     }
     match &contents.alloy {
         None => problems.push(format!("no /{ALLOY_PATH}")),
@@ -338,7 +369,7 @@ pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
                     alloy.uid, alloy.gid
                 ));
             }
-            if let Err(why) = crate::elf::check_header(&alloy.head, arch) {
+            if let Err(why) = elf::check_header(&alloy.head, arch) {
                 problems.push(format!("/{ALLOY_PATH}: {why}"));
             }
         }
@@ -349,7 +380,7 @@ pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksums::hash_bytes;
+    use crate::util::checksums::hash_bytes;
 
     fn entry(name: &str, content: &[u8]) -> Entry {
         Entry {
@@ -404,7 +435,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 size: 64,
-                head: crate::elf::fake_header(arch.elf_machine()),
+                head: elf::fake_header(arch.elf_machine()),
             }),
         }
     }
@@ -430,7 +461,7 @@ mod tests {
             uid: 1000,
             gid: 0,
             size: 64,
-            head: crate::elf::fake_header(crate::elf::EM_AARCH64),
+            head: elf::fake_header(elf::EM_AARCH64),
         });
         assert_eq!(
             problems(&contents, Arch::Amd64),

@@ -20,16 +20,20 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use super::ImageParams;
-use crate::stage::StagedTree;
-use crate::tools;
+use crate::build::stage::StagedTree;
+use crate::util::tools::{self, Toolbox};
 
 pub const COMPRESSOR: &str = "lz4hc,9";
 pub const PCLUSTER_BYTES: u32 = 128 * 1024;
 
-pub fn pack(tree: &StagedTree, dest: &Path, params: &ImageParams) -> anyhow::Result<()> {
-    let found = tools::require(&[tools::MKFS_EROFS])?;
-    let mkfs = &found[0];
-    let sh = Shell::new()?;
+pub fn pack(
+    sh: &Shell,
+    tools: &Toolbox,
+    tree: &StagedTree,
+    dest: &Path,
+    params: &ImageParams,
+) -> anyhow::Result<()> {
+    let mkfs = tools.path(tools::MKFS_EROFS);
     let epoch = params.epoch.to_string();
     let uuid = params.derived_uuid("erofs uuid");
     let root = &tree.root;

@@ -12,8 +12,8 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use super::ImageParams;
-use crate::stage::{Kind, StagedTree};
-use crate::tools;
+use crate::build::stage::{Kind, StagedTree};
+use crate::util::tools::{self, Toolbox};
 
 const BLOCK_SIZE: u64 = 4096;
 const BLOCKS_PER_GROUP: u64 = 32768;
@@ -96,11 +96,17 @@ fn debugfs_errors(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
-pub fn pack(tree: &StagedTree, dest: &Path, params: &ImageParams) -> anyhow::Result<()> {
-    let found = tools::require(&[tools::MKFS_EXT4, tools::DEBUGFS, tools::E2FSCK])?;
-    let (mkfs, debugfs, e2fsck) = (&found[0], &found[1], &found[2]);
+pub fn pack(
+    sh: &Shell,
+    tools: &Toolbox,
+    tree: &StagedTree,
+    dest: &Path,
+    params: &ImageParams,
+) -> anyhow::Result<()> {
+    let mkfs = tools.path(tools::MKFS_EXT4);
+    let debugfs = tools.path(tools::DEBUGFS);
+    let e2fsck = tools.path(tools::E2FSCK);
     let work = dest.parent().context("image path has no directory")?;
-    let sh = Shell::new()?;
 
     let size = image_size(tree);
     let image =

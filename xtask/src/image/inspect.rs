@@ -11,13 +11,44 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use super::ImageFormat;
-use crate::stage;
-use crate::tools;
+use crate::contract::{ALLOY_PATH, EXTENSION_RELEASE_PATH};
+use crate::util::tools::{self, Tool};
 
 /// How many bytes of the binary [`inspect`] reads: enough for the ELF header.
 pub const HEAD_BYTES: usize = 64;
 
-pub const ALLOY_PATH: &str = "usr/bin/alloy";
+/// The programs inspection uses, for every format: a command that inspects (verify) finds
+/// them before downloading anything.
+pub const TOOLS: &[Tool] = &[
+    tools::DEBUGFS,
+    tools::UNSQUASHFS,
+    tools::DUMP_EROFS,
+    tools::FSCK_EROFS,
+];
+
+/// Show what a built image holds, without mounting it: its filesystem, extension-release, and
+/// /usr/bin/alloy's owner, mode, size and first bytes
+#[derive(clap::Args, Debug)]
+pub struct Inspect {
+    /// The image (.raw) to look into
+    pub image: std::path::PathBuf,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Inspect {
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let contents = inspect(&self.image)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&contents.to_json())?);
+        } else {
+            print!("{}", contents.summary());
+        }
+        Ok(())
+    }
+}
 
 /// What an image holds, as far as verifying it needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,9 +294,10 @@ fn read_at(path: &Path, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
 }
 
 fn inspect_ext4(image: &Path, head: &[u8]) -> anyhow::Result<ImageContents> {
-    let found = tools::require(&[tools::DEBUGFS])?;
-    let debugfs = &found[0];
     let sh = Shell::new()?;
+    let debugfs = tools::preflight(&sh, &[tools::DEBUGFS])?
+        .path(tools::DEBUGFS)
+        .to_path_buf();
     let request = |request: &str| -> anyhow::Result<(String, String)> {
         let output = cmd!(sh, "{debugfs} -R {request} {image}")
             .quiet()
@@ -282,7 +314,7 @@ fn inspect_ext4(image: &Path, head: &[u8]) -> anyhow::Result<ImageContents> {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         ))
     };
-    let release_path = format!("/{}", stage::extension_release_path());
+    let release_path = format!("/{EXTENSION_RELEASE_PATH}");
     let (text, stderr) = request(&format!("cat {release_path}"))?;
     // debugfs says "File not found by ext2_lookup" on stderr and exits 0.
     let extension_release = (!stderr.contains("not found")).then_some(text);
@@ -342,15 +374,16 @@ fn first_bytes_of(mut command: Command, limit: usize) -> anyhow::Result<Vec<u8>>
 }
 
 fn inspect_squashfs(image: &Path) -> anyhow::Result<ImageContents> {
-    let found = tools::require(&[tools::UNSQUASHFS])?;
-    let unsquashfs = &found[0];
     let sh = Shell::new()?;
+    let unsquashfs = tools::preflight(&sh, &[tools::UNSQUASHFS])?
+        .path(tools::UNSQUASHFS)
+        .to_path_buf();
     let listing = cmd!(sh, "{unsquashfs} -lln {image}")
         .quiet()
         .read()
         .context("unsquashfs -lln failed")?;
     let inodes = parse_unsquashfs_listing(&listing)?;
-    let release_path = stage::extension_release_path();
+    let release_path = EXTENSION_RELEASE_PATH;
     let extension_release = if inodes.iter().any(|i| i.path == release_path) {
         // .output(), not .read(): that trims the final newline.
         let output = cmd!(sh, "{unsquashfs} -cat {image} {release_path}")
@@ -385,9 +418,9 @@ fn inspect_squashfs(image: &Path) -> anyhow::Result<ImageContents> {
 }
 
 fn inspect_erofs(image: &Path) -> anyhow::Result<ImageContents> {
-    let found = tools::require(&[tools::FSCK_EROFS, tools::DUMP_EROFS])?;
-    let (fsck, dump) = (&found[0], &found[1]);
     let sh = Shell::new()?;
+    let found = tools::preflight(&sh, &[tools::FSCK_EROFS, tools::DUMP_EROFS])?;
+    let (fsck, dump) = (found.path(tools::FSCK_EROFS), found.path(tools::DUMP_EROFS));
     let path_arg = format!("--path=/{ALLOY_PATH}");
     let info = cmd!(sh, "{dump} {path_arg} {image}")
         .quiet()
@@ -404,7 +437,7 @@ fn inspect_erofs(image: &Path) -> anyhow::Result<ImageContents> {
         .run()
         .context("fsck.erofs found a damaged image")?;
     let root = scratch.path().join("root");
-    let release = root.join(stage::extension_release_path());
+    let release = root.join(EXTENSION_RELEASE_PATH);
     let extension_release = match std::fs::read_to_string(&release) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

@@ -14,9 +14,11 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::checksums::hash_bytes;
-use crate::stage::StagedTree;
-use crate::tools::{self, Tool};
+use xshell::Shell;
+
+use crate::build::stage::StagedTree;
+use crate::util::checksums::hash_bytes;
+use crate::util::tools::{self, Tool, Toolbox};
 
 pub use inspect::inspect;
 
@@ -86,21 +88,24 @@ impl ImageParams {
 }
 
 /// Packs `tree` into the image file `dest` (which must not exist yet).
+/// `tools` must hold this format's [`ImageFormat::tools`].
 pub fn pack(
+    sh: &Shell,
+    tools: &Toolbox,
     format: ImageFormat,
     tree: &StagedTree,
     dest: &Path,
     params: &ImageParams,
 ) -> anyhow::Result<()> {
     match format {
-        ImageFormat::Ext4 => ext4::pack(tree, dest, params),
+        ImageFormat::Ext4 => ext4::pack(sh, tools, tree, dest, params),
         ImageFormat::Squashfs => {
             set_times(tree, params.epoch)?;
-            squashfs::pack(tree, dest, params)
+            squashfs::pack(sh, tools, tree, dest, params)
         }
         ImageFormat::Erofs => {
             set_times(tree, params.epoch)?;
-            erofs::pack(tree, dest, params)
+            erofs::pack(sh, tools, tree, dest, params)
         }
     }
 }

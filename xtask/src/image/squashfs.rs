@@ -22,8 +22,8 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use super::ImageParams;
-use crate::stage::StagedTree;
-use crate::tools;
+use crate::build::stage::StagedTree;
+use crate::util::tools::{self, Toolbox};
 
 pub const ZSTD_LEVEL: u32 = 18;
 pub const BLOCK_SIZE: &str = "1M";
@@ -31,10 +31,14 @@ pub const BLOCK_SIZE: &str = "1M";
 /// under ~64 MiB resident with no measurable slowdown for one large file.
 const MEMORY: &str = "32M";
 
-pub fn pack(tree: &StagedTree, dest: &Path, params: &ImageParams) -> anyhow::Result<()> {
-    let found = tools::require(&[tools::MKSQUASHFS])?;
-    let mksquashfs = &found[0];
-    let sh = Shell::new()?;
+pub fn pack(
+    sh: &Shell,
+    tools: &Toolbox,
+    tree: &StagedTree,
+    dest: &Path,
+    params: &ImageParams,
+) -> anyhow::Result<()> {
+    let mksquashfs = tools.path(tools::MKSQUASHFS);
     let epoch = params.epoch.to_string();
     let root = &tree.root;
     let level = ZSTD_LEVEL.to_string();

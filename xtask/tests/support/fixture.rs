@@ -87,6 +87,15 @@ pub struct Release {
     pub assets: BTreeMap<String, Vec<u8>>,
 }
 
+impl xtask_testkit::mirror::Assets for Release {
+    fn version(&self) -> &str {
+        &self.version
+    }
+    fn assets(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.assets
+    }
+}
+
 impl Release {
     pub fn new(version: &str) -> Release {
         let mut release = Release {

@@ -3,14 +3,18 @@
 #![allow(dead_code)] // each test crate uses a different part of this module
 
 pub mod fixture;
-pub mod http;
-pub mod mirror;
-pub mod s3;
+#[allow(unused_imports)] // each test crate uses a different part of this module
+pub use xtask_testkit::{http, mirror};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+/// The `xtask` binary: cargo names it for this package's tests; other packages' tests (publish)
+/// find it beside their own binary, in the same target directory.
+pub const XTASK: &str = match option_env!("CARGO_BIN_EXE_xtask") {
+    Some(path) => path,
+    None => concat!(env!("CARGO_TARGET_TMPDIR"), "/../debug/xtask"),
+};
 
 /// Every image format `xtask build --format` makes; tests that hold for all loop over these.
 pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];

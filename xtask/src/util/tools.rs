@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
+use xshell::Shell;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Tool {
@@ -45,10 +46,20 @@ pub const DUMP_EROFS: Tool = Tool {
     package: "erofs-utils",
 };
 
-/// Where to look: `$PATH`, then the sbin directories that an unprivileged user's PATH often
-/// lacks on Debian, where e2fsprogs installs.
-fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+pub const GPG: Tool = Tool {
+    command: "gpg",
+    package: "gnupg",
+};
+pub const GPGV: Tool = Tool {
+    command: "gpgv",
+    package: "gpgv",
+};
+
+/// Where to look: the shell's `$PATH`, then the sbin directories that an unprivileged user's
+/// PATH often lacks on Debian, where e2fsprogs installs.
+fn search_dirs(sh: &Shell) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = sh
+        .var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect())
         .unwrap_or_default();
     for extra in ["/usr/sbin", "/sbin", "/usr/local/sbin"] {
@@ -97,9 +108,29 @@ pub fn find_in(dirs: &[PathBuf], tools: &[Tool]) -> anyhow::Result<Vec<PathBuf>>
     Ok(found)
 }
 
-/// Finds every tool, or fails naming the missing ones.
-pub fn require(tools: &[Tool]) -> anyhow::Result<Vec<PathBuf>> {
-    find_in(&search_dirs(), tools)
+/// The programs a command needs, found once, before any download or upload starts.
+#[derive(Clone, Debug, Default)]
+pub struct Toolbox {
+    found: Vec<(&'static str, PathBuf)>,
+}
+
+impl Toolbox {
+    /// Where `tool` is. Asking for one the preflight did not look for is a bug in the caller.
+    pub fn path(&self, tool: Tool) -> &Path {
+        self.found
+            .iter()
+            .find(|(command, _)| *command == tool.command)
+            .map(|(_, path)| path.as_path())
+            .unwrap_or_else(|| panic!("{} was not in the preflight", tool.command))
+    }
+}
+
+/// Finds every tool, or fails naming each missing one with its package.
+pub fn preflight(sh: &Shell, tools: &[Tool]) -> anyhow::Result<Toolbox> {
+    let paths = find_in(&search_dirs(sh), tools)?;
+    Ok(Toolbox {
+        found: tools.iter().map(|t| t.command).zip(paths).collect(),
+    })
 }
 
 #[cfg(test)]

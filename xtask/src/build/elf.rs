@@ -4,10 +4,7 @@ use anyhow::{bail, Context};
 use std::io::Read;
 use std::path::Path;
 
-use crate::arch::Arch;
-
-pub const EM_X86_64: u16 = 62;
-pub const EM_AARCH64: u16 = 183;
+pub use crate::arch::{Arch, EM_AARCH64, EM_X86_64};
 
 fn machine_name(machine: u16) -> String {
     match machine {
@@ -63,8 +60,9 @@ pub fn check_file(path: &Path, arch: Arch) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-pub(crate) fn fake_header(machine: u16) -> Vec<u8> {
+/// A minimal 64-bit executable header for `machine`, for tests.
+#[doc(hidden)]
+pub fn fake_header(machine: u16) -> Vec<u8> {
     let mut header = vec![0u8; 64];
     header[..4].copy_from_slice(b"\x7fELF");
     header[4] = 2;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::checksums::BUFFER_SIZE;
+use super::checksums::BUFFER_SIZE;
 
 /// Copies through one large buffer (std's copy uses 8 KiB, too small for 400 MB binaries).
 pub fn copy_stream(reader: &mut impl Read, writer: &mut impl Write) -> io::Result<u64> {

@@ -4,45 +4,30 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::Args;
+use xshell::Shell;
 
 use crate::arch::Arch;
-use crate::build::image_name;
-use crate::checksums::{self, Digest};
-use crate::download::{Http, NotFound};
-use crate::stage::EXTENSION_NAME;
+use crate::cli::parse_yes_no;
+use crate::contract::{checksum_name, ImageName, DEFAULT_BASE_URL, EXTENSION_NAME, SIGNATURE_NAME};
+use crate::latest::{GithubArgs, VersionArg};
+use crate::util::checksums::{Digest, Sums};
+use crate::util::http::{self, Http, NotFound};
+use crate::util::progress::detail;
 use crate::version::Version;
-
-/// The bucket's public domain.
-pub const DEFAULT_BASE_URL: &str = "https://ghost-sysext-images.separationofconcerns.dev";
 
 /// Where versioned images live on the host; `/etc/extensions/alloy.raw` links to one of them.
 pub const IMAGES_DIR: &str = "/opt/extensions/alloy";
 pub const CURRENT_LINK: &str = "/etc/extensions/alloy.raw";
 /// systemd-sysupdate reads component `alloy` (`-C alloy`) from here.
 pub const TRANSFER_PATH: &str = "/etc/sysupdate.alloy.d/alloy.conf";
-/// The detached signature of SHA256SUMS that `Verify=yes` requires.
-pub const SIGNATURE_NAME: &str = "SHA256SUMS.gpg";
 /// The keyring systemd-sysupdate checks `SHA256SUMS.gpg` against (before /usr/lib/systemd/...).
 pub const HOST_KEYRING: &str = "/etc/systemd/import-pubring.gpg";
 
 /// Standard base64 with padding, for a `data:` URL.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn base(url: &str) -> &str {
@@ -52,7 +37,7 @@ fn base(url: &str) -> &str {
 /// The transfer file: sysupdate lists `<base>/SHA256SUMS`, picks the highest `alloy-@v-<arch>.raw`,
 /// downloads it into /opt/extensions/alloy and points /etc/extensions/alloy.raw at it.
 pub fn transfer_file(base_url: &str, arch: Arch, verify: bool) -> String {
-    let pattern = format!("{EXTENSION_NAME}-@v-{arch}.raw");
+    let pattern = ImageName::match_pattern(arch);
     let verify = if verify { "yes" } else { "no" };
     format!(
         "\
@@ -90,30 +75,83 @@ pub fn signatures_published(http: &Http, base_url: &str) -> anyhow::Result<bool>
     }
 }
 
-/// `cargo xtask sysupdate`: the transfer file, `Verify=` from `verify` or from the bucket.
-pub fn sysupdate(
-    http: &Http,
-    arch: Arch,
-    base_url: &str,
-    verify: Option<bool>,
-) -> anyhow::Result<String> {
-    crate::download::check_url(base_url).context("--base-url / SYSEXT_BASE_URL")?;
-    let verify = match verify {
-        Some(verify) => verify,
-        None => signatures_published(http, base_url)?,
-    };
-    Ok(transfer_file(base_url, arch, verify))
+/// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
+///
+/// Install it as /etc/sysupdate.alloy.d/alloy.conf and run `systemd-sysupdate -C alloy update`.
+#[derive(Args, Debug)]
+pub struct Sysupdate {
+    /// Architecture of the host
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
+
+    /// Public base URL of the published images and SHA256SUMS
+    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
+    pub base_url: String,
+
+    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    pub verify: Option<bool>,
 }
 
-pub struct ButaneOptions {
-    pub version: Version,
+impl Sysupdate {
+    /// The transfer file, `Verify=` as given or from what the bucket publishes.
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        http::check_url(&self.base_url).context("--base-url / SYSEXT_BASE_URL")?;
+        let verify = match self.verify {
+            Some(verify) => verify,
+            None => signatures_published(&Http::new(), &self.base_url)?,
+        };
+        print!("{}", transfer_file(&self.base_url, self.arch, verify));
+        Ok(())
+    }
+}
+
+/// Print a Butane config (variant flatcar) that installs one image, pinned by its sha256.
+///
+/// The digest comes from <DIST>/alloy-<VERSION>-<ARCH>.raw.sha256 when that file exists, else
+/// from <URL>/alloy-<VERSION>-<ARCH>.raw.sha256. Translate with `butane --strict`.
+#[derive(Args, Debug)]
+pub struct Butane {
+    /// Alloy version (X.Y.Z), or `latest`
+    pub version: VersionArg,
+
+    /// Architecture of the host
+    #[arg(long, value_enum, default_value = "amd64")]
     pub arch: Arch,
+
+    /// Public base URL of the published images
+    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
     pub base_url: String,
-    pub dist: PathBuf,
+
+    /// Local build output to read the .sha256 from [default: dist/ at the repository root]
+    #[arg(long, value_name = "DIR")]
+    pub dist: Option<PathBuf>,
+
+    /// Also install the sysupdate transfer file and enable systemd-sysupdate.timer, so the host
+    /// picks up new releases and merges them
+    #[arg(long)]
     pub sysupdate: bool,
+
+    /// With --sysupdate: Verify=yes or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no, requires = "sysupdate")]
     pub verify: Option<bool>,
-    /// Binary public keyring to install as /etc/systemd/import-pubring.gpg, for Verify=yes.
+
+    /// With --sysupdate: a binary public keyring (gpg --export KEYID) to install as
+    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against
+    #[arg(long, value_name = "FILE", requires = "sysupdate")]
     pub keyring: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub github: GithubArgs,
+}
+
+impl Butane {
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        http::check_url(&self.base_url).context("--base-url / SYSEXT_BASE_URL")?;
+        let version = self.version.clone().resolve(&self.github)?;
+        print!("{}", butane(&Http::new(), &self, &version)?);
+        Ok(())
+    }
 }
 
 /// Indents every line of `text` by `spaces` (for a YAML block scalar).
@@ -166,7 +204,7 @@ pub fn butane_config(
     transfer: Option<&str>,
     keyring: Option<&[u8]>,
 ) -> String {
-    let name = image_name(version, arch);
+    let name = ImageName::new(version, arch).file_name();
     let mut out = format!(
         "\
 # Alloy {tag} as a systemd-sysext for Flatcar ({arch}). Translate with: butane --strict
@@ -229,46 +267,43 @@ systemd:
 /// bucket's `<base>/<name>.sha256`.
 pub fn image_digest(
     http: &Http,
-    options: &ButaneOptions,
+    options: &Butane,
+    version: &Version,
     name: &str,
 ) -> anyhow::Result<(Digest, String)> {
-    let local = options.dist.join(format!("{name}.sha256"));
+    let dist = options.dist.clone().unwrap_or_else(crate::default_dist);
+    let local = dist.join(checksum_name(name));
     let (text, source) = if local.exists() {
         let text = std::fs::read_to_string(&local)
             .with_context(|| format!("reading {}", local.display()))?;
         (text, local.display().to_string())
     } else {
-        let url = format!("{}/{name}.sha256", base(&options.base_url));
+        let url = format!("{}/{}", base(&options.base_url), checksum_name(name));
         let text = http.get_text(&url, 1 << 16).with_context(|| {
             format!(
-                "{name} is neither built in {} nor published at {}: build it (cargo xtask build {}) or check --base-url",
-                options.dist.display(),
+                "{name} is neither built in {} nor published at {}: build it (cargo xtask build {version}) or check --base-url",
+                dist.display(),
                 base(&options.base_url),
-                options.version
             )
         })?;
         (text, url)
     };
-    let entries = checksums::parse(&text).with_context(|| format!("reading {source}"))?;
-    match checksums::lookup(&entries, name)? {
-        Some(digest) => Ok((digest, source)),
-        None => bail!("{source} has no line for {name}"),
-    }
+    let digest = Sums::parse(&text, &source)?.require(name)?;
+    Ok((digest, source))
 }
 
-/// `cargo xtask butane`.
-pub fn butane(http: &Http, options: &ButaneOptions) -> anyhow::Result<String> {
-    crate::download::check_url(&options.base_url).context("--base-url / SYSEXT_BASE_URL")?;
-    let name = image_name(&options.version, options.arch);
-    let (digest, source) = image_digest(http, options, &name)?;
-    crate::progress::detail(format!("{name}: sha256 {digest} (from {source})"));
+/// The Butane config `cargo xtask butane` prints.
+fn butane(http: &Http, options: &Butane, version: &Version) -> anyhow::Result<String> {
+    let name = ImageName::new(version, options.arch).file_name();
+    let (digest, source) = image_digest(http, options, version, &name)?;
+    detail(format!("{name}: sha256 {digest} (from {source})"));
     let transfer = if options.sysupdate {
         let verify = match options.verify {
             Some(verify) => verify,
             None => signatures_published(http, &options.base_url)?,
         };
         if verify && options.keyring.is_none() {
-            crate::progress::detail(format!(
+            detail(format!(
                 "Verify=yes: hosts need the signing key in {HOST_KEYRING}; pass --keyring FILE to install it"
             ));
         }
@@ -288,7 +323,7 @@ pub fn butane(http: &Http, options: &ButaneOptions) -> anyhow::Result<String> {
         None => None,
     };
     Ok(butane_config(
-        &options.version,
+        version,
         options.arch,
         &options.base_url,
         &digest,
@@ -358,7 +393,7 @@ mod tests {
         let version: Version = "1.10.2".parse().unwrap();
         assert_eq!(
             get(&entries, "Source", "MatchPattern").replace("@v", "1.10.2"),
-            image_name(&version, Arch::Arm64)
+            ImageName::new(&version, Arch::Arm64).file_name()
         );
         let unsigned = ini(&transfer_file("https://x.example", Arch::Amd64, false));
         assert_eq!(get(&unsigned, "Transfer", "Verify"), "no");
@@ -372,7 +407,7 @@ mod tests {
     #[test]
     fn butane_without_sysupdate_installs_and_links_only() {
         let version: Version = "1.10.2".parse().unwrap();
-        let digest = checksums::hash_bytes(b"image");
+        let digest = crate::util::checksums::hash_bytes(b"image");
         let text = butane_config(
             &version,
             Arch::Amd64,

@@ -94,6 +94,36 @@ pub fn lookup(entries: &[Entry], name: &str) -> anyhow::Result<Option<Digest>> {
     Ok(found)
 }
 
+/// A parsed `sha256sum` listing, with where it came from for messages: the one way every
+/// command finds a file's expected digest.
+#[derive(Clone, Debug)]
+pub struct Sums {
+    pub entries: Vec<Entry>,
+    /// A path or URL, as messages name it.
+    pub source: String,
+}
+
+impl Sums {
+    pub fn parse(text: &str, source: impl Into<String>) -> anyhow::Result<Sums> {
+        let source = source.into();
+        let entries = parse(text).with_context(|| format!("reading {source}"))?;
+        Ok(Sums { entries, source })
+    }
+
+    /// The digest listed for `name`, if any.
+    pub fn get(&self, name: &str) -> anyhow::Result<Option<Digest>> {
+        lookup(&self.entries, name).with_context(|| format!("reading {}", self.source))
+    }
+
+    /// The digest listed for `name`; its absence is an error naming the listing.
+    pub fn require(&self, name: &str) -> anyhow::Result<Digest> {
+        match self.get(name)? {
+            Some(digest) => Ok(digest),
+            None => bail!("{} has no line for {name}", self.source),
+        }
+    }
+}
+
 /// One line exactly as `sha256sum` writes it (text mode, two spaces).
 pub fn line(digest: &Digest, name: &str) -> String {
     format!("{digest}  {name}\n")
@@ -239,6 +269,22 @@ mod tests {
             .to_string()
             .contains("listed twice"));
         assert_eq!(lookup(&entries, "b").unwrap(), Some(hash_bytes(b"")));
+    }
+
+    #[test]
+    fn a_missing_line_is_an_error_naming_the_listing() {
+        let sums = Sums::parse(&format!("{EMPTY}  a\n"), "https://x/SHA256SUMS").unwrap();
+        assert_eq!(sums.require("a").unwrap(), hash_bytes(b""));
+        assert_eq!(sums.get("b").unwrap(), None);
+        assert_eq!(
+            sums.require("b").unwrap_err().to_string(),
+            "https://x/SHA256SUMS has no line for b"
+        );
+        let err = Sums::parse("junk\n", "f").unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("reading f: line 1"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 mod measure;
 mod release;
-mod server;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,18 +16,51 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::image::ImageFormat;
-use crate::progress::step;
+use clap::Parser;
+use xtask::image::ImageFormat;
+use xtask::util::progress::step;
+use xtask::util::tools;
 
 const VERSION: &str = "1.10.2";
 const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const PLAIN_PIPELINE: &str = include_str!("bench/plain-pipeline.sh");
+const PLAIN_PIPELINE: &str = include_str!("plain-pipeline.sh");
 const PHASES: [&str; 5] = ["download", "verify", "extract", "pack", "hash"];
 
+/// Measure `cargo xtask build` (each format, cold and warm cache) against the plain-tools
+/// pipeline (curl, unzip, mkfs.ext4 or mksquashfs -comp xz, sha256sum), on a generated
+/// Alloy-sized release served on loopback. Prints a table; writes results.md and results.json
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask bench", bin_name = "cargo xtask bench")]
 pub struct BenchOptions {
+    /// Size of the generated Alloy binary, in MB (Alloy's is ~420)
+    #[arg(long, default_value_t = 420, value_name = "MB")]
     pub size_mb: u64,
+
+    /// Runs of each contender (the table shows medians)
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    pub out_dir: PathBuf,
+
+    /// Where to write results.md and results.json [default: target/bench]
+    #[arg(long = "out", value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// The xtask binary to measure [default: the one that ran `cargo xtask bench`, else the
+    /// one beside this binary]
+    #[arg(long, env = xtask::cli::XTASK_ENV, value_name = "PATH")]
+    pub xtask: Option<PathBuf>,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(BenchOptions::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  because: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,19 +113,41 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     if options.runs == 0 || options.size_mb == 0 {
         bail!("--runs and --size-mb must be at least 1");
     }
-    let mut tools: Vec<crate::tools::Tool> = Vec::new();
+    let out_dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| xtask::project_root().join("target").join("bench"));
+    let mut needed: Vec<tools::Tool> = Vec::new();
     for format in [ImageFormat::Ext4, ImageFormat::Squashfs, ImageFormat::Erofs] {
-        tools.extend_from_slice(format.tools());
+        needed.extend_from_slice(format.tools());
     }
-    crate::tools::require(&tools)?;
+    tools::preflight(&xshell::Shell::new()?, &needed)?;
     for tool in ["curl", "unzip", "sha256sum", "bash"] {
         which(tool)?;
     }
-    let xtask = std::env::current_exe().context("finding the xtask binary")?;
-    let cache = crate::project_root().join("target").join("bench-cache");
+    // The xtask measured is the one `cargo xtask` runs: our sibling in the target directory.
+    let xtask = match &options.xtask {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("finding the xtask binary")?
+            .with_file_name("xtask"),
+    };
+    if !xtask.is_file() {
+        bail!(
+            "{} is not built: run `cargo build -p xtask` first (cargo xtask bench does)",
+            xtask.display()
+        );
+    }
+    let cache = xtask::project_root().join("target").join("bench-cache");
     std::fs::create_dir_all(&cache)?;
     let release = release::generate(&cache, options.size_mb)?;
-    let server = server::start(&release.dir)?;
+    let mirror = xtask_testkit::mirror::Mirror::start();
+    for name in ["alloy-linux-amd64.zip", "SHA256SUMS"] {
+        let bytes = std::fs::read(release.dir.join(name))
+            .with_context(|| format!("reading {}", release.dir.join(name).display()))?;
+        mirror.add(VERSION, name, bytes);
+    }
+    let base_url = mirror.base_url.clone();
 
     let work = tempfile::Builder::new()
         .prefix("bench-work-")
@@ -105,20 +159,14 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     step("Filling the cache for the warm build");
     let setup = work.path().join("setup");
     std::fs::create_dir_all(&setup)?;
-    xtask_command(
-        &xtask,
-        &server.base_url,
-        &warm_cache,
-        &setup,
-        ImageFormat::Ext4,
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .status()
-    .context("running the warm-up build")?
-    .success()
-    .then_some(())
-    .context("the warm-up build failed")?;
+    xtask_command(&xtask, &base_url, &warm_cache, &setup, ImageFormat::Ext4)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running the warm-up build")?
+        .success()
+        .then_some(())
+        .context("the warm-up build failed")?;
     std::fs::remove_dir_all(&setup)?;
 
     let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
@@ -131,25 +179,18 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
                 options.size_mb
             ));
             let dir = work.path().join("run");
-            let sample = match run_one(
-                contender,
-                &xtask,
-                &script,
-                &server.base_url,
-                &dir,
-                &warm_cache,
-            ) {
+            let sample = match run_one(contender, &xtask, &script, &base_url, &dir, &warm_cache) {
                 Ok(sample) => sample,
                 Err(error) => {
                     let kept = work.keep(); // for the output log the error names
                     return Err(error.context(format!("(kept {})", kept.display())));
                 }
             };
-            crate::progress::detail(format!(
+            xtask::util::progress::detail(format!(
                 "{:.2} s wall, {:.2} s CPU, {} image",
                 sample.measured.wall_s,
                 sample.measured.cpu_s,
-                crate::progress::mib(sample.image_bytes)
+                xtask::util::progress::mib(sample.image_bytes)
             ));
             std::fs::remove_dir_all(&dir)?;
             samples.entry(contender.name()).or_default().push(sample);
@@ -165,16 +206,15 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     let results = summarize(&options, &release, staged_bytes, &samples);
     let markdown = markdown(&results);
     println!("\n{markdown}");
-    std::fs::create_dir_all(&options.out_dir)
-        .with_context(|| format!("creating {}", options.out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     write_whole(
-        &options.out_dir.join("results.json"),
+        &out_dir.join("results.json"),
         &(serde_json::to_string_pretty(&results)? + "\n"),
     )?;
-    write_whole(&options.out_dir.join("results.md"), &markdown)?;
+    write_whole(&out_dir.join("results.md"), &markdown)?;
     println!(
         "written: {0}/results.md, {0}/results.json",
-        options.out_dir.display()
+        out_dir.display()
     );
     Ok(())
 }
@@ -233,13 +273,13 @@ fn run_one(
             let out = dir.join("out");
             let cache = dir.join("cache");
             let mut command = xtask_command(xtask, base_url, &cache, &out, format);
-            command.env(crate::timings::ENV, &timings);
+            command.env("ALLOY_SYSEXT_TIMINGS", &timings);
             (command, out.join(IMAGE))
         }
         Contender::Warm => {
             let out = dir.join("out");
             let mut command = xtask_command(xtask, base_url, warm_cache, &out, ImageFormat::Ext4);
-            command.env(crate::timings::ENV, &timings);
+            command.env("ALLOY_SYSEXT_TIMINGS", &timings);
             (command, out.join(IMAGE))
         }
     };
@@ -542,5 +582,16 @@ mod tests {
         assert_eq!(met, [true, true, false, true, true, true], "{t:#?}");
         assert_eq!(t[0]["value"], 0.4);
         assert_eq!(t[2]["value"], 70.0);
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        BenchOptions::command().debug_assert();
     }
 }

@@ -7,15 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::arch::Arch;
-use crate::fetch::VerifiedZip;
-use crate::progress::{detail, mib, step};
-use crate::service;
-use crate::version::Version;
-
-/// The extension's name: the image must be merged as `alloy.raw`, and its metadata file is
-/// `extension-release.alloy`.
-pub const EXTENSION_NAME: &str = "alloy";
+use super::fetch::VerifiedZip;
+use super::Report;
+use crate::contract::{ExtensionRelease, ImageName, ALLOY_PATH, EXTENSION_RELEASE_PATH};
+use crate::host::service;
+use crate::util::progress::{detail, mib, step};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -161,45 +157,32 @@ impl StagedTree {
     }
 }
 
-/// The extension's metadata: systemd-sysext merges it only on a host whose os-release has the
-/// same `ID` and `SYSEXT_LEVEL`, and whose architecture matches. `EXTENSION_RELOAD_MANAGER=1`
-/// asks systemd-sysext (>= 255) to reload units after a merge, so the manager sees alloy.service.
-pub fn extension_release(arch: Arch) -> String {
-    format!(
-        "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE={}\nEXTENSION_RELOAD_MANAGER=1\n",
-        arch.systemd_name()
-    )
-}
-
-pub fn extension_release_path() -> String {
-    format!("usr/lib/extension-release.d/extension-release.{EXTENSION_NAME}")
-}
-
 /// Lays out the sysext tree for one architecture: the verified binary as `usr/bin/alloy`
 /// (0755 whatever the zip said), the extension-release file, and the service with its defaults
 /// (and, with `autostart`, the drop-in that starts it).
 pub fn stage_sysext_tree(
     root: &Path,
     zip: &VerifiedZip,
-    version: &Version,
-    arch: Arch,
+    name: &ImageName,
     autostart: bool,
+    report: &mut Report,
 ) -> anyhow::Result<StagedTree> {
+    let arch = name.arch;
     step(format!(
         "Staging the sysext tree for Alloy {} ({arch})",
-        version.tag()
+        name.version.tag()
     ));
     let mut tree = StagedTree::new(root)?;
-    crate::timings::phase("extract", || {
-        tree.add_file_with("usr/bin/alloy", 0o755, |disk| {
-            crate::archive::extract_binary(&zip.path, &arch.release_binary(), disk)?;
-            crate::elf::check_file(disk, arch)
+    report.phase("extract", || {
+        tree.add_file_with(ALLOY_PATH, 0o755, |disk| {
+            super::archive::extract_binary(&zip.path, &arch.release_binary(), disk)?;
+            super::elf::check_file(disk, arch)
                 .with_context(|| format!("{} holds the wrong binary", zip.path.display()))
         })
     })?;
     tree.add_file(
-        &extension_release_path(),
-        extension_release(arch).as_bytes(),
+        EXTENSION_RELEASE_PATH,
+        ExtensionRelease::for_arch(arch).render().as_bytes(),
         0o644,
     )?;
     stage_service(&mut tree, autostart)?;
@@ -242,22 +225,6 @@ fn stage_service(tree: &mut StagedTree, autostart: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn extension_release_matches_flatcar() {
-        assert_eq!(
-            extension_release(Arch::Amd64),
-            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
-        );
-        assert_eq!(
-            extension_release(Arch::Arm64),
-            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=arm64\nEXTENSION_RELOAD_MANAGER=1\n"
-        );
-        assert_eq!(
-            extension_release_path(),
-            "usr/lib/extension-release.d/extension-release.alloy"
-        );
-    }
 
     #[test]
     fn service_files_are_staged_with_the_drop_in_only_for_autostart() {

@@ -1,21 +1,25 @@
 //! `cargo xtask publish` and `cargo xtask verify` against a real S3 server process (s3s-fs) on
 //! loopback, with the bucket's files served over HTTP as the public domain would serve them.
 
+mod s3;
+#[path = "../../xtask/tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use s3::{CuttingProxy, ACCESS_KEY, BUCKET, S3, SECRET_KEY};
 use support::fixture::{sha256_hex, Release};
 use support::mirror::Mirror;
-use support::s3::{CuttingProxy, ACCESS_KEY, BUCKET, S3, SECRET_KEY};
 use support::{Run, Workspace, XTASK};
+
+/// The publish binary, which `cargo xtask publish ARGS` builds and runs with ARGS.
+const PUBLISH: &str = env!("CARGO_BIN_EXE_xtask-publish");
 
 /// `xtask publish ARGS` with the test server's keys, nothing inherited that matters.
 fn publish_command(endpoint: &str, dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(XTASK);
+    let mut command = Command::new(PUBLISH);
     command
-        .arg("publish")
         .args(args)
         .arg("--dir")
         .arg(dir)
@@ -419,12 +423,7 @@ fn publish_in_concurrent_pairs(
 #[test]
 fn two_publishes_of_different_versions_at_once_both_end_up_in_the_index() {
     let s3 = S3::start();
-    publish_in_concurrent_pairs(
-        &s3,
-        &["1.10.0", "1.10.1", "1.11.0-rc.1", "1.9.5"],
-        200_000,
-        &[],
-    );
+    publish_in_concurrent_pairs(&s3, &["1.10.0", "1.10.1", "1.11.0", "1.9.5"], 200_000, &[]);
     let index = String::from_utf8(s3.object("SHA256SUMS").unwrap()).unwrap();
     let names: Vec<&str> = index.lines().map(|l| &l[66..]).collect();
     assert_eq!(
@@ -433,11 +432,45 @@ fn two_publishes_of_different_versions_at_once_both_end_up_in_the_index() {
             "alloy-1.9.5-amd64.raw",
             "alloy-1.10.0-amd64.raw",
             "alloy-1.10.1-amd64.raw",
-            "alloy-1.11.0-rc.1-amd64.raw",
+            "alloy-1.11.0-amd64.raw",
         ],
         "every version, sorted by version"
     );
     assert_no_dangling_checksum(&s3);
+}
+
+#[test]
+fn release_candidates_go_to_the_rc_channel_and_never_into_the_stable_index() {
+    let s3 = S3::start();
+    let stable = tempfile::tempdir().unwrap();
+    fabricate(stable.path(), "1.10.2", "amd64", 100_000, 1);
+    publish(&s3, stable.path(), &[]).assert_ok();
+    let rc = tempfile::tempdir().unwrap();
+    fabricate(rc.path(), "1.11.0-rc.1", "amd64", 100_000, 2);
+    publish(&s3, rc.path(), &[]).assert_ok();
+
+    let stable_index = String::from_utf8(s3.object("SHA256SUMS").unwrap()).unwrap();
+    assert!(!stable_index.contains("rc"), "{stable_index}");
+    assert!(
+        stable_index.contains("alloy-1.10.2-amd64.raw"),
+        "{stable_index}"
+    );
+    let rc_index = String::from_utf8(s3.object("rc/SHA256SUMS").unwrap()).unwrap();
+    assert_eq!(
+        rc_index.lines().map(|l| &l[66..]).collect::<Vec<_>>(),
+        ["alloy-1.11.0-rc.1-amd64.raw"]
+    );
+    assert!(s3.object("rc/alloy-1.11.0-rc.1-amd64.raw").is_some());
+    assert!(s3.object("rc/alloy-1.11.0-rc.1-amd64.raw.sha256").is_some());
+    assert!(s3.object("alloy-1.11.0-rc.1-amd64.raw").is_none());
+
+    // Both versions in one directory: refused, since they belong in different indexes.
+    let both = tempfile::tempdir().unwrap();
+    fabricate(both.path(), "1.10.3", "amd64", 1000, 3);
+    fabricate(both.path(), "1.12.0-rc.1", "amd64", 1000, 4);
+    publish(&s3, both.path(), &[])
+        .assert_fails_with(&["release candidates and releases", "Nothing was uploaded"]);
+    assert!(s3.object("alloy-1.10.3-amd64.raw").is_none());
 }
 
 #[test]

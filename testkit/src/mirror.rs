@@ -7,7 +7,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use super::fixture::Release;
+/// A release the mirror can serve: its version and its assets by name.
+pub trait Assets {
+    fn version(&self) -> &str;
+    fn assets(&self) -> &std::collections::BTreeMap<String, Vec<u8>>;
+}
 
 #[derive(Clone, Debug)]
 pub enum Fault {
@@ -61,13 +65,20 @@ impl Mirror {
         Mirror { base_url, state }
     }
 
-    pub fn add_release(&self, release: &Release) {
-        let mut state = self.state.lock().unwrap();
-        for (name, bytes) in &release.assets {
-            state
-                .files
-                .insert(format!("v{}/{name}", release.version), bytes.clone());
+    /// Serves every asset of `release` under `v<VERSION>/`.
+    pub fn add_release(&self, release: &impl Assets) {
+        for (name, bytes) in release.assets() {
+            self.add(release.version(), name, bytes.clone());
         }
+    }
+
+    /// Serves `bytes` as `v<VERSION>/<asset>`.
+    pub fn add(&self, version: &str, asset: &str, bytes: Vec<u8>) {
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(format!("v{version}/{asset}"), bytes);
     }
 
     pub fn remove(&self, version: &str, asset: &str) {

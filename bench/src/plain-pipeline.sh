@@ -8,8 +8,8 @@ cd "$work"
 mark=$EPOCHREALTIME
 phase() { local now=$EPOCHREALTIME; echo "$1 $now $mark" >>"$phases"; mark=$now; }
 
-curl -fsS -o alloy-linux-amd64.zip "$url/v$version/alloy-linux-amd64.zip"
-curl -fsS -o SHA256SUMS "$url/v$version/SHA256SUMS"
+curl -fsSL -o alloy-linux-amd64.zip "$url/v$version/alloy-linux-amd64.zip"
+curl -fsSL -o SHA256SUMS "$url/v$version/SHA256SUMS"
 phase download
 grep ' alloy-linux-amd64.zip$' SHA256SUMS | sha256sum -c --quiet -
 phase verify

@@ -5,18 +5,33 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::Report;
 use crate::arch::Arch;
-use crate::checksums::{self, Digest};
-use crate::download::{Http, NotFound};
-use crate::progress::{detail, step};
-use crate::timings;
+use crate::util::checksums::{self, Digest, Sums};
+use crate::util::files;
+use crate::util::http::{Http, NotFound};
+use crate::util::progress::{detail, step};
 use crate::version::Version;
-
-pub const DEFAULT_RELEASES_URL: &str = "https://github.com/grafana/alloy/releases/download";
 
 /// A release zip on disk whose SHA-256 matched the expected one.
 pub struct VerifiedZip {
     pub path: PathBuf,
+}
+
+/// How a local zip's expected digest is given.
+#[derive(Clone, Debug)]
+pub enum Expected {
+    Digest(Digest),
+    Sha256Sums(PathBuf),
+}
+
+/// Where the release zip comes from.
+#[derive(Clone, Debug)]
+pub enum ReleaseSource {
+    /// The release mirror, through the download cache.
+    Mirror,
+    /// Air-gapped: a local zip and how to verify it.
+    Local { zip: PathBuf, expected: Expected },
 }
 
 /// Where the release assets of `version` live: `<base>/v<VERSION>/<asset>`.
@@ -24,16 +39,12 @@ pub fn asset_url(base: &str, version: &Version, asset: &str) -> String {
     format!("{}/{}/{asset}", base.trim_end_matches('/'), version.tag())
 }
 
-/// `$XDG_CACHE_HOME/alloy-sysext`, else `~/.cache/alloy-sysext`.
-pub fn cache_dir() -> anyhow::Result<PathBuf> {
-    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".cache"),
-            None => {
-                bail!("neither XDG_CACHE_HOME nor HOME is set: set one, so downloads can be cached")
-            }
-        },
+/// `<cache home>/alloy-sysext`: `$XDG_CACHE_HOME`, else `$HOME/.cache`.
+pub fn cache_dir(cache_home: Option<PathBuf>, home: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let base = match (cache_home, home) {
+        (Some(dir), _) if !dir.as_os_str().is_empty() => dir,
+        (_, Some(home)) if !home.as_os_str().is_empty() => home.join(".cache"),
+        _ => bail!("neither XDG_CACHE_HOME nor HOME is set: set one, so downloads can be cached"),
     };
     Ok(base.join("alloy-sysext"))
 }
@@ -55,11 +66,9 @@ fn expected_digest(
     let text = http
         .get_text(&url, 1 << 20)
         .map_err(|e| explain_not_found(e, version, "SHA256SUMS", base))?;
-    let entries = checksums::parse(&text).with_context(|| format!("reading {url}"))?;
-    match checksums::lookup(&entries, asset)? {
-        Some(digest) => Ok(digest),
-        None => bail!("{url} has no line for {asset}, so it cannot be verified: is {asset} part of Alloy {version}?"),
-    }
+    Sums::parse(&text, &url)?
+        .require(asset)
+        .with_context(|| format!("cannot verify {asset}: is it part of Alloy {version}?"))
 }
 
 fn explain_not_found(
@@ -78,28 +87,45 @@ fn explain_not_found(
     }
 }
 
-/// Returns the verified release zip for `arch`, downloading it only when the cache lacks a copy
-/// that matches the release's SHA256SUMS.
+/// The verified release zip for `arch`: from `source`, else from the cache when it still
+/// matches the release's SHA256SUMS, else downloaded from the mirror at `base`.
 pub fn release_zip(
     http: &Http,
+    source: &ReleaseSource,
     base: &str,
+    cache: &Path,
     version: &Version,
     arch: Arch,
+    report: &mut Report,
+) -> anyhow::Result<VerifiedZip> {
+    match source {
+        ReleaseSource::Local { zip, expected } => local_zip(zip, expected, arch, report),
+        ReleaseSource::Mirror => mirror_zip(http, base, cache, version, arch, report),
+    }
+}
+
+fn mirror_zip(
+    http: &Http,
+    base: &str,
+    cache: &Path,
+    version: &Version,
+    arch: Arch,
+    report: &mut Report,
 ) -> anyhow::Result<VerifiedZip> {
     let asset = arch.release_zip();
     step(format!(
         "Fetching {asset} of Alloy {} from {base}",
         version.tag()
     ));
-    let expected = timings::phase("download", || expected_digest(http, base, version, &asset))?;
+    let expected = report.phase("download", || expected_digest(http, base, version, &asset))?;
     detail(format!("SHA256SUMS lists {asset} as {expected}"));
 
-    let dir = cache_dir()?.join(version.tag());
+    let dir = cache.join(version.tag());
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating cache directory {}", dir.display()))?;
     let cached = dir.join(&asset);
     if cached.exists() {
-        let (digest, _) = timings::phase("verify", || checksums::hash_file(&cached))?;
+        let (digest, _) = report.phase("verify", || checksums::hash_file(&cached))?;
         if digest == expected {
             detail(format!("using cached {} (verified)", cached.display()));
             return Ok(VerifiedZip { path: cached });
@@ -113,14 +139,15 @@ pub fn release_zip(
 
     let url = asset_url(base, version, &asset);
     // Download beside the cache entry, and move it in only once it verifies.
-    crate::files::remove_abandoned(&dir);
+    files::remove_abandoned(&dir);
     let partial = tempfile::Builder::new()
-        .prefix(&crate::files::temp_prefix())
+        .prefix(&files::temp_prefix())
         .suffix(&format!("-{asset}.partial"))
         .tempfile_in(&dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     // Hashed on the way in: for a fresh download, verifying costs no separate pass.
-    let (digest, _) = timings::phase("download", || http.download(&url, partial.path(), &asset))
+    let (digest, _) = report
+        .phase("download", || http.download(&url, partial.path(), &asset))
         .map_err(|e| explain_not_found(e, version, &asset, base))?;
     if digest != expected {
         return Err(mismatch(&url, &expected, &digest, "from SHA256SUMS"));
@@ -132,30 +159,25 @@ pub fn release_zip(
     Ok(VerifiedZip { path: cached })
 }
 
-/// How a local zip's expected digest is given.
-pub enum Expected<'a> {
-    Digest(Digest),
-    Sha256Sums(&'a Path),
-}
-
 /// Verifies a local release zip, for builds without network access.
-pub fn local_zip(zip: &Path, expected: Expected, arch: Arch) -> anyhow::Result<VerifiedZip> {
+fn local_zip(
+    zip: &Path,
+    expected: &Expected,
+    arch: Arch,
+    report: &mut Report,
+) -> anyhow::Result<VerifiedZip> {
     step(format!("Verifying local {}", zip.display()));
     let (expected, source) = match expected {
-        Expected::Digest(digest) => (digest, "given with --sha256".to_string()),
+        Expected::Digest(digest) => (*digest, "given with --sha256".to_string()),
         Expected::Sha256Sums(sums) => {
             let text = std::fs::read_to_string(sums)
                 .with_context(|| format!("reading {}", sums.display()))?;
-            let entries =
-                checksums::parse(&text).with_context(|| format!("reading {}", sums.display()))?;
-            let asset = arch.release_zip();
-            match checksums::lookup(&entries, &asset)? {
-                Some(digest) => (digest, format!("from {}", sums.display())),
-                None => bail!("{} has no line for {asset}", sums.display()),
-            }
+            let digest =
+                Sums::parse(&text, sums.display().to_string())?.require(&arch.release_zip())?;
+            (digest, format!("from {}", sums.display()))
         }
     };
-    let (digest, _) = timings::phase("verify", || checksums::hash_file(zip))?;
+    let (digest, _) = report.phase("verify", || checksums::hash_file(zip))?;
     if digest != expected {
         return Err(mismatch(
             &zip.display().to_string(),
@@ -178,7 +200,11 @@ mod tests {
     fn asset_urls_use_the_tag() {
         let version: Version = "1.10.2".parse().unwrap();
         assert_eq!(
-            asset_url(DEFAULT_RELEASES_URL, &version, "SHA256SUMS"),
+            asset_url(
+                crate::contract::DEFAULT_RELEASES_URL,
+                &version,
+                "SHA256SUMS"
+            ),
             "https://github.com/grafana/alloy/releases/download/v1.10.2/SHA256SUMS"
         );
         assert_eq!(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use crate::files::copy_stream;
+use crate::util::files::copy_stream;
 
 /// Larger than any Alloy binary; a zip that inflates beyond it is refused.
 const MAX_BINARY_SIZE: u64 = 2 << 30;

@@ -2,39 +2,17 @@
 //! which systemd-sysupdate reads to find versions. Merging never drops or changes a line.
 
 use std::cmp::Ordering;
-use std::str::FromStr;
+
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::ValueEnum;
 
-use crate::arch::Arch;
-use crate::checksums::{self, Entry};
-use crate::version::Version;
+use xtask::contract::{ImageName, INDEX_NAME};
+use xtask::util::checksums::{self, Entry, Sums};
+use xtask::util::progress::detail;
+use xtask::util::retry::Backoff;
 
-/// The index's object key (under the prefix).
-pub const INDEX_NAME: &str = "SHA256SUMS";
-
-/// What an image file name says: `alloy-1.10.2-amd64.raw`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageName {
-    pub version: Version,
-    pub arch: Arch,
-}
-
-impl ImageName {
-    /// Reads `alloy-<VERSION>-<ARCH>.raw`; anything else is `None`.
-    pub fn parse(name: &str) -> Option<ImageName> {
-        let rest = name
-            .strip_prefix(crate::stage::EXTENSION_NAME)?
-            .strip_prefix('-')?
-            .strip_suffix(".raw")?;
-        let (version, arch) = rest.rsplit_once('-')?;
-        Some(ImageName {
-            version: Version::from_str(version).ok()?,
-            arch: Arch::from_str(arch, false).ok()?,
-        })
-    }
-}
+use crate::bucket::{self, Bucket, Precondition, Written};
 
 /// Index order: images by version then architecture; names we do not know last, by name.
 fn index_order(a: &Entry, b: &Entry) -> Ordering {
@@ -60,8 +38,9 @@ pub struct Merged {
 /// A name already listed with the same digest is kept as is; with a different digest it is an
 /// error naming both, since a published image never changes.
 pub fn merge(existing: &str, new: &[Entry]) -> anyhow::Result<Merged> {
-    let mut entries = checksums::parse(existing)
-        .context("the bucket's SHA256SUMS is not in sha256sum format; fix or remove it by hand")?;
+    let mut entries = Sums::parse(existing, INDEX_NAME)
+        .context("the bucket's SHA256SUMS is not in sha256sum format; fix or remove it by hand")?
+        .entries;
     let mut added = Vec::new();
     for entry in new {
         match checksums::lookup(&entries, &entry.name)? {
@@ -86,10 +65,83 @@ pub fn merge(existing: &str, new: &[Entry]) -> anyhow::Result<Merged> {
     Ok(Merged { text, added })
 }
 
+/// How long after writing the index we read it back.
+pub const INDEX_SETTLE: Duration = Duration::from_millis(1000);
+
+/// The index is a few lines per release; anything much larger is not ours.
+pub const INDEX_LIMIT: u64 = 16 << 20;
+
+/// Adds our entries to `SHA256SUMS` by read-modify-write on its ETag; a concurrent publisher
+/// makes our write fail with 412, and we read again and merge again.
+pub async fn update_index(bucket: &Bucket, entries: &[Entry], verbose: bool) -> anyhow::Result<()> {
+    const ATTEMPTS: u32 = 10;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    for attempt in 1..=ATTEMPTS {
+        let current = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await?;
+        let (existing, precondition) = match &current {
+            Some((text, etag)) => (text.as_str(), Precondition::Matches(etag.clone())),
+            None => ("", Precondition::Absent),
+        };
+        let merged = merge(existing, entries)?;
+        if merged.added.is_empty() && current.is_some() {
+            detail(format!("{INDEX_NAME} already lists every image"));
+            return Ok(());
+        }
+        if verbose {
+            let condition = match &precondition {
+                Precondition::Absent => "If-None-Match: *".to_string(),
+                Precondition::Matches(etag) => format!("If-Match: {etag}"),
+            };
+            detail(format!("PUT {} ({condition})", bucket.key(INDEX_NAME)));
+        }
+        let digest = checksums::hash_bytes(merged.text.as_bytes());
+        match bucket
+            .put(
+                INDEX_NAME,
+                merged.text.into_bytes().into(),
+                &digest,
+                bucket::INDEX,
+                &precondition,
+            )
+            .await?
+        {
+            Written::Done => {
+                // Read it back once concurrent writes have landed: a store whose conditional
+                // writes are not atomic can let two writers both pass, and the later one
+                // drops the other's lines. Then we merge again.
+                tokio::time::sleep(INDEX_SETTLE).await;
+                let now = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await?;
+                let listed = now
+                    .as_ref()
+                    .map(|(text, _)| merge(text, entries).map(|m| m.added.is_empty()))
+                    .transpose()?
+                    .unwrap_or(false);
+                if listed {
+                    detail(format!("{INDEX_NAME}: added {}", merged.added.join(", ")));
+                    return Ok(());
+                }
+                detail(format!(
+                    "{INDEX_NAME} lost our lines to a concurrent write; merging again (attempt {attempt} of {ATTEMPTS})"
+                ));
+            }
+            Written::PreconditionFailed => {
+                let wait = backoff.next_wait();
+                detail(format!(
+                    "{INDEX_NAME} changed under us (another publisher?); merging again in {wait:?} (attempt {attempt} of {ATTEMPTS})"
+                ));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    bail!(
+        "{INDEX_NAME} kept changing under us for {ATTEMPTS} attempts; the images are uploaded, run publish again to list them"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksums::hash_bytes;
+    use xtask::util::checksums::hash_bytes;
 
     fn entry(name: &str, content: &str) -> Entry {
         Entry {
@@ -104,26 +156,6 @@ mod tests {
             .into_iter()
             .map(|e| e.name)
             .collect()
-    }
-
-    #[test]
-    fn image_names_are_read_back() {
-        assert_eq!(
-            ImageName::parse("alloy-1.11.0-rc.1-arm64.raw"),
-            Some(ImageName {
-                version: "1.11.0-rc.1".parse().unwrap(),
-                arch: Arch::Arm64
-            })
-        );
-        for other in [
-            "alloy-1.10.2-amd64.raw.sha256",
-            "alloy-1.10.2-s390x.raw",
-            "alloy-latest-amd64.raw",
-            "other-1.10.2-amd64.raw",
-            "SHA256SUMS",
-        ] {
-            assert_eq!(ImageName::parse(other), None, "{other}");
-        }
     }
 
     #[test]

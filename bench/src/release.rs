@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::checksums;
-use crate::files::copy_stream;
+use xtask::util::checksums;
+use xtask::util::files::copy_stream;
 
 /// Bump when the generator changes, so cached releases are made again.
 const GENERATOR_VERSION: u32 = 1;
@@ -154,7 +154,7 @@ fn elf_header() -> Vec<u8> {
     h[5] = 1; // little-endian
     h[6] = 1; // version
     h[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    h[18..20].copy_from_slice(&crate::elf::EM_X86_64.to_le_bytes());
+    h[18..20].copy_from_slice(&xtask::arch::EM_X86_64.to_le_bytes());
     h[20..24].copy_from_slice(&1u32.to_le_bytes());
     h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
     h
@@ -201,7 +201,7 @@ pub fn generate(cache: &Path, size_mb: u64) -> anyhow::Result<GeneratedRelease> 
     let zip_path = dir.join("alloy-linux-amd64.zip");
     let sums_path = dir.join("SHA256SUMS");
     if !sums_path.exists() {
-        crate::progress::step(format!(
+        xtask::util::progress::step(format!(
             "Generating a {size_mb} MB release in {}",
             dir.display()
         ));
@@ -259,7 +259,7 @@ mod tests {
         write_binary(&mut b, 4_000_000).unwrap();
         assert_eq!(a.len(), 4_000_000);
         assert!(a == b);
-        crate::elf::check_header(&a[..64], crate::arch::Arch::Amd64).unwrap();
+        xtask::build::elf::check_header(&a[..64], xtask::arch::Arch::Amd64).unwrap();
 
         let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         writer

@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use ureq::http::{StatusCode, Uri};
 
-use crate::checksums::{Digest, HashingWriter, BUFFER_SIZE};
-use crate::progress::Transfer;
+use super::checksums::{Digest, HashingWriter, BUFFER_SIZE};
+use super::progress::Transfer;
+use super::retry::Backoff;
 
 /// The server said 404: the thing does not exist at that URL. Never retried.
 #[derive(Debug)]
@@ -65,6 +66,12 @@ pub struct Http {
     first_backoff: Duration,
 }
 
+impl Default for Http {
+    fn default() -> Http {
+        Http::new()
+    }
+}
+
 impl Http {
     pub fn new() -> Http {
         let config = ureq::Agent::config_builder()
@@ -90,7 +97,7 @@ impl Http {
         mut attempt: impl FnMut(u32) -> Result<T, Failure>,
         mut on_retry: impl FnMut(&anyhow::Error, Duration),
     ) -> anyhow::Result<T> {
-        let mut backoff = self.first_backoff;
+        let mut backoff = Backoff::new(self.first_backoff, Duration::from_secs(10));
         let mut last_error = None;
         for number in 1..=self.attempts {
             match attempt(number) {
@@ -98,9 +105,9 @@ impl Http {
                 Err(Failure::Fatal(error)) => return Err(error),
                 Err(Failure::Retry(error)) => {
                     if number < self.attempts {
-                        on_retry(&error, backoff);
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        let wait = backoff.next_wait();
+                        on_retry(&error, wait);
+                        std::thread::sleep(wait);
                     }
                     last_error = Some(error);
                 }
@@ -184,7 +191,7 @@ impl Http {
                     .map_err(|e| Failure::Retry(anyhow!(e).context(format!("reading {url}"))))?;
                 Ok(text)
             },
-            |error, wait| crate::progress::detail(format!("{error:#}; retrying in {wait:?}")),
+            |error, wait| super::progress::detail(format!("{error:#}; retrying in {wait:?}")),
         )
     }
 
@@ -212,7 +219,7 @@ impl Http {
                     .map_err(|e| Failure::Retry(anyhow!(e).context(format!("reading {url}"))))?;
                 Ok((body, response_headers))
             },
-            |error, wait| crate::progress::detail(format!("{error:#}; retrying in {wait:?}")),
+            |error, wait| super::progress::detail(format!("{error:#}; retrying in {wait:?}")),
         )
     }
 
@@ -276,7 +283,7 @@ impl Http {
                 }
                 Ok(())
             },
-            |error, wait| crate::progress::detail(format!("{error:#}; retrying in {wait:?}")),
+            |error, wait| super::progress::detail(format!("{error:#}; retrying in {wait:?}")),
         );
         result?;
         let size = writer.written();

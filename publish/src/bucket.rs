@@ -17,8 +17,8 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use aws_smithy_http_client::tls;
 use sha2::{Digest as _, Sha256};
 
-use crate::checksums::{Digest, BUFFER_SIZE};
 use crate::multipart::Part;
+use xtask::util::checksums::{Digest, BUFFER_SIZE};
 
 /// Where the bucket is and how to sign requests. Holds the secret key: no `Debug`, never printed.
 pub struct Settings {
@@ -84,7 +84,7 @@ pub fn settings(
             missing.join("; ")
         );
     };
-    crate::download::check_url(&endpoint).context("the bucket endpoint")?;
+    xtask::util::http::check_url(&endpoint).context("the bucket endpoint")?;
     if bucket.contains('/') {
         bail!("bucket name {bucket:?} contains '/': give the bucket with --bucket and any folder with --prefix");
     }
@@ -95,6 +95,14 @@ pub fn settings(
         credentials_from,
         credentials: Credentials::new(id, secret, None, None, "environment"),
     })
+}
+
+impl Settings {
+    /// The same bucket, with `folder` (`""` or `rc/`) added to the prefix.
+    pub fn in_folder(mut self, folder: &str) -> Settings {
+        self.prefix = normalize_prefix(&format!("{}{folder}", self.prefix));
+        self
+    }
 }
 
 /// `a/b/` from `/a/b`, `a/b/` or `a//b`; empty stays empty.
@@ -158,8 +166,10 @@ pub struct Bucket {
     pub endpoint: String,
 }
 
+/// The digest as S3's `x-amz-checksum-sha256` wants it: standard base64.
 fn base64_digest(digest: &Digest) -> String {
-    aws_smithy_types::base64::encode(digest.0)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(digest.0)
 }
 
 /// Turns an SDK error into one that says what failed and what to do about 403 and 404.
@@ -448,7 +458,7 @@ impl Bucket {
                 .send()
                 .await
             {
-                crate::progress::detail(format!(
+                xtask::util::progress::detail(format!(
                     "could not abort multipart upload {upload_id} of {key} ({}); the bucket's lifecycle rules will remove its parts",
                     DisplayErrorContext(e)
                 ));
@@ -693,7 +703,7 @@ mod tests {
     fn part_checksums_are_base64_of_the_digest() {
         // sha256("") in base64, as S3 documents it.
         assert_eq!(
-            base64_digest(&crate::checksums::hash_bytes(b"")),
+            base64_digest(&xtask::util::checksums::hash_bytes(b"")),
             "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
         );
     }
@@ -705,7 +715,7 @@ mod tests {
         std::fs::write(&path, b"hello world").unwrap();
         assert_eq!(
             hash_range(&path, 6, 5).unwrap(),
-            crate::checksums::hash_bytes(b"world")
+            xtask::util::checksums::hash_bytes(b"world")
         );
         assert!(hash_range(&path, 6, 6).is_err());
     }

@@ -1,0 +1,55 @@
+//! `cargo xtask bench` runs end to end on a small generated release (it measures the `xtask`
+//! binary beside its own, which `cargo test --workspace` builds).
+
+#[path = "../../xtask/tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+
+/// A quick benchmark run completes and writes results that parse. No timing is asserted.
+#[test]
+fn bench_smoke_run_writes_markdown_and_json() {
+    let out = tempfile::tempdir().unwrap();
+    let run = support::Run::from_command(
+        Command::new(env!("CARGO_BIN_EXE_xtask-bench"))
+            .args(["--size-mb", "4", "--runs", "1", "--out"])
+            .arg(out.path()),
+    );
+    run.assert_ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = json["contenders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "xtask cold ext4",
+            "xtask warm ext4",
+            "plain ext4",
+            "xtask cold squashfs",
+            "plain squashfs (xz)",
+            "xtask cold erofs"
+        ]
+    );
+    for c in json["contenders"].as_array().unwrap() {
+        assert!(c["wall_s"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["image_bytes"].as_u64().unwrap() > 100_000, "{c}");
+        assert!(c["phases_s"]["pack"].as_f64().is_some(), "{c}");
+    }
+    assert_eq!(json["targets"].as_array().unwrap().len(), 6);
+    // Staged: the 4 MB binary, its metadata and the service files.
+    let staged = json["staged_bytes"].as_u64().unwrap();
+    assert!(staged > 4_000_000 && staged < 4_100_000, "{staged}");
+    let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(markdown.contains("| xtask cold erofs |"), "{markdown}");
+    assert!(
+        run.stdout.contains("| plain squashfs (xz) |"),
+        "{}",
+        run.stdout
+    );
+}
