@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::{ArgMatches, Args, Parser, Subcommand};
 use xshell::Shell;
 
-use crate::{build, host, image, latest, verify};
+use crate::{build, check, host, image, latest, verify};
 
 /// Build, publish and verify systemd-sysext images of Grafana Alloy for Flatcar Container Linux.
 #[derive(Parser, Debug)]
@@ -30,6 +30,7 @@ pub enum Command {
     Butane(host::butane::Butane),
     Inspect(image::inspect::Inspect),
     Bench(Bench),
+    Check(check::Check),
 }
 
 impl Command {
@@ -43,6 +44,7 @@ impl Command {
             Command::Butane(command) => command.run(sh),
             Command::Inspect(command) => command.run(sh),
             Command::Bench(command) => command.member.run(sh, "xtask-bench"),
+            Command::Check(command) => command.run(sh),
         }
     }
 }

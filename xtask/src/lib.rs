@@ -9,6 +9,7 @@
 
 pub mod arch;
 pub mod build;
+pub mod check;
 pub mod cli;
 pub mod contract;
 pub mod host;

@@ -4,3 +4,53 @@
 
 pub mod butane;
 pub mod service;
+
+/// Every `sh -c '...'` / `sh -c "..."` body in the units and drop-ins we generate, with the
+/// unit it comes from, for shellcheck (`cargo xtask check`).
+pub fn shell_snippets() -> Vec<(&'static str, String)> {
+    let units: [(&'static str, String); 2] = [
+        ("alloy.service", service::unit()),
+        (
+            "systemd-sysupdate.service.d/alloy.conf",
+            butane::sysupdate_dropin(),
+        ),
+    ];
+    let mut snippets = Vec::new();
+    for (unit, text) in units {
+        for body in sh_c_bodies(&text) {
+            snippets.push((unit, body));
+        }
+    }
+    snippets
+}
+
+/// The bodies of `sh -c "BODY"` and `sh -c 'BODY'` on each line of a unit file, with systemd's
+/// `$$` (a literal `$`) undone.
+pub fn sh_c_bodies(unit: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for line in unit.lines() {
+        let Some(at) = line.find("sh -c ") else {
+            continue;
+        };
+        let rest = line[at + 6..].trim();
+        let Some(quote) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        if let Some(end) = rest[1..].rfind(quote) {
+            bodies.push(rest[1..1 + end].replace("$$", "$"));
+        }
+    }
+    bodies
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_shell_in_unit_lines() {
+        let unit = "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'\nExecStart=/usr/bin/true\nExecStartPost=/usr/bin/sh -c \"a $$x || b\"\n";
+        assert_eq!(sh_c_bodies(unit), ["kill -HUP $MAINPID", "a $x || b"]);
+        assert!(!shell_snippets().is_empty());
+    }
+}

@@ -45,7 +45,7 @@ EnvironmentFile=-{ENVIRONMENT_FILE}
 ExecStartPre=+/usr/bin/systemd-tmpfiles --create alloy.conf
 ExecStart=/usr/bin/alloy run $CUSTOM_ARGS --storage.path=/var/lib/alloy/data $CONFIG_FILE
 # The shell's own kill: no kill binary needs to exist on the host (systemd 252 has no ReloadSignal=).
-ExecReload=/bin/sh -c 'kill -HUP $MAINPID'
+ExecReload=/bin/sh -c 'kill -HUP \"$MAINPID\"'
 TimeoutStopSec=20s
 NoNewPrivileges=yes
 ProtectSystem=strict
@@ -155,7 +155,7 @@ mod tests {
             "Environment=CONFIG_FILE=/etc/alloy/config.alloy",
             "Environment=HOSTNAME=%H",
             "ExecStart=/usr/bin/alloy run $CUSTOM_ARGS --storage.path=/var/lib/alloy/data $CONFIG_FILE",
-            "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'",
+            "ExecReload=/bin/sh -c 'kill -HUP \"$MAINPID\"'",
             "ExecStartPre=+/usr/bin/systemd-tmpfiles --create alloy.conf",
             "Restart=always",
             "TimeoutStopSec=20s",

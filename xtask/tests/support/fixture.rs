@@ -31,7 +31,8 @@ static COMPILE: Mutex<()> = Mutex::new(());
 /// AArch64: enough for the architecture checks, which is all an arm64 fixture is used for here.
 pub fn fake_alloy(version: &str, arch: &str) -> Vec<u8> {
     let _guard = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-alloy.c");
+    // From the workspace root, so that other packages (publish, bench) can share this module.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/tests/fixtures/fake-alloy.c");
     // Cached per version and per source text, so that editing the fixture rebuilds it.
     let source_digest = sha256_hex(&std::fs::read(&source).unwrap());
     let out = fixture_dir().join(format!("fake-alloy-{version}-{}", &source_digest[..16]));
