@@ -36,14 +36,6 @@ pub const MKFS_EROFS: Tool = Tool {
     command: "mkfs.erofs",
     package: "erofs-utils",
 };
-pub const FSCK_EROFS: Tool = Tool {
-    command: "fsck.erofs",
-    package: "erofs-utils",
-};
-pub const DUMP_EROFS: Tool = Tool {
-    command: "dump.erofs",
-    package: "erofs-utils",
-};
 
 /// Where to look: `$PATH`, then the sbin directories that an unprivileged user's PATH often
 /// lacks on Debian, where e2fsprogs installs.
