@@ -1,0 +1,673 @@
+//! Crafted images against `xtask inspect` and `xtask verify`: links to host files and to
+//! `/dev/zero`, FIFOs, devices, a linked `usr/lib`, directories where files belong, sparse
+//! multi-GiB files, wide and deep trees, and (erofs) names with `/`, `..` or NUL patched in
+//! after mkfs. Each runs under a memory limit, a deadline and a private TMPDIR, and must fail
+//! cleanly naming the problem (or, where nothing is wrong on the way, succeed with the right
+//! answer), print nothing from the host, write nothing outside and leave TMPDIR empty.
+
+mod support;
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::fixture::{fake_alloy, sha256_hex, Release};
+use support::http::{Answer, Server};
+use support::mirror::Mirror;
+use support::{tool, Run, Workspace, XTASK};
+
+const VERSION: &str = "1.10.2";
+const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+const RELEASE_DIR: &str = "usr/lib/extension-release.d";
+const RELEASE_FILE: &str = "usr/lib/extension-release.d/extension-release.alloy";
+const GOOD_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n";
+/// What xtask runs under: far below what an unbounded read of a 3 GiB file would take.
+const MEMORY_LIMIT: &str = "--as=536870912";
+const DEADLINE_SECONDS: &str = "60";
+
+/// Host files a hostile image points at. The secret ones hold a marker that must never show,
+/// and look right: following them would make a bad image pass.
+struct Host {
+    dir: tempfile::TempDir,
+    marker: String,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = format!("HOST-SECRET-{}", std::process::id());
+        let release = dir.path().join("lib/extension-release.d");
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::write(
+            release.join("extension-release.alloy"),
+            format!("{GOOD_RELEASE}SECRET={marker}\n"),
+        )
+        .unwrap();
+        Host { dir, marker }
+    }
+
+    fn secret_lib(&self) -> PathBuf {
+        self.dir.path().join("lib")
+    }
+
+    fn secret_release(&self) -> PathBuf {
+        self.secret_lib()
+            .join("extension-release.d/extension-release.alloy")
+    }
+
+    /// Lines of host files that must not appear in any output.
+    fn forbidden(&self) -> Vec<String> {
+        let mut lines = vec![self.marker.clone()];
+        for file in ["/etc/shadow", "/etc/os-release"] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            lines.extend(
+                text.lines()
+                    .filter(|l| l.len() > 8)
+                    .map(str::to_string)
+                    .take(3),
+            );
+        }
+        lines
+    }
+}
+
+/// The outcome of a bounded run: what it printed, and how it ended.
+struct Bounded {
+    run: Run,
+    code: Option<i32>,
+}
+
+/// Runs xtask with `args` under `prlimit --as`, `timeout`, and an empty private TMPDIR, and
+/// checks what must hold whatever the image: no hang, no crash, nothing from the host, nothing
+/// left in TMPDIR.
+fn bounded(args: &[&str], host: &Host) -> Bounded {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            DEADLINE_SECONDS,
+            "prlimit",
+            MEMORY_LIMIT,
+            "--",
+        ])
+        .arg(XTASK)
+        .args(args)
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let run = Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    let code = output.status.code();
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        code == Some(0) || code == Some(1),
+        "xtask {args:?} ended with {:?} (a hang, a crash or an allocation failure)\n{all}",
+        output.status
+    );
+    for line in host.forbidden() {
+        assert!(
+            !all.contains(&line),
+            "xtask {args:?} printed host content {line:?}:\n{all}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "xtask {args:?} left {left:?} in TMPDIR");
+    Bounded { run, code }
+}
+
+fn inspect(image: &Path, host: &Host) -> Bounded {
+    bounded(&["inspect", "--json", image.to_str().unwrap()], host)
+}
+
+/// Serves `image` as the only published image, with true checksums, and runs verify on it.
+fn verify(image: &Path, host: &Host) -> Bounded {
+    let bytes = std::fs::read(image).unwrap();
+    let digest = sha256_hex(&bytes);
+    let bucket = Server::start();
+    bucket.answer(
+        "/SHA256SUMS",
+        Answer::ok(format!("{digest}  {IMAGE}\n").into_bytes()),
+    );
+    bucket.answer(
+        &format!("/{IMAGE}.sha256"),
+        Answer::ok(format!("{digest}  {IMAGE}\n").into_bytes()),
+    );
+    bucket.answer(&format!("/{IMAGE}"), Answer::ok(bytes));
+    bounded(&["verify", VERSION, "--base-url", &bucket.url], host)
+}
+
+fn run_tool(command: &mut Command) {
+    let output = command.output().expect("running a tool");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A good sysext tree: the fake Alloy and a true extension-release.
+fn good_tree(root: &Path) {
+    std::fs::create_dir_all(root.join(RELEASE_DIR)).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join(RELEASE_FILE), GOOD_RELEASE).unwrap();
+    std::fs::write(root.join("usr/bin/alloy"), fake_alloy(VERSION, "amd64")).unwrap();
+    set_mode(&root.join("usr/bin/alloy"), 0o755);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mknod(path: &Path, kind: &str, major: &str, minor: &str) {
+    let _ = std::fs::remove_file(path);
+    let mut command = Command::new("mknod");
+    command.arg(path).arg(kind);
+    if kind != "p" {
+        command.args([major, minor]);
+    }
+    run_tool(&mut command);
+}
+
+/// Packs `tree` into `image` the way each format's tool does.
+fn pack(format: &str, tree: &Path, image: &Path) {
+    let _ = std::fs::remove_file(image);
+    match format {
+        "ext4" => run_tool(
+            Command::new(tool("mkfs.ext4"))
+                .args(["-q", "-F", "-N", "40000", "-E", "root_owner=0:0", "-d"])
+                .arg(tree)
+                .arg(image)
+                .arg("96M"),
+        ),
+        "squashfs" => run_tool(Command::new(tool("mksquashfs")).arg(tree).arg(image).args([
+            "-quiet",
+            "-no-progress",
+            "-all-root",
+            "-noappend",
+        ])),
+        "erofs" => run_tool(
+            Command::new(tool("mkfs.erofs"))
+                .args(["--quiet", "--all-root", "-zlz4hc", "-C131072"])
+                .arg(image)
+                .arg(tree),
+        ),
+        other => panic!("no format {other}"),
+    }
+}
+
+/// Sets the size of the file at `path` inside `image` to `size`, leaving its data as it is:
+/// a sparse multi-GiB file without writing one.
+fn set_size(format: &str, image: &Path, path: &str, size: u64) {
+    match format {
+        "ext4" => run_tool(
+            Command::new(tool("debugfs"))
+                .arg("-w")
+                .arg("-R")
+                .arg(format!("sif /{path} size {size}"))
+                .arg(image),
+        ),
+        "erofs" => {
+            let info = Command::new(tool("dump.erofs"))
+                .arg(format!("--path=/{path}"))
+                .arg(image)
+                .output()
+                .unwrap();
+            let info = String::from_utf8(info.stdout).unwrap();
+            let nid: u64 = info
+                .split_whitespace()
+                .skip_while(|w| *w != "NID:")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no NID in {info}"))
+                .parse()
+                .unwrap();
+            let mut bytes = std::fs::read(image).unwrap();
+            let sb = 1024;
+            let block_bits = bytes[sb + 12];
+            let meta = u64::from(u32::from_le_bytes(
+                bytes[sb + 40..sb + 44].try_into().unwrap(),
+            )) << block_bits;
+            let at = (meta + nid * 32) as usize;
+            if bytes[at] & 1 == 0 {
+                let size = u32::try_from(size).unwrap();
+                bytes[at + 8..at + 12].copy_from_slice(&size.to_le_bytes());
+            } else {
+                bytes[at + 8..at + 16].copy_from_slice(&size.to_le_bytes());
+            }
+            std::fs::write(image, bytes).unwrap();
+        }
+        other => panic!("{other} images get their sparse files from the tree"),
+    }
+}
+
+/// What a crafted image must lead to.
+enum Expect {
+    /// A clean failure whose message holds every one of these.
+    Fails(Vec<String>),
+    /// Success: nothing wrong stands on the way (the rest of the tree is never walked).
+    Reads { size: u64 },
+}
+
+fn fails(needles: &[&str]) -> Expect {
+    Expect::Fails(needles.iter().map(|n| n.to_string()).collect())
+}
+
+const THREE_GIB: u64 = 3 << 30;
+
+/// One crafted image per case, for `format`: (name, image, what must happen).
+fn crafted_images(
+    format: &'static str,
+    host: &Host,
+    work: &Path,
+) -> Vec<(String, PathBuf, Expect)> {
+    let binary_len = fake_alloy(VERSION, "amd64").len() as u64;
+    let release_link = |target: PathBuf| {
+        move |root: &Path| {
+            std::fs::remove_file(root.join(RELEASE_FILE)).unwrap();
+            symlink(&target, root.join(RELEASE_FILE)).unwrap();
+        }
+    };
+    type Craft = Box<dyn Fn(&Path)>;
+    let secret = host.secret_release();
+    let secret_lib = host.secret_lib();
+    let mut cases: Vec<(&str, Craft, Expect)> = vec![
+        (
+            "extension-release links to /etc/shadow",
+            Box::new(release_link("/etc/shadow".into())),
+            fails(&[
+                "extension-release.alloy is a symbolic link to \"/etc/shadow\", not a regular file",
+            ]),
+        ),
+        (
+            "extension-release links to the host's /etc/os-release",
+            Box::new(release_link("/etc/os-release".into())),
+            fails(&["is a symbolic link to \"/etc/os-release\""]),
+        ),
+        (
+            "extension-release links to a host file that would pass",
+            Box::new(release_link(secret)),
+            fails(&["extension-release.alloy is a symbolic link to"]),
+        ),
+        (
+            "extension-release links to /dev/zero",
+            Box::new(release_link("/dev/zero".into())),
+            fails(&["is a symbolic link to \"/dev/zero\""]),
+        ),
+        (
+            "extension-release is a FIFO",
+            Box::new(|root: &Path| mknod(&root.join(RELEASE_FILE), "p", "", "")),
+            fails(&["extension-release.alloy is a FIFO, not a regular file"]),
+        ),
+        (
+            "extension-release is /dev/zero's device node",
+            Box::new(|root: &Path| mknod(&root.join(RELEASE_FILE), "c", "1", "5")),
+            fails(&["extension-release.alloy is a character device, not a regular file"]),
+        ),
+        (
+            "usr/lib links to a host directory holding a passing extension-release",
+            Box::new(move |root: &Path| {
+                std::fs::remove_dir_all(root.join("usr/lib")).unwrap();
+                symlink(&secret_lib, root.join("usr/lib")).unwrap();
+            }),
+            fails(&["/usr/lib is a symbolic link to", "not a directory"]),
+        ),
+        (
+            "usr/lib/extension-release.d is a FIFO",
+            Box::new(|root: &Path| {
+                std::fs::remove_dir_all(root.join(RELEASE_DIR)).unwrap();
+                mknod(&root.join(RELEASE_DIR), "p", "", "");
+            }),
+            fails(&["/usr/lib/extension-release.d is a FIFO, not a directory"]),
+        ),
+        (
+            "extension-release is a directory",
+            Box::new(|root: &Path| {
+                std::fs::remove_file(root.join(RELEASE_FILE)).unwrap();
+                std::fs::create_dir_all(root.join(RELEASE_FILE).join("sub")).unwrap();
+            }),
+            fails(&["extension-release.alloy is a directory, not a regular file"]),
+        ),
+        (
+            "usr/bin/alloy links to the host's bash (an ELF that would pass)",
+            Box::new(|root: &Path| {
+                std::fs::remove_file(root.join("usr/bin/alloy")).unwrap();
+                symlink("/usr/bin/bash", root.join("usr/bin/alloy")).unwrap();
+            }),
+            fails(&["/usr/bin/alloy is a symbolic link to \"/usr/bin/bash\""]),
+        ),
+        (
+            "usr/bin/alloy is a FIFO",
+            Box::new(|root: &Path| mknod(&root.join("usr/bin/alloy"), "p", "", "")),
+            fails(&["/usr/bin/alloy is a FIFO"]),
+        ),
+        (
+            "usr/bin/alloy is a block device",
+            Box::new(|root: &Path| mknod(&root.join("usr/bin/alloy"), "b", "7", "0")),
+            fails(&["/usr/bin/alloy is a block device"]),
+        ),
+        (
+            "usr/bin links to /usr/bin",
+            Box::new(|root: &Path| {
+                std::fs::remove_dir_all(root.join("usr/bin")).unwrap();
+                symlink("/usr/bin", root.join("usr/bin")).unwrap();
+            }),
+            fails(&["/usr/bin is a symbolic link to \"/usr/bin\", not a directory"]),
+        ),
+        (
+            "usr is a regular file",
+            Box::new(|root: &Path| {
+                std::fs::remove_dir_all(root.join("usr")).unwrap();
+                std::fs::write(root.join("usr"), "x").unwrap();
+            }),
+            fails(&["/usr is a regular file, not a directory"]),
+        ),
+        (
+            "a deep tree beside the files (1000 levels)",
+            Box::new(|root: &Path| {
+                let deep = root.join("usr/share").join("d/".repeat(1000));
+                std::fs::create_dir_all(deep).unwrap();
+            }),
+            Expect::Reads { size: binary_len },
+        ),
+    ];
+    // A 3 GiB sparse extension-release: squashfs packs holes from the tree; ext4 and erofs
+    // get the size set in the inode after packing.
+    cases.push((
+        "extension-release of 3 GiB (sparse)",
+        Box::new(move |root: &Path| {
+            if format == "squashfs" {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(root.join(RELEASE_FILE))
+                    .unwrap();
+                file.set_len(THREE_GIB).unwrap();
+            }
+        }),
+        fails(&["extension-release.alloy is 3221225472 bytes, over the 16384-byte limit"]),
+    ));
+    // A 3 GiB sparse binary is read as its first 64 bytes only.
+    if format != "erofs" {
+        cases.push((
+            "usr/bin/alloy of 3 GiB (sparse)",
+            Box::new(move |root: &Path| {
+                if format == "squashfs" {
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(root.join("usr/bin/alloy"))
+                        .unwrap();
+                    file.set_len(THREE_GIB).unwrap();
+                }
+            }),
+            Expect::Reads { size: THREE_GIB },
+        ));
+    }
+    // A directory on the way too large to list within budget: 20,000 entries of 250 bytes.
+    // unsquashfs lists only the path, so squashfs reads it. mke2fs -d takes minutes to fill
+    // one large directory: ext4 gets the entries through a loop mount after packing.
+    cases.push((
+        "usr/bin holding 20000 long names",
+        Box::new(move |root: &Path| {
+            if format != "ext4" {
+                fill_wide(&root.join("usr/bin"));
+            }
+        }),
+        match format {
+            "ext4" => fails(&["printed more than 4194304 bytes"]),
+            "erofs" => fails(&["over the 4194304-byte limit"]),
+            _ => Expect::Reads { size: binary_len },
+        },
+    ));
+
+    let mut images = Vec::new();
+    for (i, (name, craft, expect)) in cases.into_iter().enumerate() {
+        let root = work.join(format!("tree-{i}"));
+        good_tree(&root);
+        craft(&root);
+        let image = work.join(format!("{format}-{i}.raw"));
+        pack(format, &root, &image);
+        std::fs::remove_dir_all(&root).unwrap();
+        if format != "squashfs" && name.contains("3 GiB") {
+            let path = if name.starts_with("usr/bin/alloy") {
+                "usr/bin/alloy"
+            } else {
+                RELEASE_FILE
+            };
+            set_size(format, &image, path, THREE_GIB);
+        }
+        if format == "ext4" && name.contains("long names") {
+            fill_wide_ext4(&image, &work.join("mnt"));
+        }
+        images.push((format!("{format}: {name}"), image, expect));
+    }
+    images
+}
+
+fn fill_wide(dir: &Path) {
+    for i in 0..20_000 {
+        std::fs::File::create(dir.join(format!("{i:0>250}"))).unwrap();
+    }
+}
+
+/// [`fill_wide`] for `usr/bin` inside an ext4 image, through a loop mount in a private mount
+/// namespace (the kernel indexes large directories; mke2fs does not).
+fn fill_wide_ext4(image: &Path, mountpoint: &Path) {
+    std::fs::create_dir_all(mountpoint).unwrap();
+    let script = r#"set -e; mount -o loop "$1" "$2"; cd "$2/usr/bin"
+        i=0; while [ $i -lt 20000 ]; do printf '%0250d\n' $i; i=$((i+1)); done | xargs touch
+        cd /; umount "$2""#;
+    run_tool(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+            .arg(image)
+            .arg(mountpoint),
+    );
+}
+
+/// Checks one bounded inspect against what it must lead to; `Err` says what went wrong.
+fn check(name: &str, outcome: &Bounded, expect: &Expect) -> Result<(), String> {
+    let run = &outcome.run;
+    match expect {
+        Expect::Fails(needles) => {
+            if run.success {
+                return Err(format!("{name}: inspect succeeded:\n{}", run.stdout));
+            }
+            for needle in needles {
+                if !run.stderr.contains(needle.as_str()) {
+                    return Err(format!("{name}: stderr lacks {needle:?}:\n{}", run.stderr));
+                }
+            }
+            Ok(())
+        }
+        Expect::Reads { size } => {
+            if !run.success {
+                return Err(format!("{name}: inspect failed:\n{}", run.stderr));
+            }
+            let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+            let head = value["alloy"]["head_hex"].as_str().unwrap_or_default();
+            let release = value["extension_release"].as_str().unwrap_or_default();
+            if value["alloy"]["size"].as_u64() != Some(*size)
+                || !head.starts_with("7f454c46")
+                || head.len() != 128
+                || release != GOOD_RELEASE
+            {
+                return Err(format!("{name}: read wrong: {value}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every crafted image of `format` through inspect; verify on the ones that leaked before.
+fn hostile_images_are_refused(format: &'static str) {
+    let host = Host::new();
+    let work = tempfile::tempdir().unwrap();
+    let images = crafted_images(format, &host, work.path());
+    let mut failures = Vec::new();
+    for (name, image, expect) in &images {
+        let outcome = inspect(image, &host);
+        assert!(outcome.code.is_some());
+        if let Err(why) = check(name, &outcome, expect) {
+            failures.push(why);
+        }
+        if name.contains("os-release") || name.contains("would pass") {
+            let verified = verify(image, &host);
+            if verified.run.success || !verified.run.stdout.contains("is a symbolic link to") {
+                failures.push(format!(
+                    "{name}: verify did not fail naming the link:\n{}\n{}",
+                    verified.run.stdout, verified.run.stderr
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{format}: {} crafted images tried, {} handled as required",
+        images.len(),
+        images.len() - failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn hostile_ext4_images_are_refused() {
+    if support::require_root("hostile_ext4_images_are_refused") {
+        hostile_images_are_refused("ext4");
+    }
+}
+
+#[test]
+fn hostile_squashfs_images_are_refused() {
+    if support::require_root("hostile_squashfs_images_are_refused") {
+        hostile_images_are_refused("squashfs");
+    }
+}
+
+#[test]
+fn hostile_erofs_images_are_refused() {
+    if support::require_root("hostile_erofs_images_are_refused") {
+        hostile_images_are_refused("erofs");
+    }
+}
+
+/// Replaces the name `from` in `image` with `to` (same length): erofs-utils will not write
+/// such names, so they are patched in after mkfs. `from` is followed by `next`, the entry
+/// after it in the directory's name area, so that the match is the name and nothing else.
+fn patch_name(image: &Path, from: &[u8], next: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = std::fs::read(image).unwrap();
+    let needle = [from, next].concat();
+    let hits: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "{:?} in {}",
+        String::from_utf8_lossy(&needle),
+        image.display()
+    );
+    bytes[hits[0]..hits[0] + from.len()].copy_from_slice(to);
+    std::fs::write(image, bytes).unwrap();
+}
+
+/// erofs names with `/`, `..` or NUL, patched in: refused, and nothing is written where such
+/// a name points (fsck.erofs --extract, which inspect used to run, wrote there).
+#[test]
+fn erofs_names_with_slashes_dots_or_nul_are_refused() {
+    if !support::require_root("erofs_names_with_slashes_dots_or_nul_are_refused") {
+        return;
+    }
+    let host = Host::new();
+    let work = tempfile::tempdir().unwrap();
+    let outside = host.dir.path().join("written-by-inspect");
+    let absolute = outside.to_str().unwrap().to_string();
+    let relative = format!("../../../../../../..{absolute}");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("an absolute path", absolute.clone().into_bytes()),
+        ("a path out of the tree", relative.clone().into_bytes()),
+        ("..", b"..".to_vec()),
+        ("a NUL", b"A\0B".to_vec()),
+    ];
+    let mut failures = Vec::new();
+    for (i, (what, name)) in cases.iter().enumerate() {
+        let root = work.path().join(format!("tree-{i}"));
+        good_tree(&root);
+        // Upper case sorts before `alloy`: the crafted name is never the block's last.
+        let placeholder = vec![b'A'; name.len()];
+        std::fs::write(
+            root.join("usr/bin")
+                .join(String::from_utf8(placeholder.clone()).unwrap()),
+            format!("{GOOD_RELEASE}SECRET={}\n", host.marker),
+        )
+        .unwrap();
+        let image = work.path().join(format!("names-{i}.raw"));
+        pack("erofs", &root, &image);
+        patch_name(&image, &placeholder, b"alloy", name);
+
+        let shown = format!("{:?}", String::from_utf8_lossy(name));
+        for outcome in [inspect(&image, &host), verify(&image, &host)] {
+            let all = format!("{}{}", outcome.run.stdout, outcome.run.stderr);
+            if outcome.run.success
+                || !all.contains("the directory /usr/bin holds an entry named")
+                || !all.contains(&shown)
+            {
+                failures.push(format!(
+                    "erofs name with {what}: not refused by name:\n{all}"
+                ));
+            }
+        }
+        assert!(!outside.exists(), "something was written at {absolute}");
+    }
+    eprintln!(
+        "erofs names: {} crafted images tried (inspect and verify), {} refused as required",
+        cases.len(),
+        cases.len() - failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Images built by `xtask build` still inspect and verify, under the same limits.
+#[test]
+fn built_images_pass_inspect_and_verify_within_the_limits() {
+    let host = Host::new();
+    let release = Release::new(VERSION);
+    let mirror = Mirror::start();
+    mirror.add_release(&release);
+    let binary = release.binary("amd64");
+    let head: String = binary[..64].iter().map(|b| format!("{b:02x}")).collect();
+    for format in support::FORMATS {
+        let ws = Workspace::new();
+        ws.build(&mirror.base_url, VERSION, &["--format", format])
+            .assert_ok();
+        let image = ws.image(IMAGE);
+        let inspected = inspect(&image, &host);
+        inspected.run.assert_ok();
+        let value: serde_json::Value = serde_json::from_str(&inspected.run.stdout).unwrap();
+        assert_eq!(value["format"], format);
+        assert_eq!(value["alloy"]["head_hex"], head.as_str(), "{format}");
+        assert_eq!(value["alloy"]["size"].as_u64(), Some(binary.len() as u64));
+        assert!(
+            value["extension_release"]
+                .as_str()
+                .unwrap()
+                .starts_with(GOOD_RELEASE),
+            "{value}"
+        );
+        let verified = verify(&image, &host);
+        verified.run.assert_ok();
+        assert!(
+            verified.run.stdout.contains(" ok"),
+            "{}",
+            verified.run.stdout
+        );
+    }
+}
