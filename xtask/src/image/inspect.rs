@@ -289,7 +289,8 @@ impl std::fmt::Display for Refusal {
                 if let Some(target) = link {
                     write!(f, " to {target:?}")?;
                 }
-                write!(f, ", not {}; not followed", self.expected)
+                let refused = if link.is_some() { "followed" } else { "read" };
+                write!(f, ", not {}; not {refused}", self.expected)
             }
             What::TooLarge { size, limit } => write!(
                 f,
@@ -680,11 +681,11 @@ mod tests {
         );
         assert_eq!(
             refused(&mut tree, "usr/bin/alloy").to_string(),
-            "/usr/bin/alloy is a FIFO, not a regular file; not followed"
+            "/usr/bin/alloy is a FIFO, not a regular file; not read"
         );
         assert_eq!(
             refused(&mut tree, "usr/bin").to_string(),
-            "/usr/bin is a directory, not a regular file; not followed"
+            "/usr/bin is a directory, not a regular file; not read"
         );
         assert!(refused(&mut tree, "usr/bin/big")
             .to_string()

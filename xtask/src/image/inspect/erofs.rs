@@ -302,23 +302,35 @@ impl Erofs {
         }
     }
 
-    /// Every entry of a directory, as (name, nid); at most [`OUTPUT_LIMIT`] bytes of directory.
-    fn entries(&self, dir: &Inode) -> anyhow::Result<Vec<(Vec<u8>, u64)>> {
+    /// Looks `name` up in a directory of at most [`OUTPUT_LIMIT`] bytes, a block at a time,
+    /// checking every name on the way (see [`bad_name`]).
+    fn find(&self, dir: &Inode, name: &[u8]) -> anyhow::Result<Result<Option<u64>, Vec<u8>>> {
         ensure!(
             dir.size <= OUTPUT_LIMIT as u64,
             "a directory of {} bytes, over the {OUTPUT_LIMIT}-byte limit (a crafted image?)",
             dir.size
         );
         let block = self.block_size();
-        let mut entries = Vec::new();
+        let mut dots = [0; 2];
+        let mut found = None;
         let mut offset = 0;
         while offset < dir.size {
             let len = block.min(dir.size - offset) as usize;
             let bytes = self.read_flat(dir, offset, len)?;
-            entries.extend(parse_dirents(&bytes)?);
+            for (entry, nid) in parse_dirents(&bytes)? {
+                if bad_name(&entry, &mut dots) {
+                    return Ok(Err(entry));
+                }
+                if entry == name {
+                    if found.is_some() {
+                        return Ok(Err(entry));
+                    }
+                    found = Some(nid);
+                }
+            }
             offset += block;
         }
-        Ok(entries)
+        Ok(Ok(found))
     }
 }
 
@@ -360,21 +372,15 @@ fn parse_dirents(block: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, u64)>> {
     Ok(entries)
 }
 
-/// Whether a directory's entries hold a name no filesystem may hold: empty, with `/` or NUL,
-/// or a second `.` or `..`.
-fn bad_name(entries: &[(Vec<u8>, u64)]) -> Option<Vec<u8>> {
-    let mut dots = [0, 0];
-    for (name, _) in entries {
-        match name.as_slice() {
-            b"." => dots[0] += 1,
-            b".." => dots[1] += 1,
-            _ => {}
-        }
-        if name.is_empty() || name.contains(&b'/') || name.contains(&0) || dots.contains(&2) {
-            return Some(name.clone());
-        }
+/// Whether a name is one no directory may hold: empty, with `/` or NUL, or a second `.` or
+/// `..` (counted in `dots` across the directory).
+fn bad_name(name: &[u8], dots: &mut [u32; 2]) -> bool {
+    match name {
+        b"." => dots[0] += 1,
+        b".." => dots[1] += 1,
+        _ => {}
     }
-    None
+    name.is_empty() || name.contains(&b'/') || name.contains(&0) || dots.iter().any(|d| *d > 1)
 }
 
 /// The first `want` bytes an LZ4 block decodes to, reading no further than needed. Sequences:
@@ -432,23 +438,17 @@ impl Tree for Erofs {
 
     fn lookup(&mut self, dir: &Node, name: &str) -> anyhow::Result<Lookup> {
         let inode = self.inode(dir.id)?;
-        let entries = self.entries(&inode)?;
-        if let Some(bad) = bad_name(&entries) {
-            return Ok(Lookup::BadName(bad));
-        }
-        let mut found = entries.iter().filter(|(n, _)| n == name.as_bytes());
-        let Some((_, nid)) = found.next() else {
-            return Ok(Lookup::Missing);
+        let nid = match self.find(&inode, name.as_bytes())? {
+            Err(bad) => return Ok(Lookup::BadName(bad)),
+            Ok(None) => return Ok(Lookup::Missing),
+            Ok(Some(nid)) => nid,
         };
-        if found.next().is_some() {
-            return Ok(Lookup::BadName(name.as_bytes().to_vec()));
-        }
         let path = if dir.path.is_empty() {
             name.to_string()
         } else {
             format!("{}/{name}", dir.path)
         };
-        Ok(Lookup::Found(self.node(*nid, path)?))
+        Ok(Lookup::Found(self.node(nid, path)?))
     }
 
     fn link_target(&mut self, link: &Node) -> anyhow::Result<Vec<u8>> {
@@ -518,14 +518,22 @@ mod tests {
         let names: Vec<&[u8]> = entries.iter().map(|(n, _)| n.as_slice()).collect();
         assert_eq!(names, [&b"."[..], b"..", b"alloy"]);
         assert_eq!(entries[2].1, 38);
-        assert_eq!(bad_name(&entries), None);
-
-        let crafted = parse_dirents(&dirent_block(&[b".", b"..", b"../../tmp/x"])).unwrap();
-        assert_eq!(bad_name(&crafted), Some(b"../../tmp/x".to_vec()));
-        let dots = parse_dirents(&dirent_block(&[b".", b"..", b".."])).unwrap();
-        assert_eq!(bad_name(&dots), Some(b"..".to_vec()));
-        let nul = parse_dirents(&dirent_block(&[b".", b"a\0b", b"c"])).unwrap();
-        assert_eq!(bad_name(&nul), Some(b"a\0b".to_vec()));
+        let bad = |names: &[&[u8]]| {
+            let mut dots = [0; 2];
+            let entries = parse_dirents(&dirent_block(names)).unwrap();
+            entries
+                .into_iter()
+                .find(|(name, _)| bad_name(name, &mut dots))
+                .map(|(name, _)| name)
+        };
+        assert_eq!(bad(&[b".", b"..", b"alloy"]), None);
+        assert_eq!(
+            bad(&[b".", b"..", b"../../tmp/x"]),
+            Some(b"../../tmp/x".to_vec())
+        );
+        assert_eq!(bad(&[b".", b"..", b".."]), Some(b"..".to_vec()));
+        assert_eq!(bad(&[b".", b"a\0b", b"c"]), Some(b"a\0b".to_vec()));
+        assert_eq!(bad(&[b".", b"", b"c"]), Some(Vec::new()));
 
         let mut broken = dirent_block(&[b".", b".."]);
         broken[8] = 200;

@@ -54,27 +54,32 @@ impl Tree for Ext4 {
             OUTPUT_LIMIT,
             Overflow::Fail,
         )?;
-        let entries = parse_ls(&listing)?;
-        let root = entries
-            .into_iter()
-            .find(|e| e.name == b".")
-            .context("the root directory has no `.` entry")?;
+        let mut dots = entries(&listing).filter(|e| e.as_ref().map_or(true, |e| e.name == b"."));
+        let root = dots
+            .next()
+            .context("the root directory has no `.` entry")??;
         Ok(root.node(String::new()))
     }
 
     fn lookup(&mut self, dir: &Node, name: &str) -> anyhow::Result<Lookup> {
         let listing = self.request(&format!("ls -p <{}>", dir.id), OUTPUT_LIMIT, Overflow::Fail)?;
-        let entries = parse_ls(&listing)?;
-        if let Some(bad) = entries.iter().find(|e| bad_name(&e.name)) {
-            return Ok(Lookup::BadName(bad.name.clone()));
+        let mut found = None;
+        let mut dots = [0; 2];
+        for entry in entries(&listing) {
+            let entry = entry?;
+            if bad_name(&entry.name, &mut dots) {
+                return Ok(Lookup::BadName(entry.name));
+            }
+            if entry.name == name.as_bytes() {
+                if found.is_some() {
+                    return Ok(Lookup::BadName(entry.name));
+                }
+                found = Some(entry);
+            }
         }
-        let mut found = entries.into_iter().filter(|e| e.name == name.as_bytes());
-        let Some(entry) = found.next() else {
+        let Some(entry) = found else {
             return Ok(Lookup::Missing);
         };
-        if found.next().is_some() {
-            return Ok(Lookup::BadName(name.as_bytes().to_vec()));
-        }
         let path = if dir.path.is_empty() {
             name.to_string()
         } else {
@@ -99,9 +104,17 @@ impl Tree for Ext4 {
     }
 }
 
-/// A name that no directory may hold: debugfs prints names as they are, so a crafted `/` shows.
-fn bad_name(name: &[u8]) -> bool {
-    name.is_empty() || name.contains(&b'/') || name.contains(&0)
+/// A name that no directory may hold: empty, with `/`, or a second `.` or `..` (counted in
+/// `dots` across the directory). debugfs prints names as they are, so a crafted `/` shows; it
+/// prints a name only up to a NUL, so a NUL cannot be seen (nor does it matter: the cut name
+/// is only compared).
+fn bad_name(name: &[u8], dots: &mut [u32; 2]) -> bool {
+    match name {
+        b"." => dots[0] += 1,
+        b".." => dots[1] += 1,
+        _ => {}
+    }
+    name.is_empty() || name.contains(&b'/') || dots.iter().any(|d| *d > 1)
 }
 
 /// One line of debugfs's `ls -p`.
@@ -130,52 +143,47 @@ impl Entry {
     }
 }
 
-/// Parses `ls -p`: `/inode/mode/uid/gid/name/size/` per entry (size empty for directories).
-/// The name is taken between the fourth `/` and the last-but-one, so a crafted name with `/`
-/// stays whole (and is refused). Inode 0 marks an unused slot, listed without name or size.
-fn parse_ls(text: &[u8]) -> anyhow::Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for line in text.split(|b| *b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        if line.starts_with(b"/0/") {
-            continue; // an unused slot
-        }
-        let parsed = (|| {
-            let inner = line.strip_prefix(b"/")?.strip_suffix(b"/")?;
-            let mut fields = inner.splitn(5, |b| *b == b'/');
-            let text = |f: &[u8]| std::str::from_utf8(f).ok().map(str::to_string);
-            let inode: u64 = text(fields.next()?)?.parse().ok()?;
-            let mode = u32::from_str_radix(&text(fields.next()?)?, 8).ok()?;
-            let uid = text(fields.next()?)?.parse().ok()?;
-            let gid = text(fields.next()?)?.parse().ok()?;
-            let rest = fields.next()?;
-            let cut = rest.iter().rposition(|b| *b == b'/')?;
-            let size = text(&rest[cut + 1..])?;
-            let size = if size.is_empty() {
-                None
-            } else {
-                Some(size.parse().ok()?)
-            };
-            Some(Entry {
-                inode,
-                mode,
-                uid,
-                gid,
-                name: rest[..cut].to_vec(),
-                size,
+/// Parses `ls -p`: `/inode/mode/uid/gid/name/size/` per entry (size empty for directories),
+/// one line at a time. The name is taken between the fourth `/` and the last-but-one, so a
+/// crafted name with `/` stays whole (and is refused). Inode 0 marks an unused slot, listed
+/// without name or size.
+fn entries(text: &[u8]) -> impl Iterator<Item = anyhow::Result<Entry>> + '_ {
+    text.split(|b| *b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace) && !line.starts_with(b"/0/"))
+        .map(|line| {
+            parse_line(line).with_context(|| {
+                format!(
+                    "unexpected line in debugfs's `ls -p` output: {:?}",
+                    String::from_utf8_lossy(line)
+                )
             })
-        })();
-        match parsed {
-            Some(entry) => entries.push(entry),
-            None => bail!(
-                "unexpected line in debugfs's `ls -p` output: {:?}",
-                String::from_utf8_lossy(line)
-            ),
-        }
-    }
-    Ok(entries)
+        })
+}
+
+fn parse_line(line: &[u8]) -> Option<Entry> {
+    let inner = line.strip_prefix(b"/")?.strip_suffix(b"/")?;
+    let mut fields = inner.splitn(5, |b| *b == b'/');
+    let text = |f: &[u8]| std::str::from_utf8(f).ok().map(str::to_string);
+    let inode: u64 = text(fields.next()?)?.parse().ok()?;
+    let mode = u32::from_str_radix(&text(fields.next()?)?, 8).ok()?;
+    let uid = text(fields.next()?)?.parse().ok()?;
+    let gid = text(fields.next()?)?.parse().ok()?;
+    let rest = fields.next()?;
+    let cut = rest.iter().rposition(|b| *b == b'/')?;
+    let size = text(&rest[cut + 1..])?;
+    let size = if size.is_empty() {
+        None
+    } else {
+        Some(size.parse().ok()?)
+    };
+    Some(Entry {
+        inode,
+        mode,
+        uid,
+        gid,
+        name: rest[..cut].to_vec(),
+        size,
+    })
 }
 
 /// `Fast link dest: "TARGET"` from debugfs's `stat`.
@@ -194,10 +202,10 @@ mod tests {
     #[test]
     fn reads_debugfs_directory_listings() {
         let text = b"\n/2/040755/0/0/.//\n/0/000000/0/0//\n/12/100755/0/7/alloy/734208/\n";
-        let entries = parse_ls(text).unwrap();
-        assert_eq!(entries.len(), 2);
+        let listed: Vec<Entry> = entries(text).map(Result::unwrap).collect();
+        assert_eq!(listed.len(), 2);
         assert_eq!(
-            entries[1],
+            listed[1],
             Entry {
                 inode: 12,
                 mode: 0o100755,
@@ -207,12 +215,15 @@ mod tests {
                 size: Some(734208)
             }
         );
-        assert_eq!(entries[0].size, None);
+        assert_eq!(listed[0].size, None);
         // A crafted name keeps its slashes, and is refused by the lookup.
-        let crafted = parse_ls(b"/13/100644/0/0/../../etc/x/5/\n").unwrap();
-        assert_eq!(crafted[0].name, b"../../etc/x");
-        assert!(bad_name(&crafted[0].name));
-        assert!(parse_ls(b"ls: Bad inode\n").is_err());
+        let crafted = parse_line(b"/13/100644/0/0/../../etc/x/5/").unwrap();
+        assert_eq!(crafted.name, b"../../etc/x");
+        assert!(bad_name(&crafted.name, &mut [0; 2]));
+        let mut dots = [0; 2];
+        assert!(!bad_name(b"..", &mut dots));
+        assert!(bad_name(b"..", &mut dots), "a second `..`");
+        assert!(entries(b"ls: Bad inode\n").next().unwrap().is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! squashfs through `unsquashfs`: each step of a path is listed on its own, with the listing
 //! limited to the path's depth (`-max-depth`) and no wildcards, so a hostile tree elsewhere is
 //! never walked; files are read with `-cat`, which refuses links and anything not a file.
-//! unsquashfs 4.5 itself refuses names with `/` or `..`.
+//! unsquashfs 4.5 itself refuses a directory holding a name with `/`, NUL, `.` or `..`
+//! ("invalid characters in name"), which fails the listing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,7 +64,10 @@ impl Tree for Squashfs {
             .arg(&path);
         let output = run_bounded(command, OUTPUT_LIMIT, Overflow::Fail, DEADLINE)?;
         if output.success != Some(true) {
-            bail!("unsquashfs -lln {path} failed: {}", output.stderr.trim());
+            bail!(
+                "unsquashfs -lln {path} failed: {}",
+                one_line(&output.stderr)
+            );
         }
         let text = String::from_utf8_lossy(&output.stdout);
         let listed = format!("{ROOT}/{path}");
@@ -105,11 +109,21 @@ impl Tree for Squashfs {
             bail!(
                 "unsquashfs -cat {} failed: {}",
                 file.path,
-                output.stderr.trim()
+                one_line(&output.stderr)
             );
         }
         Ok(output.stdout)
     }
+}
+
+/// unsquashfs's complaints, on one line.
+fn one_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" / ")
 }
 
 /// One line of `unsquashfs -lln`.
