@@ -555,18 +555,18 @@ fn hostile_erofs_images_are_refused() {
     }
 }
 
-/// Replaces the name `from` in `image` with `to` (same length): erofs-utils will not write
-/// such names, so they are patched in after mkfs. `from` is followed by `next`, the entry
-/// after it in the directory's name area, so that the match is the name and nothing else.
-fn patch_name(image: &Path, from: &[u8], next: &[u8], to: &[u8]) {
+/// Replaces the name `from` in `image` with `to` (same length): no mkfs tool will write such
+/// names, so they are patched in after packing. The name is found with
+/// what surrounds it (`before`, `after`), which must make it unique in the image.
+fn patch_name(image: &Path, (before, from, after): (&[u8], &[u8], &[u8]), to: &[u8]) {
     assert_eq!(from.len(), to.len());
     let mut bytes = std::fs::read(image).unwrap();
-    let needle = [from, next].concat();
+    let needle = [before, from, after].concat();
     let hits: Vec<usize> = bytes
         .windows(needle.len())
         .enumerate()
         .filter(|(_, w)| *w == needle.as_slice())
-        .map(|(i, _)| i)
+        .map(|(i, _)| i + before.len())
         .collect();
     assert_eq!(
         hits.len(),
@@ -579,11 +579,12 @@ fn patch_name(image: &Path, from: &[u8], next: &[u8], to: &[u8]) {
     std::fs::write(image, bytes).unwrap();
 }
 
-/// erofs names with `/`, `..` or NUL, patched in: refused, and nothing is written where such
-/// a name points (fsck.erofs --extract, which inspect used to run, wrote there).
+/// Names with `/`, `..` or NUL, patched into erofs, squashfs and ext4 images: refused, and nothing
+/// is written where such a name points (fsck.erofs --extract, which inspect used to run,
+/// wrote there).
 #[test]
-fn erofs_names_with_slashes_dots_or_nul_are_refused() {
-    if !support::require_root("erofs_names_with_slashes_dots_or_nul_are_refused") {
+fn names_with_slashes_dots_or_nul_are_refused() {
+    if !support::require_root("names_with_slashes_dots_or_nul_are_refused") {
         return;
     }
     let host = Host::new();
@@ -597,40 +598,80 @@ fn erofs_names_with_slashes_dots_or_nul_are_refused() {
         ("..", b"..".to_vec()),
         ("a NUL", b"A\0B".to_vec()),
     ];
+    let mut tried = 0;
     let mut failures = Vec::new();
-    for (i, (what, name)) in cases.iter().enumerate() {
-        let root = work.path().join(format!("tree-{i}"));
-        good_tree(&root);
-        // Upper case sorts before `alloy`: the crafted name is never the block's last.
-        let placeholder = vec![b'A'; name.len()];
-        std::fs::write(
-            root.join("usr/bin")
-                .join(String::from_utf8(placeholder.clone()).unwrap()),
-            format!("{GOOD_RELEASE}SECRET={}\n", host.marker),
-        )
-        .unwrap();
-        let image = work.path().join(format!("names-{i}.raw"));
-        pack("erofs", &root, &image);
-        patch_name(&image, &placeholder, b"alloy", name);
-
-        let shown = format!("{:?}", String::from_utf8_lossy(name));
-        for outcome in [inspect(&image, &host), verify(&image, &host)] {
-            let all = format!("{}{}", outcome.run.stdout, outcome.run.stderr);
-            if outcome.run.success
-                || !all.contains("the directory /usr/bin holds an entry named")
-                || !all.contains(&shown)
-            {
-                failures.push(format!(
-                    "erofs name with {what}: not refused by name:\n{all}"
-                ));
+    for format in ["erofs", "squashfs", "ext4"] {
+        for (i, (what, name)) in cases.iter().enumerate() {
+            if format == "ext4" && name.contains(&0) {
+                continue; // debugfs prints names up to a NUL: the cut name is harmless
             }
+            let root = work.path().join(format!("tree-{format}-{i}"));
+            good_tree(&root);
+            // Upper case sorts before `alloy`: in erofs the crafted name is then never the
+            // last in its block, and its name is followed by `alloy`'s.
+            let placeholder = vec![b'A'; name.len()];
+            std::fs::write(
+                root.join("usr/bin")
+                    .join(String::from_utf8(placeholder.clone()).unwrap()),
+                format!("{GOOD_RELEASE}SECRET={}\n", host.marker),
+            )
+            .unwrap();
+            let image = work.path().join(format!("names-{format}-{i}.raw"));
+            let (surrounding, refusal) = if format == "erofs" {
+                pack(format, &root, &image);
+                let shown = format!("{:?}", String::from_utf8_lossy(name));
+                (
+                    (&b""[..], &placeholder[..], &b"alloy"[..]),
+                    format!("the directory /usr/bin holds an entry named {shown}"),
+                )
+            } else if format == "ext4" {
+                // Without directory block checksums, which the patch would break; a name
+                // follows its length and file type (1, regular).
+                run_tool(
+                    Command::new(tool("mkfs.ext4"))
+                        .args(["-q", "-F", "-O", "^metadata_csum", "-d"])
+                        .arg(&root)
+                        .arg(&image)
+                        .arg("16M"),
+                );
+                let shown = format!("{:?}", String::from_utf8_lossy(name));
+                (
+                    (&[name.len() as u8, 1][..], &placeholder[..], &b""[..]),
+                    format!("the directory /usr/bin holds an entry named {shown}"),
+                )
+            } else {
+                // Directory tables uncompressed (-noI): a name follows its length - 1.
+                run_tool(
+                    Command::new(tool("mksquashfs"))
+                        .arg(&root)
+                        .arg(&image)
+                        .args(["-quiet", "-no-progress", "-all-root", "-noappend", "-noI"]),
+                );
+                (
+                    (&[name.len() as u8 - 1, 0][..], &placeholder[..], &b""[..]),
+                    "invalid characters in name".to_string(),
+                )
+            };
+            patch_name(&image, surrounding, name);
+
+            for (command, outcome) in [
+                ("inspect", inspect(&image, &host)),
+                ("verify", verify(&image, &host)),
+            ] {
+                tried += 1;
+                let all = format!("{}{}", outcome.run.stdout, outcome.run.stderr);
+                if outcome.run.success || !all.contains(&refusal) {
+                    failures.push(format!(
+                        "{format} name with {what}: {command} did not refuse it ({refusal:?}):\n{all}"
+                    ));
+                }
+            }
+            assert!(!outside.exists(), "something was written at {absolute}");
         }
-        assert!(!outside.exists(), "something was written at {absolute}");
     }
     eprintln!(
-        "erofs names: {} crafted images tried (inspect and verify), {} refused as required",
-        cases.len(),
-        cases.len() - failures.len()
+        "names: {tried} runs of inspect and verify on crafted names, {} refused as required",
+        tried - failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
