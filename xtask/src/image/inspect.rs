@@ -133,16 +133,15 @@ pub fn detect_format(head: &[u8]) -> Option<ImageFormat> {
 /// budget) at their place: see [`Refused`].
 pub fn inspect(path: &Path) -> anyhow::Result<ImageContents> {
     let mut head = Vec::new();
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?;
+    // Checked before opening: opening a FIFO would wait for a writer.
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if !meta.is_file() {
         bail!(
             "{} is not a regular file: an image is a file",
             path.display()
         );
     }
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     (&file)
         .take(4096)
         .read_to_end(&mut head)
