@@ -471,7 +471,10 @@ fn fill_wide(dir: &Path) {
 /// namespace (the kernel indexes large directories; mke2fs does not).
 fn fill_wide_ext4(image: &Path, mountpoint: &Path) {
     std::fs::create_dir_all(mountpoint).unwrap();
-    let script = r#"set -e; mount -o loop "$1" "$2"; cd "$2/usr/bin"
+    // Loop devices are shared with whatever else runs: setting one up may race, so retry.
+    let script = r#"set -e
+        for try in 1 2 3 4 5; do mount -o loop "$1" "$2" && break; sleep 1; done
+        mountpoint -q "$2"; cd "$2/usr/bin"
         i=0; while [ $i -lt 20000 ]; do printf '%0250d\n' $i; i=$((i+1)); done | xargs touch
         cd /; umount "$2""#;
     run_tool(

@@ -44,6 +44,10 @@ pub const OUTPUT_LIMIT: usize = 4 << 20;
 /// How long any tool may take for one question.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// The address space any tool may take (`RLIMIT_AS`): a crafted image may make a reader
+/// allocate what its tables claim. Ours need a few MiB and glibc's per-thread arenas.
+pub const TOOL_MEMORY: u64 = 1 << 30;
+
 pub const ALLOY_PATH: &str = "usr/bin/alloy";
 
 /// What an image holds, as far as verifying it needs.
@@ -474,6 +478,28 @@ pub fn run_bounded(
     deadline: Duration,
 ) -> anyhow::Result<Output> {
     let shown = format!("{command:?}");
+    // Lowers the limit, never raises it: we may run under a tighter one already.
+    let limit_memory = || {
+        let mut cap = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit are async-signal-safe and touch only the child.
+        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut cap) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        cap.rlim_cur = cap.rlim_cur.min(TOOL_MEMORY as libc::rlim_t);
+        cap.rlim_max = cap.rlim_max.min(TOOL_MEMORY as libc::rlim_t);
+        match unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    };
+    // SAFETY: the hook only calls getrlimit and setrlimit, between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(limit_memory);
+    }
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -725,6 +751,15 @@ mod tests {
         let head = run_bounded(Command::new("yes"), 6, Overflow::Head, DEADLINE).unwrap();
         assert_eq!(head.stdout, b"y\ny\ny\n");
         assert_eq!(head.success, None);
+
+        // The memory cap holds in the child: `ulimit -v` shows it, in KiB.
+        let mut hungry = Command::new("sh");
+        hungry.args(["-c", "ulimit -v"]);
+        let limit = run_bounded(hungry, 100, Overflow::Fail, DEADLINE).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&limit.stdout).trim(),
+            (TOOL_MEMORY / 1024).to_string()
+        );
 
         let mut echo = Command::new("echo");
         echo.arg("hi");
