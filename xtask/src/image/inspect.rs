@@ -527,59 +527,54 @@ pub fn run_bounded(
         String::from_utf8_lossy(&bytes).into_owned()
     });
     let started = Instant::now();
-    let mut stopped_for = None;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
+    let stopped = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Stop::Exited(status.success()),
+            Ok(None) if full.load(Ordering::SeqCst) => break Stop::Output,
+            Ok(None) if started.elapsed() > deadline => break Stop::Deadline,
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Stop::Lost(e),
         }
-        if full.load(Ordering::SeqCst) {
-            stopped_for = Some("output");
-        } else if started.elapsed() > deadline {
-            stopped_for = Some("deadline");
-        }
-        if stopped_for.is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     };
-    // The reader stops at the limit and closes the pipe, which may end the child first.
-    if stopped_for.is_none() && full.load(Ordering::SeqCst) {
-        stopped_for = Some("output");
+    if !matches!(stopped, Stop::Exited(_)) {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    // Once the child is gone its pipes close (unless it left children holding them: then its
-    // stdout reader stops at the limit anyway).
+    // Once the child is gone its pipes close and the readers end.
     let mut stdout = stdout_reader
         .join()
         .map_err(|_| anyhow::anyhow!("reading the output of {shown} panicked"))?
         .with_context(|| format!("reading the output of {shown}"))?;
     let stderr = stderr_reader.join().unwrap_or_default();
-    match stopped_for {
-        Some("deadline") => bail!(
+    // The reader stops at the limit and closes the pipe, which may end the child first.
+    let overflowed = stdout.len() > limit;
+    let success = match stopped {
+        Stop::Lost(e) => return Err(e).with_context(|| format!("waiting for {shown}")),
+        Stop::Deadline => bail!(
             "{shown} did not finish within {} s; stopped it (a crafted image?)",
             deadline.as_secs_f32()
         ),
-        Some(_) if overflow == Overflow::Fail => {
+        _ if overflowed && overflow == Overflow::Fail => {
             bail!("{shown} printed more than {limit} bytes; stopped it (a crafted image?)")
         }
-        _ => {}
-    }
-    if stdout.len() > limit {
-        if overflow == Overflow::Fail {
-            bail!("{shown} printed more than {limit} bytes (a crafted image?)");
-        }
-        stdout.truncate(limit);
-    }
+        _ if overflowed => None,
+        Stop::Output => None,
+        Stop::Exited(success) => Some(success),
+    };
+    stdout.truncate(limit);
     Ok(Output {
         stdout,
         stderr,
-        success: match (status, stopped_for) {
-            (_, Some(_)) => None,
-            (Some(status), None) => Some(status.success()),
-            (None, None) => None,
-        },
+        success,
     })
+}
+
+/// Why [`run_bounded`] stopped waiting.
+enum Stop {
+    Exited(bool),
+    Output,
+    Deadline,
+    Lost(std::io::Error),
 }
 
 #[cfg(test)]
