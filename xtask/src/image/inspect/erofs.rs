@@ -193,21 +193,22 @@ impl Erofs {
             .filter(|end| *end <= inode.size)
             .context("a read past the end of a file")?;
         let block = self.block_size();
+        // Bytes stored in whole blocks (saturating: a crafted size may be near 2^64).
         let blocks = inode.size.div_ceil(block);
         let in_blocks = if inode.layout == FLAT_INLINE {
-            blocks.saturating_sub(1) * block
+            blocks.saturating_sub(1).saturating_mul(block)
         } else {
-            blocks * block
+            blocks.saturating_mul(block)
         };
         let mut bytes = Vec::with_capacity(len);
         if offset < in_blocks {
             let until = end.min(in_blocks);
-            let start = (u64::from(inode.blkaddr) << self.block_bits) + offset;
+            let start = (u64::from(inode.blkaddr) << self.block_bits).saturating_add(offset);
             bytes.extend(self.read(start, (until - offset) as usize)?);
         }
         if end > in_blocks {
             let from = offset.max(in_blocks);
-            let start = inode.offset + inode.header_len + (from - in_blocks);
+            let start = (inode.offset + inode.header_len).saturating_add(from - in_blocks);
             bytes.extend(self.read(start, (end - from) as usize)?);
         }
         Ok(bytes)
