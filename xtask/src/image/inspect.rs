@@ -24,7 +24,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -509,22 +509,24 @@ pub fn run_bounded(
     let full = Arc::new(AtomicBool::new(false));
     let mut stdout = child.stdout.take().context("no stdout")?;
     let stdout_full = full.clone();
-    let stdout_reader = std::thread::spawn(move || {
+    let (stdout_sender, stdout_receiver) = mpsc::channel();
+    std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let result = (&mut stdout).take(limit as u64 + 1).read_to_end(&mut bytes);
         if bytes.len() > limit {
             stdout_full.store(true, Ordering::SeqCst);
         }
-        result.map(|_| bytes)
+        let _ = stdout_sender.send(result.map(|_| bytes));
     });
     let mut stderr = child.stderr.take().context("no stderr")?;
-    let stderr_reader = std::thread::spawn(move || {
+    let (stderr_sender, stderr_receiver) = mpsc::channel();
+    std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = (&mut stderr)
             .take(STDERR_LIMIT as u64)
             .read_to_end(&mut bytes);
+        let _ = stderr_sender.send(String::from_utf8_lossy(&bytes).into_owned());
         let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-        String::from_utf8_lossy(&bytes).into_owned()
     });
     let started = Instant::now();
     let stopped = loop {
@@ -540,12 +542,14 @@ pub fn run_bounded(
         let _ = child.kill();
         let _ = child.wait();
     }
-    // Once the child is gone its pipes close and the readers end.
-    let mut stdout = stdout_reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reading the output of {shown} panicked"))?
-        .with_context(|| format!("reading the output of {shown}"))?;
-    let stderr = stderr_reader.join().unwrap_or_default();
+    // Once the child is gone its pipes close and the readers end, unless something it
+    // started still holds them: then wait a moment, no longer.
+    let grace = Duration::from_secs(1);
+    let stderr = stderr_receiver.recv_timeout(grace).unwrap_or_default();
+    let mut stdout = match stdout_receiver.recv_timeout(grace) {
+        Ok(read) => read.with_context(|| format!("reading the output of {shown}"))?,
+        Err(_) => bail!("{shown} ended, but something it started still holds its output"),
+    };
     // The reader stops at the limit and closes the pipe, which may end the child first.
     let overflowed = stdout.len() > limit;
     let success = match stopped {
@@ -755,6 +759,20 @@ mod tests {
             String::from_utf8_lossy(&limit.stdout).trim(),
             (TOOL_MEMORY / 1024).to_string()
         );
+
+        // A child that leaves something holding its output is not waited for (the sleep
+        // ends by itself).
+        let mut leaver = Command::new("sh");
+        leaver.args(["-c", "sleep 3 & echo hi"]);
+        let started = Instant::now();
+        let error = run_bounded(leaver, 100, Overflow::Fail, DEADLINE)
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("still holds its output"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
 
         let mut echo = Command::new("echo");
         echo.arg("hi");
