@@ -819,3 +819,62 @@ fn images_with_random_damage_never_crash_or_hang() {
     );
     assert!(broken.is_empty(), "{}", broken.join("\n\n"));
 }
+
+/// A reader that hangs is stopped at the deadline, one that floods at the output cap: both
+/// said, both within budget. (Fake debugfs and unsquashfs first in PATH stand in for a tool
+/// that a crafted image sends astray.)
+#[test]
+fn a_hanging_or_flooding_tool_is_stopped_and_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::new();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    good_tree(&root);
+    let fakes = work.path().join("bin");
+    std::fs::create_dir_all(&fakes).unwrap();
+    for (name, script) in [
+        ("debugfs", "#!/bin/sh\nexec sleep 600\n"),
+        ("unsquashfs", "#!/bin/sh\nexec yes drwxr-xr-x\n"),
+    ] {
+        std::fs::write(fakes.join(name), script).unwrap();
+        std::fs::set_permissions(fakes.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        fakes.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (format, needle) in [
+        ("ext4", "did not finish within 30 s; stopped it"),
+        ("squashfs", "printed more than 4194304 bytes; stopped it"),
+    ] {
+        let image = work.path().join(format!("good.{format}"));
+        pack(format, &root, &image);
+        let started = std::time::Instant::now();
+        let output = Command::new("timeout")
+            .args([
+                "-s",
+                "KILL",
+                DEADLINE_SECONDS,
+                "prlimit",
+                MEMORY_LIMIT,
+                "--",
+            ])
+            .arg(XTASK)
+            .arg("inspect")
+            .arg(&image)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{format}: {stderr}");
+        assert!(stderr.contains(needle), "{format}: {stderr}");
+        // Stopped, not waited for: the fake sleeps for ten minutes.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(45),
+            "{format}: took {:?}",
+            started.elapsed()
+        );
+        assert!(!host.forbidden().iter().any(|l| stderr.contains(l.as_str())));
+    }
+}
