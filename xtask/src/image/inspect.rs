@@ -1,14 +1,33 @@
 //! Looking inside a built image without mounting it: which filesystem it is, its
 //! extension-release, and `/usr/bin/alloy`'s owner, mode, size and first bytes. Used by
-//! `verify`; works as any user, with the same tools that pack the images.
+//! `verify`; works as any user.
+//!
+//! The image is untrusted: anyone who can write to the bucket may have crafted it. So inspection
+//! reads the two files it needs straight from the image and writes nothing anywhere: it walks
+//! the path one directory at a time (every step must be a real directory in the image, the end a
+//! regular file), never follows a link, reads at most [`RELEASE_LIMIT`] bytes of
+//! extension-release and [`HEAD_BYTES`] of the binary, caps every tool's output and gives every
+//! tool a deadline. Anything else standing on the way (a link, a FIFO, a device, a directory
+//! where a file belongs, a file over budget, an entry name with `/`, `..` or NUL) is refused,
+//! named, as an error.
+//!
+//! ext4 goes through `debugfs` by inode number, squashfs through `unsquashfs` listings limited
+//! to the path, and erofs through a small reader of our own (erofs-utils 1.5 can only extract
+//! whole trees, and trusts the names it writes).
+
+mod erofs;
+mod ext4;
+mod squashfs;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use xshell::{cmd, Shell};
 
 use super::ImageFormat;
 use crate::contract::{ALLOY_PATH, EXTENSION_RELEASE_PATH};
@@ -18,13 +37,8 @@ use crate::util::tools::{self, Tool};
 pub const HEAD_BYTES: usize = 64;
 
 /// The programs inspection uses, for every format: a command that inspects (verify) finds
-/// them before downloading anything.
-pub const TOOLS: &[Tool] = &[
-    tools::DEBUGFS,
-    tools::UNSQUASHFS,
-    tools::DUMP_EROFS,
-    tools::FSCK_EROFS,
-];
+/// them before downloading anything. erofs is read by our own reader.
+pub const TOOLS: &[Tool] = &[tools::DEBUGFS, tools::UNSQUASHFS];
 
 /// Show what a built image holds, without mounting it: its filesystem, extension-release, and
 /// /usr/bin/alloy's owner, mode, size and first bytes
@@ -39,7 +53,7 @@ pub struct Inspect {
 }
 
 impl Inspect {
-    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+    pub fn run(self, _sh: &xshell::Shell) -> anyhow::Result<()> {
         let contents = inspect(&self.image)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&contents.to_json())?);
@@ -49,6 +63,20 @@ impl Inspect {
         Ok(())
     }
 }
+
+/// The most extension-release may hold: ours is a few hundred bytes.
+pub const RELEASE_LIMIT: u64 = 16 << 10;
+
+/// The most any tool may print for one question (a directory listing, an inode's stat).
+pub const OUTPUT_LIMIT: usize = 4 << 20;
+
+/// How long any tool may take for one question.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The address space any tool may take (`RLIMIT_AS`): a crafted image may make a reader
+/// allocate what its tables claim. Ours need a few MiB and glibc's per-thread arenas.
+pub const TOOL_MEMORY: u64 = 1 << 30;
+
 
 /// What an image holds, as far as verifying it needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,11 +160,23 @@ pub fn detect_format(head: &[u8]) -> Option<ImageFormat> {
     None
 }
 
-/// Inspects the image at `path`.
+/// Inspects the image at `path`. Fails, naming each, when something other than a directory
+/// stands on the way to extension-release or the binary, or other than a regular file (within
+/// budget) at their place: see [`Refused`].
 pub fn inspect(path: &Path) -> anyhow::Result<ImageContents> {
     let mut head = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(4096).read_to_end(&mut head))
+    // Checked before opening: opening a FIFO would wait for a writer.
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file: an image is a file",
+            path.display()
+        );
+    }
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    (&file)
+        .take(4096)
+        .read_to_end(&mut head)
         .with_context(|| format!("reading {}", path.display()))?;
     let Some(format) = detect_format(&head) else {
         bail!(
@@ -145,319 +185,428 @@ pub fn inspect(path: &Path) -> anyhow::Result<ImageContents> {
         );
     };
     let contents = match format {
-        ImageFormat::Ext4 => inspect_ext4(path, &head),
-        ImageFormat::Squashfs => inspect_squashfs(path),
-        ImageFormat::Erofs => inspect_erofs(path),
+        ImageFormat::Ext4 => ext4::Ext4::open(path).and_then(|mut t| read_contents(&mut t)),
+        ImageFormat::Squashfs => {
+            squashfs::Squashfs::open(path).and_then(|mut t| read_contents(&mut t))
+        }
+        ImageFormat::Erofs => erofs::Erofs::open(file).and_then(|mut t| read_contents(&mut t)),
     };
-    contents.with_context(|| format!("inspecting the {format} image {}", path.display()))
+    let (extension_release, alloy) =
+        contents.with_context(|| format!("inspecting the {format} image {}", path.display()))?;
+    Ok(ImageContents {
+        format,
+        extension_release,
+        alloy,
+    })
 }
 
-/// Permissions as `ls -l` shows them (`-rwxr-xr-x`, `drwxr-xr-x`) as an `st_mode`.
-pub fn parse_mode_string(text: &str) -> Option<u32> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 10 {
-        return None;
-    }
-    let kind = match bytes[0] {
-        b'-' => 0o100000,
-        b'd' => 0o040000,
-        b'l' => 0o120000,
-        b'c' => 0o020000,
-        b'b' => 0o060000,
-        b'p' => 0o010000,
-        b's' => 0o140000,
-        _ => return None,
-    };
-    let mut mode = 0u32;
-    for (i, &c) in bytes[1..].iter().enumerate() {
-        let bit = 1 << (8 - i);
-        let special = match i {
-            2 => 0o4000,
-            5 => 0o2000,
-            8 => 0o1000,
-            _ => 0,
-        };
-        match c {
-            b'-' => {}
-            b'r' | b'w' | b'x' => mode |= bit,
-            b's' | b't' => mode |= bit | special,
-            b'S' | b'T' => mode |= special,
-            _ => return None,
+/// What kind of inode something is, from its `st_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    /// A file type no filesystem defines.
+    Unknown,
+}
+
+impl Kind {
+    pub fn of_mode(mode: u32) -> Kind {
+        match mode & 0o170000 {
+            0o100000 => Kind::Regular,
+            0o040000 => Kind::Directory,
+            0o120000 => Kind::Symlink,
+            0o010000 => Kind::Fifo,
+            0o140000 => Kind::Socket,
+            0o020000 => Kind::CharDevice,
+            0o060000 => Kind::BlockDevice,
+            _ => Kind::Unknown,
         }
     }
-    Some(kind | mode)
+
+    fn describe(self) -> &'static str {
+        match self {
+            Kind::Regular => "a regular file",
+            Kind::Directory => "a directory",
+            Kind::Symlink => "a symbolic link",
+            Kind::Fifo => "a FIFO",
+            Kind::Socket => "a socket",
+            Kind::CharDevice => "a character device",
+            Kind::BlockDevice => "a block device",
+            Kind::Unknown => "of an unknown file type",
+        }
+    }
 }
 
-/// One line of `unsquashfs -lln`: (path inside the image without the leading `squashfs-root/`,
-/// mode, uid, gid, size).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListedInode {
-    pub path: String,
+/// One inode found in an image, and how its reader finds it again (inode number, nid, path).
+#[derive(Clone, Debug)]
+pub struct Node {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// ext4's inode number or erofs's nid; unused for squashfs, which goes by path.
+    pub id: u64,
+    /// The path inside the image, without a leading `/` (`""` is the root).
+    pub path: String,
+    /// A link's target as the listing gave it, when the reader learns it that way.
+    pub link: Option<String>,
 }
 
-/// Parses `unsquashfs -lln` (numeric owners):
-/// `-rwxr-xr-x 0/0   100000 2024-01-01 00:00 squashfs-root/usr/bin/alloy`.
-pub fn parse_unsquashfs_listing(text: &str) -> anyhow::Result<Vec<ListedInode>> {
-    let mut inodes = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let parsed = (|| {
-            let mut parts = line.split_whitespace();
-            let mode = parse_mode_string(parts.next()?)?;
-            let (uid, gid) = parts.next()?.split_once('/')?;
-            let size = parts.next()?.parse().ok()?;
-            let _date = parts.next()?;
-            let _time = parts.next()?;
-            let path = parts.collect::<Vec<_>>().join(" ");
-            let path = path.strip_prefix("squashfs-root")?;
-            Some(ListedInode {
-                path: path.trim_start_matches('/').to_string(),
-                mode,
-                uid: uid.parse().ok()?,
-                gid: gid.parse().ok()?,
-                size,
-            })
-        })();
-        match parsed {
-            Some(inode) => inodes.push(inode),
-            None => bail!("unexpected line in `unsquashfs -lln` output: {line:?}"),
+impl Node {
+    pub fn kind(&self) -> Kind {
+        Kind::of_mode(self.mode)
+    }
+}
+
+/// What a directory holds under one name.
+#[derive(Debug)]
+pub enum Lookup {
+    Missing,
+    Found(Node),
+    /// The directory holds an entry whose name no filesystem may hold (with `/`, NUL, or an
+    /// extra `.`/`..`): the image was crafted, and its directory is refused as a whole.
+    BadName(Vec<u8>),
+}
+
+/// What a format's reader answers: the walk and the budgets are the same for every format.
+pub trait Tree {
+    fn root(&mut self) -> anyhow::Result<Node>;
+    /// The entry `name` of the directory `dir`.
+    fn lookup(&mut self, dir: &Node, name: &str) -> anyhow::Result<Lookup>;
+    /// A link's target, as text (at most a page: Linux's limit).
+    fn link_target(&mut self, link: &Node) -> anyhow::Result<Vec<u8>>;
+    /// The first `limit` bytes of a regular file (fewer if it is shorter).
+    fn read_head(&mut self, file: &Node, limit: usize) -> anyhow::Result<Vec<u8>>;
+}
+
+/// Why inspection would not read a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum What {
+    /// Something other than what belongs there: a link (with its target), FIFO, device, ...
+    Is {
+        kind: Kind,
+        link: Option<String>,
+    },
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+    /// The directory holds an entry with a name no filesystem may hold.
+    BadName {
+        name: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `/usr/lib`: the path, as a host would see it.
+    pub path: String,
+    /// `a directory` or `a regular file`: what belongs there.
+    pub expected: &'static str,
+    pub what: What,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = &self.path;
+        match &self.what {
+            What::Is { kind, link } => {
+                write!(f, "{path} is {}", kind.describe())?;
+                if let Some(target) = link {
+                    write!(f, " to {target:?}")?;
+                }
+                let refused = if link.is_some() { "followed" } else { "read" };
+                write!(f, ", not {}; not {refused}", self.expected)
+            }
+            What::TooLarge { size, limit } => write!(
+                f,
+                "{path} is {size} bytes, over the {limit}-byte limit for it; not read"
+            ),
+            What::BadName { name } => write!(
+                f,
+                "the directory {path} holds an entry named {name:?}, which no filesystem may \
+                 hold (a crafted image?)"
+            ),
         }
     }
-    Ok(inodes)
 }
 
-/// Parses `dump.erofs --path=X`; `None` when it names no file (dump.erofs 1.5 then exits 0
-/// and complains on stderr only). Returns (mode, uid, gid, size).
-pub fn parse_dump_erofs(text: &str) -> anyhow::Result<Option<(u32, u32, u32, u64)>> {
-    if !text.contains("File :") {
-        return Ok(None);
+/// The error [`inspect`] returns when the image holds something it will not read: every
+/// refusal, in one message.
+#[derive(Debug)]
+pub struct Refused(pub Vec<Refusal>);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<String> = self.0.iter().map(|r| r.to_string()).collect();
+        f.write_str(&texts.join("; "))
     }
-    let field = |name: &str| -> Option<&str> {
-        let mut words = text.split_whitespace();
-        words.find(|w| *w == name)?;
-        words.next()
-    };
-    let parsed = (|| {
-        let size = field("Size:")?.parse().ok()?;
-        let uid = field("Uid:")?.parse().ok()?;
-        let gid = field("Gid:")?.parse().ok()?;
-        // `Access: 0755/rwxr-xr-x`: permissions only; the file type is in words (`regular file`).
-        let permissions = u32::from_str_radix(field("Access:")?.split('/').next()?, 8).ok()?;
-        let kind = if text.contains("regular file") {
-            0o100000
-        } else if text.contains("directory") {
-            0o040000
-        } else {
-            0
+}
+
+impl std::error::Error for Refused {}
+
+/// Link targets are shown, never used: a page is Linux's limit, and plenty to see the intent.
+const LINK_LIMIT: usize = 4096;
+
+/// Walks `path` from the root: `Ok(None)` when a step is missing, `Err` with the refusal when
+/// something other than a directory (on the way) or a regular file (at the end) stands there.
+fn walk(
+    tree: &mut dyn Tree,
+    path: &str,
+    size_limit: Option<u64>,
+) -> anyhow::Result<Result<Option<Node>, Refusal>> {
+    let mut node = tree.root()?;
+    if node.kind() != Kind::Directory {
+        return Ok(Err(refusal(tree, &node, "a directory")?));
+    }
+    let names: Vec<&str> = path.split('/').collect();
+    for (i, name) in names.iter().enumerate() {
+        let last = i + 1 == names.len();
+        let child = match tree.lookup(&node, name)? {
+            Lookup::Missing => return Ok(Ok(None)),
+            Lookup::BadName(bad) => {
+                return Ok(Err(Refusal {
+                    path: format!("/{}", node.path),
+                    expected: "a directory",
+                    what: What::BadName {
+                        name: String::from_utf8_lossy(&bad).into_owned(),
+                    },
+                }))
+            }
+            Lookup::Found(child) => child,
         };
-        Some((kind | permissions, uid, gid, size))
-    })();
-    match parsed {
-        Some(found) => Ok(Some(found)),
-        None => bail!("unexpected `dump.erofs` output:\n{text}"),
+        let (want, expected) = if last {
+            (Kind::Regular, "a regular file")
+        } else {
+            (Kind::Directory, "a directory")
+        };
+        if child.kind() != want {
+            return Ok(Err(refusal(tree, &child, expected)?));
+        }
+        node = child;
     }
+    if let Some(limit) = size_limit.filter(|limit| node.size > *limit) {
+        return Ok(Err(Refusal {
+            path: format!("/{}", node.path),
+            expected: "a regular file",
+            what: What::TooLarge {
+                size: node.size,
+                limit,
+            },
+        }));
+    }
+    Ok(Ok(Some(node)))
 }
 
-/// Parses debugfs's `ls -p DIR` (`/inode/mode/uid/gid/name/size/`) for the entry `name`.
-pub fn parse_debugfs_ls(text: &str, name: &str) -> Option<(u32, u32, u32, u64)> {
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split('/').collect();
-        if fields.len() < 7 || fields[5] != name || fields[1] == "0" {
-            return None;
+fn refusal(tree: &mut dyn Tree, node: &Node, expected: &'static str) -> anyhow::Result<Refusal> {
+    let link = match node.kind() {
+        Kind::Symlink => {
+            let mut target = tree.link_target(node)?;
+            target.truncate(LINK_LIMIT);
+            Some(String::from_utf8_lossy(&target).into_owned())
         }
-        Some((
-            u32::from_str_radix(fields[2], 8).ok()?,
-            fields[3].parse().ok()?,
-            fields[4].parse().ok()?,
-            fields[6].parse().ok()?,
-        ))
+        _ => None,
+    };
+    Ok(Refusal {
+        path: format!("/{}", node.path),
+        expected,
+        what: What::Is {
+            kind: node.kind(),
+            link,
+        },
     })
 }
 
-/// The ext4 block size from the superblock (at 1024): 1024 << s_log_block_size.
-fn ext4_block_size(head: &[u8]) -> Option<u64> {
-    let log = u32::from_le_bytes(head.get(1024 + 24..1024 + 28)?.try_into().ok()?);
-    (log <= 6).then(|| 1024u64 << log)
-}
+type Contents = (Option<String>, Option<AlloyInode>);
 
-fn read_at(path: &Path, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    file.seek(SeekFrom::Start(offset))?;
-    let mut bytes = Vec::new();
-    file.take(len as u64)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(bytes)
-}
-
-fn inspect_ext4(image: &Path, head: &[u8]) -> anyhow::Result<ImageContents> {
-    let sh = Shell::new()?;
-    let debugfs = tools::preflight(&sh, &[tools::DEBUGFS])?
-        .path(tools::DEBUGFS)
-        .to_path_buf();
-    let request = |request: &str| -> anyhow::Result<(String, String)> {
-        let output = cmd!(sh, "{debugfs} -R {request} {image}")
-            .quiet()
-            .ignore_status()
-            .output()?;
-        if !output.status.success() {
-            bail!(
-                "debugfs -R {request:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok((
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        ))
-    };
-    let release_path = format!("/{EXTENSION_RELEASE_PATH}");
-    let (text, stderr) = request(&format!("cat {release_path}"))?;
-    // debugfs says "File not found by ext2_lookup" on stderr and exits 0.
-    let extension_release = (!stderr.contains("not found")).then_some(text);
-
-    let (listing, _) = request("ls -p /usr/bin")?;
-    let alloy = match parse_debugfs_ls(&listing, "alloy") {
-        None => None,
-        Some((mode, uid, gid, size)) => {
-            // The first bytes sit in the file's first block: ask where, and read them there,
-            // instead of having debugfs cat hundreds of megabytes.
-            let (bmap, _) = request(&format!("bmap /{ALLOY_PATH} 0"))?;
-            let block: u64 = bmap
-                .trim()
-                .parse()
-                .with_context(|| format!("debugfs bmap answered {bmap:?}"))?;
-            let block_size = ext4_block_size(head).context("the superblock's block size")?;
-            let want = HEAD_BYTES.min(size as usize);
-            let head = if want == 0 {
-                Vec::new()
-            } else {
-                read_at(image, block * block_size, want)?
-            };
-            Some(AlloyInode {
-                mode,
-                uid,
-                gid,
-                size,
-                head,
-            })
-        }
-    };
-    Ok(ImageContents {
-        format: ImageFormat::Ext4,
-        extension_release,
-        alloy,
-    })
-}
-
-/// Runs `command` and keeps the first `limit` bytes of its output, then stops it: the binary is
-/// hundreds of megabytes, of which we want the header.
-fn first_bytes_of(mut command: Command, limit: usize) -> anyhow::Result<Vec<u8>> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("running {command:?}"))?;
-    let mut bytes = Vec::new();
-    child
-        .stdout
-        .take()
-        .context("no stdout")?
-        .take(limit as u64)
-        .read_to_end(&mut bytes)?;
-    let _ = child.kill();
-    let _ = child.wait();
-    Ok(bytes)
-}
-
-fn inspect_squashfs(image: &Path) -> anyhow::Result<ImageContents> {
-    let sh = Shell::new()?;
-    let unsquashfs = tools::preflight(&sh, &[tools::UNSQUASHFS])?
-        .path(tools::UNSQUASHFS)
-        .to_path_buf();
-    let listing = cmd!(sh, "{unsquashfs} -lln {image}")
-        .quiet()
-        .read()
-        .context("unsquashfs -lln failed")?;
-    let inodes = parse_unsquashfs_listing(&listing)?;
+/// Reads extension-release and the binary's head through `tree`, refusing what is not safe.
+fn read_contents(tree: &mut dyn Tree) -> anyhow::Result<Contents> {
+    let mut refused = Vec::new();
     let release_path = EXTENSION_RELEASE_PATH;
-    let extension_release = if inodes.iter().any(|i| i.path == release_path) {
-        // .output(), not .read(): that trims the final newline.
-        let output = cmd!(sh, "{unsquashfs} -cat {image} {release_path}")
-            .quiet()
-            .output()
-            .with_context(|| format!("unsquashfs -cat {release_path} failed"))?;
-        Some(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        None
+    let extension_release = match walk(tree, release_path, Some(RELEASE_LIMIT))? {
+        Ok(None) => None,
+        Err(why) => {
+            refused.push(why);
+            None
+        }
+        Ok(Some(node)) => {
+            let bytes = tree.read_head(&node, RELEASE_LIMIT as usize)?;
+            if bytes.len() as u64 != node.size {
+                bail!(
+                    "/{release_path} is {} bytes long, but reading it gave {}",
+                    node.size,
+                    bytes.len()
+                );
+            }
+            Some(String::from_utf8_lossy(&bytes).into_owned())
+        }
     };
-    let alloy = match inodes.iter().find(|i| i.path == ALLOY_PATH) {
-        None => None,
-        Some(inode) => {
-            let head = first_bytes_of(
-                cmd!(sh, "{unsquashfs} -cat {image} {ALLOY_PATH}").into(),
-                HEAD_BYTES,
-            )?;
+    let alloy = match walk(tree, ALLOY_PATH, None)? {
+        Ok(None) => None,
+        Err(why) => {
+            refused.push(why);
+            None
+        }
+        Ok(Some(node)) => {
+            let head = tree.read_head(&node, HEAD_BYTES)?;
+            let want = HEAD_BYTES.min(usize::try_from(node.size).unwrap_or(usize::MAX));
+            if head.len() != want {
+                bail!(
+                    "/{ALLOY_PATH} is {} bytes long, but reading its start gave {} of {want} bytes",
+                    node.size,
+                    head.len()
+                );
+            }
             Some(AlloyInode {
-                mode: inode.mode,
-                uid: inode.uid,
-                gid: inode.gid,
-                size: inode.size,
+                mode: node.mode,
+                uid: node.uid,
+                gid: node.gid,
+                size: node.size,
                 head,
             })
         }
     };
-    Ok(ImageContents {
-        format: ImageFormat::Squashfs,
-        extension_release,
-        alloy,
+    if !refused.is_empty() {
+        return Err(Refused(refused).into());
+    }
+    Ok((extension_release, alloy))
+}
+
+/// What a tool printed, within budget.
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// `None` when we stopped it after `head` bytes of output.
+    pub success: Option<bool>,
+}
+
+/// How to treat output beyond the limit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Keep the first bytes and stop the tool: we asked for a file's head.
+    Head,
+    /// Fail: the answer is incomplete (a listing of a hostile tree).
+    Fail,
+}
+
+/// Stderr beyond this is drained and dropped.
+const STDERR_LIMIT: usize = 64 << 10;
+
+/// Runs `command`, reading at most `limit` bytes of its output, for at most `deadline`; stops
+/// it (and says so) when either runs out.
+pub fn run_bounded(
+    mut command: Command,
+    limit: usize,
+    overflow: Overflow,
+    deadline: Duration,
+) -> anyhow::Result<Output> {
+    let shown = format!("{command:?}");
+    // Lowers the limit, never raises it: we may run under a tighter one already.
+    let limit_memory = || {
+        let mut cap = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit are async-signal-safe and touch only the child.
+        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut cap) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        cap.rlim_cur = cap.rlim_cur.min(TOOL_MEMORY as libc::rlim_t);
+        cap.rlim_max = cap.rlim_max.min(TOOL_MEMORY as libc::rlim_t);
+        match unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    };
+    // SAFETY: the hook only calls getrlimit and setrlimit, between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(limit_memory);
+    }
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {shown}"))?;
+    let full = Arc::new(AtomicBool::new(false));
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let stdout_full = full.clone();
+    let (stdout_sender, stdout_receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let result = (&mut stdout).take(limit as u64 + 1).read_to_end(&mut bytes);
+        if bytes.len() > limit {
+            stdout_full.store(true, Ordering::SeqCst);
+        }
+        let _ = stdout_sender.send(result.map(|_| bytes));
+    });
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let (stderr_sender, stderr_receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = (&mut stderr)
+            .take(STDERR_LIMIT as u64)
+            .read_to_end(&mut bytes);
+        let _ = stderr_sender.send(String::from_utf8_lossy(&bytes).into_owned());
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+    });
+    let started = Instant::now();
+    let stopped = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Stop::Exited(status.success()),
+            Ok(None) if full.load(Ordering::SeqCst) => break Stop::Output,
+            Ok(None) if started.elapsed() > deadline => break Stop::Deadline,
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Stop::Lost(e),
+        }
+    };
+    if !matches!(stopped, Stop::Exited(_)) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Once the child is gone its pipes close and the readers end, unless something it
+    // started still holds them: then wait a moment, no longer.
+    let grace = Duration::from_secs(1);
+    let stderr = stderr_receiver.recv_timeout(grace).unwrap_or_default();
+    let mut stdout = match stdout_receiver.recv_timeout(grace) {
+        Ok(read) => read.with_context(|| format!("reading the output of {shown}"))?,
+        Err(_) => bail!("{shown} ended, but something it started still holds its output"),
+    };
+    // The reader stops at the limit and closes the pipe, which may end the child first.
+    let overflowed = stdout.len() > limit;
+    let success = match stopped {
+        Stop::Lost(e) => return Err(e).with_context(|| format!("waiting for {shown}")),
+        Stop::Deadline => bail!(
+            "{shown} did not finish within {} s; stopped it (a crafted image?)",
+            deadline.as_secs_f32()
+        ),
+        _ if overflowed && overflow == Overflow::Fail => {
+            bail!("{shown} printed more than {limit} bytes; stopped it (a crafted image?)")
+        }
+        _ if overflowed => None,
+        Stop::Output => None,
+        Stop::Exited(success) => Some(success),
+    };
+    stdout.truncate(limit);
+    Ok(Output {
+        stdout,
+        stderr,
+        success,
     })
 }
 
-fn inspect_erofs(image: &Path) -> anyhow::Result<ImageContents> {
-    let sh = Shell::new()?;
-    let found = tools::preflight(&sh, &[tools::FSCK_EROFS, tools::DUMP_EROFS])?;
-    let (fsck, dump) = (found.path(tools::FSCK_EROFS), found.path(tools::DUMP_EROFS));
-    let path_arg = format!("--path=/{ALLOY_PATH}");
-    let info = cmd!(sh, "{dump} {path_arg} {image}")
-        .quiet()
-        .read()
-        .context("dump.erofs failed")?;
-    let alloy_inode = parse_dump_erofs(&info)?;
-
-    // erofs-utils 1.5 has no way to print one file: check every file's encoding and extract
-    // the tree to a scratch directory (fsck.erofs runs as any user and keeps no owners).
-    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let extract = format!("--extract={}", scratch.path().join("root").display());
-    cmd!(sh, "{fsck} {extract} {image}")
-        .quiet()
-        .run()
-        .context("fsck.erofs found a damaged image")?;
-    let root = scratch.path().join("root");
-    let release = root.join(EXTENSION_RELEASE_PATH);
-    let extension_release = match std::fs::read_to_string(&release) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", release.display())),
-    };
-    let alloy = match alloy_inode {
-        None => None,
-        Some((mode, uid, gid, size)) => Some(AlloyInode {
-            mode,
-            uid,
-            gid,
-            size,
-            head: read_at(&root.join(ALLOY_PATH), 0, HEAD_BYTES)?,
-        }),
-    };
-    Ok(ImageContents {
-        format: ImageFormat::Erofs,
-        extension_release,
-        alloy,
-    })
+/// Why [`run_bounded`] stopped waiting.
+enum Stop {
+    Exited(bool),
+    Output,
+    Deadline,
+    Lost(std::io::Error),
 }
 
 #[cfg(test)]
@@ -485,74 +634,180 @@ mod tests {
     }
 
     #[test]
-    fn mode_strings_become_st_modes() {
-        assert_eq!(parse_mode_string("-rwxr-xr-x"), Some(0o100755));
-        assert_eq!(parse_mode_string("drwxr-xr-x"), Some(0o040755));
-        assert_eq!(parse_mode_string("-rw-r--r--"), Some(0o100644));
-        assert_eq!(parse_mode_string("-rwsr-xr-x"), Some(0o104755));
-        assert_eq!(parse_mode_string("drwxrwxrwt"), Some(0o041777));
-        assert_eq!(parse_mode_string("lrwxrwxrwx"), Some(0o120777));
-        assert_eq!(parse_mode_string("-rwxr-xr-"), None);
-        assert_eq!(parse_mode_string("?rwxr-xr-x"), None);
+    fn modes_tell_kinds() {
+        assert_eq!(Kind::of_mode(0o100755), Kind::Regular);
+        assert_eq!(Kind::of_mode(0o040755), Kind::Directory);
+        assert_eq!(Kind::of_mode(0o120777), Kind::Symlink);
+        assert_eq!(Kind::of_mode(0o010644), Kind::Fifo);
+        assert_eq!(Kind::of_mode(0o020644), Kind::CharDevice);
+        assert_eq!(Kind::of_mode(0o060644), Kind::BlockDevice);
+        assert_eq!(Kind::of_mode(0o140755), Kind::Socket);
+        assert_eq!(Kind::of_mode(0o170755), Kind::Unknown);
     }
 
     #[test]
-    fn reads_unsquashfs_listings() {
-        let text = "\
-drwxr-xr-x 0/0                      26 2024-01-01 00:00 squashfs-root
-drwxr-xr-x 0/0                      28 2024-01-01 00:00 squashfs-root/usr
--rwxr-xr-x 1000/100             100000 2024-01-01 00:00 squashfs-root/usr/bin/alloy
-";
-        let inodes = parse_unsquashfs_listing(text).unwrap();
-        assert_eq!(inodes.len(), 3);
-        assert_eq!(inodes[0].path, "");
+    fn refusals_say_what_stands_there() {
+        let link = Refusal {
+            path: "/usr/lib".into(),
+            expected: "a directory",
+            what: What::Is {
+                kind: Kind::Symlink,
+                link: Some("/etc\n".into()),
+            },
+        };
         assert_eq!(
-            inodes[2],
-            ListedInode {
-                path: "usr/bin/alloy".into(),
-                mode: 0o100755,
-                uid: 1000,
-                gid: 100,
-                size: 100000
+            link.to_string(),
+            "/usr/lib is a symbolic link to \"/etc\\n\", not a directory; not followed"
+        );
+        let big = Refusal {
+            path: "/x".into(),
+            expected: "a regular file",
+            what: What::TooLarge {
+                size: 3 << 30,
+                limit: RELEASE_LIMIT,
+            },
+        };
+        assert_eq!(
+            big.to_string(),
+            "/x is 3221225472 bytes, over the 16384-byte limit for it; not read"
+        );
+        let both = Refused(vec![link, big]).to_string();
+        assert!(both.contains("not followed; /x is"), "{both}");
+    }
+
+    /// A tree made of fixed nodes, to test the walk without an image.
+    struct Fixed(Vec<Node>);
+
+    fn node(path: &str, mode: u32, size: u64) -> Node {
+        Node {
+            mode,
+            uid: 0,
+            gid: 0,
+            size,
+            id: 0,
+            path: path.into(),
+            link: (mode & 0o170000 == 0o120000).then(|| "/etc/shadow".to_string()),
+        }
+    }
+
+    impl Tree for Fixed {
+        fn root(&mut self) -> anyhow::Result<Node> {
+            Ok(node("", 0o040755, 0))
+        }
+        fn lookup(&mut self, dir: &Node, name: &str) -> anyhow::Result<Lookup> {
+            if name == "bad" {
+                return Ok(Lookup::BadName(b"../x".to_vec()));
             }
-        );
-        assert!(parse_unsquashfs_listing("Parallel unsquashfs: Using 2 processors\n").is_err());
+            let path = if dir.path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{}/{name}", dir.path)
+            };
+            Ok(match self.0.iter().find(|n| n.path == path) {
+                Some(n) => Lookup::Found(n.clone()),
+                None => Lookup::Missing,
+            })
+        }
+        fn link_target(&mut self, link: &Node) -> anyhow::Result<Vec<u8>> {
+            Ok(link.link.clone().unwrap().into_bytes())
+        }
+        fn read_head(&mut self, file: &Node, limit: usize) -> anyhow::Result<Vec<u8>> {
+            Ok(vec![b'x'; limit.min(file.size as usize)])
+        }
     }
 
     #[test]
-    fn reads_dump_erofs_inode_info() {
-        let text = "\
-File : /usr/bin/alloy
-Size: 100000  On-disk size: 61440  regular file
-NID: 48   Links: 1   Layout: 3   Compression ratio: 61.44%
-Inode size: 64   Extent size: 0   Xattr size: 0
-Uid: 0   Gid: 7  Access: 0755/rwxr-xr-x
-Timestamp: 2024-01-01 00:00:00.000000000
-";
+    fn the_walk_refuses_anything_but_directories_then_a_file() {
+        let mut tree = Fixed(vec![
+            node("usr", 0o040755, 0),
+            node("usr/lib", 0o120777, 4),
+            node("usr/bin", 0o040755, 0),
+            node("usr/bin/alloy", 0o010644, 0),
+            node("usr/bin/big", 0o100644, 1 << 40),
+            node("usr/bin/ok", 0o100755, 10),
+        ]);
+        let refused = |tree: &mut Fixed, path| walk(tree, path, Some(100)).unwrap().unwrap_err();
         assert_eq!(
-            parse_dump_erofs(text).unwrap(),
-            Some((0o100755, 0, 7, 100000))
+            refused(&mut tree, "usr/lib/extension-release.d/x").to_string(),
+            "/usr/lib is a symbolic link to \"/etc/shadow\", not a directory; not followed"
         );
-        assert_eq!(parse_dump_erofs("").unwrap(), None);
-        assert!(parse_dump_erofs("File : /x\nSize: many\n").is_err());
-    }
-
-    #[test]
-    fn reads_debugfs_directory_listings() {
-        let text = "/2/040755/0/0/./4096/\n/0/000000/0/0//\n/12/100755/0/0/alloy/734208/\n";
         assert_eq!(
-            parse_debugfs_ls(text, "alloy"),
-            Some((0o100755, 0, 0, 734208))
+            refused(&mut tree, "usr/bin/alloy").to_string(),
+            "/usr/bin/alloy is a FIFO, not a regular file; not read"
         );
-        assert_eq!(parse_debugfs_ls(text, "other"), None);
+        assert_eq!(
+            refused(&mut tree, "usr/bin").to_string(),
+            "/usr/bin is a directory, not a regular file; not read"
+        );
+        assert!(refused(&mut tree, "usr/bin/big")
+            .to_string()
+            .contains("over the 100-byte limit"));
+        assert!(refused(&mut tree, "usr/bad/x")
+            .to_string()
+            .contains("/usr holds an entry named \"../x\""));
+        assert!(walk(&mut tree, "usr/share/x", None)
+            .unwrap()
+            .unwrap()
+            .is_none());
+        let ok = walk(&mut tree, "usr/bin/ok", Some(100)).unwrap().unwrap();
+        assert_eq!(ok.unwrap().size, 10);
     }
 
     #[test]
-    fn ext4_block_size_comes_from_the_superblock() {
-        let mut head = vec![0u8; 2048];
-        head[1048] = 2;
-        assert_eq!(ext4_block_size(&head), Some(4096));
-        head[1048] = 0;
-        assert_eq!(ext4_block_size(&head), Some(1024));
+    fn tools_are_stopped_at_the_deadline_and_at_the_output_limit() {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("10");
+        let started = Instant::now();
+        let error = run_bounded(sleep, 10, Overflow::Fail, Duration::from_millis(200))
+            .err()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            error.to_string().contains("did not finish within 0.2 s"),
+            "{error}"
+        );
+
+        let error = run_bounded(Command::new("yes"), 1000, Overflow::Fail, DEADLINE)
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("printed more than 1000 bytes"),
+            "{error}"
+        );
+
+        let head = run_bounded(Command::new("yes"), 6, Overflow::Head, DEADLINE).unwrap();
+        assert_eq!(head.stdout, b"y\ny\ny\n");
+        assert_eq!(head.success, None);
+
+        // The memory cap holds in the child: `ulimit -v` shows it, in KiB.
+        let mut hungry = Command::new("sh");
+        hungry.args(["-c", "ulimit -v"]);
+        let limit = run_bounded(hungry, 100, Overflow::Fail, DEADLINE).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&limit.stdout).trim(),
+            (TOOL_MEMORY / 1024).to_string()
+        );
+
+        // A child that leaves something holding its output is not waited for (the sleep
+        // ends by itself).
+        let mut leaver = Command::new("sh");
+        leaver.args(["-c", "sleep 3 & echo hi"]);
+        let started = Instant::now();
+        let error = run_bounded(leaver, 100, Overflow::Fail, DEADLINE)
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("still holds its output"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+
+        let mut echo = Command::new("echo");
+        echo.arg("hi");
+        let done = run_bounded(echo, 100, Overflow::Fail, DEADLINE).unwrap();
+        assert_eq!(
+            (done.stdout.as_slice(), done.success),
+            (&b"hi\n"[..], Some(true))
+        );
     }
 }

@@ -37,14 +37,6 @@ pub const MKFS_EROFS: Tool = Tool {
     command: "mkfs.erofs",
     package: "erofs-utils",
 };
-pub const FSCK_EROFS: Tool = Tool {
-    command: "fsck.erofs",
-    package: "erofs-utils",
-};
-pub const DUMP_EROFS: Tool = Tool {
-    command: "dump.erofs",
-    package: "erofs-utils",
-};
 
 pub const GPG: Tool = Tool {
     command: "gpg",

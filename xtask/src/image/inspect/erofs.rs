@@ -1,0 +1,543 @@
+//! erofs read by hand, because erofs-utils 1.5 can only extract whole trees (trusting the names
+//! it writes: a crafted `../` or `/` in a name writes anywhere on the host). This reads only the
+//! directories on the way and the first bytes of a file, from the image file, in memory:
+//!
+//! - the superblock at 1024: block size, the root's nid, where inodes start (`meta_blkaddr`);
+//! - inodes (32-byte compact or 64-byte extended) at `meta_blkaddr * block + nid * 32`;
+//! - directories and links stored plain or with an inline tail (erofs-utils never compresses
+//!   them): blocks of 12-byte dirents (nid, name offset, type) followed by the names;
+//! - a compressed file's first bytes: its first logical cluster's index (full or compacted)
+//!   gives the physical block, whose LZ4 stream is decoded only as far as needed.
+//!
+//! Layout as in Linux's `fs/erofs/erofs_fs.h` and `zmap.c`. Anything else (chunked files,
+//! LZMA, tail packing, fragments) is refused as unsupported: erofs-utils 1.5 with our options
+//! (`-zlz4hc -C131072`) never writes it.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{bail, ensure, Context};
+
+use super::{Lookup, Node, Tree, OUTPUT_LIMIT};
+
+const SUPERBLOCK: u64 = 1024;
+
+/// `i_format`'s data layouts.
+const FLAT_PLAIN: u16 = 0;
+const COMPRESSED_FULL: u16 = 1;
+const FLAT_INLINE: u16 = 2;
+const COMPRESSED_COMPACT: u16 = 3;
+
+/// Superblock `feature_incompat`: LZ4 streams end-aligned in their physical cluster.
+const ZERO_PADDING: u32 = 0x1;
+
+/// `h_advise` bits of a compressed inode's map header.
+const ADVISE_COMPACTED_2B: u16 = 0x1;
+const ADVISE_BIG_PCLUSTER_1: u16 = 0x2;
+/// Tail packing, fragments and interlaced clusters: erofs-utils 1.5 with our options writes none.
+const ADVISE_UNSUPPORTED: u16 = 0x8 | 0x10 | 0x20;
+
+/// Logical cluster types.
+const CLUSTER_PLAIN: u32 = 0;
+const CLUSTER_HEAD1: u32 = 1;
+const CLUSTER_HEAD2: u32 = 3;
+
+/// How much compressed input [`Erofs::read_head`] reads: far more than the first few KiB of
+/// output need.
+const COMPRESSED_INPUT_LIMIT: usize = 128 << 10;
+
+pub struct Erofs {
+    file: File,
+    len: u64,
+    block_bits: u32,
+    meta_offset: u64,
+    root_nid: u64,
+    zero_padding: bool,
+}
+
+/// One inode as stored.
+#[derive(Clone, Debug)]
+struct Inode {
+    /// Where it starts in the image.
+    offset: u64,
+    layout: u16,
+    /// Inode plus inline xattrs: where inline data (or a compressed file's map) starts.
+    header_len: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    /// `raw_blkaddr` for flat files, unused for compressed ones.
+    blkaddr: u32,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+impl Erofs {
+    pub fn open(file: File) -> anyhow::Result<Erofs> {
+        let len = file.metadata().context("reading the image's size")?.len();
+        let mut erofs = Erofs {
+            file,
+            len,
+            block_bits: 12,
+            meta_offset: 0,
+            root_nid: 0,
+            zero_padding: false,
+        };
+        let sb = erofs.read(SUPERBLOCK, 128)?;
+        ensure!(u32_at(&sb, 0) == 0xE0F5_E1E2, "no erofs superblock");
+        let block_bits = u32::from(sb[12]);
+        ensure!(
+            (9..=16).contains(&block_bits),
+            "the superblock says blocks of 2^{block_bits} bytes"
+        );
+        erofs.block_bits = block_bits;
+        erofs.root_nid = u64::from(u16_at(&sb, 14));
+        erofs.meta_offset = u64::from(u32_at(&sb, 40)) << block_bits;
+        erofs.zero_padding = u32_at(&sb, 80) & ZERO_PADDING != 0;
+        Ok(erofs)
+    }
+
+    fn block_size(&self) -> u64 {
+        1 << self.block_bits
+    }
+
+    /// `len` bytes at `offset`, which must lie inside the image.
+    fn read(&self, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
+        let end = offset.checked_add(len as u64);
+        ensure!(
+            end.is_some_and(|end| end <= self.len),
+            "the image points past its end ({len} bytes at offset {offset}, image {} bytes)",
+            self.len
+        );
+        let mut bytes = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .with_context(|| format!("reading {len} bytes at offset {offset}"))?;
+        Ok(bytes)
+    }
+
+    fn inode(&self, nid: u64) -> anyhow::Result<Inode> {
+        let offset = nid
+            .checked_mul(32)
+            .and_then(|o| o.checked_add(self.meta_offset))
+            .context("an inode number past any image")?;
+        let compact = self.read(offset, 32)?;
+        let format = u16_at(&compact, 0);
+        let extended = format & 1 == 1;
+        let layout = (format >> 1) & 0x7;
+        let xattr_count = u64::from(u16_at(&compact, 2));
+        let xattr_len = if xattr_count == 0 {
+            0
+        } else {
+            12 + (xattr_count - 1) * 4
+        };
+        let mode = u32::from(u16_at(&compact, 4));
+        let blkaddr = u32_at(&compact, 16);
+        let (inode_len, size, uid, gid) = if extended {
+            let b = self.read(offset, 64)?;
+            (64, u64_at(&b, 8), u32_at(&b, 24), u32_at(&b, 28))
+        } else {
+            (
+                32,
+                u64::from(u32_at(&compact, 8)),
+                u32::from(u16_at(&compact, 24)),
+                u32::from(u16_at(&compact, 26)),
+            )
+        };
+        Ok(Inode {
+            offset,
+            layout,
+            header_len: inode_len + xattr_len,
+            mode,
+            uid,
+            gid,
+            size,
+            blkaddr,
+        })
+    }
+
+    fn node(&self, nid: u64, path: String) -> anyhow::Result<Node> {
+        let inode = self.inode(nid)?;
+        Ok(Node {
+            mode: inode.mode,
+            uid: inode.uid,
+            gid: inode.gid,
+            size: inode.size,
+            id: nid,
+            path,
+            link: None,
+        })
+    }
+
+    /// Bytes `offset..offset + len` of an uncompressed inode's data: whole blocks from
+    /// `raw_blkaddr`, and with an inline layout the last (partial) block right after the inode.
+    fn read_flat(&self, inode: &Inode, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
+        ensure!(
+            inode.layout == FLAT_PLAIN || inode.layout == FLAT_INLINE,
+            "data layout {} is not supported here (an uncompressed layout was expected)",
+            inode.layout
+        );
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|end| *end <= inode.size)
+            .context("a read past the end of a file")?;
+        let block = self.block_size();
+        // Bytes stored in whole blocks (saturating: a crafted size may be near 2^64).
+        let blocks = inode.size.div_ceil(block);
+        let in_blocks = if inode.layout == FLAT_INLINE {
+            blocks.saturating_sub(1).saturating_mul(block)
+        } else {
+            blocks.saturating_mul(block)
+        };
+        let mut bytes = Vec::with_capacity(len);
+        if offset < in_blocks {
+            let until = end.min(in_blocks);
+            let start = (u64::from(inode.blkaddr) << self.block_bits).saturating_add(offset);
+            bytes.extend(self.read(start, (until - offset) as usize)?);
+        }
+        if end > in_blocks {
+            let from = offset.max(in_blocks);
+            let start = (inode.offset + inode.header_len).saturating_add(from - in_blocks);
+            bytes.extend(self.read(start, (end - from) as usize)?);
+        }
+        Ok(bytes)
+    }
+
+    /// The first `want` bytes of a compressed file, from its first physical cluster.
+    fn read_compressed_head(&self, inode: &Inode, want: usize) -> anyhow::Result<Vec<u8>> {
+        let map_at = (inode.offset + inode.header_len).next_multiple_of(8);
+        let map = self.read(map_at, 8)?;
+        let advise = u16_at(&map, 4);
+        let algorithms = map[6];
+        let cluster_bits = self.block_bits + u32::from(map[7] & 7);
+        ensure!(
+            advise & ADVISE_UNSUPPORTED == 0,
+            "compression options {advise:#x} are not supported (tail packing, fragments or \
+             interlaced clusters)"
+        );
+        ensure!(
+            cluster_bits == 12,
+            "logical clusters of 2^{cluster_bits} bytes are not supported"
+        );
+        let indexes = map_at + 8;
+        let (cluster_type, blkaddr) = match inode.layout {
+            COMPRESSED_FULL => {
+                // 8 bytes per logical cluster: advise (type in bits 0-1), offset, block
+                // address; after 8 more bytes of padding.
+                let index = self.read(indexes + 8, 8)?;
+                (u32::from(u16_at(&index, 0)) & 3, u32_at(&index, 4))
+            }
+            COMPRESSED_COMPACT => {
+                // Packs of 2 (4-byte) or 16 (2-byte) lcluster entries, each pack ending with
+                // its first physical block address; the first entries are 4-byte ones until
+                // the 32-byte alignment that 2-byte packs need.
+                let mut initial_4b = (32 - indexes % 32) / 4;
+                if initial_4b == 8 {
+                    initial_4b = 0;
+                }
+                let total = inode.size.div_ceil(1 << cluster_bits);
+                let packed_2b = if advise & ADVISE_COMPACTED_2B != 0 && initial_4b < total {
+                    (total - initial_4b) / 16 * 16
+                } else {
+                    0
+                };
+                // The first entry starts at bit 0 of its pack, whichever kind.
+                let pack_len = if initial_4b == 0 && packed_2b > 0 {
+                    32
+                } else {
+                    8
+                };
+                let pack = self.read(indexes, pack_len)?;
+                let value = u32_at(&pack, 0);
+                let cluster_type = (value >> cluster_bits) & 3;
+                let big = advise & ADVISE_BIG_PCLUSTER_1 != 0;
+                let first = u32_at(&pack, pack_len - 4);
+                (cluster_type, first.wrapping_add(u32::from(!big)))
+            }
+            other => bail!("data layout {other} is not a compressed one"),
+        };
+        let start = u64::from(blkaddr) << self.block_bits;
+        let available = self.len.saturating_sub(start);
+        ensure!(
+            available > 0,
+            "the first compressed cluster lies past the image's end"
+        );
+        let input = self.read(
+            start,
+            (available.min(COMPRESSED_INPUT_LIMIT as u64)) as usize,
+        )?;
+        match cluster_type {
+            CLUSTER_PLAIN => Ok(input[..want.min(input.len())].to_vec()),
+            CLUSTER_HEAD1 | CLUSTER_HEAD2 => {
+                let algorithm = if cluster_type == CLUSTER_HEAD1 {
+                    algorithms & 0xf
+                } else {
+                    algorithms >> 4
+                };
+                ensure!(
+                    algorithm == 0,
+                    "compression algorithm {algorithm} is not supported (only LZ4)"
+                );
+                let mut skip = 0;
+                if self.zero_padding {
+                    let block = self.block_size() as usize;
+                    skip = input[..block.min(input.len())]
+                        .iter()
+                        .position(|b| *b != 0)
+                        .context("the first compressed cluster starts with a block of zeros")?;
+                }
+                lz4_head(&input[skip..], want)
+            }
+            other => bail!("the first logical cluster has type {other}, not a head"),
+        }
+    }
+
+    /// Looks `name` up in a directory of at most [`OUTPUT_LIMIT`] bytes, a block at a time,
+    /// checking every name on the way (see [`bad_name`]).
+    fn find(&self, dir: &Inode, name: &[u8]) -> anyhow::Result<Result<Option<u64>, Vec<u8>>> {
+        ensure!(
+            dir.size <= OUTPUT_LIMIT as u64,
+            "a directory of {} bytes, over the {OUTPUT_LIMIT}-byte limit (a crafted image?)",
+            dir.size
+        );
+        let block = self.block_size();
+        let mut dots = [0; 2];
+        let mut found = None;
+        let mut offset = 0;
+        while offset < dir.size {
+            let len = block.min(dir.size - offset) as usize;
+            let bytes = self.read_flat(dir, offset, len)?;
+            for (entry, nid) in parse_dirents(&bytes)? {
+                if bad_name(&entry, &mut dots) {
+                    return Ok(Err(entry));
+                }
+                if entry == name {
+                    if found.is_some() {
+                        return Ok(Err(entry));
+                    }
+                    found = Some(nid);
+                }
+            }
+            offset += block;
+        }
+        Ok(Ok(found))
+    }
+}
+
+/// The entries of one directory block: 12-byte dirents (nid u64, name offset u16, type u8,
+/// reserved u8), the first one's name offset telling how many; each name runs to the next
+/// one's offset, the last to the end of the block or the first NUL.
+fn parse_dirents(block: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, u64)>> {
+    ensure!(
+        block.len() >= 12,
+        "a directory block of {} bytes",
+        block.len()
+    );
+    let first = usize::from(u16_at(block, 8));
+    ensure!(
+        first >= 12 && first % 12 == 0 && first <= block.len(),
+        "a directory block whose first name starts at {first}"
+    );
+    let count = first / 12;
+    let mut entries = Vec::with_capacity(count);
+    for i in 0..count {
+        let nid = u64_at(block, i * 12);
+        let start = usize::from(u16_at(block, i * 12 + 8));
+        let end = if i + 1 < count {
+            usize::from(u16_at(block, (i + 1) * 12 + 8))
+        } else {
+            block.len()
+        };
+        ensure!(
+            first <= start && start <= end && end <= block.len(),
+            "a directory entry whose name lies at {start}..{end}"
+        );
+        let mut name = &block[start..end];
+        if i + 1 == count {
+            let nul = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            name = &name[..nul];
+        }
+        entries.push((name.to_vec(), nid));
+    }
+    Ok(entries)
+}
+
+/// Whether a name is one no directory may hold: empty, with `/` or NUL, or a second `.` or
+/// `..` (counted in `dots` across the directory).
+fn bad_name(name: &[u8], dots: &mut [u32; 2]) -> bool {
+    match name {
+        b"." => dots[0] += 1,
+        b".." => dots[1] += 1,
+        _ => {}
+    }
+    name.is_empty() || name.contains(&b'/') || name.contains(&0) || dots.iter().any(|d| *d > 1)
+}
+
+/// The first `want` bytes an LZ4 block decodes to, reading no further than needed. Sequences:
+/// a token (literal count high nibble, match length low), literals, a 2-byte offset back into
+/// the output, the match; counts of 15 continue in following bytes while they are 255.
+pub fn lz4_head(input: &[u8], want: usize) -> anyhow::Result<Vec<u8>> {
+    let short = || anyhow::anyhow!("the LZ4 stream ends early");
+    let mut out = Vec::with_capacity(want);
+    let mut at = 0usize;
+    let count = |at: &mut usize, base: usize| -> anyhow::Result<usize> {
+        let mut n = base;
+        if base == 15 {
+            loop {
+                let b = *input.get(*at).ok_or_else(short)?;
+                *at += 1;
+                n = n.checked_add(usize::from(b)).ok_or_else(short)?;
+                if b != 255 {
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    };
+    while out.len() < want {
+        let token = *input.get(at).ok_or_else(short)?;
+        at += 1;
+        let literals = count(&mut at, usize::from(token >> 4))?;
+        let take = literals.min(want - out.len());
+        out.extend_from_slice(input.get(at..at + take).ok_or_else(short)?);
+        if out.len() >= want {
+            break;
+        }
+        at = at.checked_add(literals).ok_or_else(short)?;
+        let offset = usize::from(u16::from_le_bytes([
+            *input.get(at).ok_or_else(short)?,
+            *input.get(at + 1).ok_or_else(short)?,
+        ]));
+        at += 2;
+        ensure!(
+            offset != 0 && offset <= out.len(),
+            "the LZ4 stream refers back {offset} bytes, before its start"
+        );
+        let length = count(&mut at, usize::from(token & 15))?.saturating_add(4);
+        for _ in 0..length.min(want - out.len()) {
+            out.push(out[out.len() - offset]);
+        }
+    }
+    Ok(out)
+}
+
+impl Tree for Erofs {
+    fn root(&mut self) -> anyhow::Result<Node> {
+        self.node(self.root_nid, String::new())
+    }
+
+    fn lookup(&mut self, dir: &Node, name: &str) -> anyhow::Result<Lookup> {
+        let inode = self.inode(dir.id)?;
+        let nid = match self.find(&inode, name.as_bytes())? {
+            Err(bad) => return Ok(Lookup::BadName(bad)),
+            Ok(None) => return Ok(Lookup::Missing),
+            Ok(Some(nid)) => nid,
+        };
+        let path = if dir.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", dir.path)
+        };
+        Ok(Lookup::Found(self.node(nid, path)?))
+    }
+
+    fn link_target(&mut self, link: &Node) -> anyhow::Result<Vec<u8>> {
+        let inode = self.inode(link.id)?;
+        let len = inode.size.min(4096) as usize;
+        self.read_flat(&inode, 0, len)
+    }
+
+    fn read_head(&mut self, file: &Node, limit: usize) -> anyhow::Result<Vec<u8>> {
+        let inode = self.inode(file.id)?;
+        let want = usize::try_from(inode.size).unwrap_or(usize::MAX).min(limit);
+        match inode.layout {
+            FLAT_PLAIN | FLAT_INLINE => self.read_flat(&inode, 0, want),
+            COMPRESSED_FULL | COMPRESSED_COMPACT => self.read_compressed_head(&inode, want),
+            other => bail!(
+                "/{}: data layout {other} (chunked) is not supported",
+                file.path
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lz4_decodes_only_as_far_as_asked() {
+        // "abcd" as literals, then a match of 8 at offset 4: "abcdabcdabcd", then literals "!".
+        let stream = [0x44, b'a', b'b', b'c', b'd', 4, 0, 0x10, b'!'];
+        assert_eq!(lz4_head(&stream, 13).unwrap(), b"abcdabcdabcd!");
+        assert_eq!(lz4_head(&stream, 6).unwrap(), b"abcdab");
+        assert_eq!(lz4_head(&stream[..3], 2).unwrap(), b"ab");
+        assert!(lz4_head(&stream[..3], 6).is_err(), "a cut stream");
+        assert!(
+            lz4_head(&[0x04, 1, 0], 4).is_err(),
+            "a match before any output"
+        );
+        // A literal count continued by 255s.
+        let mut long = vec![0xF0, 255, 0];
+        long.extend(std::iter::repeat_n(b'x', 15 + 255));
+        assert_eq!(lz4_head(&long, 270).unwrap().len(), 270);
+        assert!(lz4_head(&long, 271).is_err(), "no match follows");
+        assert!(lz4_head(&[0xF0, 255, 255], 10).is_err());
+    }
+
+    fn dirent_block(names: &[&[u8]]) -> Vec<u8> {
+        let mut block = Vec::new();
+        let mut offset = names.len() * 12;
+        for (i, name) in names.iter().enumerate() {
+            block.extend((i as u64 + 36).to_le_bytes());
+            block.extend((offset as u16).to_le_bytes());
+            block.extend([1, 0]);
+            offset += name.len();
+        }
+        for name in names {
+            block.extend(*name);
+        }
+        block
+    }
+
+    #[test]
+    fn directory_blocks_give_names_and_nids() {
+        let mut block = dirent_block(&[b".", b"..", b"alloy"]);
+        block.resize(64, 0);
+        let entries = parse_dirents(&block).unwrap();
+        let names: Vec<&[u8]> = entries.iter().map(|(n, _)| n.as_slice()).collect();
+        assert_eq!(names, [&b"."[..], b"..", b"alloy"]);
+        assert_eq!(entries[2].1, 38);
+        let bad = |names: &[&[u8]]| {
+            let mut dots = [0; 2];
+            let entries = parse_dirents(&dirent_block(names)).unwrap();
+            entries
+                .into_iter()
+                .find(|(name, _)| bad_name(name, &mut dots))
+                .map(|(name, _)| name)
+        };
+        assert_eq!(bad(&[b".", b"..", b"alloy"]), None);
+        assert_eq!(
+            bad(&[b".", b"..", b"../../tmp/x"]),
+            Some(b"../../tmp/x".to_vec())
+        );
+        assert_eq!(bad(&[b".", b"..", b".."]), Some(b"..".to_vec()));
+        assert_eq!(bad(&[b".", b"a\0b", b"c"]), Some(b"a\0b".to_vec()));
+        assert_eq!(bad(&[b".", b"", b"c"]), Some(Vec::new()));
+
+        let mut broken = dirent_block(&[b".", b".."]);
+        broken[8] = 200;
+        assert!(parse_dirents(&broken).is_err());
+    }
+}
