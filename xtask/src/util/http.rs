@@ -376,35 +376,45 @@ impl Http {
         let mut buffer = vec![0u8; BUFFER_SIZE];
         let mut window_start = Instant::now();
         let mut window_bytes = 0u64;
+        let mut last_byte = Instant::now();
+        let no_progress = |bytes: u64, seconds: f64, done: u64| {
+            Failure::Fatal(anyhow!(
+                "{url} made no real progress: {bytes} bytes in the last {seconds:.1}s (under {min_bytes_per_sec} bytes/s), after {done} bytes; abandoned it. Check the network or the server, then run again"
+            ))
+        };
         loop {
             // At most one byte past the ceiling: enough to know it was passed.
             let room = (ceiling + 1 - done.min(ceiling + 1)).min(buffer.len() as u64) as usize;
             let read = body.read(&mut buffer[..room.max(1)]);
-            let elapsed = window_start.elapsed();
-            if let Ok(n) = &read {
-                window_bytes += *n as u64;
-            }
-            if elapsed >= window {
-                let wanted = (min_bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
-                if window_bytes < wanted {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{url} made no real progress: {window_bytes} bytes in the last {:.1}s (under {min_bytes_per_sec} bytes/s), after {done} bytes; abandoned it. Check the network or the server, then run again",
-                        elapsed.as_secs_f64()
-                    )));
-                }
-                window_start = Instant::now();
-                window_bytes = 0;
-            }
             let n = match read {
-                Ok(0) => return Ok(done),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The read timeout is the window: nothing at all came for that long.
+                Err(_) if last_byte.elapsed() >= window => {
+                    return Err(no_progress(0, last_byte.elapsed().as_secs_f64(), done))
+                }
                 Err(e) => {
                     return Err(Failure::Retry(
                         anyhow!(e).context(format!("connection to {url} broke after {done} bytes")),
                     ))
                 }
             };
+            if n > 0 {
+                last_byte = Instant::now();
+            }
+            window_bytes += n as u64;
+            let elapsed = window_start.elapsed();
+            if n > 0 && elapsed >= window {
+                let wanted = (min_bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
+                if window_bytes < wanted {
+                    return Err(no_progress(window_bytes, elapsed.as_secs_f64(), done));
+                }
+                window_start = Instant::now();
+                window_bytes = 0;
+            }
+            if n == 0 {
+                return Ok(done);
+            }
             if done + n as u64 > ceiling {
                 return Err(Failure::Fatal(too_large(ceiling)));
             }
