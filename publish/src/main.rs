@@ -38,11 +38,7 @@ use objects::{Outcome, Source};
 /// rc/ with their own SHA256SUMS. Credentials come from R2_ACCESS_KEY_ID and
 /// R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from flags.
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask publish",
-    bin_name = "cargo xtask publish",
-    version
-)]
+#[command(name = "cargo xtask publish", bin_name = "cargo xtask publish")]
 pub struct Publish {
     /// Version to publish (every image of it in --dir); without it, every image in --dir
     pub version: Option<Version>,
