@@ -82,7 +82,7 @@ impl Row {
     }
 }
 
-/// Checksum files and the index are small; anything larger is not ours.
+/// The index lists every published image, a line each; anything larger is not ours.
 const TEXT_LIMIT: u64 = 16 << 20;
 
 impl Verify {
@@ -317,7 +317,7 @@ fn verify_one(
     row.digest = Some(digest);
 
     let checksum_url = checksum_name(&url);
-    let checksum_file = match http.get_text(&checksum_url, TEXT_LIMIT) {
+    let checksum_file = match http.get_text(&checksum_url, http::SMALL_FILE_LIMIT) {
         Ok(text) => Sums::parse(&text, checksum_name(name))
             .and_then(|sums| sums.get(name))
             .map_err(|e| format!("{e:#}")),

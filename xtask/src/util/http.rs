@@ -96,9 +96,9 @@ fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
     ))
 }
 
-/// The first byte a 206 answer holds, from its `Content-Range: bytes START-END/TOTAL` (or
+/// START, END and TOTAL of a 206 answer's `Content-Range: bytes START-END/TOTAL` (or
 /// `/*`). `None` when the header is missing or malformed.
-pub fn content_range_start(value: &str) -> Option<(u64, u64, Option<u64>)> {
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
     let range = value.trim().strip_prefix("bytes ")?;
     let (span, total) = range.split_once('/')?;
     let (start, end) = span.split_once('-')?;
@@ -529,7 +529,7 @@ impl Http {
                         .headers()
                         .get("content-range")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(content_range_start);
+                        .and_then(parse_content_range);
                     if range.map(|(start, _, _)| start) != Some(resume_from) {
                         ranges_broken = true;
                         let said = response
@@ -633,10 +633,10 @@ mod tests {
     #[test]
     fn content_range_names_the_first_byte() {
         assert_eq!(
-            content_range_start("bytes 100-199/200"),
+            parse_content_range("bytes 100-199/200"),
             Some((100, 199, Some(200)))
         );
-        assert_eq!(content_range_start(" bytes 0-0/*"), Some((0, 0, None)));
+        assert_eq!(parse_content_range(" bytes 0-0/*"), Some((0, 0, None)));
         for bad in [
             "",
             "bytes */200",
@@ -647,7 +647,7 @@ mod tests {
             "items 0-1/2",
             "bytes x-1/2",
         ] {
-            assert_eq!(content_range_start(bad), None, "{bad:?}");
+            assert_eq!(parse_content_range(bad), None, "{bad:?}");
         }
     }
 
