@@ -454,3 +454,55 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
         );
     }
 }
+
+/// Redirects are followed by hand now: the token goes on to the same origin, never to another.
+#[test]
+fn a_redirect_carries_the_github_token_only_within_its_origin() {
+    use support::http::{Answer, Server};
+    let first = "/repos/grafana/alloy/releases?per_page=100";
+    let list = serde_json::to_vec(&serde_json::json!([{
+        "tag_name": "v1.10.2", "name": "v1.10.2", "draft": false, "prerelease": false,
+        "published_at": "2025-01-01T00:00:00Z", "assets": [],
+    }]))
+    .unwrap();
+    let token = "ghs_secretTOKEN0123456789";
+    let bearer = format!("Bearer {token}");
+    let elsewhere = Server::start(); // another port: another origin
+    elsewhere.answer("/list", Answer::ok(list.clone()));
+    let api = Server::start();
+    api.answer(
+        first,
+        Answer::status(301, "").header("Location", "/moved?per_page=100"),
+    );
+    api.answer(
+        "/moved?per_page=100",
+        Answer::status(302, "").header("Location", &format!("{}/list", elsewhere.url)),
+    );
+    let run = Run::from_command(
+        Command::new(XTASK)
+            .arg("latest")
+            .env("GITHUB_API_URL", &api.url)
+            .env("GITHUB_TOKEN", token),
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout, "1.10.2\n");
+    let sent: Vec<(String, Option<String>)> = api
+        .log()
+        .iter()
+        .map(|s| (s.path.clone(), s.headers.get("authorization").cloned()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (first.to_string(), Some(bearer.clone())),
+            ("/moved?per_page=100".to_string(), Some(bearer.clone())),
+        ]
+    );
+    let seen = elsewhere.log();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].headers.contains_key("authorization"), "{seen:?}");
+    assert_eq!(
+        seen[0].headers.get("accept").map(String::as_str),
+        Some("application/vnd.github+json")
+    );
+}

@@ -295,6 +295,7 @@ impl Http {
         from: u64,
         headers: &[(&str, &str)],
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        check_url(url).map_err(Failure::Fatal)?;
         let first_origin = origin(url);
         let mut current = url.to_string();
         for _ in 0..=MAX_REDIRECTS {
