@@ -267,10 +267,11 @@ fn mirror_zip(
     };
     let (file, shown) = match &partial {
         Some(partial) => (partial.as_file().try_clone()?, partial.path().to_path_buf()),
+        // Unnamed: nothing to clean up, and messages name the URL it came from.
         None => (
             tempfile::tempfile()
                 .context("creating a temporary file for the download (check TMPDIR)")?,
-            std::env::temp_dir().join(&asset),
+            PathBuf::from(&url),
         ),
     };
     // Hashed on the way in: for a fresh download, verifying costs no separate pass.

@@ -124,6 +124,9 @@ enum Failure {
 pub const DEFAULT_MAX_DOWNLOAD: u64 = 2 << 30;
 /// Ceiling for checksum files and signatures, which are a few lines.
 pub const SMALL_FILE_LIMIT: u64 = 4 << 20;
+/// A transfer averaging under this many bytes per second over [`PROGRESS_WINDOW_MS`] is abandoned.
+pub const MIN_BYTES_PER_SEC: u64 = 1024;
+pub const PROGRESS_WINDOW_MS: u64 = 60_000;
 
 /// How much a transfer may bring, and how slowly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,8 +142,8 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_download: DEFAULT_MAX_DOWNLOAD,
-            min_bytes_per_sec: 1024,
-            window: Duration::from_secs(60),
+            min_bytes_per_sec: MIN_BYTES_PER_SEC,
+            window: Duration::from_millis(PROGRESS_WINDOW_MS),
         }
     }
 }
