@@ -147,7 +147,7 @@ fn a_claimed_length_over_the_ceiling_is_refused_before_reading() {
     let ws = Workspace::new();
     let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
     run.assert_fails_with(&[
-        "sends more than 2147483648 bytes",
+        "announces 3221225472 bytes (Content-Length), more than the 2147483648-byte ceiling",
         "ALLOY_SYSEXT_MAX_DOWNLOAD",
     ]);
     assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "not retried");
@@ -179,7 +179,7 @@ fn sha256sums_that_are_endless_oversized_or_not_text_are_refused_at_once() {
                 let line = format!("{}  filler\n", fixture::sha256_hex(b""));
                 m.add(VERSION, "SHA256SUMS", line.repeat(70_000).into_bytes())
             }),
-            "is larger than 4194304 bytes",
+            "bytes (Content-Length), far more than the small file it should be (at most 4194304)",
         ),
         (
             "not UTF-8",

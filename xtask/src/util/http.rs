@@ -411,6 +411,7 @@ impl Http {
             if n > 0 && elapsed >= window {
                 let wanted = (min_bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
                 if window_bytes < wanted {
+                    let done = done + n as u64;
                     return Err(no_progress(window_bytes, elapsed.as_secs_f64(), done));
                 }
                 window_start = Instant::now();
@@ -437,10 +438,12 @@ impl Http {
     ) -> Result<(Vec<u8>, ureq::http::HeaderMap), Failure> {
         let response = self.get_with(url, 0, headers)?;
         let too_large = |limit: u64| {
-            anyhow!("{url} is larger than {limit} bytes, far more than the small file it should be; refusing it")
+            anyhow!("{url} is larger than {limit} bytes, far more than the small file it should be; refusing it. Check that the URL points at the right server")
         };
-        if content_length(&response).is_some_and(|len| len > limit) {
-            return Err(Failure::Fatal(too_large(limit)));
+        if let Some(length) = content_length(&response).filter(|&len| len > limit) {
+            return Err(Failure::Fatal(anyhow!(
+                "{url} announces {length} bytes (Content-Length), far more than the small file it should be (at most {limit}); refusing it. Check that the URL points at the right server"
+            )));
         }
         let response_headers = response.headers().clone();
         let mut reader = response.into_body().into_with_config().reader();
@@ -462,7 +465,7 @@ impl Http {
                 let (body, _) = self.get_small(url, &[], limit)?;
                 String::from_utf8(body).map_err(|e| {
                     Failure::Fatal(anyhow!(
-                        "{url} is not UTF-8 text (invalid byte at offset {}): not a checksum file; refusing it",
+                        "{url} is not UTF-8 text (invalid byte at offset {}), so not the checksum file it should be; refusing it. Check that the URL points at the right server",
                         e.utf8_error().valid_up_to()
                     ))
                 })
@@ -558,8 +561,11 @@ impl Http {
                 }
                 let start = writer.written();
                 let total = content_length(&response).map(|len| len + start);
-                if total.is_some_and(|total| total > ceiling) {
-                    return Err(Failure::Fatal(too_large(ceiling)));
+                if let Some(total) = total.filter(|&total| total > ceiling) {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{url} announces {total} bytes (Content-Length), more than the {ceiling}-byte ceiling ({}) for a release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",
+                        super::progress::mib(ceiling)
+                    )));
                 }
                 let transfer = transfer.get_or_insert_with(|| Transfer::new(label, total));
                 let mut body = response.into_body().into_with_config().reader();
