@@ -11,7 +11,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_http_client::tls;
@@ -200,7 +200,65 @@ where
             bucket.name,
             bucket.endpoint
         ),
-        _ => anyhow!("{what}: {}", DisplayErrorContext(error)),
+        _ => anyhow!("{what}: {}", one_line(&error)),
+    }
+}
+
+/// Any SDK error in one readable line: the status, code and message the server gave, or why
+/// there was no answer; and what to do. Never the SDK's multi-line debug dump.
+pub fn one_line<E>(error: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let said = [error.code(), error.message()]
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let said = flatten(&said, 200).trim_end_matches('.').to_string();
+    match (error, status) {
+        (SdkError::TimeoutError(_), _) => {
+            "the server did not answer in time. Check the endpoint and the network, then run publish again".to_string()
+        }
+        (SdkError::DispatchFailure(_), _) | (_, None) => format!(
+            "no answer from the server ({}). Check the endpoint and the network, then run publish again",
+            flatten(&causes(error), 200)
+        ),
+        (_, Some(status)) => {
+            let said = if said.is_empty() { String::new() } else { format!(" {said}") };
+            let advice = if status >= 500 {
+                "The storage service failed or is overloaded: wait a little and run publish again"
+            } else {
+                "Check the endpoint, the bucket and the token's permissions"
+            };
+            format!("the server answered {status}{said}. {advice}")
+        }
+    }
+}
+
+/// The error and its sources, as one `a: b: c` line.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// `text` on one line (whitespace runs become one space), at most `max` characters.
+fn flatten(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
     }
 }
 
@@ -307,24 +365,39 @@ impl Bucket {
             Err(e) if is_no_such_key(&e) => return Ok(None),
             Err(e) => return Err(explain(e, &what, self)),
         };
-        if output.content_length().unwrap_or(0) as u64 > limit {
-            bail!("{what}: it is larger than {limit} bytes, which is not what we wrote there");
+        let too_large = || {
+            anyhow!("{what}: it is larger than {limit} bytes, which is not what we wrote there; stopped reading it. Look at what replaced it in the bucket")
+        };
+        if output
+            .content_length()
+            .is_some_and(|len| len as u64 > limit)
+        {
+            return Err(too_large());
         }
         let etag = output
             .e_tag()
             .map(str::to_string)
             .with_context(|| format!("{what}: the server sent no ETag"))?;
-        let bytes = output
-            .body
-            .collect()
+        // Bounded whether or not a Content-Length came: stop at the first byte past the limit.
+        let mut bytes = Vec::new();
+        let mut body = output.body;
+        while let Some(chunk) = body
+            .try_next()
             .await
-            .with_context(|| format!("{what}: the body broke off"))?
-            .into_bytes();
-        Ok(Some((bytes.to_vec(), etag)))
+            .with_context(|| format!("{what}: the body broke off after {} bytes", bytes.len()))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some((bytes, etag)))
     }
 
     /// The SHA-256 and size of an object, hashed as it streams by, or `None` when there is none.
-    pub async fn digest_of(&self, name: &str) -> anyhow::Result<Option<(Digest, u64)>> {
+    /// An object over `limit` bytes (the size of the file it should equal) cannot be that file:
+    /// reading stops there, with an error, whether or not a Content-Length came.
+    pub async fn digest_of(&self, name: &str, limit: u64) -> anyhow::Result<Option<(Digest, u64)>> {
         let key = self.key(name);
         let what = format!("reading s3://{}/{key}", self.name);
         let mut output = match self
@@ -339,6 +412,15 @@ impl Bucket {
             Err(e) if is_no_such_key(&e) => return Ok(None),
             Err(e) => return Err(explain(e, &what, self)),
         };
+        let too_large = || {
+            anyhow!("{what}: it holds more than {limit} bytes, so it is not the {limit}-byte file being published; stopped reading it. Look at what is in the bucket under that name")
+        };
+        if output
+            .content_length()
+            .is_some_and(|len| len as u64 > limit)
+        {
+            return Err(too_large());
+        }
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = output
@@ -347,8 +429,11 @@ impl Bucket {
             .await
             .with_context(|| format!("{what}: the body broke off after {size} bytes"))?
         {
-            hasher.update(&chunk);
             size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large());
+            }
+            hasher.update(&chunk);
         }
         Ok(Some((Digest(hasher.finalize().into()), size)))
     }
@@ -460,7 +545,7 @@ impl Bucket {
             {
                 xtask::util::progress::detail(format!(
                     "could not abort multipart upload {upload_id} of {key} ({}); the bucket's lifecycle rules will remove its parts",
-                    DisplayErrorContext(e)
+                    one_line(&e)
                 ));
             }
         }
@@ -601,7 +686,7 @@ async fn upload_part(
         .body(body)
         .send()
         .await
-        .map_err(|e| anyhow!("uploading {what}: {}", DisplayErrorContext(e)))?;
+        .map_err(|e| anyhow!("uploading {what}: {}", one_line(&e)))?;
     let etag = output
         .e_tag()
         .with_context(|| format!("uploading {what}: the server sent no ETag"))?;
@@ -718,5 +803,89 @@ mod tests {
             xtask::util::checksums::hash_bytes(b"world")
         );
         assert!(hash_range(&path, 6, 6).is_err());
+    }
+
+    fn service_error(
+        status: u16,
+        code: &str,
+        message: &str,
+    ) -> SdkError<aws_sdk_s3::operation::get_object::GetObjectError, HttpResponse> {
+        let meta = aws_sdk_s3::error::ErrorMetadata::builder()
+            .code(code)
+            .message(message)
+            .build();
+        SdkError::service_error(
+            aws_sdk_s3::operation::get_object::GetObjectError::generic(meta),
+            HttpResponse::new(
+                status.try_into().unwrap(),
+                aws_sdk_s3::primitives::SdkBody::from("<Error>...</Error>"),
+            ),
+        )
+    }
+
+    #[test]
+    fn sdk_errors_are_one_readable_line_with_what_to_do() {
+        let line = one_line(&service_error(
+            503,
+            "SlowDown",
+            "Please reduce\n your request rate.",
+        ));
+        assert_eq!(
+            line,
+            "the server answered 503 SlowDown: Please reduce your request rate. The storage service failed or is overloaded: wait a little and run publish again"
+        );
+        let line = one_line(&service_error(400, "InvalidArgument", "bad"));
+        assert!(
+            line.starts_with("the server answered 400 InvalidArgument: bad. Check the endpoint"),
+            "{line}"
+        );
+
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let error: SdkError<aws_sdk_s3::operation::get_object::GetObjectError, HttpResponse> =
+            SdkError::dispatch_failure(aws_sdk_s3::error::ConnectorError::io(refused.into()));
+        let line = one_line(&error);
+        assert!(line.starts_with("no answer from the server ("), "{line}");
+        assert!(line.contains("connection refused"), "{line}");
+        assert!(line.ends_with("then run publish again"), "{line}");
+        // What the SDK's own display prints is longer and has no advice.
+        for line in [
+            line,
+            one_line(&service_error(500, "InternalError", &"x".repeat(1000))),
+        ] {
+            assert!(!line.contains('\n') && line.len() < 400, "{line}");
+        }
+    }
+
+    #[test]
+    fn explain_says_a_5xx_in_one_line() {
+        let s = settings(
+            env(&[
+                ("R2_ENDPOINT", "https://r2.example"),
+                ("R2_BUCKET", "images"),
+                ("R2_ACCESS_KEY_ID", "id"),
+                ("R2_SECRET_ACCESS_KEY", SECRET),
+            ]),
+            None,
+            None,
+            None,
+        )
+        .unwrap();
+        let bucket = Bucket::new(&s);
+        let error = explain(
+            service_error(500, "InternalError", "We encountered an internal error."),
+            "reading s3://images/SHA256SUMS",
+            &bucket,
+        );
+        assert_eq!(
+            format!("{error:#}"),
+            "reading s3://images/SHA256SUMS: the server answered 500 InternalError: We encountered an internal error. The storage service failed or is overloaded: wait a little and run publish again"
+        );
+    }
+
+    #[test]
+    fn flatten_makes_one_short_line() {
+        assert_eq!(flatten("a\n  b\tc ", 10), "a b c");
+        assert_eq!(flatten("abcdef", 3), "abc...");
     }
 }

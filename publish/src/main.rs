@@ -279,12 +279,13 @@ async fn publish(
     let mut conflicts = Vec::new();
     let mut published = std::collections::HashSet::new();
     for image in images {
-        let checksum = checksums::hash_bytes(image.checksum_text().as_bytes());
-        for (name, digest) in [
-            (image.name.clone(), image.digest),
-            (image.checksum_name(), checksum),
+        let checksum_text = image.checksum_text();
+        let checksum = checksums::hash_bytes(checksum_text.as_bytes());
+        for (name, digest, size) in [
+            (image.name.clone(), image.digest, image.size),
+            (image.checksum_name(), checksum, checksum_text.len() as u64),
         ] {
-            match bucket.digest_of(&name).await? {
+            match bucket.digest_of(&name, size).await? {
                 Some((remote, _)) if remote != digest => {
                     conflicts.push(objects::refusal(&bucket, &name, &remote, &digest));
                 }

@@ -123,7 +123,7 @@ pub async fn put_immutable(
             Ok(Outcome::Uploaded)
         }
         // Someone else created it meanwhile: theirs must be ours.
-        Written::PreconditionFailed => match bucket.digest_of(name).await? {
+        Written::PreconditionFailed => match bucket.digest_of(name, size).await? {
             Some((remote, _)) => same_or_refuse(bucket, name, &remote, digest),
             None => bail!(
                 "s3://{}/{key}: the server said it exists (412), but it cannot be read back; try again",

@@ -991,3 +991,82 @@ fn signed_publishes_at_once_leave_a_signature_of_the_final_sha256sums() {
     assert_eq!(index.lines().count(), 4, "{index}");
     assert_signed_by(&s3, &key);
 }
+
+/// A fake S3 endpoint on loopback: the bucket exists, `SHA256SUMS` and `.gpg` do not (unless
+/// `answers` says otherwise), and `answers` decide the rest.
+fn fake_bucket(answers: &[(&str, support::http::Answer)]) -> support::http::Server {
+    use support::http::Answer;
+    let server = support::http::Server::start();
+    let no_such_key = Answer::status(
+        404,
+        "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>",
+    )
+    .header("Content-Type", "application/xml");
+    server.answer_prefix(&format!("/{BUCKET}/SHA256SUMS"), no_such_key);
+    server.answer_prefix("/", Answer::ok(""));
+    for (prefix, answer) in answers {
+        server.answer_prefix(prefix, answer.clone());
+    }
+    server
+}
+
+/// A bucket that sends an endless `SHA256SUMS`, or an endless object where our image should
+/// be, without a Content-Length: publish stops at its limit, says so, and uploads nothing.
+#[test]
+fn endless_objects_without_a_length_are_cut_at_the_limit_and_nothing_is_uploaded() {
+    use support::http::Answer;
+    let dir = tempfile::tempdir().unwrap();
+    fabricate(dir.path(), "1.10.2", "amd64", 4096, 1);
+    let cases = [
+        (
+            format!("/{BUCKET}/SHA256SUMS?"),
+            "reading s3://images/SHA256SUMS: it is larger than 16777216 bytes",
+        ),
+        (
+            format!("/{BUCKET}/alloy-1.10.2-amd64.raw?"),
+            "reading s3://images/alloy-1.10.2-amd64.raw: it holds more than 4096 bytes",
+        ),
+    ];
+    for (path, needle) in cases {
+        let endless = Answer::endless(vec![b'x'; 64 << 10]).header("ETag", "\"e\"");
+        let server = fake_bucket(&[(&path, endless)]);
+        let started = std::time::Instant::now();
+        let run = run(&mut publish_command(&server.url, dir.path(), &[]));
+        run.assert_fails_with(&[needle]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        let writes: Vec<String> = server
+            .log()
+            .iter()
+            .filter(|s| s.method == "PUT" || s.method == "POST")
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect();
+        assert!(writes.is_empty(), "{path}: {writes:?}");
+    }
+}
+
+/// A 5xx from the bucket is one readable line with what to do, not the SDK's debug dump.
+#[test]
+fn a_server_error_is_said_in_one_line() {
+    use support::http::Answer;
+    let dir = tempfile::tempdir().unwrap();
+    fabricate(dir.path(), "1.10.2", "amd64", 4096, 1);
+    let error = Answer::status(
+        500,
+        "<?xml version=\"1.0\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>",
+    )
+    .header("Content-Type", "application/xml");
+    let server = fake_bucket(&[(&format!("/{BUCKET}/SHA256SUMS?"), error)]);
+    let run = run(&mut publish_command(&server.url, dir.path(), &[]));
+    run.assert_fails_with(&[
+        "error: reading s3://images/SHA256SUMS: the server answered 500 InternalError: We encountered an internal error. Please try again. The storage service failed or is overloaded: wait a little and run publish again\n",
+    ]);
+    let error_lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("error:"))
+        .collect();
+    assert_eq!(error_lines.len(), 1, "{}", run.stderr);
+    for dump in ["ServiceError", "ErrorMetadata", "source:", "Response {"] {
+        assert!(!run.stderr.contains(dump), "{dump}: {}", run.stderr);
+    }
+}

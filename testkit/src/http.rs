@@ -11,6 +11,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Send no Content-Length and repeat the body until the client hangs up.
+    pub endless: bool,
 }
 
 impl Answer {
@@ -19,6 +21,23 @@ impl Answer {
             status: 200,
             headers: Vec::new(),
             body: body.into(),
+            endless: false,
+        }
+    }
+
+    /// Answers `status` with `body`.
+    pub fn status(status: u16, body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status,
+            ..Answer::ok(body)
+        }
+    }
+
+    /// A 200 without Content-Length whose body is `chunk` repeated forever.
+    pub fn endless(chunk: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            endless: true,
+            ..Answer::ok(chunk)
         }
     }
 
@@ -39,6 +58,8 @@ pub struct Seen {
 #[derive(Default)]
 struct State {
     answers: HashMap<String, Answer>,
+    /// Answers for every path (query included) starting with a prefix, longest prefix first.
+    prefixes: Vec<(String, Answer)>,
     log: Vec<Seen>,
 }
 
@@ -72,6 +93,15 @@ impl Server {
             .unwrap()
             .answers
             .insert(path.into(), answer);
+    }
+
+    /// Answers every path (with its query) that starts with `prefix` and has no exact answer.
+    pub fn answer_prefix(&self, prefix: &str, answer: Answer) {
+        let mut state = self.state.lock().unwrap();
+        state.prefixes.push((prefix.into(), answer));
+        state
+            .prefixes
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     }
 
     pub fn log(&self) -> Vec<Seen> {
@@ -110,17 +140,23 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             path: path.clone(),
             headers,
         });
-        state.answers.get(&path).cloned()
+        state.answers.get(&path).cloned().or_else(|| {
+            state
+                .prefixes
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                .map(|(_, answer)| answer.clone())
+        })
     };
-    let answer = answer.unwrap_or(Answer {
-        status: 404,
-        headers: Vec::new(),
-        body: b"Not Found".to_vec(),
-    });
+    let answer = answer.unwrap_or(Answer::status(404, "Not Found"));
+    let length = if answer.endless {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", answer.body.len())
+    };
     let mut head = format!(
-        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        answer.status,
-        answer.body.len()
+        "HTTP/1.1 {} X\r\n{length}Connection: close\r\n",
+        answer.status
     );
     for (name, value) in &answer.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -129,6 +165,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     stream.write_all(head.as_bytes())?;
     if method != "HEAD" {
         stream.write_all(&answer.body)?;
+        while answer.endless && !answer.body.is_empty() {
+            stream.write_all(&answer.body)?; // fails once the client hangs up
+        }
     }
     stream.flush()
 }

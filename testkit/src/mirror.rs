@@ -27,6 +27,18 @@ pub enum Fault {
     NoRanges,
     /// Send half the body, then hang (until the client gives up or is killed).
     Stall,
+    /// 200 with a body that never ends (with this Content-Length claimed, or none), until the
+    /// client hangs up.
+    Endless { claimed_length: Option<u64> },
+    /// The whole body, one byte every this many milliseconds.
+    Crawl { every_ms: u64 },
+    /// Like CutOnce; then every Range request is answered 206 from byte `start` (with an honest
+    /// Content-Range), whatever was asked. Requests without a Range are served normally.
+    CutOnceThenWrongRange { start: usize },
+    /// Every Range request is answered 206 from byte N (what CutOnceThenWrongRange becomes).
+    WrongRange(usize),
+    /// The download URL redirects here (an absolute URL) instead of to the object.
+    RedirectTo(String),
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +172,10 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             return respond(&mut stream, "404 Not Found", &[], b"Not Found");
         }
         log(302, &mut state);
+        if let Some(Fault::RedirectTo(url)) = state.faults.get(&key) {
+            let location = format!("Location: {url}");
+            return respond(&mut stream, "302 Found", &[&location], b"");
+        }
         let location = format!("Location: /objects/{key}");
         return respond(&mut stream, "302 Found", &[&location], b"");
     }
@@ -178,16 +194,15 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             log(500, &mut state);
             return respond(&mut stream, "500 Internal Server Error", &[], b"try again");
         }
-        Some(Fault::CutOnce) | Some(Fault::CutOnceNoRanges) => {
-            let ranges = matches!(fault, Some(Fault::CutOnce));
-            state.faults.insert(
-                key.clone(),
-                if ranges {
-                    Fault::ServerErrors(0)
-                } else {
-                    Fault::NoRanges
-                },
-            );
+        Some(Fault::CutOnce)
+        | Some(Fault::CutOnceNoRanges)
+        | Some(Fault::CutOnceThenWrongRange { .. }) => {
+            let next = match fault {
+                Some(Fault::CutOnce) => Fault::ServerErrors(0),
+                Some(Fault::CutOnceThenWrongRange { start }) => Fault::WrongRange(start),
+                _ => Fault::NoRanges,
+            };
+            state.faults.insert(key.clone(), next);
             log(200, &mut state);
             drop(state);
             let head = format!(
@@ -198,6 +213,49 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             stream.write_all(&body[..body.len() / 2])?;
             stream.flush()?;
             return stream.shutdown(std::net::Shutdown::Both);
+        }
+        Some(Fault::WrongRange(start)) if range.is_some() => {
+            log(206, &mut state);
+            drop(state);
+            let content_range = format!(
+                "Content-Range: bytes {start}-{}/{}",
+                body.len() - 1,
+                body.len()
+            );
+            return respond(
+                &mut stream,
+                "206 Partial Content",
+                &[&content_range, "Accept-Ranges: bytes"],
+                &body[start..],
+            );
+        }
+        Some(Fault::Endless { claimed_length }) => {
+            log(200, &mut state);
+            drop(state);
+            let length = claimed_length
+                .map(|n| format!("Content-Length: {n}\r\n"))
+                .unwrap_or_default();
+            let head = format!("HTTP/1.1 200 OK\r\n{length}Connection: close\r\n\r\n");
+            stream.write_all(head.as_bytes())?;
+            let chunk = vec![b'A'; 64 << 10];
+            loop {
+                stream.write_all(&chunk)?; // fails once the client hangs up
+            }
+        }
+        Some(Fault::Crawl { every_ms }) => {
+            log(200, &mut state);
+            drop(state);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            for byte in &body {
+                stream.write_all(std::slice::from_ref(byte))?;
+                stream.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(every_ms));
+            }
+            return Ok(());
         }
         Some(Fault::Stall) => {
             log(200, &mut state);

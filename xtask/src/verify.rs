@@ -47,6 +47,9 @@ pub struct Verify {
     /// (binary or armored: gpg --export KEYID > FILE); a missing or bad one fails
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub downloads: http::DownloadArgs,
 }
 
 /// One row of the report.
@@ -79,7 +82,7 @@ impl Row {
     }
 }
 
-/// Checksum files and the index are small; anything larger is not ours.
+/// The index lists every published image, a line each; anything larger is not ours.
 const TEXT_LIMIT: u64 = 16 << 20;
 
 impl Verify {
@@ -103,11 +106,13 @@ impl Verify {
             needed.extend([tools::GPG, tools::GPGV]);
         }
         tools::preflight(sh, &needed)?;
-        run(&base, self.version, self.arch, self.keyring)
+        let http = Http::with_limits(self.downloads.limits());
+        run(&http, &base, self.version, self.arch, self.keyring)
     }
 }
 
 fn run(
+    http: &Http,
     base: &str,
     version: Option<Version>,
     arch: Arch,
@@ -122,8 +127,6 @@ fn run(
             )
         })?;
     }
-    let http = Http::new();
-
     let index_url = format!("{base}/{INDEX_NAME}");
     let index_text: anyhow::Result<String> = http
         .get_text(&index_url, TEXT_LIMIT)
@@ -148,7 +151,7 @@ fn run(
     let mut rows = Vec::new();
     for name in &names {
         step(format!("Verifying {base}/{name}"));
-        rows.push(verify_one(&http, &base, name, index.as_ref(), work.path()));
+        rows.push(verify_one(http, &base, name, index.as_ref(), work.path()));
     }
     let mut unchecked_signature = false;
     match &keyring {
@@ -158,7 +161,7 @@ fn run(
                 keyring.display()
             ));
             rows.push(verify_signature(
-                &http,
+                http,
                 &base,
                 index_text.as_ref(),
                 keyring,
@@ -167,7 +170,7 @@ fn run(
         }
         None => {
             unchecked_signature =
-                crate::host::butane::signatures_published(&http, &base).unwrap_or(false);
+                crate::host::butane::signatures_published(http, &base).unwrap_or(false);
         }
     }
 
@@ -314,7 +317,7 @@ fn verify_one(
     row.digest = Some(digest);
 
     let checksum_url = checksum_name(&url);
-    let checksum_file = match http.get_text(&checksum_url, TEXT_LIMIT) {
+    let checksum_file = match http.get_text(&checksum_url, http::SMALL_FILE_LIMIT) {
         Ok(text) => Sums::parse(&text, checksum_name(name))
             .and_then(|sums| sums.get(name))
             .map_err(|e| format!("{e:#}")),

@@ -11,12 +11,20 @@ use crate::util::files::copy_stream;
 /// Larger than any Alloy binary; a zip that inflates beyond it is refused.
 const MAX_BINARY_SIZE: u64 = 2 << 30;
 
-/// Extracts the single entry `expected` from `zip` into `dest`. Refuses an archive that holds
-/// anything else: more entries, directories, links, or any other name (`../`, absolute paths).
-pub fn extract_binary(zip: &Path, expected: &str, dest: &Path) -> anyhow::Result<u64> {
-    let file = File::open(zip).with_context(|| format!("opening {}", zip.display()))?;
+/// Extracts the single entry `expected` from the open `file` (the zip at `zip`, named in
+/// messages) into `dest`. Reads the open file, never the path again: the bytes extracted are the
+/// bytes that were verified. Refuses an archive that holds anything else: more entries (two of
+/// the same name too), directories, links, or any other name (`../`, absolute paths).
+pub fn extract_binary(file: &File, zip: &Path, expected: &str, dest: &Path) -> anyhow::Result<u64> {
     let mut archive = zip::ZipArchive::new(BufReader::new(file))
         .with_context(|| format!("{} is not a valid zip archive", zip.display()))?;
+    // The zip crate lists one entry per name: two entries of one name would pass as one.
+    if archive.has_duplicate_names() {
+        bail!(
+            "{} holds more than one entry of the same name (which one would be extracted depends on the tool); refusing it",
+            zip.display()
+        );
+    }
     let names = archive
         .file_names()
         .map(|name| name.map(|n| n.into_owned()))
@@ -68,6 +76,52 @@ mod tests {
         writer.finish().unwrap();
     }
 
+    fn extract(zip: &Path, expected: &str, dest: &Path) -> anyhow::Result<u64> {
+        extract_binary(&File::open(zip).unwrap(), zip, expected, dest)
+    }
+
+    #[test]
+    fn refuses_two_entries_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("twice.zip");
+        // The writer refuses duplicates: write two names, then make the second like the first.
+        make_zip(&zip, |w| {
+            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(b"\x7fELF good").unwrap();
+            w.start_file("alloy-linux-amd6X", SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(b"\x7fELF evil").unwrap();
+        });
+        let bytes = std::fs::read(&zip).unwrap();
+        let patched = replace_all(&bytes, b"alloy-linux-amd6X", b"alloy-linux-amd64");
+        assert_ne!(bytes, patched);
+        std::fs::write(&zip, patched).unwrap();
+        let err = format!(
+            "{:#}",
+            extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
+        );
+        assert!(
+            err.contains("more than one entry of the same name"),
+            "{err}"
+        );
+        assert!(!dir.path().join("out").exists());
+    }
+
+    fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        let mut out = haystack.to_vec();
+        let mut i = 0;
+        while i + from.len() <= out.len() {
+            if &out[i..i + from.len()] == from {
+                out[i..i + from.len()].copy_from_slice(to);
+                i += from.len();
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
     #[test]
     fn extracts_the_one_expected_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -78,10 +132,7 @@ mod tests {
             w.write_all(b"\x7fELF binary").unwrap();
         });
         let dest = dir.path().join("alloy");
-        assert_eq!(
-            extract_binary(&zip, "alloy-linux-amd64", &dest).unwrap(),
-            11
-        );
+        assert_eq!(extract(&zip, "alloy-linux-amd64", &dest).unwrap(), 11);
         assert_eq!(std::fs::read(dest).unwrap(), b"\x7fELF binary");
     }
 
@@ -139,7 +190,7 @@ mod tests {
             let dest = dir.path().join(format!("{name}.out"));
             let err = format!(
                 "{:#}",
-                extract_binary(&zip, "alloy-linux-amd64", &dest).unwrap_err()
+                extract(&zip, "alloy-linux-amd64", &dest).unwrap_err()
             );
             assert!(err.contains("refusing it"), "{name}: {err}");
         }
@@ -147,7 +198,7 @@ mod tests {
         std::fs::write(&not_zip, "<html>rate limited</html>").unwrap();
         let err = format!(
             "{:#}",
-            extract_binary(&not_zip, "x", &dir.path().join("x")).unwrap_err()
+            extract(&not_zip, "x", &dir.path().join("x")).unwrap_err()
         );
         assert!(err.contains("is not a valid zip archive"), "{err}");
     }

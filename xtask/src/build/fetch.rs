@@ -1,6 +1,10 @@
 //! Getting a verified release zip: from the cache when it still verifies, else from the release
 //! mirror; or, air-gapped, from a local file with a digest the user supplies.
 
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, Seek};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -13,9 +17,118 @@ use crate::util::http::{Http, NotFound};
 use crate::util::progress::{detail, step};
 use crate::version::Version;
 
-/// A release zip on disk whose SHA-256 matched the expected one.
+/// A release zip whose SHA-256 matched the expected one, held open: extraction reads this very
+/// file, never the path again, so what was hashed is what is used.
 pub struct VerifiedZip {
+    pub file: File,
+    /// Where it is (or was, for a download that could not be cached), for messages.
     pub path: PathBuf,
+}
+
+/// The download cache. It is optional: when it cannot be used, the zip is downloaded to a
+/// private temporary file instead, and the user is told once.
+pub struct Cache {
+    pub root: PathBuf,
+    told: Cell<bool>,
+}
+
+impl Cache {
+    pub fn new(root: PathBuf) -> Cache {
+        Cache {
+            root,
+            told: Cell::new(false),
+        }
+    }
+
+    /// Says, once per run, why the cache is not used.
+    fn bypass(&self, why: impl std::fmt::Display) {
+        if !self.told.replace(true) {
+            detail(format!(
+                "{why}; downloading to a private temporary file instead (the cache is optional, nothing will be cached)"
+            ));
+        }
+    }
+
+    /// `<root>/v<VERSION>`, created if needed; `None` (and said) when it cannot be.
+    fn dir(&self, version: &Version) -> Option<PathBuf> {
+        let dir = self.root.join(version.tag());
+        match std::fs::create_dir_all(&dir) {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                self.bypass(format!(
+                    "cannot use the cache directory {}: {e}",
+                    dir.display()
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// What a path in the cache holds.
+enum CacheEntry {
+    Missing,
+    /// A regular file, opened without following a link.
+    File(File),
+    /// Anything else (a link, a FIFO, a directory, a device), described.
+    Other(&'static str),
+}
+
+fn describe(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file: without following a final symbolic
+/// link and without blocking (a FIFO would), then checks the open file itself.
+fn open_cache_entry(path: &Path) -> io::Result<CacheEntry> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CacheEntry::Missing),
+        Err(e) => return Err(e),
+        Ok(m) if !m.file_type().is_file() => return Ok(CacheEntry::Other(describe(m.file_type()))),
+        Ok(_) => {}
+    }
+    let file = match open_nonblocking(path, libc::O_NOFOLLOW) {
+        Ok(file) => file,
+        // Replaced by a link since we looked.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(CacheEntry::Other("a symbolic link"))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CacheEntry::Missing),
+        Err(e) => return Err(e),
+    };
+    let file_type = file.metadata()?.file_type();
+    Ok(if file_type.is_file() {
+        CacheEntry::File(file)
+    } else {
+        CacheEntry::Other(describe(file_type))
+    })
+}
+
+fn open_nonblocking(path: &Path, extra_flags: i32) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | extra_flags)
+        .open(path)
+}
+
+/// Hashes an open file from its start, and leaves it at its start for the next reader.
+fn hash_open_file(file: &mut File, shown: &Path) -> anyhow::Result<Digest> {
+    file.rewind()
+        .and_then(|()| checksums::hash_reader(&*file))
+        .and_then(|(digest, _)| file.rewind().map(|()| digest))
+        .with_context(|| format!("reading {}", shown.display()))
 }
 
 /// How a local zip's expected digest is given.
@@ -55,7 +168,8 @@ fn mismatch(what: &str, expected: &Digest, actual: &Digest, source: &str) -> any
     )
 }
 
-/// Fetches `SHA256SUMS` of the release and the digest it lists for `asset`.
+/// Fetches `SHA256SUMS` of the release (a few KiB; a few MiB at most) and the digest it lists
+/// for `asset`.
 fn expected_digest(
     http: &Http,
     base: &str,
@@ -64,7 +178,7 @@ fn expected_digest(
 ) -> anyhow::Result<Digest> {
     let url = asset_url(base, version, "SHA256SUMS");
     let text = http
-        .get_text(&url, 1 << 20)
+        .get_text(&url, crate::util::http::SMALL_FILE_LIMIT)
         .map_err(|e| explain_not_found(e, version, "SHA256SUMS", base))?;
     Sums::parse(&text, &url)?
         .require(asset)
@@ -93,7 +207,7 @@ pub fn release_zip(
     http: &Http,
     source: &ReleaseSource,
     base: &str,
-    cache: &Path,
+    cache: &Cache,
     version: &Version,
     arch: Arch,
     report: &mut Report,
@@ -107,7 +221,7 @@ pub fn release_zip(
 fn mirror_zip(
     http: &Http,
     base: &str,
-    cache: &Path,
+    cache: &Cache,
     version: &Version,
     arch: Arch,
     report: &mut Report,
@@ -120,43 +234,133 @@ fn mirror_zip(
     let expected = report.phase("download", || expected_digest(http, base, version, &asset))?;
     detail(format!("SHA256SUMS lists {asset} as {expected}"));
 
-    let dir = cache.join(version.tag());
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating cache directory {}", dir.display()))?;
-    let cached = dir.join(&asset);
-    if cached.exists() {
-        let (digest, _) = report.phase("verify", || checksums::hash_file(&cached))?;
-        if digest == expected {
-            detail(format!("using cached {} (verified)", cached.display()));
-            return Ok(VerifiedZip { path: cached });
+    let mut dir = cache.dir(version);
+    if let Some(cache_dir) = &dir {
+        match from_cache(&cache_dir.join(&asset), &expected, cache, report)? {
+            Cached::Verified(zip) => return Ok(zip),
+            Cached::Absent => {}
+            Cached::Blocked => dir = None,
         }
-        detail(format!(
-            "cached {} does not match SHA256SUMS (got {digest}); downloading again",
-            cached.display()
-        ));
-        std::fs::remove_file(&cached).with_context(|| format!("removing {}", cached.display()))?;
     }
 
     let url = asset_url(base, version, &asset);
     // Download beside the cache entry, and move it in only once it verifies.
-    files::remove_abandoned(&dir);
-    let partial = tempfile::Builder::new()
-        .prefix(&files::temp_prefix())
-        .suffix(&format!("-{asset}.partial"))
-        .tempfile_in(&dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let partial = match &dir {
+        Some(dir) => {
+            files::remove_abandoned(dir);
+            match tempfile::Builder::new()
+                .prefix(&files::temp_prefix())
+                .suffix(&format!("-{asset}.partial"))
+                .tempfile_in(dir)
+            {
+                Ok(partial) => Some(partial),
+                Err(e) => {
+                    cache.bypass(format!(
+                        "cannot write in the cache directory {}: {e}",
+                        dir.display()
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let (file, shown) = match &partial {
+        Some(partial) => (partial.as_file().try_clone()?, partial.path().to_path_buf()),
+        // Unnamed: nothing to clean up, and messages name the URL it came from.
+        None => (
+            tempfile::tempfile()
+                .context("creating a temporary file for the download (check TMPDIR)")?,
+            PathBuf::from(&url),
+        ),
+    };
     // Hashed on the way in: for a fresh download, verifying costs no separate pass.
     let (digest, _) = report
-        .phase("download", || http.download(&url, partial.path(), &asset))
+        .phase("download", || {
+            http.download_to(&url, &file, &shown.display().to_string(), &asset)
+        })
         .map_err(|e| explain_not_found(e, version, &asset, base))?;
     if digest != expected {
         return Err(mismatch(&url, &expected, &digest, "from SHA256SUMS"));
     }
-    partial
-        .persist(&cached)
-        .with_context(|| format!("moving the download to {}", cached.display()))?;
     detail(format!("verified {asset}: sha256 {digest}"));
-    Ok(VerifiedZip { path: cached })
+    let mut file = file;
+    file.rewind()
+        .with_context(|| format!("reading {}", shown.display()))?;
+    let (Some(partial), Some(dir)) = (partial, dir) else {
+        return Ok(VerifiedZip { file, path: shown });
+    };
+    let cached = dir.join(&asset);
+    let path = match partial.persist(&cached) {
+        Ok(_) => cached,
+        Err(e) => {
+            cache.bypass(format!(
+                "cannot move the download to {}: {}",
+                cached.display(),
+                e.error
+            ));
+            shown
+        }
+    };
+    Ok(VerifiedZip { file, path })
+}
+
+/// What the cache holds for one asset.
+enum Cached {
+    /// A regular file that still verifies, open.
+    Verified(VerifiedZip),
+    /// Nothing usable: download into the cache.
+    Absent,
+    /// Something that is not a file and cannot be removed: download elsewhere.
+    Blocked,
+}
+
+/// The cache entry `cached`, opened once and hashed from that open file when it is a regular
+/// file. A mismatching file is removed; anything else (a link, a FIFO, a directory) too, or
+/// bypassed when it cannot be.
+fn from_cache(
+    cached: &Path,
+    expected: &Digest,
+    cache: &Cache,
+    report: &mut Report,
+) -> anyhow::Result<Cached> {
+    let what = match open_cache_entry(cached) {
+        Ok(CacheEntry::Missing) => return Ok(Cached::Absent),
+        Ok(CacheEntry::File(mut file)) => {
+            let digest = report.phase("verify", || hash_open_file(&mut file, cached))?;
+            if digest == *expected {
+                detail(format!("using cached {} (verified)", cached.display()));
+                return Ok(Cached::Verified(VerifiedZip {
+                    file,
+                    path: cached.to_path_buf(),
+                }));
+            }
+            detail(format!(
+                "cached {} does not match SHA256SUMS (got {digest}); downloading again",
+                cached.display()
+            ));
+            // A failed removal is harmless: the verified download replaces it by rename.
+            let _ = std::fs::remove_file(cached);
+            return Ok(Cached::Absent);
+        }
+        Ok(CacheEntry::Other(what)) => what.to_string(),
+        Err(e) => format!("unreadable ({e})"),
+    };
+    detail(format!(
+        "cache entry {} is {what}, not a file: ignoring it and downloading again",
+        cached.display()
+    ));
+    let removed = match std::fs::symlink_metadata(cached) {
+        Ok(m) if m.file_type().is_dir() => std::fs::remove_dir(cached),
+        _ => std::fs::remove_file(cached),
+    };
+    match removed {
+        Ok(()) => Ok(Cached::Absent),
+        Err(e) => {
+            cache.bypass(format!("cannot remove {}: {e}", cached.display()));
+            Ok(Cached::Blocked)
+        }
+    }
 }
 
 /// Verifies a local release zip, for builds without network access.
@@ -177,7 +381,21 @@ fn local_zip(
             (digest, format!("from {}", sums.display()))
         }
     };
-    let (digest, _) = report.phase("verify", || checksums::hash_file(zip))?;
+    // Opened once, without blocking (a FIFO would); hashed and later extracted from this file.
+    let mut file =
+        open_nonblocking(zip, 0).with_context(|| format!("opening --zip {}", zip.display()))?;
+    let file_type = file
+        .metadata()
+        .with_context(|| format!("reading --zip {}", zip.display()))?
+        .file_type();
+    if !file_type.is_file() {
+        bail!(
+            "--zip {} is {}, not a file: give the path of the downloaded release zip",
+            zip.display(),
+            describe(file_type)
+        );
+    }
+    let digest = report.phase("verify", || hash_open_file(&mut file, zip))?;
     if digest != expected {
         return Err(mismatch(
             &zip.display().to_string(),
@@ -188,6 +406,7 @@ fn local_zip(
     }
     detail(format!("verified: sha256 {digest}"));
     Ok(VerifiedZip {
+        file,
         path: zip.to_path_buf(),
     })
 }
@@ -210,6 +429,155 @@ mod tests {
         assert_eq!(
             asset_url("http://127.0.0.1:1/dl/", &version, "a.zip"),
             "http://127.0.0.1:1/dl/v1.10.2/a.zip"
+        );
+    }
+
+    fn zip_holding(path: &Path, content: &[u8]) -> Digest {
+        use std::io::Write;
+        let mut writer = zip::ZipWriter::new(File::create(path).unwrap());
+        writer
+            .start_file(
+                "alloy-linux-amd64",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+        writer.write_all(content).unwrap();
+        writer.finish().unwrap();
+        checksums::hash_file(path).unwrap().0
+    }
+
+    fn extracted(zip: &VerifiedZip, dir: &Path) -> Vec<u8> {
+        let dest = dir.join("extracted");
+        let _ = std::fs::remove_file(&dest);
+        super::super::archive::extract_binary(&zip.file, &zip.path, "alloy-linux-amd64", &dest)
+            .unwrap();
+        std::fs::read(dest).unwrap()
+    }
+
+    /// The zip is swapped for another between verifying and extracting (by rename, as an
+    /// attacker with write access to the directory would): the verified bytes are extracted.
+    #[test]
+    fn what_is_hashed_is_what_is_extracted() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("alloy-linux-amd64.zip");
+        let good = zip_holding(&zip, b"\x7fELF the verified binary");
+        let evil = dir.path().join("evil.zip");
+        zip_holding(&evil, b"\x7fELF another binary");
+
+        let local = ReleaseSource::Local {
+            zip: zip.clone(),
+            expected: Expected::Digest(good),
+        };
+        let cache = Cache::new(dir.path().join("unused"));
+        let http = Http::new();
+        let version: Version = "1.10.2".parse().unwrap();
+        let mut report = Report::default();
+        let verified = release_zip(
+            &http,
+            &local,
+            "https://unused.example",
+            &cache,
+            &version,
+            Arch::Amd64,
+            &mut report,
+        )
+        .unwrap();
+        std::fs::copy(&evil, dir.path().join("swap")).unwrap();
+        std::fs::rename(dir.path().join("swap"), &zip).unwrap();
+        assert_eq!(
+            extracted(&verified, dir.path()),
+            b"\x7fELF the verified binary"
+        );
+
+        // The same through the cache.
+        let cached = dir.path().join("cached.zip");
+        let good = zip_holding(&cached, b"\x7fELF cached and verified");
+        let Cached::Verified(verified) = from_cache(&cached, &good, &cache, &mut report).unwrap()
+        else {
+            panic!("a matching cache entry is used");
+        };
+        std::fs::copy(&evil, dir.path().join("swap")).unwrap();
+        std::fs::rename(dir.path().join("swap"), &cached).unwrap();
+        assert_eq!(
+            extracted(&verified, dir.path()),
+            b"\x7fELF cached and verified"
+        );
+    }
+
+    /// A FIFO, a link (to /dev/zero, or to a good zip elsewhere) or a directory in place of a
+    /// cached zip is never read: removed when possible, else bypassed. None of these may hang.
+    #[test]
+    fn cache_entries_that_are_not_files_are_removed_or_bypassed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere.zip");
+        let digest = zip_holding(&elsewhere, b"\x7fELF");
+        let cache = Cache::new(dir.path().to_path_buf());
+        let mut report = Report::default();
+
+        let fifo = dir.path().join("fifo.zip");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let zero = dir.path().join("zero.zip");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let link = dir.path().join("link.zip");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let empty_dir = dir.path().join("empty-dir.zip");
+        std::fs::create_dir(&empty_dir).unwrap();
+        for entry in [&fifo, &zero, &link, &empty_dir] {
+            let found = from_cache(entry, &digest, &cache, &mut report).unwrap();
+            assert!(matches!(found, Cached::Absent), "{}", entry.display());
+            assert!(
+                std::fs::symlink_metadata(entry).is_err(),
+                "{} is removed",
+                entry.display()
+            );
+        }
+        assert!(elsewhere.is_file(), "a link's target is left alone");
+
+        let full_dir = dir.path().join("full-dir.zip");
+        std::fs::create_dir(&full_dir).unwrap();
+        std::fs::write(full_dir.join("x"), b"x").unwrap();
+        let found = from_cache(&full_dir, &digest, &cache, &mut report).unwrap();
+        assert!(matches!(found, Cached::Blocked));
+        assert!(full_dir.join("x").is_file(), "nothing inside is removed");
+        assert!(cache.told.get(), "the bypass is said");
+
+        assert!(matches!(
+            from_cache(&dir.path().join("absent.zip"), &digest, &cache, &mut report).unwrap(),
+            Cached::Absent
+        ));
+    }
+
+    #[test]
+    fn a_local_zip_must_be_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.zip");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let local = ReleaseSource::Local {
+            zip: fifo,
+            expected: Expected::Digest(checksums::hash_bytes(b"")),
+        };
+        let err = release_zip(
+            &Http::new(),
+            &local,
+            "https://unused.example",
+            &Cache::new(dir.path().to_path_buf()),
+            &"1.10.2".parse().unwrap(),
+            Arch::Amd64,
+            &mut Report::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            format!("{err:#}").contains("is a FIFO, not a file"),
+            "{err:#}"
         );
     }
 }

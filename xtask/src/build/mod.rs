@@ -62,6 +62,9 @@ pub struct Build {
     #[command(flatten)]
     pub local: LocalZipArgs,
 
+    #[command(flatten)]
+    pub downloads: http::DownloadArgs,
+
     /// Every timestamp in the image, in seconds since 1970 (2024-01-01 when unset)
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS",
           default_value = DEFAULT_EPOCH_TEXT, value_parser = parse_epoch)]
@@ -213,13 +216,13 @@ impl Build {
         http::check_url(&self.releases_url).context("ALLOY_RELEASES_URL")?;
         // Every tool before any network access: a missing packer is named before a download.
         let tools = tools::preflight(sh, self.format.tools())?;
-        let cache = fetch::cache_dir(self.cache_home, self.home)?;
+        let cache = fetch::Cache::new(fetch::cache_dir(self.cache_home, self.home)?);
         let version = self.version.resolve(&self.github)?;
         let out_dir = self.out_dir.unwrap_or_else(crate::default_dist);
         std::fs::create_dir_all(&out_dir)
             .with_context(|| format!("creating output directory {}", out_dir.display()))?;
 
-        let http = Http::new();
+        let http = Http::with_limits(self.downloads.limits());
         let mut report = Report::default();
         let mut built = Vec::new();
         for &arch in &archs {

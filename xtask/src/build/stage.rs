@@ -175,7 +175,7 @@ pub fn stage_sysext_tree(
     let mut tree = StagedTree::new(root)?;
     report.phase("extract", || {
         tree.add_file_with(ALLOY_PATH, 0o755, |disk| {
-            super::archive::extract_binary(&zip.path, &arch.release_binary(), disk)?;
+            super::archive::extract_binary(&zip.file, &zip.path, &arch.release_binary(), disk)?;
             super::elf::check_file(disk, arch)
                 .with_context(|| format!("{} holds the wrong binary", zip.path.display()))
         })

@@ -20,7 +20,10 @@ const BLOCKS_PER_GROUP: u64 = 32768;
 
 /// Our own mke2fs.conf, so that the host's (which differs between distributions and releases)
 /// does not change the features. A read-only image needs no journal, no reserved GDT blocks for
-/// online resizing, and no orphan file.
+/// online resizing, and no orphan file. mke2fs also looks up a size type (`floppy` under 3 MiB,
+/// `small` under 512 MiB) and warns when it is missing. Both are defined with the block size we pass
+/// with `-b` anyway (an empty section still counts as missing), so they change nothing: a test
+/// pins an image's bytes.
 const MKE2FS_CONF: &str = "\
 [defaults]
 \tbase_features = sparse_super,large_file,filetype,dir_index,ext_attr
@@ -32,6 +35,12 @@ const MKE2FS_CONF: &str = "\
 [fs_types]
 \text4 = {
 \t\tfeatures = extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+\tsmall = {
+\t\tblocksize = 4096
+\t}
+\tfloppy = {
+\t\tblocksize = 4096
 \t}
 ";
 
@@ -223,6 +232,66 @@ mod tests {
             assert!(
                 size as f64 <= content as f64 * 1.03 + (4 << 20) as f64,
                 "{size} for {content}"
+            );
+        }
+    }
+
+    /// Images from fixed trees, one per mke2fs size type (`floppy` under 3 MiB, `small` above):
+    /// their bytes are pinned, so a change to the mke2fs configuration or the debugfs script that
+    /// changes an image cannot go unnoticed; and mkfs.ext4 prints nothing for either.
+    #[test]
+    fn small_images_have_pinned_bytes_and_mkfs_prints_no_warning() {
+        let sh = Shell::new().unwrap();
+        let tools = tools::preflight(&sh, super::super::ImageFormat::Ext4.tools()).unwrap();
+        let pinned = [
+            (
+                0,
+                "8390257e1657b6bba558e87178be5b8b159035312f47c17bac7363d0e1f82181",
+            ),
+            (
+                6 << 20,
+                "9026c9ff814f1e8e383bf7f7a11aa34273115066cf7d87c279312314924e3baa",
+            ),
+        ];
+        for (binary_size, expected) in pinned {
+            let (dir, mut tree) = tree_with(binary_size);
+            tree.add_file("usr/bin/tool", b"#!/bin/sh\necho hi\n", 0o755)
+                .unwrap();
+            let params = ImageParams {
+                epoch: 1_704_067_200,
+                identity: "alloy-0.0.0-amd64".into(),
+            };
+            let work = dir.path().join("work");
+            std::fs::create_dir(&work).unwrap();
+            let dest = work.join("small.raw");
+            pack(&sh, &tools, &tree, &dest, &params).unwrap();
+            let (digest, size) = crate::util::checksums::hash_file(&dest).unwrap();
+            assert_eq!(size, image_size(&tree));
+            assert_eq!(
+                digest.to_string(),
+                expected,
+                "a {size}-byte image changed (pinned with e2fsprogs 1.47.0, Debian 12's; another \
+                 e2fsprogs may write other bytes)"
+            );
+
+            // The same mkfs command, its output captured: nothing about undefined fs_types.
+            let conf = work.join("mke2fs.conf");
+            let again = work.join("again.raw");
+            std::fs::File::create(&again)
+                .unwrap()
+                .set_len(size)
+                .unwrap();
+            let mkfs = tools.path(tools::MKFS_EXT4);
+            let output = cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 {again}")
+                .env("MKE2FS_CONFIG", &conf)
+                .quiet()
+                .output()
+                .unwrap();
+            let said =
+                String::from_utf8_lossy(&output.stderr) + String::from_utf8_lossy(&output.stdout);
+            assert!(
+                said.trim().is_empty(),
+                "mkfs.ext4 on {size} bytes said: {said:?}"
             );
         }
     }

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use ureq::http::{StatusCode, Uri};
@@ -54,16 +54,170 @@ fn is_loopback(host: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// Where a redirect may lead: the policy of [`check_url`] on the new URL, and never from https
+/// down to plain http (not even to loopback).
+pub fn check_redirect(from: &str, to: &str) -> anyhow::Result<()> {
+    if from.starts_with("https://") && !to.starts_with("https://") {
+        bail!("refusing the redirect from {from} to {to}: https never downgrades to plain http");
+    }
+    check_url(to).with_context(|| format!("refusing the redirect from {from} to {to}"))
+}
+
+/// The absolute URL a `Location` header names, relative to `base` (RFC 3986, for the forms
+/// servers send: absolute, `//host/path`, `/path`, `path`).
+pub fn resolve_location(base: &str, location: &str) -> anyhow::Result<String> {
+    let location = location.trim();
+    if location.contains("://") {
+        return Ok(location.to_string());
+    }
+    let uri: Uri = base
+        .parse()
+        .with_context(|| format!("{base:?} is not a valid URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        bail!("{base:?} is not an absolute URL");
+    };
+    if let Some(rest) = location.strip_prefix("//") {
+        return Ok(format!("{scheme}://{rest}"));
+    }
+    if location.starts_with('/') {
+        return Ok(format!("{scheme}://{authority}{location}"));
+    }
+    let dir = uri.path().rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    Ok(format!("{scheme}://{authority}{dir}/{location}"))
+}
+
+/// Scheme, host and port: where credentials may be sent again after a redirect.
+fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
+    let uri: Uri = url.parse().ok()?;
+    Some((
+        uri.scheme_str()?.to_string(),
+        uri.host()?.to_ascii_lowercase(),
+        uri.port_u16(),
+    ))
+}
+
+/// START, END and TOTAL of a 206 answer's `Content-Range: bytes START-END/TOTAL` (or
+/// `/*`). `None` when the header is missing or malformed.
+pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
+    let range = value.trim().strip_prefix("bytes ")?;
+    let (span, total) = range.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        n => Some(n.parse::<u64>().ok()?),
+    };
+    if end < start || total.is_some_and(|t| end >= t) {
+        return None;
+    }
+    Some((start, end, total))
+}
+
 /// Whether a failure is worth another try.
 enum Failure {
     Retry(anyhow::Error),
     Fatal(anyhow::Error),
 }
 
+/// Ceiling for release zips and images: far above Alloy's ~420 MB binary, far below a disk.
+pub const DEFAULT_MAX_DOWNLOAD: u64 = 2 << 30;
+/// Ceiling for checksum files and signatures, which are a few lines.
+pub const SMALL_FILE_LIMIT: u64 = 4 << 20;
+/// A transfer averaging under this many bytes per second over [`PROGRESS_WINDOW_MS`] is abandoned.
+pub const MIN_BYTES_PER_SEC: u64 = 1024;
+pub const PROGRESS_WINDOW_MS: u64 = 60_000;
+
+/// How much a transfer may bring, and how slowly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes a release zip or an image may have; an endless body is cut here.
+    pub max_download: u64,
+    /// A transfer bringing fewer bytes per second than this, averaged over `window`, is abandoned.
+    pub min_bytes_per_sec: u64,
+    pub window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_download: DEFAULT_MAX_DOWNLOAD,
+            min_bytes_per_sec: MIN_BYTES_PER_SEC,
+            window: Duration::from_millis(PROGRESS_WINDOW_MS),
+        }
+    }
+}
+
+/// The download limits of `build` and `verify`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DownloadArgs {
+    /// Largest release zip or image to download (bytes, or with KiB/MiB/GiB); a larger or
+    /// endless one is refused
+    #[arg(long, env = "ALLOY_SYSEXT_MAX_DOWNLOAD", value_name = "BYTES",
+          default_value = "2GiB", value_parser = parse_size)]
+    pub max_download_bytes: u64,
+
+    /// Milliseconds over which a transfer must average --min-bytes-per-sec (tests shorten it)
+    #[arg(
+        long,
+        env = "ALLOY_SYSEXT_PROGRESS_WINDOW_MS",
+        hide = true,
+        default_value_t = 60_000
+    )]
+    pub progress_window_ms: u64,
+
+    /// The slowest transfer worth waiting for, in bytes per second
+    #[arg(
+        long,
+        env = "ALLOY_SYSEXT_MIN_BYTES_PER_SEC",
+        hide = true,
+        default_value_t = 1024
+    )]
+    pub min_bytes_per_sec: u64,
+}
+
+impl DownloadArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_download: self.max_download_bytes,
+            min_bytes_per_sec: self.min_bytes_per_sec,
+            window: Duration::from_millis(self.progress_window_ms.max(1)),
+        }
+    }
+}
+
+/// `2147483648`, `2GiB`, `512MiB`, `64KiB` (also `G`, `M`, `K`): a size in bytes.
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => bail!("{text:?} is not a size: give bytes, or a number with KiB, MiB or GiB"),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n > 0)
+        .with_context(|| {
+            format!("{text:?} is not a size: give bytes, or a number with KiB, MiB or GiB")
+        })
+}
+
+/// Redirects followed before giving up (each hop checked with [`check_redirect`]).
+const MAX_REDIRECTS: u32 = 10;
+
 pub struct Http {
     agent: ureq::Agent,
     attempts: u32,
     first_backoff: Duration,
+    limits: Limits,
 }
 
 impl Default for Http {
@@ -74,21 +228,31 @@ impl Default for Http {
 
 impl Http {
     pub fn new() -> Http {
+        Http::with_limits(Limits::default())
+    }
+
+    pub fn with_limits(limits: Limits) -> Http {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .max_redirects(10)
+            // Redirects are followed by `get_with`, which checks every hop's URL.
+            .max_redirects(0)
             .timeout_resolve(Some(Duration::from_secs(30)))
             .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            // A stalled body fails after a minute without a byte; a slow one may take its time.
-            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_recv_response(Some(limits.window))
+            // A read that brings nothing for a whole window fails; `pump` judges slow ones.
+            .timeout_per_read(Some(limits.window))
             .user_agent(concat!("alloy-sysext/", env!("CARGO_PKG_VERSION")))
             .build();
         Http {
             agent: config.into(),
             attempts: 6,
             first_backoff: Duration::from_millis(250),
+            limits,
         }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     fn with_retries<T>(
@@ -125,71 +289,186 @@ impl Http {
         self.get_with(url, from, &[])
     }
 
-    /// [`Http::get`] with extra request headers (values may be secret: they are never shown).
+    /// [`Http::get`] with extra request headers (values may be secret: they are never shown,
+    /// and `Authorization` is not sent on to another origin). Follows redirects itself, checking
+    /// each hop before connecting to it.
     fn get_with(
         &self,
         url: &str,
         from: u64,
         headers: &[(&str, &str)],
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        // Once on https, a redirect must not downgrade to plain http.
-        let mut request = self
-            .agent
-            .get(url)
-            .config()
-            .https_only(url.starts_with("https://"))
-            .build();
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if from > 0 {
-            request = request.header("Range", format!("bytes={from}-"));
-        }
-        let response = request.call().map_err(|e| match e {
-            ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::HostNotFound
-            | ureq::Error::ConnectionFailed => {
-                Failure::Retry(anyhow!(e).context(format!("requesting {url}")))
-            }
-            other => Failure::Fatal(anyhow!(other).context(format!("requesting {url}"))),
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(response)
-        } else if status == StatusCode::NOT_FOUND {
-            Err(Failure::Fatal(
-                NotFound {
-                    url: url.to_string(),
+        check_url(url).map_err(Failure::Fatal)?;
+        let first_origin = origin(url);
+        let mut current = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let same_origin = origin(&current) == first_origin;
+            let mut request = self.agent.get(&current);
+            for (name, value) in headers {
+                if same_origin || !name.eq_ignore_ascii_case("authorization") {
+                    request = request.header(*name, *value);
                 }
-                .into(),
+            }
+            if from > 0 {
+                request = request.header("Range", format!("bytes={from}-"));
+            }
+            let response = request.call().map_err(|e| match e {
+                ureq::Error::Io(_)
+                | ureq::Error::Timeout(_)
+                | ureq::Error::HostNotFound
+                | ureq::Error::ConnectionFailed => {
+                    Failure::Retry(anyhow!(e).context(format!("requesting {current}")))
+                }
+                other => Failure::Fatal(anyhow!(other).context(format!("requesting {current}"))),
+            })?;
+            let status = response.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        Failure::Fatal(anyhow!(
+                            "{current} answered {status} without a usable Location"
+                        ))
+                    })?;
+                let next = resolve_location(&current, location).map_err(Failure::Fatal)?;
+                check_redirect(&current, &next).map_err(Failure::Fatal)?;
+                current = next;
+                continue;
+            }
+            return if status.is_success() {
+                Ok(response)
+            } else if status == StatusCode::NOT_FOUND {
+                Err(Failure::Fatal(
+                    NotFound {
+                        url: url.to_string(),
+                    }
+                    .into(),
+                ))
+            } else if status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::REQUEST_TIMEOUT
+            {
+                Err(Failure::Retry(anyhow!("{url} answered {status}")))
+            } else {
+                Err(Failure::Fatal(anyhow!("{url} answered {status}")))
+            };
+        }
+        Err(Failure::Fatal(anyhow!(
+            "{url} redirected more than {MAX_REDIRECTS} times; refusing to follow further"
+        )))
+    }
+
+    /// Reads `body` to its end into `sink`, counting from `done` bytes already had: at most
+    /// `ceiling` bytes in all, and abandoning the transfer when it averages fewer than
+    /// `min_bytes_per_sec` over a window. `too_large` words the refusal.
+    fn pump(
+        &self,
+        url: &str,
+        body: &mut impl Read,
+        mut done: u64,
+        ceiling: u64,
+        too_large: &dyn Fn(u64) -> anyhow::Error,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), Failure>,
+    ) -> Result<u64, Failure> {
+        let Limits {
+            min_bytes_per_sec,
+            window,
+            ..
+        } = self.limits;
+        let mut buffer = vec![0u8; BUFFER_SIZE];
+        let mut window_start = Instant::now();
+        let mut window_bytes = 0u64;
+        let mut last_byte = Instant::now();
+        let no_progress = |bytes: u64, seconds: f64, done: u64| {
+            Failure::Fatal(anyhow!(
+                "{url} made no real progress: {bytes} bytes in the last {seconds:.1}s (under {min_bytes_per_sec} bytes/s), after {done} bytes; abandoned it. Check the network or the server, then run again"
             ))
-        } else if status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-        {
-            Err(Failure::Retry(anyhow!("{url} answered {status}")))
-        } else {
-            Err(Failure::Fatal(anyhow!("{url} answered {status}")))
+        };
+        loop {
+            // At most one byte past the ceiling: enough to know it was passed.
+            let room = (ceiling + 1 - done.min(ceiling + 1)).min(buffer.len() as u64) as usize;
+            let read = body.read(&mut buffer[..room.max(1)]);
+            let n = match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The read timeout is the window: nothing at all came for that long.
+                Err(_) if last_byte.elapsed() >= window => {
+                    return Err(no_progress(0, last_byte.elapsed().as_secs_f64(), done))
+                }
+                Err(e) => {
+                    return Err(Failure::Retry(
+                        anyhow!(e).context(format!("connection to {url} broke after {done} bytes")),
+                    ))
+                }
+            };
+            if n > 0 {
+                last_byte = Instant::now();
+            }
+            window_bytes += n as u64;
+            let elapsed = window_start.elapsed();
+            if n > 0 && elapsed >= window {
+                let wanted = (min_bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
+                if window_bytes < wanted {
+                    let done = done + n as u64;
+                    return Err(no_progress(window_bytes, elapsed.as_secs_f64(), done));
+                }
+                window_start = Instant::now();
+                window_bytes = 0;
+            }
+            if n == 0 {
+                return Ok(done);
+            }
+            if done + n as u64 > ceiling {
+                return Err(Failure::Fatal(too_large(ceiling)));
+            }
+            sink(&buffer[..n])?;
+            done += n as u64;
         }
     }
 
+    /// A small body (checksum file, signature, API page) into memory: at most `limit` bytes,
+    /// else a permanent failure.
+    fn get_small(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        limit: u64,
+    ) -> Result<(Vec<u8>, ureq::http::HeaderMap), Failure> {
+        let response = self.get_with(url, 0, headers)?;
+        let too_large = |limit: u64| {
+            anyhow!("{url} is larger than {limit} bytes, far more than the small file it should be; refusing it. Check that the URL points at the right server")
+        };
+        if let Some(length) = content_length(&response).filter(|&len| len > limit) {
+            return Err(Failure::Fatal(anyhow!(
+                "{url} announces {length} bytes (Content-Length), far more than the small file it should be (at most {limit}); refusing it. Check that the URL points at the right server"
+            )));
+        }
+        let response_headers = response.headers().clone();
+        let mut reader = response.into_body().into_with_config().reader();
+        let mut body = Vec::new();
+        self.pump(url, &mut reader, 0, limit, &too_large, &mut |chunk| {
+            body.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok((body, response_headers))
+    }
+
     /// Fetches a small text file (such as SHA256SUMS) into memory, at most `limit` bytes.
+    /// Too large or not UTF-8 is permanent: not retried.
     pub fn get_text(&self, url: &str, limit: u64) -> anyhow::Result<String> {
         check_url(url)?;
         self.with_retries(
             url,
             |_| {
-                let response = self.get(url, 0)?;
-                let mut text = String::new();
-                response
-                    .into_body()
-                    .into_with_config()
-                    .limit(limit)
-                    .reader()
-                    .read_to_string(&mut text)
-                    .map_err(|e| Failure::Retry(anyhow!(e).context(format!("reading {url}"))))?;
-                Ok(text)
+                let (body, _) = self.get_small(url, &[], limit)?;
+                String::from_utf8(body).map_err(|e| {
+                    Failure::Fatal(anyhow!(
+                        "{url} is not UTF-8 text (invalid byte at offset {}), so not the checksum file it should be; refusing it. Check that the URL points at the right server",
+                        e.utf8_error().valid_up_to()
+                    ))
+                })
             },
             |error, wait| super::progress::detail(format!("{error:#}; retrying in {wait:?}")),
         )
@@ -206,19 +485,7 @@ impl Http {
         check_url(url)?;
         self.with_retries(
             url,
-            |_| {
-                let response = self.get_with(url, 0, headers)?;
-                let response_headers = response.headers().clone();
-                let mut body = Vec::new();
-                response
-                    .into_body()
-                    .into_with_config()
-                    .limit(limit)
-                    .reader()
-                    .read_to_end(&mut body)
-                    .map_err(|e| Failure::Retry(anyhow!(e).context(format!("reading {url}"))))?;
-                Ok((body, response_headers))
-            },
+            |_| self.get_small(url, headers, limit),
             |error, wait| super::progress::detail(format!("{error:#}; retrying in {wait:?}")),
         )
     }
@@ -226,51 +493,93 @@ impl Http {
     /// Streams `url` into `dest` (created or truncated), hashing on the way.
     /// Returns the digest and size of what was written.
     pub fn download(&self, url: &str, dest: &Path, label: &str) -> anyhow::Result<(Digest, u64)> {
-        check_url(url)?;
         let file = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+        self.download_to(url, &file, &dest.display().to_string(), label)
+            .and_then(|found| {
+                file.sync_all()
+                    .with_context(|| format!("writing {}", dest.display()))?;
+                Ok(found)
+            })
+    }
+
+    /// Streams `url` into the open, empty `file` (`shown` in messages), hashing on the way, at
+    /// most [`Limits::max_download`] bytes. Returns the digest and size of what was written.
+    pub fn download_to(
+        &self,
+        url: &str,
+        file: &File,
+        shown: &str,
+        label: &str,
+    ) -> anyhow::Result<(Digest, u64)> {
+        check_url(url)?;
+        let ceiling = self.limits.max_download;
         let mut writer = HashingWriter::new(file);
         let mut transfer: Option<Transfer> = None;
-        let mut buffer = vec![0u8; BUFFER_SIZE];
+        // Set when a server answered a Range request with the wrong bytes: ask for all of it.
+        let mut ranges_broken = false;
+        let too_large = |ceiling: u64| {
+            anyhow!(
+                "{url} sends more than {ceiling} bytes ({}), more than any release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",
+                super::progress::mib(ceiling)
+            )
+        };
 
         let result = self.with_retries(
             url,
             |_| {
-                let response = self.get(url, writer.written())?;
-                // 206 continues where we were; 200 (no range support) starts over.
-                if response.status() != StatusCode::PARTIAL_CONTENT && writer.written() > 0 {
+                let resume_from = if ranges_broken { 0 } else { writer.written() };
+                let response = self.get(url, resume_from)?;
+                let partial = response.status() == StatusCode::PARTIAL_CONTENT;
+                if partial && resume_from > 0 {
+                    // A 206 must hold exactly the bytes asked for; anything else is never appended.
+                    let range = response
+                        .headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_content_range);
+                    if range.map(|(start, _, _)| start) != Some(resume_from) {
+                        ranges_broken = true;
+                        let said = response
+                            .headers()
+                            .get("content-range")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("no Content-Range");
+                        return Err(Failure::Retry(anyhow!(
+                            "{url} answered a request for bytes {resume_from}- with {said:?}; starting over without a range"
+                        )));
+                    }
+                } else if partial {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{url} answered 206 Partial Content to a request for the whole file; refusing it"
+                    )));
+                } else if writer.written() > 0 {
+                    // 200 (no range support, or we asked for everything): start over.
                     let file = writer.start_over();
                     file.set_len(0)
                         .and_then(|_| file.rewind())
                         .map_err(|e| Failure::Fatal(e.into()))?;
                 }
                 let start = writer.written();
-                let total = response
-                    .headers()
-                    .get("content-length")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(|len| len + start);
+                let total = content_length(&response).map(|len| len + start);
+                if let Some(total) = total.filter(|&total| total > ceiling) {
+                    return Err(Failure::Fatal(anyhow!(
+                        "{url} announces {total} bytes (Content-Length), more than the {ceiling}-byte ceiling ({}) for a release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",
+                        super::progress::mib(ceiling)
+                    )));
+                }
                 let transfer = transfer.get_or_insert_with(|| Transfer::new(label, total));
                 let mut body = response.into_body().into_with_config().reader();
-                loop {
-                    let n = match body.read(&mut buffer) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            let error = anyhow!(e).context(format!(
-                                "connection to {url} broke after {} bytes",
-                                writer.written()
-                            ));
-                            transfer.interrupted(format!("{error:#}"));
-                            return Err(Failure::Retry(error));
-                        }
-                    };
-                    writer.write_all(&buffer[..n]).map_err(|e| {
-                        Failure::Fatal(anyhow!(e).context(format!("writing {}", dest.display())))
+                let pumped = self.pump(url, &mut body, start, ceiling, &too_large, &mut |chunk| {
+                    writer.write_all(chunk).map_err(|e| {
+                        Failure::Fatal(anyhow!(e).context(format!("writing {shown}")))
                     })?;
                     transfer.set_position(writer.written());
+                    Ok(())
+                });
+                if let Err(Failure::Retry(error)) = &pumped {
+                    transfer.interrupted(format!("{error:#}"));
                 }
+                pumped?;
                 if let Some(total) = total {
                     if writer.written() < total {
                         let error = anyhow!(
@@ -287,14 +596,20 @@ impl Http {
         );
         result?;
         let size = writer.written();
-        let (file, digest) = writer.finish();
-        file.sync_all()
-            .with_context(|| format!("writing {}", dest.display()))?;
+        let (_, digest) = writer.finish();
         if let Some(transfer) = transfer {
             transfer.finish(size);
         }
         Ok((digest, size))
     }
+}
+
+fn content_length(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 #[cfg(test)]
@@ -323,5 +638,79 @@ mod tests {
         assert!(check_url("ftp://example.com/x").is_err());
         assert!(check_url("file:///etc/passwd").is_err());
         assert!(check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn content_range_names_the_first_byte() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, 199, Some(200)))
+        );
+        assert_eq!(parse_content_range(" bytes 0-0/*"), Some((0, 0, None)));
+        for bad in [
+            "",
+            "bytes */200",
+            "bytes 100-99/200",
+            "bytes 100-200/200",
+            "bytes -5/200",
+            "bytes 1-2",
+            "items 0-1/2",
+            "bytes x-1/2",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn locations_resolve_against_the_current_url() {
+        let base = "http://127.0.0.1:8/download/v1/a.zip";
+        for (location, expected) in [
+            ("/objects/a", "http://127.0.0.1:8/objects/a"),
+            ("b.zip", "http://127.0.0.1:8/download/v1/b.zip"),
+            ("//example.com/x", "http://example.com/x"),
+            ("https://cdn.example/x?sig=1", "https://cdn.example/x?sig=1"),
+        ] {
+            assert_eq!(resolve_location(base, location).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn every_hop_keeps_the_url_policy() {
+        assert!(check_redirect("http://127.0.0.1:1/a", "http://127.0.0.1:1/b").is_ok());
+        assert!(check_redirect("http://127.0.0.1:1/a", "https://cdn.example/b").is_ok());
+        assert!(check_redirect("https://github.com/a", "https://objects.example/b").is_ok());
+        let err = format!(
+            "{:#}",
+            check_redirect("http://127.0.0.1:1/a", "http://192.0.2.1/b").unwrap_err()
+        );
+        assert!(
+            err.contains("refusing the redirect from http://127.0.0.1:1/a to http://192.0.2.1/b"),
+            "{err}"
+        );
+        assert!(err.contains("refusing plain http://"), "{err}");
+        let err = check_redirect("https://github.com/a", "http://127.0.0.1/b")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("https never downgrades"), "{err}");
+        assert!(check_redirect("https://github.com/a", "file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("2GiB").unwrap(), DEFAULT_MAX_DOWNLOAD);
+        assert_eq!(parse_size("512 MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "2GB",
+            "1.5GiB",
+            "99999999999999999999G",
+            "GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
     }
 }

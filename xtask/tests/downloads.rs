@@ -1,0 +1,508 @@
+//! Hostile servers against the real `xtask build` and `xtask verify`: endless, crawling, stalled
+//! and wrongly-ranged bodies, redirects off loopback, files that are no checksum list, and cache
+//! entries that are not files. Each must end promptly and cleanly, with a message that says
+//! what happened, without a retry storm for what retrying cannot fix, and leave nothing behind.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::fixture::{self, Release};
+use support::mirror::{Fault, Mirror};
+use support::{ext4_cat, Run, Workspace, XTASK};
+
+const VERSION: &str = "1.10.2";
+const ZIP: &str = "alloy-linux-amd64.zip";
+const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
+const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+
+/// Short enough for tests, long enough for a loaded machine: a second per progress window.
+const WINDOW_MS: &str = "1000";
+
+fn mirror_with(release: &Release) -> Mirror {
+    let mirror = Mirror::start();
+    mirror.add_release(release);
+    mirror
+}
+
+/// Runs `command` with a private TMPDIR and the short progress window, killing it after
+/// `deadline` (a hang is a failure of its own). Returns the run and how long it took.
+fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Duration) {
+    std::fs::create_dir_all(tmp).unwrap();
+    command
+        .env("TMPDIR", tmp)
+        .env("ALLOY_SYSEXT_PROGRESS_WINDOW_MS", WINDOW_MS)
+        .env("ALLOY_SYSEXT_MIN_BYTES_PER_SEC", "1024")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = command.spawn().expect("running xtask");
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > deadline {
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "xtask still ran after {deadline:?}\n--- stderr\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed();
+    let output = child.wait_with_output().unwrap();
+    let run = Run {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    (run, elapsed)
+}
+
+fn build(ws: &Workspace, mirror: &Mirror, args: &[&str], deadline: Duration) -> (Run, Duration) {
+    let mut command = ws.command(&mirror.base_url);
+    command
+        .args(["build", VERSION, "--out-dir"])
+        .arg(&ws.out)
+        .args(args);
+    run_within(&mut command, &ws.tmp.path().join("tmp"), deadline)
+}
+
+/// Every file (not directory) under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Nothing in the output directory, the cache or TMPDIR.
+fn assert_nothing_left(ws: &Workspace) {
+    assert_eq!(ws.out_names(), Vec::<String>::new(), "output directory");
+    assert_eq!(files_under(&ws.cache), Vec::<PathBuf>::new(), "cache");
+    assert_eq!(
+        files_under(&ws.tmp.path().join("tmp")),
+        Vec::<PathBuf>::new(),
+        "TMPDIR"
+    );
+}
+
+fn statuses(mirror: &Mirror, suffix: &str) -> Vec<u16> {
+    mirror
+        .requests_for(suffix)
+        .iter()
+        .map(|r| r.status)
+        .collect()
+}
+
+#[test]
+fn an_endless_zip_is_cut_at_the_ceiling_and_not_retried() {
+    let mirror = mirror_with(&Release::new(VERSION));
+    mirror.fault(
+        VERSION,
+        ZIP,
+        Fault::Endless {
+            claimed_length: None,
+        },
+    );
+    let ws = Workspace::new();
+    let (run, took) = build(
+        &ws,
+        &mirror,
+        &["--max-download-bytes", "1MiB"],
+        Duration::from_secs(60),
+    );
+    run.assert_fails_with(&[
+        "sends more than 1048576 bytes",
+        "--max-download-bytes",
+        "refusing it",
+    ]);
+    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "not retried");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_nothing_left(&ws);
+}
+
+#[test]
+fn a_claimed_length_over_the_ceiling_is_refused_before_reading() {
+    let mirror = mirror_with(&Release::new(VERSION));
+    // 3 GiB claimed, over the default 2 GiB ceiling: refused on the headers alone.
+    mirror.fault(
+        VERSION,
+        ZIP,
+        Fault::Endless {
+            claimed_length: Some(3 << 30),
+        },
+    );
+    let ws = Workspace::new();
+    let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_fails_with(&[
+        "announces 3221225472 bytes (Content-Length), more than the 2147483648-byte ceiling",
+        "ALLOY_SYSEXT_MAX_DOWNLOAD",
+    ]);
+    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "not retried");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_nothing_left(&ws);
+}
+
+#[test]
+fn sha256sums_that_are_endless_oversized_or_not_text_are_refused_at_once() {
+    let sums_object = "/objects/v1.10.2/SHA256SUMS";
+    type Setup = Box<dyn Fn(&Mirror)>;
+    let cases: Vec<(&str, Setup, &str)> = vec![
+        (
+            "endless",
+            Box::new(|m: &Mirror| {
+                m.fault(
+                    VERSION,
+                    "SHA256SUMS",
+                    Fault::Endless {
+                        claimed_length: None,
+                    },
+                )
+            }),
+            "is larger than 4194304 bytes",
+        ),
+        (
+            "oversized",
+            Box::new(|m: &Mirror| {
+                let line = format!("{}  filler\n", fixture::sha256_hex(b""));
+                m.add(VERSION, "SHA256SUMS", line.repeat(70_000).into_bytes())
+            }),
+            "bytes (Content-Length), far more than the small file it should be (at most 4194304)",
+        ),
+        (
+            "not UTF-8",
+            Box::new(|m: &Mirror| {
+                m.add(VERSION, "SHA256SUMS", b"\xff\xfe binary \x00\x9f".to_vec())
+            }),
+            "is not UTF-8 text",
+        ),
+        (
+            "not a checksum list",
+            Box::new(|m: &Mirror| m.add(VERSION, "SHA256SUMS", b"<html>hi</html>\n".to_vec())),
+            "is not in sha256sum format",
+        ),
+    ];
+    for (name, setup, needle) in cases {
+        let mirror = mirror_with(&Release::new(VERSION));
+        setup(&mirror);
+        let ws = Workspace::new();
+        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        run.assert_fails_with(&[needle, "SHA256SUMS"]);
+        assert_eq!(statuses(&mirror, sums_object), [200], "{name}: not retried");
+        assert!(mirror.requests_for(ZIP_OBJECT).is_empty(), "{name}");
+        assert!(took < Duration::from_secs(20), "{name} took {took:?}");
+        assert_nothing_left(&ws);
+    }
+}
+
+#[test]
+fn a_crawling_or_stalled_zip_is_abandoned_after_the_progress_window() {
+    for fault in [Fault::Crawl { every_ms: 20 }, Fault::Stall] {
+        let mirror = mirror_with(&Release::new(VERSION));
+        mirror.fault(VERSION, ZIP, fault.clone());
+        let ws = Workspace::new();
+        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        run.assert_fails_with(&["made no real progress", "under 1024 bytes/s", "abandoned"]);
+        assert_eq!(
+            statuses(&mirror, ZIP_OBJECT),
+            [200],
+            "{fault:?}: not retried"
+        );
+        // One window, plus a read's worth: nowhere near the minute a real one gets.
+        assert!(took < Duration::from_secs(15), "{fault:?} took {took:?}");
+        assert_nothing_left(&ws);
+    }
+}
+
+#[test]
+fn a_206_from_the_wrong_offset_is_never_appended() {
+    let release = Release::new(VERSION);
+    let zip_len = release.assets[ZIP].len();
+    let half = zip_len / 2;
+    for start in [0, half + 1, 7] {
+        let mirror = mirror_with(&release);
+        mirror.fault(VERSION, ZIP, Fault::CutOnceThenWrongRange { start });
+        let ws = Workspace::new();
+        let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        run.assert_ok();
+        assert!(
+            run.stderr.contains("starting over without a range"),
+            "{}",
+            run.stderr
+        );
+        let requests = mirror.requests_for(ZIP_OBJECT);
+        let seen: Vec<(u16, Option<String>)> = requests
+            .iter()
+            .map(|r| (r.status, r.range.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (200, None),
+                (206, Some(format!("bytes={half}-"))),
+                (200, None)
+            ],
+            "start {start}"
+        );
+        assert_eq!(
+            ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+            release.binary("amd64")
+        );
+        assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+    }
+}
+
+#[test]
+fn a_redirect_off_loopback_to_plain_http_is_refused_before_connecting() {
+    // 192.0.2.1 is TEST-NET-1: nothing answers there, so connecting would hang for 30 s.
+    for asset in [ZIP, "SHA256SUMS"] {
+        let mirror = mirror_with(&Release::new(VERSION));
+        mirror.fault(
+            VERSION,
+            asset,
+            Fault::RedirectTo("http://192.0.2.1/alloy.zip".into()),
+        );
+        let ws = Workspace::new();
+        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        run.assert_fails_with(&[
+            &format!(
+                "refusing the redirect from {}/v1.10.2/{asset}",
+                mirror.base_url
+            ),
+            "to http://192.0.2.1/alloy.zip",
+            "refusing plain http://",
+        ]);
+        assert_eq!(
+            statuses(&mirror, &format!("/download/v1.10.2/{asset}")),
+            [302],
+            "{asset}: not retried"
+        );
+        assert!(took < Duration::from_secs(10), "{asset} took {took:?}");
+        assert_nothing_left(&ws);
+    }
+}
+
+/// A FIFO or a link where the cached zip belongs is neither read nor followed: the build
+/// downloads afresh, promptly, and the cache holds a real file afterwards.
+#[test]
+fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
+    let release = Release::new(VERSION);
+    type Make = fn(&Path);
+    let cases: [(&str, Make, &str); 4] = [
+        (
+            "fifo",
+            |p| {
+                assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+            },
+            "is a FIFO, not a file",
+        ),
+        (
+            "link to /dev/zero",
+            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            "is a symbolic link, not a file",
+        ),
+        (
+            "dangling link",
+            |p| std::os::unix::fs::symlink("/nonexistent/alloy.zip", p).unwrap(),
+            "is a symbolic link, not a file",
+        ),
+        (
+            "empty directory",
+            |p| std::fs::create_dir(p).unwrap(),
+            "is a directory, not a file",
+        ),
+    ];
+    for (name, make, said) in cases {
+        let mirror = mirror_with(&release);
+        let ws = Workspace::new();
+        let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+        std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+        make(&cached);
+        let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        run.assert_ok();
+        assert!(run.stderr.contains(said), "{name}: {}", run.stderr);
+        assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "{name}");
+        let meta = std::fs::symlink_metadata(&cached).unwrap();
+        assert!(meta.file_type().is_file(), "{name}: {meta:?}");
+        assert_eq!(std::fs::read(&cached).unwrap(), release.assets[ZIP]);
+    }
+}
+
+/// A directory that cannot be removed where the zip belongs, or a cache root that cannot be
+/// created: the build still succeeds, from a private temporary download, and says so once.
+#[test]
+fn an_unusable_cache_is_bypassed_and_said_once() {
+    let release = Release::new(VERSION);
+    let mirror = mirror_with(&release);
+
+    let blocked = Workspace::new();
+    let cached = blocked.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+    std::fs::create_dir_all(cached.join("inside")).unwrap();
+    let (run, _) = build(&blocked, &mirror, &[], Duration::from_secs(60));
+    run.assert_ok();
+    assert!(run.stderr.contains("cannot remove"), "{}", run.stderr);
+    assert!(cached.join("inside").is_dir(), "nothing inside is removed");
+
+    // The cache root is a file: no directory can be made there (even by root).
+    let unwritable = Workspace::new();
+    std::fs::create_dir_all(unwritable.cache.parent().unwrap()).unwrap();
+    std::fs::write(&unwritable.cache, b"not a directory").unwrap();
+    let (run, _) = build(
+        &unwritable,
+        &mirror,
+        &["--arch", "amd64", "--arch", "arm64"],
+        Duration::from_secs(90),
+    );
+    run.assert_ok();
+    assert_eq!(
+        run.stderr.matches("the cache is optional").count(),
+        1,
+        "said once for both architectures:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read(&unwritable.cache).unwrap(),
+        b"not a directory"
+    );
+    assert_eq!(
+        files_under(&unwritable.tmp.path().join("tmp")),
+        Vec::<PathBuf>::new(),
+        "the temporary download is gone"
+    );
+    assert_eq!(
+        unwritable.out_names(),
+        [
+            IMAGE,
+            CHECKSUM,
+            "alloy-1.10.2-arm64.raw",
+            "alloy-1.10.2-arm64.raw.sha256"
+        ]
+    );
+}
+
+/// `verify` downloads the image with the same ceiling and deadline, and says which failed.
+#[test]
+fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
+    let image_name = IMAGE;
+    let cases: Vec<(Fault, Vec<&str>, &str)> = vec![
+        (
+            Fault::Endless {
+                claimed_length: None,
+            },
+            vec!["--max-download-bytes", "1MiB"],
+            "sends more than 1048576 bytes",
+        ),
+        (
+            Fault::Crawl { every_ms: 20 },
+            vec![],
+            "made no real progress",
+        ),
+        (
+            Fault::RedirectTo("http://192.0.2.1/image.raw".into()),
+            vec![],
+            "refusing the redirect",
+        ),
+    ];
+    for (fault, args, needle) in cases {
+        let mirror = Mirror::start();
+        let image = vec![0u8; 64 << 10];
+        let line = format!("{}  {image_name}\n", fixture::sha256_hex(&image));
+        mirror.add(VERSION, image_name, image);
+        mirror.add(VERSION, CHECKSUM, line.clone().into_bytes());
+        mirror.add(VERSION, "SHA256SUMS", line.into_bytes());
+        mirror.fault(VERSION, image_name, fault.clone());
+        let tmp = tempfile::tempdir().unwrap();
+        let mut command = Command::new(XTASK);
+        command
+            .args(["verify", VERSION, "--base-url"])
+            .arg(format!("{}/v{VERSION}", mirror.base_url))
+            .args(&args);
+        let (run, took) = run_within(
+            &mut command,
+            &tmp.path().join("tmp"),
+            Duration::from_secs(60),
+        );
+        run.assert_fails_with(&["failed verification"]);
+        assert!(run.stdout.contains(needle), "{fault:?}:\n{}", run.stdout);
+        let object = format!("/objects/v{VERSION}/{image_name}");
+        let expected: &[u16] = match fault {
+            Fault::RedirectTo(_) => &[],
+            _ => &[200],
+        };
+        assert_eq!(
+            statuses(&mirror, &object),
+            expected,
+            "{fault:?}: not retried"
+        );
+        assert!(took < Duration::from_secs(20), "{fault:?} took {took:?}");
+        assert_eq!(
+            files_under(&tmp.path().join("tmp")),
+            Vec::<PathBuf>::new(),
+            "{fault:?}: TMPDIR"
+        );
+    }
+}
+
+/// Redirects are followed by hand now: the token goes on to the same origin, never to another.
+#[test]
+fn a_redirect_carries_the_github_token_only_within_its_origin() {
+    use support::http::{Answer, Server};
+    let first = "/repos/grafana/alloy/releases?per_page=100";
+    let list = serde_json::to_vec(&serde_json::json!([{
+        "tag_name": "v1.10.2", "name": "v1.10.2", "draft": false, "prerelease": false,
+        "published_at": "2025-01-01T00:00:00Z", "assets": [],
+    }]))
+    .unwrap();
+    let token = "ghs_secretTOKEN0123456789";
+    let bearer = format!("Bearer {token}");
+    let elsewhere = Server::start(); // another port: another origin
+    elsewhere.answer("/list", Answer::ok(list.clone()));
+    let api = Server::start();
+    api.answer(
+        first,
+        Answer::status(301, "").header("Location", "/moved?per_page=100"),
+    );
+    api.answer(
+        "/moved?per_page=100",
+        Answer::status(302, "").header("Location", &format!("{}/list", elsewhere.url)),
+    );
+    let run = Run::from_command(
+        Command::new(XTASK)
+            .arg("latest")
+            .env("GITHUB_API_URL", &api.url)
+            .env("GITHUB_TOKEN", token),
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout, "1.10.2\n");
+    let sent: Vec<(String, Option<String>)> = api
+        .log()
+        .iter()
+        .map(|s| (s.path.clone(), s.headers.get("authorization").cloned()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (first.to_string(), Some(bearer.clone())),
+            ("/moved?per_page=100".to_string(), Some(bearer.clone())),
+        ]
+    );
+    let seen = elsewhere.log();
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].headers.contains_key("authorization"), "{seen:?}");
+    assert_eq!(
+        seen[0].headers.get("accept").map(String::as_str),
+        Some("application/vnd.github+json")
+    );
+}
