@@ -51,16 +51,7 @@ pub struct BenchOptions {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(BenchOptions::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  because: {cause}");
-            }
-            std::process::ExitCode::FAILURE
-        }
-    }
+    xtask::cli::exit_code(run(BenchOptions::parse()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

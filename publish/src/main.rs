@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use xtask::arch::Arch;
+use xtask::cli::{exit_code, refuse_secrets_on_argv};
 use xtask::contract::{Channel, INDEX_NAME, SIGNATURE_NAME};
 use xtask::signing::{Signer, SIGNING_KEY_ENV};
 use xtask::util::checksums::{self, Entry};
@@ -153,36 +154,14 @@ impl Environment {
     }
 }
 
-/// Refuses a secret given as a flag, where any local user could read it in the process list.
-fn refuse_secrets_on_argv(matches: &clap::ArgMatches) -> anyhow::Result<()> {
-    for id in SECRET_ARGS {
-        if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
-            bail!(
-                "--{} is a secret: set it in the environment ({}), never on the command line; nothing was uploaded",
-                id.replace('_', "-"),
-                id.to_uppercase()
-            );
-        }
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Publish::command().get_matches();
-    let result = refuse_secrets_on_argv(&matches)
-        .and_then(|()| Ok(Publish::from_arg_matches(&matches)?))
-        .and_then(Publish::run);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  because: {cause}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(
+        refuse_secrets_on_argv(&matches, &SECRET_ARGS)
+            .and_then(|()| Ok(Publish::from_arg_matches(&matches)?))
+            .and_then(Publish::run),
+    )
 }
 
 impl Publish {
@@ -383,10 +362,12 @@ mod tests {
         let matches = Publish::command()
             .try_get_matches_from(["x", "--r2-secret-access-key", "s3cr3t"])
             .unwrap();
-        let err = refuse_secrets_on_argv(&matches).unwrap_err().to_string();
+        let err = refuse_secrets_on_argv(&matches, &SECRET_ARGS)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("R2_SECRET_ACCESS_KEY"), "{err}");
         assert!(!err.contains("s3cr3t"), "{err}");
         let matches = Publish::command().try_get_matches_from(["x"]).unwrap();
-        refuse_secrets_on_argv(&matches).unwrap();
+        refuse_secrets_on_argv(&matches, &SECRET_ARGS).unwrap();
     }
 }

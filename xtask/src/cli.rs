@@ -141,24 +141,38 @@ impl Member {
 
 /// Ids of the arguments that carry secrets: environment only, never the command line, where
 /// any local user can read them in the process list.
-const SECRET_ARGS: [&str; 1] = ["github_token"];
+pub const SECRET_ARGS: [&str; 1] = ["github_token"];
 
-/// Refuses a secret given as a flag, in any subcommand.
-pub fn refuse_secrets_on_argv(matches: &ArgMatches) -> anyhow::Result<()> {
-    for id in SECRET_ARGS {
+/// Refuses any of the secret arguments `ids` given as a flag, in any subcommand.
+pub fn refuse_secrets_on_argv(matches: &ArgMatches, ids: &[&str]) -> anyhow::Result<()> {
+    for id in ids {
         if matches.try_contains_id(id).unwrap_or(false)
             && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
         {
             bail!(
-                "--{} is a secret: set it in the environment ({}), never on the command line",
+                "--{} is a secret: set it in the environment ({}), never on the command line; nothing was done",
                 id.replace('_', "-"),
                 id.to_uppercase()
             );
         }
     }
     match matches.subcommand() {
-        Some((_, sub)) => refuse_secrets_on_argv(sub),
+        Some((_, sub)) => refuse_secrets_on_argv(sub, ids),
         None => Ok(()),
+    }
+}
+
+/// The one error printer of every binary of the workspace: the error, then each cause.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  because: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -186,13 +200,15 @@ mod tests {
         let matches = Cli::command()
             .try_get_matches_from(["x", "latest", "--github-token", "ghp_secret"])
             .unwrap();
-        let err = refuse_secrets_on_argv(&matches).unwrap_err().to_string();
+        let err = refuse_secrets_on_argv(&matches, &SECRET_ARGS)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("GITHUB_TOKEN"), "{err}");
         assert!(!err.contains("ghp_secret"), "{err}");
         let matches = Cli::command()
             .try_get_matches_from(["x", "latest"])
             .unwrap();
-        refuse_secrets_on_argv(&matches).unwrap();
+        refuse_secrets_on_argv(&matches, &SECRET_ARGS).unwrap();
     }
 
     #[test]

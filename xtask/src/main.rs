@@ -3,21 +3,13 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use xtask::cli::{refuse_secrets_on_argv, Cli};
+use xtask::cli::{exit_code, refuse_secrets_on_argv, Cli, SECRET_ARGS};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let result = refuse_secrets_on_argv(&matches)
-        .and_then(|()| Ok(Cli::from_arg_matches(&matches)?))
-        .and_then(|cli| cli.command.run(&xshell::Shell::new()?));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  because: {cause}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(
+        refuse_secrets_on_argv(&matches, &SECRET_ARGS)
+            .and_then(|()| Ok(Cli::from_arg_matches(&matches)?))
+            .and_then(|cli| cli.command.run(&xshell::Shell::new()?)),
+    )
 }

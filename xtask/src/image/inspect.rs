@@ -77,7 +77,6 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// allocate what its tables claim. Ours need a few MiB and glibc's per-thread arenas.
 pub const TOOL_MEMORY: u64 = 1 << 30;
 
-
 /// What an image holds, as far as verifying it needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageContents {
