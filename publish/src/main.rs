@@ -160,7 +160,13 @@ fn main() -> ExitCode {
     exit_code(
         refuse_secrets_on_argv(&matches, &SECRET_ARGS)
             .and_then(|()| Ok(Publish::from_arg_matches(&matches)?))
-            .and_then(Publish::run),
+            .and_then(|publish| {
+                // Parsed: from here on, only the values we hand over reach anyone (gpg gets none).
+                xtask::cli::forget_secrets();
+                // Ctrl-C or SIGTERM: gpg and its agent stopped, the key's GNUPGHOME removed.
+                xtask::util::interrupt::install()?;
+                publish.run()
+            }),
     )
 }
 

@@ -85,8 +85,8 @@ pub struct Member {
 /// Tells a member (the bench) which `xtask` binary ran it.
 pub const XTASK_ENV: &str = "ALLOY_SYSEXT_XTASK";
 
-/// Variables that hold secrets: cargo and rustc never need them.
-const SECRETS: [&str; 6] = [
+/// Variables that hold secrets: cargo, rustc and the tools we run never need them.
+pub const SECRETS: [&str; 6] = [
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
     "AWS_ACCESS_KEY_ID",
@@ -94,6 +94,23 @@ const SECRETS: [&str; 6] = [
     "SYSEXT_GPG_KEY",
     "GITHUB_TOKEN",
 ];
+
+/// Removes [`SECRETS`] from our environment, once the command line (and its `env = ...`
+/// defaults) is parsed: no child we start (packers, debugfs, gpg, gpg-agent) can inherit them.
+/// Call before any other thread starts: the environment is not guarded against concurrent use.
+pub fn forget_secrets() {
+    for secret in SECRETS {
+        std::env::remove_var(secret);
+    }
+}
+
+impl Command {
+    /// Whether the command runs a workspace member, which reads its own secrets from the
+    /// environment we pass on (publish: the R2 keys and the signing key).
+    pub fn is_member(&self) -> bool {
+        matches!(self, Command::Publish(_) | Command::Bench(_))
+    }
+}
 
 impl Member {
     /// Builds the member's binary (cargo's own progress shows on first use; cargo gets no
@@ -162,18 +179,23 @@ pub fn refuse_secrets_on_argv(matches: &ArgMatches, ids: &[&str]) -> anyhow::Res
     }
 }
 
-/// The one error printer of every binary of the workspace: the error, then each cause.
+/// The one error printer of every binary of the workspace: the error, then each cause; nothing
+/// after a signal (see [`crate::util::interrupt`]).
 pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
-    match result {
+    let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
+        Err(_) => std::process::ExitCode::FAILURE,
+    };
+    // After Ctrl-C or SIGTERM, the failures it caused are not printed: the signal thread
+    // cleans up and exits 128 + signal.
+    crate::util::interrupt::exit_unless_interrupted(code, || {
+        if let Err(error) = result {
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("  because: {cause}");
             }
-            std::process::ExitCode::FAILURE
         }
-    }
+    })
 }
 
 /// Parses `yes`/`no` (and true/false, 1/0).

@@ -8,13 +8,18 @@ use std::process::Output;
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+use crate::util::interrupt;
+
 /// The environment variable holding the armored private key that `publish` signs with.
 pub const SIGNING_KEY_ENV: &str = "SYSEXT_GPG_KEY";
 
 const ARMORED_SECRET_KEY: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----";
 
-/// A throwaway GNUPGHOME (mode 0700) whose gpg-agent is stopped and files removed on drop.
+/// A throwaway GNUPGHOME (mode 0700) whose gpg-agent is stopped and files removed on drop,
+/// and on Ctrl-C or SIGTERM ([`interrupt`]): the key never outlives the process on disk.
 struct GpgHome {
+    // Dropped first: once the home is gone, an interrupt has nothing left to remove.
+    _on_interrupt: interrupt::OnInterrupt,
     dir: tempfile::TempDir,
 }
 
@@ -26,7 +31,15 @@ impl GpgHome {
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)
             .with_context(|| format!("creating a private GNUPGHOME in {}", base.display()))?;
-        Ok(GpgHome { dir })
+        let home = dir.path().to_path_buf();
+        let on_interrupt = interrupt::on_interrupt(move || {
+            stop_agent(&home);
+            interrupt::remove_path(&home);
+        });
+        Ok(GpgHome {
+            _on_interrupt: on_interrupt,
+            dir,
+        })
     }
 
     fn path(&self) -> &Path {
@@ -42,17 +55,37 @@ impl GpgHome {
 
 impl Drop for GpgHome {
     fn drop(&mut self) {
-        if let Ok(sh) = self.shell() {
-            let _ = cmd!(sh, "gpgconf --kill all")
-                .env_clear()
-                .envs(gpg_env(&sh))
-                .quiet()
-                .ignore_status()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run();
+        stop_agent(self.path());
+    }
+}
+
+/// Stops the gpg-agent (and any gpg) of `home`: `gpgconf --kill all` as gpg intends, then
+/// SIGTERM to every process still running with this GNUPGHOME (an agent that was starting when
+/// gpgconf asked, or one gpgconf could not reach).
+fn stop_agent(home: &Path) {
+    let mut gpgconf = std::process::Command::new("gpgconf");
+    gpgconf
+        .args(["--kill", "all"])
+        .env_clear()
+        .env("GNUPGHOME", home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(path) = std::env::var_os("PATH") {
+        gpgconf.env("PATH", path);
+    }
+    if let Ok(mut child) = gpgconf.spawn() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
+    interrupt::terminate(|| interrupt::processes_with_env("GNUPGHOME", home));
 }
 
 /// The whole environment gpg and its agent get: their home and where to find programs.
