@@ -246,23 +246,17 @@ fn mirror_zip(
     let url = asset_url(base, version, &asset);
     // Download beside the cache entry, and move it in only once it verifies.
     let partial = match &dir {
-        Some(dir) => {
-            files::remove_abandoned(dir);
-            match tempfile::Builder::new()
-                .prefix(&files::temp_prefix())
-                .suffix(&format!("-{asset}.partial"))
-                .tempfile_in(dir)
-            {
-                Ok(partial) => Some(partial),
-                Err(e) => {
-                    cache.bypass(format!(
-                        "cannot write in the cache directory {}: {e}",
-                        dir.display()
-                    ));
-                    None
-                }
+        Some(dir) => match files::PartialFile::new(dir, &format!("-{asset}.partial")) {
+            Ok(partial) => Some(partial),
+            Err(e) => {
+                cache.bypass(format!(
+                    "cannot write in the cache directory {}: {}",
+                    dir.display(),
+                    e.root_cause()
+                ));
+                None
             }
-        }
+        },
         None => None,
     };
     let (file, shown) = match &partial {

@@ -19,7 +19,7 @@ use crate::latest::{GithubArgs, VersionArg};
 use crate::util::checksums::{self, Digest};
 use crate::util::files::{self, WorkDir};
 use crate::util::http::{self, Http};
-use crate::util::progress::{mib, step};
+use crate::util::progress::{detail, mib, step};
 use crate::util::tools::{self, Toolbox};
 use fetch::{Expected, ReleaseSource, VerifiedZip};
 
@@ -301,9 +301,13 @@ fn build_one(
     let checksum = work.path().join(&checksum_name);
     std::fs::write(&checksum, checksums::line(&digest, &file_name))
         .with_context(|| format!("writing {}", checksum.display()))?;
-    let installed = files::install(out_dir, &[(image, &file_name), (checksum, &checksum_name)])?;
+    if let Some(why) = files::incomplete_pair(out_dir, &file_name, &checksum_name) {
+        detail(format!("replacing {file_name}: {why}"));
+    }
+    let installed =
+        files::install_with_checksum(out_dir, (image, &file_name), (checksum, &checksum_name))?;
     Ok(Built {
-        image: installed[0].clone(),
+        image: installed,
         size,
         digest,
     })

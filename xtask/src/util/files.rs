@@ -25,57 +25,146 @@ pub fn copy_stream(reader: &mut impl Read, writer: &mut impl Write) -> io::Resul
     }
 }
 
-/// Temporary files and directories we create are named `.alloy-sysext-tmp-<pid>-...`, so that a
-/// later run can tell the leftovers of a killed build from the work of one still running.
+/// Temporary files and directories we create are named `.alloy-sysext-tmp-...`, and each is
+/// owned through an exclusive `flock` held while it is in use: a later run removes those whose
+/// lock nobody holds (left by a killed build) and keeps the others, even when they belong to a
+/// build in another PID namespace, where a pid says nothing.
 const TEMP_PREFIX: &str = ".alloy-sysext-tmp-";
 
-/// The name prefix for this process's temporary files (for `tempfile::Builder::prefix`).
+/// The name prefix for our temporary files (for `tempfile::Builder::prefix`).
 pub fn temp_prefix() -> String {
-    format!("{TEMP_PREFIX}{}-", std::process::id())
+    TEMP_PREFIX.to_string()
 }
 
-/// Removes temporary files and directories in `dir` left by processes that no longer run.
-pub fn remove_abandoned(dir: &Path) {
+/// An exclusive `flock` on an open file or directory, released when the file is closed.
+fn flock(file: &File, wait: bool) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let operation = libc::LOCK_EX | if wait { 0 } else { libc::LOCK_NB };
+    loop {
+        // SAFETY: flock(2) on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(true);
+        }
+        match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => continue,
+            e if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            e => return Err(e),
+        }
+    }
+}
+
+/// Opens a file or directory for locking only: no link followed, a FIFO never waited on.
+fn open_for_lock(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Holds `dir`'s lock while temporary entries in it are swept and a new one is created and
+/// locked, so that no sweep can take a new entry for abandoned between the two.
+fn lock_dir(dir: &Path) -> anyhow::Result<File> {
+    let file = open_for_lock(dir).with_context(|| format!("opening {}", dir.display()))?;
+    flock(&file, true).with_context(|| format!("locking {}", dir.display()))?;
+    Ok(file)
+}
+
+/// Removes temporary files and directories in `dir` whose lock nobody holds. Call with `dir`
+/// locked ([`lock_dir`]).
+fn remove_abandoned(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             continue;
+        }
+        let path = entry.path();
+        let abandoned = match open_for_lock(&path) {
+            // Removed while its lock is ours: no one can take it up meanwhile.
+            Ok(file) => flock(&file, false).unwrap_or(false),
+            // A link in our name: not a work dir of anyone's.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => true,
+            // Not ours to judge (another user's, say): kept.
+            Err(_) => false,
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
+        if abandoned {
+            super::interrupt::remove_path(&path);
         }
     }
 }
 
 /// A scratch directory inside the output directory (so finished files can be renamed into
-/// place atomically), removed when dropped.
+/// place atomically), locked while it lives, removed when dropped or on Ctrl-C/SIGTERM.
 pub struct WorkDir {
+    _on_interrupt: super::interrupt::OnInterrupt,
     dir: tempfile::TempDir,
+    _lock: File,
 }
 
 impl WorkDir {
     pub fn new(out_dir: &Path) -> anyhow::Result<WorkDir> {
+        let _dir_lock = lock_dir(out_dir)?;
         remove_abandoned(out_dir);
         let dir = tempfile::Builder::new()
-            .prefix(&temp_prefix())
+            .prefix(TEMP_PREFIX)
             .tempdir_in(out_dir)
             .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
-        Ok(WorkDir { dir })
+        let on_interrupt = super::interrupt::remove_on_interrupt(dir.path());
+        let lock = open_for_lock(dir.path())
+            .and_then(|file| flock(&file, false).map(|_| file))
+            .with_context(|| format!("locking {}", dir.path().display()))?;
+        Ok(WorkDir {
+            _on_interrupt: on_interrupt,
+            dir,
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A file being written beside its final name (a download in the cache), locked while it
+/// lives like a [`WorkDir`], removed when dropped or on Ctrl-C/SIGTERM unless persisted.
+pub struct PartialFile {
+    _on_interrupt: super::interrupt::OnInterrupt,
+    // Its descriptor holds the lock.
+    file: tempfile::NamedTempFile,
+}
+
+impl PartialFile {
+    /// A new empty file in `dir`, its name ending in `suffix`.
+    pub fn new(dir: &Path, suffix: &str) -> anyhow::Result<PartialFile> {
+        let _dir_lock = lock_dir(dir)?;
+        remove_abandoned(dir);
+        let file = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(suffix)
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a file in {}", dir.display()))?;
+        let on_interrupt = super::interrupt::remove_on_interrupt(file.path());
+        flock(file.as_file(), false)
+            .with_context(|| format!("locking {}", file.path().display()))?;
+        Ok(PartialFile {
+            _on_interrupt: on_interrupt,
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    pub fn as_file(&self) -> &File {
+        self.file.as_file()
+    }
+
+    /// Renames the file to `dest`.
+    pub fn persist(self, dest: &Path) -> Result<File, tempfile::PersistError> {
+        self.file.persist(dest)
     }
 }
 
@@ -86,68 +175,215 @@ pub fn sync_file(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("syncing {}", path.display()))
 }
 
-/// Renames finished files from the work directory into `out_dir`, in order, then syncs the
-/// directory. Each rename is atomic: a reader sees the old file or the new one, never a part.
-/// Give the checksum last, so it never appears before the file it describes.
-pub fn install(out_dir: &Path, files: &[(PathBuf, &str)]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut installed = Vec::new();
-    for (source, name) in files {
-        sync_file(source)?;
-        let dest = out_dir.join(name);
-        fs::rename(source, &dest)
-            .with_context(|| format!("moving {} to {}", source.display(), dest.display()))?;
-        installed.push(dest);
-    }
-    File::open(out_dir)
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", out_dir.display()))?;
+        .with_context(|| format!("syncing {}", dir.display()))
+}
+
+/// One step of [`install_with_checksum`].
+#[derive(Debug, PartialEq)]
+enum InstallStep {
+    /// Removes the named file from the output directory if it is there.
+    Remove(String),
+    /// Renames a finished file into the output directory.
+    Rename(PathBuf, String),
+    SyncDir,
+}
+
+/// The order that keeps a file and its checksum from ever disagreeing: the old checksum goes
+/// first, durably, then the file, then its new checksum. Whenever the process dies, the
+/// directory holds the old pair, the old or new file without a checksum (which `sha256sum -c`,
+/// `publish` and the next `build` see as incomplete), or the new pair; never a mismatched pair.
+fn install_steps(file: (PathBuf, &str), checksum: (PathBuf, &str)) -> Vec<InstallStep> {
+    vec![
+        InstallStep::Remove(checksum.1.to_string()),
+        InstallStep::SyncDir,
+        InstallStep::Rename(file.0, file.1.to_string()),
+        InstallStep::Rename(checksum.0, checksum.1.to_string()),
+        InstallStep::SyncDir,
+    ]
+}
+
+fn run_install_steps(out_dir: &Path, steps: Vec<InstallStep>) -> anyhow::Result<()> {
+    for step in steps {
+        match step {
+            InstallStep::Remove(name) => {
+                let path = out_dir.join(name);
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()))
+                    }
+                    _ => {}
+                }
+            }
+            InstallStep::Rename(source, name) => {
+                let dest = out_dir.join(name);
+                fs::rename(&source, &dest).with_context(|| {
+                    format!("moving {} to {}", source.display(), dest.display())
+                })?;
+            }
+            InstallStep::SyncDir => sync_dir(out_dir)?,
+        }
+    }
+    Ok(())
+}
+
+/// Moves a finished file and its checksum file from the work directory into `out_dir`, so
+/// that the two never disagree whenever the process dies (see [`install_steps`]). Returns the
+/// file's new path.
+pub fn install_with_checksum(
+    out_dir: &Path,
+    file: (PathBuf, &str),
+    checksum: (PathBuf, &str),
+) -> anyhow::Result<PathBuf> {
+    sync_file(&file.0)?;
+    sync_file(&checksum.0)?;
+    let installed = out_dir.join(file.1);
+    run_install_steps(out_dir, install_steps(file, checksum))?;
     Ok(installed)
+}
+
+/// Why the image `name` in `out_dir` is not a finished build, judged by its checksum file
+/// alone (hashing the old image costs seconds, and it is being replaced anyway): no checksum,
+/// or one that names another file. `None` when there is no image, or it looks whole.
+pub fn incomplete_pair(out_dir: &Path, name: &str, checksum_name: &str) -> Option<String> {
+    if !out_dir.join(name).exists() {
+        return None;
+    }
+    match fs::read_to_string(out_dir.join(checksum_name)) {
+        Err(_) => Some(format!(
+            "it has no {checksum_name} (a build was interrupted)"
+        )),
+        Ok(text) if text.split_whitespace().nth(1) != Some(name) => {
+            Some(format!("{checksum_name} does not describe it"))
+        }
+        Ok(_) => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Holds `path`'s lock in another process (as a build in another PID namespace would),
+    /// until the returned child is killed.
+    fn hold_lock_elsewhere(path: &Path) -> std::process::Child {
+        let ready = path.with_extension("ready");
+        // One process (sh, then sleep) holds the lock; killing it releases the lock.
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec 9<\"$0\" && flock --exclusive 9 && touch \"$1\" && exec sleep 60")
+            .arg(path)
+            .arg(&ready)
+            .spawn()
+            .expect("flock (util-linux) runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(std::time::Instant::now() < deadline, "flock did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        fs::remove_file(&ready).unwrap();
+        child
+    }
+
     #[test]
-    fn leftovers_of_dead_builds_are_removed_and_live_ones_kept() {
+    fn leftovers_whose_lock_nobody_holds_are_removed_and_locked_ones_kept_whatever_their_pid() {
         let out = tempfile::tempdir().unwrap();
-        let dead = out
+        // Named after a pid that runs here (1), but nobody holds its lock: a killed build's.
+        let dead = out.path().join(format!("{TEMP_PREFIX}1-abc"));
+        let dead_file = out.path().join(format!("{TEMP_PREFIX}1-x.zip.partial"));
+        fs::create_dir(&dead).unwrap();
+        fs::write(dead.join("image.raw"), "half").unwrap();
+        fs::write(&dead_file, "half").unwrap();
+        // Named after a pid that does not run here, but locked: a live build in another PID
+        // namespace.
+        let live = out
             .path()
             .join(format!("{TEMP_PREFIX}{}-abc", u32::MAX - 1));
-        let dead_file = out
+        let live_file = out
             .path()
-            .join(format!("{TEMP_PREFIX}{}-x.zip.partial", u32::MAX - 1));
-        fs::write(&dead_file, "half").unwrap();
-        let live = out.path().join(format!("{TEMP_PREFIX}1-abc")); // pid 1 always runs
-        let unrelated = out.path().join("alloy-1.10.2-amd64.raw");
-        fs::create_dir(&dead).unwrap();
+            .join(format!("{TEMP_PREFIX}{}-y.partial", u32::MAX - 1));
         fs::create_dir(&live).unwrap();
+        fs::write(&live_file, "downloading").unwrap();
+        let mut holders = [hold_lock_elsewhere(&live), hold_lock_elsewhere(&live_file)];
+        let unrelated = out.path().join("alloy-1.10.2-amd64.raw");
         fs::write(&unrelated, "image").unwrap();
+
         let work = WorkDir::new(out.path()).unwrap();
         assert!(!dead.exists());
         assert!(!dead_file.exists());
         assert!(live.exists());
+        assert!(live_file.exists());
         assert!(unrelated.exists());
+
+        // Our own work dir is live to every other build, and a partial download too.
+        let other = WorkDir::new(out.path()).unwrap();
+        let partial = PartialFile::new(out.path(), "-z.partial").unwrap();
+        assert!(work.path().is_dir());
+        assert!(partial.path().is_file());
+
+        // Once the other process is gone, its leftovers are a dead build's.
+        for holder in &mut holders {
+            holder.kill().unwrap();
+            holder.wait().unwrap();
+        }
         let path = work.path().to_path_buf();
+        drop(WorkDir::new(out.path()).unwrap());
+        assert!(!live.exists());
+        assert!(!live_file.exists());
         assert!(path.is_dir());
+        assert!(other.path().is_dir());
         drop(work);
         assert!(!path.exists());
+        let partial_path = partial.path().to_path_buf();
+        partial.persist(&out.path().join("z")).unwrap();
+        assert!(!partial_path.exists());
+        assert!(out.path().join("z").is_file());
+    }
+
+    /// The checksum file in `out` either is missing or describes the file beside it.
+    fn pair_agrees(out: &Path) -> bool {
+        match fs::read_to_string(out.join("x.raw.sha256")) {
+            Err(_) => true,
+            Ok(sum) => fs::read_to_string(out.join("x.raw"))
+                .is_ok_and(|raw| sum == format!("sum of {raw}")),
+        }
     }
 
     #[test]
-    fn install_moves_files_in_order() {
+    fn a_file_and_its_checksum_never_disagree_wherever_the_install_stops() {
         let out = tempfile::tempdir().unwrap();
+        let steps_total =
+            install_steps((PathBuf::new(), "x.raw"), (PathBuf::new(), "x.raw.sha256")).len();
+        // Dying after each step: the old pair in place, the new one in the work dir.
+        for done in 0..=steps_total {
+            fs::write(out.path().join("x.raw"), "old").unwrap();
+            fs::write(out.path().join("x.raw.sha256"), "sum of old").unwrap();
+            let work = WorkDir::new(out.path()).unwrap();
+            let (raw, sum) = (work.path().join("raw"), work.path().join("sum"));
+            fs::write(&raw, "new").unwrap();
+            fs::write(&sum, "sum of new").unwrap();
+            let steps = install_steps((raw, "x.raw"), (sum, "x.raw.sha256"));
+            run_install_steps(out.path(), steps.into_iter().take(done).collect()).unwrap();
+            assert!(
+                pair_agrees(out.path()),
+                "after {done} of {steps_total} steps"
+            );
+        }
+        // All of them: the new pair.
         let work = WorkDir::new(out.path()).unwrap();
-        let a = work.path().join("a");
-        let b = work.path().join("b");
-        fs::write(&a, "A").unwrap();
-        fs::write(&b, "B").unwrap();
-        let installed = install(out.path(), &[(a, "x.raw"), (b, "x.raw.sha256")]).unwrap();
+        let (raw, sum) = (work.path().join("raw"), work.path().join("sum"));
+        fs::write(&raw, "newer").unwrap();
+        fs::write(&sum, "sum of newer").unwrap();
+        let installed =
+            install_with_checksum(out.path(), (raw, "x.raw"), (sum, "x.raw.sha256")).unwrap();
+        assert_eq!(installed, out.path().join("x.raw"));
         assert_eq!(
-            installed,
-            [out.path().join("x.raw"), out.path().join("x.raw.sha256")]
+            fs::read_to_string(out.path().join("x.raw.sha256")).unwrap(),
+            "sum of newer"
         );
-        assert_eq!(fs::read_to_string(&installed[1]).unwrap(), "B");
+        assert_eq!(fs::read_to_string(&installed).unwrap(), "newer");
     }
 
     #[test]
