@@ -18,9 +18,10 @@ const ARMORED_SECRET_KEY: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----";
 /// A throwaway GNUPGHOME (mode 0700) whose gpg-agent is stopped and files removed on drop,
 /// and on Ctrl-C or SIGTERM ([`interrupt`]): the key never outlives the process on disk.
 struct GpgHome {
-    // Dropped first: once the home is gone, an interrupt has nothing left to remove.
-    _on_interrupt: interrupt::OnInterrupt,
+    // Fields drop in order: the home is removed before the interrupt clean-up is forgotten,
+    // so a signal in between cannot leave the key behind.
     dir: tempfile::TempDir,
+    _on_interrupt: interrupt::OnInterrupt,
 }
 
 impl GpgHome {
@@ -37,8 +38,8 @@ impl GpgHome {
             interrupt::remove_path(&home);
         });
         Ok(GpgHome {
-            _on_interrupt: on_interrupt,
             dir,
+            _on_interrupt: on_interrupt,
         })
     }
 

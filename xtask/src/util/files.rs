@@ -98,8 +98,10 @@ fn remove_abandoned(dir: &Path) {
 /// A scratch directory inside the output directory (so finished files can be renamed into
 /// place atomically), locked while it lives, removed when dropped or on Ctrl-C/SIGTERM.
 pub struct WorkDir {
-    _on_interrupt: super::interrupt::OnInterrupt,
+    // Fields drop in order: the directory is removed before the interrupt clean-up is
+    // forgotten, so a signal in between cannot leave it behind.
     dir: tempfile::TempDir,
+    _on_interrupt: super::interrupt::OnInterrupt,
     _lock: File,
 }
 
@@ -116,8 +118,8 @@ impl WorkDir {
             .and_then(|file| flock(&file, false).map(|_| file))
             .with_context(|| format!("locking {}", dir.path().display()))?;
         Ok(WorkDir {
-            _on_interrupt: on_interrupt,
             dir,
+            _on_interrupt: on_interrupt,
             _lock: lock,
         })
     }
@@ -130,9 +132,9 @@ impl WorkDir {
 /// A file being written beside its final name (a download in the cache), locked while it
 /// lives like a [`WorkDir`], removed when dropped or on Ctrl-C/SIGTERM unless persisted.
 pub struct PartialFile {
-    _on_interrupt: super::interrupt::OnInterrupt,
-    // Its descriptor holds the lock.
+    // Its descriptor holds the lock. Removed before the clean-up is forgotten, as in WorkDir.
     file: tempfile::NamedTempFile,
+    _on_interrupt: super::interrupt::OnInterrupt,
 }
 
 impl PartialFile {
@@ -149,8 +151,8 @@ impl PartialFile {
         flock(file.as_file(), false)
             .with_context(|| format!("locking {}", file.path().display()))?;
         Ok(PartialFile {
-            _on_interrupt: on_interrupt,
             file,
+            _on_interrupt: on_interrupt,
         })
     }
 

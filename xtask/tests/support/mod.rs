@@ -226,3 +226,106 @@ fn effective_uid() -> u32 {
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)
 }
+
+/// Living processes (zombies excluded) whose environment holds exactly `var` (`NAME=value`),
+/// as (pid, command line); other users' processes cannot be read and are not ours.
+pub fn processes_with_env(var: &str) -> Vec<(i32, String)> {
+    processes_where(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == var.as_bytes()))
+    })
+}
+
+/// Living processes whose command line mentions `text`, as (pid, command line).
+pub fn processes_mentioning(text: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    processes_where(|pid| pid != me && command_line(pid).contains(text))
+}
+
+fn command_line(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn processes_where(wanted: impl Fn(i32) -> bool) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.get(s.rfind(')')? + 2..)?.starts_with('Z')))
+            .unwrap_or(true);
+        if !zombie && wanted(pid) {
+            found.push((pid, command_line(pid)));
+        }
+    }
+    found
+}
+
+/// Sends `signal` (e.g. "TERM") to `pid`, or to its whole process group when `pid` is negative.
+pub fn send_signal(signal: &str, pid: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(pid.to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Waits until `path` exists, failing the test after `seconds`.
+pub fn wait_for_file(path: &Path, seconds: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within {seconds} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to exit, killing it and failing the test after `seconds`.
+pub fn wait_with_deadline(
+    child: &mut std::process::Child,
+    seconds: u64,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {seconds} s of the signal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// An executable script `name` in `dir` (a wrapper put first in PATH).
+pub fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `dir` first, then the inherited PATH.
+pub fn path_with_first(dir: &Path) -> std::ffi::OsString {
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
