@@ -1070,3 +1070,149 @@ fn a_server_error_is_said_in_one_line() {
         assert!(!run.stderr.contains(dump), "{dump}: {}", run.stderr);
     }
 }
+
+/// Signals a signed publish while gpg signs (a wrapper that sleeps before the real gpg, first
+/// in PATH), with the key imported and its agent running, then looks for what could be left:
+/// the private GNUPGHOME in TMPDIR, gpg or gpg-agent processes, the R2 secret in their
+/// environment. `group`: the whole process group, as a terminal's Ctrl-C; else publish alone.
+fn interrupt_a_publish_while_it_signs(signal: &str, group: bool, expected_code: i32) {
+    use std::os::unix::process::CommandExt;
+    use support::{
+        path_with_first, processes_mentioning, processes_with_env, send_signal, tool,
+        wait_with_deadline, write_script,
+    };
+    let s3 = S3::start();
+    let key = TestKey::new("interrupted");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dist");
+    fabricate(&dir, "1.10.2", "amd64", 4096, 1);
+    let private_tmp = tmp.path().join("tmp");
+    std::fs::create_dir(&private_tmp).unwrap();
+    let bin = tmp.path().join("bin");
+    let signing = tmp.path().join("signing");
+    // gpg gets no variables of ours (not even this path), so the wrapper holds it literally.
+    write_script(
+        &bin,
+        "gpg",
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *' --detach-sign '*) echo $$ > '{0}.new'; mv '{0}.new' '{0}'; sleep 60;; esac\nexec '{1}' \"$@\"\n",
+            signing.display(),
+            tool("gpg").display()
+        ),
+    );
+    let log = std::fs::File::create(tmp.path().join("publish.log")).unwrap();
+    let mut command = publish_command(&s3.endpoint, &dir, &[]);
+    command
+        .env("SYSEXT_GPG_KEY", &key.secret)
+        .env("TMPDIR", &private_tmp)
+        .env("PATH", path_with_first(&bin))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    let mut publish = command.spawn().unwrap();
+    let pid = publish.id() as i32;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !signing.exists() {
+        if let Some(status) = publish.try_wait().unwrap() {
+            let log = std::fs::read_to_string(tmp.path().join("publish.log")).unwrap();
+            panic!("publish ended ({status}) before it signed:\n{log}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no signing within 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let gpg_pid: i32 = std::fs::read_to_string(&signing)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let homes: Vec<PathBuf> = std::fs::read_dir(&private_tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("alloy-sysext-gnupg.")
+        })
+        .collect();
+    assert_eq!(homes.len(), 1, "{homes:?}");
+    let home = &homes[0];
+    // The key is on disk and an agent holds it: what the signal must not leave behind.
+    assert!(
+        std::fs::read_dir(home.join("private-keys-v1.d"))
+            .unwrap()
+            .count()
+            > 0,
+        "the key is not imported yet"
+    );
+    let agents: Vec<(i32, String)> = processes_mentioning("gpg-agent")
+        .into_iter()
+        .filter(|(p, _)| {
+            processes_with_env(&format!("GNUPGHOME={}", home.display()))
+                .iter()
+                .any(|(q, _)| q == p)
+        })
+        .collect();
+    assert!(
+        !agents.is_empty(),
+        "no gpg-agent runs for {}",
+        home.display()
+    );
+    // Neither gpg nor its agent has any variable but GNUPGHOME and PATH.
+    for pid in std::iter::once(gpg_pid).chain(agents.iter().map(|(p, _)| *p)) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        for secret in [
+            "R2_SECRET_ACCESS_KEY",
+            SECRET_KEY,
+            "SYSEXT_GPG_KEY",
+            "R2_ACCESS_KEY_ID",
+        ] {
+            assert!(
+                !environ.contains(secret),
+                "{secret} in the environment of {pid}"
+            );
+        }
+        let mut names: Vec<&str> = environ
+            .split('\0')
+            .filter_map(|v| v.split_once('=').map(|(n, _)| n))
+            .collect();
+        names.sort();
+        names.retain(|n| *n != "PWD"); // sh sets it
+        assert_eq!(names, ["GNUPGHOME", "PATH"], "environment of {pid}");
+    }
+
+    send_signal(signal, if group { -pid } else { pid });
+    let status = wait_with_deadline(&mut publish, 30);
+    let log = std::fs::read_to_string(tmp.path().join("publish.log")).unwrap();
+    assert_eq!(status.code(), Some(expected_code), "{status}\n{log}");
+    let left: Vec<PathBuf> = std::fs::read_dir(&private_tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    let running = processes_mentioning(&home.display().to_string());
+    assert!(running.is_empty(), "still running: {running:?}");
+    let running = processes_with_env(&format!("GNUPGHOME={}", home.display()));
+    assert!(running.is_empty(), "still running: {running:?}");
+    assert!(!log.contains(SECRET_KEY), "{log}");
+    assert_eq!(
+        s3.keys(),
+        Vec::<String>::new(),
+        "uploaded despite the signal"
+    );
+}
+
+#[test]
+fn sigterm_during_signing_leaves_no_key_agent_or_secret_behind() {
+    interrupt_a_publish_while_it_signs("TERM", false, 143);
+}
+
+#[test]
+fn ctrl_c_during_signing_leaves_no_key_agent_or_secret_behind() {
+    interrupt_a_publish_while_it_signs("INT", true, 130);
+}
