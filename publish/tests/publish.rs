@@ -1079,7 +1079,7 @@ fn interrupt_a_publish_while_it_signs(signal: &str, group: bool, expected_code: 
     use std::os::unix::process::CommandExt;
     use support::{
         path_with_first, processes_mentioning, processes_with_env, send_signal, tool,
-        wait_with_deadline, write_script,
+        wait_with_deadline, write_script, KillGroupOnDrop,
     };
     let s3 = S3::start();
     let key = TestKey::new("interrupted");
@@ -1111,6 +1111,7 @@ fn interrupt_a_publish_while_it_signs(signal: &str, group: bool, expected_code: 
         .process_group(0);
     let mut publish = command.spawn().unwrap();
     let pid = publish.id() as i32;
+    let _group = KillGroupOnDrop(pid);
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !signing.exists() {

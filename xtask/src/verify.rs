@@ -17,6 +17,7 @@ use crate::contract::{
 use crate::image::inspect::{self, ImageContents};
 use crate::util::checksums::{self, Digest, Entry, Sums};
 use crate::util::http::{self, Http, NotFound};
+use crate::util::interrupt;
 use crate::util::progress::{mib, step};
 use crate::util::tools;
 use crate::version::Version;
@@ -147,7 +148,7 @@ fn run(
         (None, Err(e)) => bail!("cannot list the published images: {e:#}"),
     };
 
-    let work = tempfile::tempdir().context("creating a temporary directory")?;
+    let work = interrupt::temp_dir().context("creating a temporary directory")?;
     let mut rows = Vec::new();
     for name in &names {
         step(format!("Verifying {base}/{name}"));

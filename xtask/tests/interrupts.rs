@@ -11,7 +11,7 @@ use support::fixture::Release;
 use support::mirror::Mirror;
 use support::{
     path_with_first, processes_with_env, send_signal, wait_for_file, wait_with_deadline,
-    write_script, Workspace,
+    write_script, KillGroupOnDrop, Workspace,
 };
 
 const VERSION: &str = "1.10.2";
@@ -45,11 +45,16 @@ fn interrupt_a_build_while_it_packs(signal: &str, group: bool, expected_code: i3
         .arg(&ws.out)
         .env("PATH", path_with_first(&wrappers))
         .env(mark_name, mark_value)
+        // Secrets a build never needs: no tool it runs may see them.
+        .env("R2_SECRET_ACCESS_KEY", "r2-secret-for-the-test")
+        .env("SYSEXT_GPG_KEY", "-----BEGIN PGP PRIVATE KEY BLOCK-----")
+        .env("AWS_ACCESS_KEY_ID", "aws-key-for-the-test")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
     let mut xtask = command.spawn().unwrap();
     let pid = xtask.id() as i32;
+    let _group = KillGroupOnDrop(pid);
 
     wait_for_file(&packing, 120, "packing");
     assert!(
@@ -59,7 +64,20 @@ fn interrupt_a_build_while_it_packs(signal: &str, group: bool, expected_code: i3
         "no work directory while packing: {:?}",
         ws.out_names()
     );
-    assert!(processes_with_env(&mark).len() >= 2, "packer not running");
+    let packer = processes_with_env(&mark);
+    assert!(packer.len() >= 2, "packer not running: {packer:?}");
+    // xtask's own /proc environ is what it was started with; what it passes on is what counts.
+    for (pid, command) in packer.iter().filter(|(p, _)| *p != pid) {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        for secret in [
+            "R2_SECRET_ACCESS_KEY",
+            "SYSEXT_GPG_KEY",
+            "AWS_ACCESS_KEY_ID",
+        ] {
+            assert!(!environ.contains(secret), "{secret} reached {command}");
+        }
+    }
     send_signal(signal, if group { -pid } else { pid });
     let status = wait_with_deadline(&mut xtask, 30);
 

@@ -33,10 +33,21 @@ pub fn install() -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("interrupt".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                RECEIVED.store(signal, Ordering::SeqCst);
-                clean_up();
-                std::process::exit(128 + signal);
+            let mut received = signals.forever();
+            let Some(signal) = received.next() else {
+                return;
+            };
+            RECEIVED.store(signal, Ordering::SeqCst);
+            eprintln!("\ninterrupted: stopping child processes and removing work files (again to quit at once)");
+            let _ = std::thread::Builder::new()
+                .name("clean-up".into())
+                .spawn(move || {
+                    clean_up();
+                    std::process::exit(128 + signal);
+                });
+            // A second signal: the user will not wait for the clean-up.
+            if let Some(again) = received.next() {
+                std::process::exit(128 + again);
             }
         })
         .context("starting the signal thread")?;
@@ -95,6 +106,31 @@ pub fn on_interrupt(action: impl FnOnce() + Send + 'static) -> OnInterrupt {
 pub fn remove_on_interrupt(path: &Path) -> OnInterrupt {
     let path = path.to_path_buf();
     on_interrupt(move || remove_path(&path))
+}
+
+/// A value (a temporary directory) that is removed on drop and, while it lives, on a signal.
+pub struct Guarded<T> {
+    // Fields drop in order: the value is gone before the clean-up is forgotten, so a signal
+    // in between cannot leave it behind.
+    value: T,
+    _on_interrupt: OnInterrupt,
+}
+
+impl<T> std::ops::Deref for Guarded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// A private temporary directory (in `$TMPDIR`) that a signal removes too.
+pub fn temp_dir() -> std::io::Result<Guarded<tempfile::TempDir>> {
+    let dir = tempfile::tempdir()?;
+    let on_interrupt = remove_on_interrupt(dir.path());
+    Ok(Guarded {
+        value: dir,
+        _on_interrupt: on_interrupt,
+    })
 }
 
 /// Removes a file or a directory tree, whichever `path` is, never following a link.

@@ -329,3 +329,17 @@ pub fn path_with_first(dir: &Path) -> std::ffi::OsString {
     ));
     std::env::join_paths(paths).unwrap()
 }
+
+/// Kills a process group on drop, so a failing test leaves nothing running.
+pub struct KillGroupOnDrop(pub i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .arg(format!("-{}", self.0))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
