@@ -31,11 +31,6 @@ pub fn copy_stream(reader: &mut impl Read, writer: &mut impl Write) -> io::Resul
 /// build in another PID namespace, where a pid says nothing.
 const TEMP_PREFIX: &str = ".alloy-sysext-tmp-";
 
-/// The name prefix for our temporary files (for `tempfile::Builder::prefix`).
-pub fn temp_prefix() -> String {
-    TEMP_PREFIX.to_string()
-}
-
 /// An exclusive `flock` on an open file or directory, released when the file is closed.
 fn flock(file: &File, wait: bool) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
