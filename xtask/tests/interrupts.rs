@@ -18,10 +18,16 @@ const VERSION: &str = "1.10.2";
 const IMAGE: &str = "alloy-1.10.2-amd64.raw";
 const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
 
-/// Signals a squashfs build once its (wrapped, sleeping) mksquashfs runs, and checks that
+/// Signals a `format` build once its (wrapped, sleeping) packing `tool` runs, and checks that
 /// nothing of it is left. `group`: signal the whole process group, as a terminal's Ctrl-C
 /// does; otherwise xtask alone, as `kill` or a service manager does.
-fn interrupt_a_build_while_it_packs(signal: &str, group: bool, expected_code: i32) {
+fn interrupt_a_build_while_it_packs(
+    format: &str,
+    tool: &str,
+    signal: &str,
+    group: bool,
+    expected_code: i32,
+) {
     let mirror = Mirror::start();
     mirror.add_release(&Release::new(VERSION));
     let ws = Workspace::new();
@@ -30,10 +36,11 @@ fn interrupt_a_build_while_it_packs(signal: &str, group: bool, expected_code: i3
     // A packer that takes its time (and starts a child of its own), so the signal finds it busy.
     write_script(
         &wrappers,
-        "mksquashfs",
+        tool,
         &format!(
-            "#!/bin/sh\ntouch '{}'\nsleep 60\nexec /usr/bin/mksquashfs \"$@\"\n",
-            packing.display()
+            "#!/bin/sh\ntouch '{}'\nsleep 60\nexec '{}' \"$@\"\n",
+            packing.display(),
+            support::tool(tool).display()
         ),
     );
     // Every process of this build inherits the mark, whoever its parent is by now.
@@ -41,7 +48,7 @@ fn interrupt_a_build_while_it_packs(signal: &str, group: bool, expected_code: i3
     let (mark_name, mark_value) = mark.split_once('=').unwrap();
     let mut command = ws.command(&mirror.base_url);
     command
-        .args(["build", VERSION, "--format", "squashfs", "--out-dir"])
+        .args(["build", VERSION, "--format", format, "--out-dir"])
         .arg(&ws.out)
         .env("PATH", path_with_first(&wrappers))
         .env(mark_name, mark_value)
@@ -89,12 +96,14 @@ fn interrupt_a_build_while_it_packs(signal: &str, group: bool, expected_code: i3
 
 #[test]
 fn sigterm_to_xtask_alone_stops_the_packer_and_removes_the_work_dir() {
-    interrupt_a_build_while_it_packs("TERM", false, 143);
+    interrupt_a_build_while_it_packs("squashfs", "mksquashfs", "TERM", false, 143);
+    interrupt_a_build_while_it_packs("erofs", "mkfs.erofs", "TERM", false, 143);
+    interrupt_a_build_while_it_packs("ext4", "debugfs", "TERM", false, 143);
 }
 
 #[test]
 fn ctrl_c_stops_the_build_and_removes_the_work_dir() {
-    interrupt_a_build_while_it_packs("INT", true, 130);
+    interrupt_a_build_while_it_packs("squashfs", "mksquashfs", "INT", true, 130);
 }
 
 /// Holds `path`'s lock in a process of its own, as a build in another PID namespace would;
