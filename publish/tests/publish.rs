@@ -1217,3 +1217,79 @@ fn sigterm_during_signing_leaves_no_key_agent_or_secret_behind() {
 fn ctrl_c_during_signing_leaves_no_key_agent_or_secret_behind() {
     interrupt_a_publish_while_it_signs("INT", true, 130);
 }
+
+#[test]
+fn sigterm_during_verify_stops_the_inspection_and_leaves_nothing_in_tmpdir() {
+    use std::os::unix::process::CommandExt;
+    use support::{
+        path_with_first, processes_with_env, send_signal, tool, wait_with_deadline, write_script,
+        KillGroupOnDrop,
+    };
+    let s3 = S3::start();
+    let mirror = Mirror::start();
+    mirror.add_release(&Release::new("1.10.3"));
+    let ws = Workspace::new();
+    ws.build(&mirror.base_url, "1.10.3", &["--format", "squashfs"])
+        .assert_ok();
+    publish(&s3, &ws.out, &["1.10.3"]).assert_ok();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let private_tmp = tmp.path().join("tmp");
+    std::fs::create_dir(&private_tmp).unwrap();
+    let bin = tmp.path().join("bin");
+    let inspecting = tmp.path().join("inspecting");
+    write_script(
+        &bin,
+        "unsquashfs",
+        &format!(
+            "#!/bin/sh\ntouch '{}'\nsleep 60\nexec '{}' \"$@\"\n",
+            inspecting.display(),
+            tool("unsquashfs").display()
+        ),
+    );
+    let mark = format!("ALLOY_SYSEXT_TEST_RUN={}", tmp.path().display());
+    let (mark_name, mark_value) = mark.split_once('=').unwrap();
+    let mut command = Command::new(XTASK);
+    command
+        .arg("verify")
+        .arg("--base-url")
+        .arg(&s3.public_url)
+        .env_remove("SYSEXT_BASE_URL")
+        .env("TMPDIR", &private_tmp)
+        .env("PATH", path_with_first(&bin))
+        .env(mark_name, mark_value)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut verify = command.spawn().unwrap();
+    let pid = verify.id() as i32;
+    let _group = KillGroupOnDrop(pid);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !inspecting.exists() {
+        assert!(
+            verify.try_wait().unwrap().is_none(),
+            "verify ended before it inspected"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no inspection in 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        std::fs::read_dir(&private_tmp).unwrap().count() > 0,
+        "verify downloads into TMPDIR: nothing there to clean up?"
+    );
+    send_signal("TERM", pid);
+    let status = wait_with_deadline(&mut verify, 30);
+
+    assert_eq!(status.code(), Some(143), "{status}");
+    let left: Vec<PathBuf> = std::fs::read_dir(&private_tmp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    let running = processes_with_env(&mark);
+    assert!(running.is_empty(), "still running: {running:?}");
+}
