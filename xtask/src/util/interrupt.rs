@@ -9,6 +9,7 @@
 //! to us alone stops them too.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -26,6 +27,14 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// The signal received, or 0.
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
+/// The registry, even after a panic elsewhere while it was held: it is only ever pushed to and
+/// filtered, so it stays consistent.
+fn cleanups() -> std::sync::MutexGuard<'static, Vec<(u64, Action)>> {
+    CLEANUPS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Starts listening for [`SIGNALS`]. Call once, early in `main`.
 pub fn install() -> anyhow::Result<()> {
     let mut signals =
@@ -38,13 +47,21 @@ pub fn install() -> anyhow::Result<()> {
                 return;
             };
             RECEIVED.store(signal, Ordering::SeqCst);
-            eprintln!("\ninterrupted: stopping child processes and removing work files (again to quit at once)");
-            let _ = std::thread::Builder::new()
+            // Not eprintln!: a closed stderr must not panic this thread before it cleans up.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\ninterrupted: stopping child processes and removing work files (again to quit at once)"
+            );
+            let cleaner = std::thread::Builder::new()
                 .name("clean-up".into())
                 .spawn(move || {
                     clean_up();
                     std::process::exit(128 + signal);
                 });
+            if cleaner.is_err() {
+                clean_up();
+                std::process::exit(128 + signal);
+            }
             // A second signal: the user will not wait for the clean-up.
             if let Some(again) = received.next() {
                 std::process::exit(128 + again);
@@ -62,9 +79,9 @@ pub fn received() -> Option<i32> {
     }
 }
 
-/// Exits with `code`, unless a signal arrived: then the failures it caused (a killed packer, a
-/// removed work directory) are not worth printing, and the signal thread exits with 128 + signal
-/// once it has cleaned up. `report` prints the error, if any.
+/// `code` for `main` to return, after `report` prints the error, if any; unless a signal
+/// arrived: then the failures it caused (a killed packer, a removed work directory) are not
+/// worth printing, and this waits for the clean-up thread to exit with 128 + signal.
 pub fn exit_unless_interrupted(
     code: std::process::ExitCode,
     report: impl FnOnce(),
@@ -87,18 +104,14 @@ pub struct OnInterrupt {
 
 impl Drop for OnInterrupt {
     fn drop(&mut self) {
-        if let Ok(mut cleanups) = CLEANUPS.lock() {
-            cleanups.retain(|(id, _)| *id != self.id);
-        }
+        cleanups().retain(|(id, _)| *id != self.id);
     }
 }
 
 /// Runs `action` if a signal ends the process while the returned guard lives.
 pub fn on_interrupt(action: impl FnOnce() + Send + 'static) -> OnInterrupt {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut cleanups) = CLEANUPS.lock() {
-        cleanups.push((id, Box::new(action)));
-    }
+    cleanups().push((id, Box::new(action)));
     OnInterrupt { id }
 }
 
@@ -146,10 +159,7 @@ pub fn remove_path(path: &Path) {
 /// the end: an owner that finishes meanwhile waits instead of racing the removal.
 fn clean_up() {
     stop_descendants();
-    let mut cleanups = match CLEANUPS.lock() {
-        Ok(cleanups) => cleanups,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut cleanups = cleanups();
     while let Some((_, action)) = cleanups.pop() {
         action();
     }
@@ -295,7 +305,7 @@ mod tests {
 
     #[test]
     fn registered_cleanups_are_forgotten_when_dropped() {
-        let registered = |id| CLEANUPS.lock().unwrap().iter().any(|(i, _)| *i == id);
+        let registered = |id| cleanups().iter().any(|(i, _)| *i == id);
         let guard = remove_on_interrupt(Path::new("/nonexistent/alloy-sysext"));
         let id = guard.id;
         assert!(registered(id));
