@@ -8,27 +8,40 @@ use std::process::Output;
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use crate::util::interrupt;
+use crate::util::{files, interrupt};
 
 /// The environment variable holding the armored private key that `publish` signs with.
 pub const SIGNING_KEY_ENV: &str = "SYSEXT_GPG_KEY";
 
 const ARMORED_SECRET_KEY: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----";
 
+/// The name of every private GNUPGHOME we make, in TMPDIR.
+const HOME_PREFIX: &str = "alloy-sysext-gnupg.";
+
+/// A home left unlocked for this long belongs to a run that was killed outright (SIGKILL, a
+/// crash, power loss): its key is removed and its agent stopped by the next run.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A throwaway GNUPGHOME (mode 0700) whose gpg-agent is stopped and files removed on drop,
-/// and on Ctrl-C or SIGTERM ([`interrupt`]): the key never outlives the process on disk.
+/// and on Ctrl-C or SIGTERM ([`interrupt`]): the key never outlives the process on disk. It is
+/// locked while it lives, so that a later run can tell a home left by a killed run.
 struct GpgHome {
     // Fields drop in order: the home is removed before the interrupt clean-up is forgotten,
     // so a signal in between cannot leave the key behind.
     dir: tempfile::TempDir,
     _on_interrupt: interrupt::OnInterrupt,
+    _lock: std::fs::File,
 }
 
 impl GpgHome {
     fn new_in(base: &Path) -> anyhow::Result<GpgHome> {
         use std::os::unix::fs::PermissionsExt;
+        files::sweep_abandoned(base, HOME_PREFIX, Some(ABANDONED_AFTER), |home| {
+            stop_agent(home);
+            interrupt::remove_path(home);
+        });
         let dir = tempfile::Builder::new()
-            .prefix("alloy-sysext-gnupg.")
+            .prefix(HOME_PREFIX)
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(base)
             .with_context(|| format!("creating a private GNUPGHOME in {}", base.display()))?;
@@ -37,9 +50,11 @@ impl GpgHome {
             stop_agent(&home);
             interrupt::remove_path(&home);
         });
+        let lock = files::lock_new_dir(dir.path())?;
         Ok(GpgHome {
             dir,
             _on_interrupt: on_interrupt,
+            _lock: lock,
         })
     }
 
@@ -590,6 +605,65 @@ mod tests {
             }
         }
         assert!(!signature.exists());
+    }
+
+    /// Sets `path`'s modification time `seconds` into the past.
+    fn age(path: &Path, seconds: u64) {
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(seconds);
+        std::fs::File::open(path)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_home_left_by_a_killed_run_is_removed_with_its_agent_by_the_next_one() {
+        let base = tempfile::tempdir().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let (secret, _, _) = throwaway_key(keys.path(), "killed");
+        // What a SIGKILLed publish leaves: the key imported, the agent running, no lock.
+        let stale = base.path().join(format!("{HOME_PREFIX}stale"));
+        std::fs::create_dir(&stale).unwrap();
+        let sh = Shell::new().unwrap();
+        sh.set_var("GNUPGHOME", &stale);
+        import_secret_key(&sh, &secret).unwrap();
+        let agent_of = |home: &Path| interrupt::processes_with_env("GNUPGHOME", home);
+        assert!(
+            !agent_of(&stale).is_empty(),
+            "no agent started for the import"
+        );
+        age(&stale, 3600);
+        // A live run's home, just as old but locked (by another process): kept.
+        let live = base.path().join(format!("{HOME_PREFIX}live"));
+        std::fs::create_dir(&live).unwrap();
+        let ready = base.path().join("locked");
+        let mut holder = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("exec 9<\"$0\" && flock --exclusive 9 && touch \"$1\" && exec sleep 60")
+            .arg(&live)
+            .arg(&ready)
+            .spawn()
+            .unwrap();
+        while !ready.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::remove_file(&ready).unwrap();
+        age(&live, 3600);
+        // A home just made, not yet locked: kept (too young to judge).
+        let young = base.path().join(format!("{HOME_PREFIX}young"));
+        std::fs::create_dir(&young).unwrap();
+
+        let home = GpgHome::new_in(base.path()).unwrap();
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert!(!stale.exists());
+        assert!(
+            agent_of(&stale).is_empty(),
+            "the killed run's agent still runs"
+        );
+        assert!(live.exists());
+        assert!(young.exists());
+        assert!(home.path().exists());
     }
 
     #[test]

@@ -68,26 +68,56 @@ fn lock_dir(dir: &Path) -> anyhow::Result<File> {
 /// Removes temporary files and directories in `dir` whose lock nobody holds. Call with `dir`
 /// locked ([`lock_dir`]).
 fn remove_abandoned(dir: &Path) {
+    sweep_abandoned(dir, TEMP_PREFIX, None, super::interrupt::remove_path);
+}
+
+/// Hands each entry of `dir` named `prefix...` whose lock nobody holds to `remove`, with its
+/// lock held by us meanwhile, so no one can take it up. With `min_age`, only entries unchanged
+/// for that long: for directories created before they are locked, where `dir` is not locked
+/// around the two (a shared TMPDIR).
+pub fn sweep_abandoned(
+    dir: &Path,
+    prefix: &str,
+    min_age: Option<std::time::Duration>,
+    mut remove: impl FnMut(&Path),
+) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
             continue;
         }
         let path = entry.path();
-        let abandoned = match open_for_lock(&path) {
-            // Removed while its lock is ours: no one can take it up meanwhile.
-            Ok(file) => flock(&file, false).unwrap_or(false),
+        if let Some(min_age) = min_age {
+            let age = path
+                .symlink_metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok());
+            if age.is_none_or(|age| age < min_age) {
+                continue;
+            }
+        }
+        match open_for_lock(&path) {
+            Ok(file) => {
+                if flock(&file, false).unwrap_or(false) {
+                    remove(&path);
+                }
+            }
             // A link in our name: not a work dir of anyone's.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => true,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => remove(&path),
             // Not ours to judge (another user's, say): kept.
-            Err(_) => false,
-        };
-        if abandoned {
-            super::interrupt::remove_path(&path);
+            Err(_) => {}
         }
     }
+}
+
+/// Locks a directory we just created, for as long as the returned file is open.
+pub fn lock_new_dir(dir: &Path) -> anyhow::Result<File> {
+    open_for_lock(dir)
+        .and_then(|file| flock(&file, false).map(|_| file))
+        .with_context(|| format!("locking {}", dir.display()))
 }
 
 /// A scratch directory inside the output directory (so finished files can be renamed into
@@ -109,9 +139,7 @@ impl WorkDir {
             .tempdir_in(out_dir)
             .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
         let on_interrupt = super::interrupt::remove_on_interrupt(dir.path());
-        let lock = open_for_lock(dir.path())
-            .and_then(|file| flock(&file, false).map(|_| file))
-            .with_context(|| format!("locking {}", dir.path().display()))?;
+        let lock = lock_new_dir(dir.path())?;
         Ok(WorkDir {
             dir,
             _on_interrupt: on_interrupt,
