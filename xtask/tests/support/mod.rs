@@ -271,12 +271,14 @@ fn processes_where(wanted: impl Fn(i32) -> bool) -> Vec<(i32, String)> {
 
 /// Sends `signal` (e.g. "TERM") to `pid`, or to its whole process group when `pid` is negative.
 pub fn send_signal(signal: &str, pid: i32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg("--")
+    // The shell's own kill: /usr/bin/kill (procps) is not on every minimal system.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("kill -s \"$0\" -- \"$1\"")
+        .arg(signal)
         .arg(pid.to_string())
         .status()
-        .expect("running kill");
+        .expect("running sh");
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
@@ -335,10 +337,10 @@ pub struct KillGroupOnDrop(pub i32);
 
 impl Drop for KillGroupOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg("--")
-            .arg(format!("-{}", self.0))
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg("kill -s KILL -- \"-$0\"")
+            .arg(self.0.to_string())
             .stderr(std::process::Stdio::null())
             .status();
     }
