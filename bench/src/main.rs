@@ -133,10 +133,10 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cache)?;
     let release = release::generate(&cache, options.size_mb)?;
     let mirror = xtask_testkit::mirror::Mirror::start();
+    // Streamed from disk: a zip held in our memory would count in every child's peak RSS,
+    // since a child is forked from us before it executes.
     for name in ["alloy-linux-amd64.zip", "SHA256SUMS"] {
-        let bytes = std::fs::read(release.dir.join(name))
-            .with_context(|| format!("reading {}", release.dir.join(name).display()))?;
-        mirror.add(VERSION, name, bytes);
+        mirror.add_file(VERSION, name, &release.dir.join(name));
     }
     let base_url = mirror.base_url.clone();
 

@@ -51,6 +51,9 @@ pub struct Request {
 #[derive(Default)]
 struct State {
     files: HashMap<String, Vec<u8>>,
+    /// Assets served from disk as they are (no faults): large ones, that a benchmark serves
+    /// without holding them in its own memory.
+    on_disk: HashMap<String, std::path::PathBuf>,
     faults: HashMap<String, Fault>,
     log: Vec<Request>,
 }
@@ -82,6 +85,15 @@ impl Mirror {
         for (name, bytes) in release.assets() {
             self.add(release.version(), name, bytes.clone());
         }
+    }
+
+    /// Serves the file at `path` as `v<VERSION>/<asset>`, streamed from disk on each request.
+    pub fn add_file(&self, version: &str, asset: &str, path: &std::path::Path) {
+        self.state
+            .lock()
+            .unwrap()
+            .on_disk
+            .insert(format!("v{version}/{asset}"), path.to_path_buf());
     }
 
     /// Serves `bytes` as `v<VERSION>/<asset>`.
@@ -166,7 +178,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     if let Some(key) = path.strip_prefix("/download/") {
         let key = key.to_string();
         if matches!(state.faults.get(&key), Some(Fault::NotFound))
-            || !state.files.contains_key(&key)
+            || !(state.files.contains_key(&key) || state.on_disk.contains_key(&key))
         {
             log(404, &mut state);
             return respond(&mut stream, "404 Not Found", &[], b"Not Found");
@@ -183,6 +195,18 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         log(404, &mut state);
         return respond(&mut stream, "404 Not Found", &[], b"");
     };
+    if let Some(file) = state.on_disk.get(&key).cloned() {
+        log(200, &mut state);
+        drop(state);
+        let mut file = std::fs::File::open(file)?;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            file.metadata()?.len()
+        );
+        stream.write_all(head.as_bytes())?;
+        std::io::copy(&mut file, &mut stream)?;
+        return stream.flush();
+    }
     let Some(body) = state.files.get(&key).cloned() else {
         log(404, &mut state);
         return respond(&mut stream, "404 Not Found", &[], b"");
