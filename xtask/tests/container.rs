@@ -11,7 +11,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use support::debian::{cache_dir, run};
 use support::fixture::{sha256_hex, Release};
@@ -72,22 +72,21 @@ fn base_image() -> String {
     tag
 }
 
+/// Vendored crates of another Cargo.lock (a few hundred MB each) are removed once unused for this
+/// long: other worktrees on the machine may be building with theirs.
+const VENDOR_UNUSED: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Cargo.lock's crates, vendored once per Cargo.lock (by the cargo running this test).
 fn vendored_crates() -> PathBuf {
     let lock = std::fs::read(repository().join("Cargo.lock")).unwrap();
     let name = format!("vendor-{}", &sha256_hex(&lock)[..16]);
     let cache = cache_dir();
     let vendor = cache.join(&name);
-    if !vendor.exists() {
+    if vendor.exists() {
+        // Marks it used (its mtime) for the pruning below.
+        let _ = std::fs::File::open(&vendor).and_then(|dir| dir.set_modified(SystemTime::now()));
+    } else {
         std::fs::create_dir_all(&cache).unwrap();
-        // Those of an older Cargo.lock: a few hundred MB each.
-        for entry in std::fs::read_dir(&cache).unwrap() {
-            let path = entry.unwrap().path();
-            let file = path.file_name().unwrap().to_string_lossy().into_owned();
-            if file.starts_with("vendor-") && file != name {
-                let _ = std::fs::remove_dir_all(&path);
-            }
-        }
         let started = Instant::now();
         let building = cache.join(format!(".vendor.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&building);
@@ -101,6 +100,19 @@ fn vendored_crates() -> PathBuf {
             let _ = std::fs::remove_dir_all(&building);
         }
         eprintln!("cargo vendor: {:.1?}", started.elapsed());
+    }
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let entry = entry.unwrap();
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let unused = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > VENDOR_UNUSED);
+        if file.starts_with("vendor-") && file != name && unused {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
     vendor
 }
