@@ -25,7 +25,8 @@ const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
 const SUITE: &str = "trixie";
 /// Not the default epoch, so that the build argument is seen to reach the build.
 const EPOCH: &str = "1735689600";
-/// A cold build compiles xtask and its dependencies in the container: minutes on 2 cores.
+/// A cold build compiles xtask and its dependencies in the container: 25 minutes on a busy 2-core
+/// machine (most of it the S3 stack).
 const BUILD_TIMEOUT_SECS: &str = "2700";
 
 fn repository() -> PathBuf {
