@@ -2,7 +2,7 @@
 # Installs what building and testing alloy-sysext needs, on Debian 12 or Ubuntu 22.04 and later.
 # Safe to re-run: each step checks before it installs.
 #   bash scripts/install-deps.sh          # what `cargo xtask build` needs (e2fsprogs, squashfs-tools, erofs-utils, ...)
-#   bash scripts/install-deps.sh --test   # plus what the tests need (a C compiler, systemd-container, ...)
+#   bash scripts/install-deps.sh --test   # plus what the tests need (a C compiler, systemd-container, podman, ...)
 set -euo pipefail
 
 want_test=0
@@ -16,6 +16,8 @@ as_root() {
 packages=(e2fsprogs squashfs-tools erofs-utils ca-certificates)
 if [ "$want_test" -eq 1 ]; then
   packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
+  # xtask/tests/container.rs: podman builds the Containerfile on a base imported from a tar.
+  packages+=(podman tar)
 fi
 
 missing=()

@@ -6,9 +6,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::debian::{apt_mirror, run};
 use support::fixture::Release;
 use support::mirror::Mirror;
 use support::Workspace;
@@ -18,7 +18,7 @@ const IMAGE: &str = "alloy-1.10.2-amd64.raw";
 /// Longest a boot may take, report and poweroff included, before the container is killed.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const SUITE: &str = "bookworm";
-const PACKAGES: &str = "systemd,systemd-sysv,dbus";
+const PACKAGES: &[&str] = &["systemd", "systemd-sysv", "dbus"];
 
 /// Flatcar's ensure-sysext.service (flatcar/init): after the merge, reload units and restart the
 /// targets so that units the extensions brought are started.
@@ -113,22 +113,6 @@ ExecStart=/bin/sh /root/alloy-report.sh
 WantedBy=multi-user.target
 ";
 
-/// The mirror named by the host's apt sources (deb822 `URIs:` or one-line `deb URL SUITE`), the
-/// first that is not a security or updates archive.
-fn apt_mirror(sources: &str) -> Option<String> {
-    sources.lines().find_map(|line| {
-        let line = line.trim();
-        let url = if let Some(uris) = line.strip_prefix("URIs:") {
-            uris.split_whitespace().next()
-        } else if let Some(rest) = line.strip_prefix("deb ") {
-            rest.split_whitespace().find(|w| w.contains("://"))
-        } else {
-            None
-        }?;
-        (!url.contains("security") && url.contains("debian")).then(|| url.to_string())
-    })
-}
-
 #[test]
 fn apt_mirror_comes_from_either_sources_format() {
     let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\nTypes: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n";
@@ -148,77 +132,15 @@ fn apt_mirror_comes_from_either_sources_format() {
     );
 }
 
-fn host_apt_mirror() -> String {
-    let mut sources = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut files: Vec<PathBuf> = dir
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "sources" || e == "list"))
-            .collect();
-        files.sort();
-        for file in files {
-            sources.push_str(&std::fs::read_to_string(file).unwrap_or_default());
-            sources.push('\n');
-        }
-    }
-    apt_mirror(&sources).unwrap_or_else(|| "http://deb.debian.org/debian".to_string())
-}
-
-fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-static DEBIAN_ROOT: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// The minimal Debian root, made once with debootstrap and kept in
-/// ~/.cache/alloy-sysext-tests/; built in a temporary directory and renamed into place whole.
+/// The minimal Debian root with systemd, made once with debootstrap and cached
+/// (support::debian).
 fn debian_root() -> PathBuf {
-    let mut cached = DEBIAN_ROOT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(root) = &*cached {
-        return root.clone();
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    let cache = Path::new(&home).join(".cache/alloy-sysext-tests");
-    let root = cache.join(format!(
-        "debian-root-{SUITE}-minbase-{}",
-        PACKAGES.replace(',', "-")
-    ));
-    if !root.join("usr/lib/systemd/systemd").exists() {
-        std::fs::create_dir_all(&cache).unwrap();
-        let building = cache.join(format!(".debian-root.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&building);
-        let mirror = host_apt_mirror();
-        let started = Instant::now();
-        // Bounded: a stalled mirror fails the test instead of hanging it.
-        run(Command::new("timeout")
-            .arg("900")
-            .arg(support::tool("debootstrap"))
-            .args(["--variant=minbase", &format!("--include={PACKAGES}"), SUITE])
-            .arg(&building)
-            .arg(&mirror));
-        eprintln!(
-            "debootstrap {SUITE} from {mirror}: {:.0?}",
-            started.elapsed()
-        );
-        if std::fs::rename(&building, &root).is_err() {
-            // Another test process finished first: use its root.
-            let _ = std::fs::remove_dir_all(&building);
-        }
-    }
+    let root = support::debian::root(SUITE, PACKAGES);
     assert!(
         root.join("usr/lib/systemd/systemd").exists(),
         "{}",
         root.display()
     );
-    *cached = Some(root.clone());
     root
 }
 

@@ -2,6 +2,7 @@
 //! looking inside images without mounting them.
 #![allow(dead_code)] // each test crate uses a different part of this module
 
+pub mod debian;
 pub mod fixture;
 #[allow(unused_imports)] // each test crate uses a different part of this module
 pub use xtask_testkit::{http, mirror};
