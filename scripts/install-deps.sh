@@ -2,7 +2,8 @@
 # Installs what building and testing alloy-sysext needs, on Debian 12 or Ubuntu 22.04 and later.
 # Safe to re-run: each step checks before it installs.
 #   bash scripts/install-deps.sh          # what `cargo xtask build` needs (e2fsprogs, squashfs-tools, erofs-utils, ...)
-#   bash scripts/install-deps.sh --test   # plus what the tests need (a C compiler, systemd-container, ...)
+#   bash scripts/install-deps.sh --test   # plus what the tests need (a C compiler, systemd-container,
+#                                         # the real systemd-sysupdate built by build-sysupdate.sh, ...)
 set -euo pipefail
 
 want_test=0
@@ -26,6 +27,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> apt-get install ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The real systemd-sysupdate and systemd-pull (257), which no Debian release packages, built from
+# Debian trixie's systemd source and cached; the boot tests run them inside the test hosts.
+if [ "$want_test" -eq 1 ]; then
+  sysupdate_dir=$(bash "$(dirname "$0")/build-sysupdate.sh" | tail -n 1)
+  echo "==> systemd-sysupdate: $sysupdate_dir"
 fi
 
 # The workflow linters that xtask/tests/workflows.rs runs, pinned, in a private venv (PyPI wheels:
