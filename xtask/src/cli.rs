@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::arch::Arch;
 use crate::checksums::Digest;
 use crate::fetch::DEFAULT_RELEASES_URL;
-use crate::fleet::DEFAULT_BASE_URL;
+use crate::fleet::{Channel, DEFAULT_BASE_URL};
 use crate::image::ImageFormat;
 use crate::latest::DEFAULT_GITHUB_API_URL;
 use crate::version::Version;
@@ -86,7 +86,12 @@ pub struct SysupdateArgs {
     #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
     pub base_url: String,
 
-    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    /// Which index the host follows: stable (<URL>/SHA256SUMS) or rc (<URL>/rc/SHA256SUMS,
+    /// release candidates, which systemd orders above their release: never mix them)
+    #[arg(long, value_enum, default_value = "stable")]
+    pub channel: Channel,
+
+    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when the channel's SHA256SUMS.gpg exists]
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
     pub verify: Option<bool>,
 }
@@ -125,12 +130,20 @@ pub struct ButaneArgs {
     #[arg(long)]
     pub sysupdate: bool,
 
-    /// With --sysupdate: Verify=yes or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    /// With --sysupdate: which index the host follows, stable (<URL>/) or rc (<URL>/rc/,
+    /// release candidates only). An rc VERSION needs --channel rc
+    #[arg(long, value_enum, default_value = "stable")]
+    pub channel: Channel,
+
+    /// With --sysupdate: Verify=yes or no [default: yes when the channel's SHA256SUMS.gpg exists]
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no, requires = "sysupdate")]
     pub verify: Option<bool>,
 
     /// With --sysupdate: a binary public keyring (gpg --export KEYID) to install as
-    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against
+    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against. It
+    /// REPLACES the vendor keyring /usr/lib/systemd/import-pubring.gpg for every Verify=yes
+    /// download on the host (systemd-pull reads the first that exists): include any other key
+    /// the host needs in FILE
     #[arg(long, value_name = "FILE", requires = "sysupdate")]
     pub keyring: Option<PathBuf>,
 

@@ -18,12 +18,55 @@ pub const DEFAULT_BASE_URL: &str = "https://ghost-sysext-images.separationofconc
 /// Where versioned images live on the host; `/etc/extensions/alloy.raw` links to one of them.
 pub const IMAGES_DIR: &str = "/opt/extensions/alloy";
 pub const CURRENT_LINK: &str = "/etc/extensions/alloy.raw";
-/// systemd-sysupdate reads component `alloy` (`-C alloy`) from here.
-pub const TRANSFER_PATH: &str = "/etc/sysupdate.alloy.d/alloy.conf";
+/// systemd-sysupdate reads component `alloy` (`-C alloy`) from here, under two names with the
+/// same text: systemd 257 and later read `*.transfer` (and `*.conf` only when no `*.transfer`
+/// exists, with a warning), systemd 252 reads only `*.conf`. With both, each reads exactly one.
+pub const TRANSFER_PATHS: [&str; 2] = [
+    "/etc/sysupdate.alloy.d/alloy.transfer",
+    "/etc/sysupdate.alloy.d/alloy.conf",
+];
+/// The units that apply updates: alloy's own, not a drop-in on the host's systemd-sysupdate.service.
+pub const UPDATE_SERVICE: &str = "alloy-sysupdate.service";
+pub const UPDATE_TIMER: &str = "alloy-sysupdate.timer";
+/// Release candidates are published under this folder of the bucket, with their own SHA256SUMS.
+pub const RC_PREFIX: &str = "rc";
 /// The detached signature of SHA256SUMS that `Verify=yes` requires.
 pub const SIGNATURE_NAME: &str = "SHA256SUMS.gpg";
-/// The keyring systemd-sysupdate checks `SHA256SUMS.gpg` against (before /usr/lib/systemd/...).
+/// The keyring systemd-sysupdate checks `SHA256SUMS.gpg` against. systemd-pull uses the first
+/// keyring that exists, this one before the vendor's /usr/lib/systemd/import-pubring.gpg: writing
+/// it replaces the vendor keyring for every `Verify=yes` download on the host, it does not add to it.
 pub const HOST_KEYRING: &str = "/etc/systemd/import-pubring.gpg";
+
+/// Which index a host follows. systemd orders `1.11.0-rc.1` above `1.11.0` (and sysupdate
+/// refuses the `~` that would sort it below), so release candidates must never be listed in the
+/// index stable hosts read: one rc there would move every host to it and then hold them, the
+/// final release being "older". Release candidates have their own index under `rc/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Channel {
+    /// Releases only: `<base>/SHA256SUMS`
+    Stable,
+    /// Release candidates: `<base>/rc/SHA256SUMS`
+    Rc,
+}
+
+impl Channel {
+    /// The URL of the channel's folder (images and SHA256SUMS), without a trailing slash.
+    pub fn base_url(self, base_url: &str) -> String {
+        match self {
+            Channel::Stable => base(base_url).to_string(),
+            Channel::Rc => format!("{}/{RC_PREFIX}", base(base_url)),
+        }
+    }
+
+    /// The channel a version is published in.
+    pub fn of(version: &Version) -> Channel {
+        if version.is_release_candidate() {
+            Channel::Rc
+        } else {
+            Channel::Stable
+        }
+    }
+}
 
 /// Standard base64 with padding, for a `data:` URL.
 pub fn base64(bytes: &[u8]) -> String {
@@ -51,12 +94,14 @@ fn base(url: &str) -> &str {
 
 /// The transfer file: sysupdate lists `<base>/SHA256SUMS`, picks the highest `alloy-@v-<arch>.raw`,
 /// downloads it into /opt/extensions/alloy and points /etc/extensions/alloy.raw at it.
+/// `base_url` is the channel's folder ([`Channel::base_url`]).
 pub fn transfer_file(base_url: &str, arch: Arch, verify: bool) -> String {
     let pattern = format!("{EXTENSION_NAME}-@v-{arch}.raw");
     let verify = if verify { "yes" } else { "no" };
     format!(
         "\
-# systemd-sysupdate transfer for the alloy sysext ({arch}); install as {TRANSFER_PATH}
+# systemd-sysupdate transfer for the alloy sysext ({arch}); install as {transfer} (systemd 257+)
+# and, the same text, as {conf} (systemd 252 reads only *.conf)
 [Transfer]
 Verify={verify}
 
@@ -74,7 +119,9 @@ CurrentSymlink={CURRENT_LINK}
 InstancesMax=2
 Mode=0644
 ",
-        base = base(base_url)
+        base = base(base_url),
+        transfer = TRANSFER_PATHS[0],
+        conf = TRANSFER_PATHS[1],
     )
 }
 
@@ -90,19 +137,22 @@ pub fn signatures_published(http: &Http, base_url: &str) -> anyhow::Result<bool>
     }
 }
 
-/// `cargo xtask sysupdate`: the transfer file, `Verify=` from `verify` or from the bucket.
+/// `cargo xtask sysupdate`: the transfer file for `channel`, `Verify=` from `verify` or from
+/// whether the channel's index is signed.
 pub fn sysupdate(
     http: &Http,
     arch: Arch,
     base_url: &str,
+    channel: Channel,
     verify: Option<bool>,
 ) -> anyhow::Result<String> {
     crate::download::check_url(base_url).context("--base-url / SYSEXT_BASE_URL")?;
+    let channel_url = channel.base_url(base_url);
     let verify = match verify {
         Some(verify) => verify,
-        None => signatures_published(http, base_url)?,
+        None => signatures_published(http, &channel_url)?,
     };
-    Ok(transfer_file(base_url, arch, verify))
+    Ok(transfer_file(&channel_url, arch, verify))
 }
 
 pub struct ButaneOptions {
@@ -111,8 +161,11 @@ pub struct ButaneOptions {
     pub base_url: String,
     pub dist: PathBuf,
     pub sysupdate: bool,
+    /// The index the host follows with `sysupdate`.
+    pub channel: Channel,
     pub verify: Option<bool>,
-    /// Binary public keyring to install as /etc/systemd/import-pubring.gpg, for Verify=yes.
+    /// Binary public keyring to install as /etc/systemd/import-pubring.gpg, for Verify=yes
+    /// (replacing the vendor keyring: see [`HOST_KEYRING`]).
     pub keyring: Option<PathBuf>,
 }
 
@@ -130,38 +183,59 @@ fn indent(text: &str, spaces: usize) -> String {
         .collect()
 }
 
-/// The systemd-sysupdate.service drop-in: update the alloy component (the stock service only
-/// reads /etc/sysupdate.d), and when the link moved, re-merge extensions so the new Alloy runs.
-pub fn sysupdate_dropin() -> String {
+/// `alloy-sysupdate.service`: updates the alloy component and, when the link moved, makes the
+/// new image take effect. Its own unit rather than a drop-in on the host's
+/// systemd-sysupdate.service: an unreachable bucket then fails only this unit (which is right:
+/// it is visible in `systemctl --failed`), never the host's own update run, and the host needs
+/// no placeholder transfer in /etc/sysupdate.d. After the move:
+/// - `systemd-sysext refresh` merges the new image (restarting systemd-sysext.service would
+///   unmerge every extension on its way, docker's and containerd's too);
+/// - `systemctl daemon-reload`, because systemd before 255 does not honour the image's
+///   `EXTENSION_RELOAD_MANAGER=1` and would keep the old unit files;
+/// - `systemctl try-restart alloy.service`: `Upholds=` only starts stopped units, so without it
+///   the old binary keeps running from the detached overlay; try- so that an Alloy the
+///   operator stopped stays stopped. Config in /etc and state in /var/lib are untouched.
+///
+/// `$$` is systemd's escape for a `$` the shell should see.
+pub fn update_service() -> String {
     format!(
         "\
+[Unit]
+Description=Update the alloy sysext with systemd-sysupdate, and run the new Alloy
+Documentation=https://github.com/grafana/alloy
+Wants=network-online.target
+After=network-online.target
+
 [Service]
-ExecStartPre=/usr/bin/sh -c \"readlink --canonicalize {CURRENT_LINK} > /run/alloy-sysext-before\"
-ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {EXTENSION_NAME} update
-ExecStartPost=/usr/bin/sh -c \"readlink --canonicalize {CURRENT_LINK} > /run/alloy-sysext-after\"
-ExecStartPost=/usr/bin/sh -c \"cmp --silent /run/alloy-sysext-before /run/alloy-sysext-after || systemctl restart systemd-sysext.service\"
+Type=oneshot
+ExecStartPre=/bin/sh -c 'readlink --canonicalize {CURRENT_LINK} > /run/alloy-sysupdate.before'
+ExecStart=/usr/lib/systemd/systemd-sysupdate -C {EXTENSION_NAME} update
+ExecStartPost=/bin/sh -c '[ \"$$(readlink --canonicalize {CURRENT_LINK})\" = \"$$(cat /run/alloy-sysupdate.before)\" ] || {{ systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service; }}'
 "
     )
 }
 
-/// A transfer for the stock systemd-sysupdate.service, which fails with no transfer of its own.
-pub const NOOP_TRANSFER: &str = "\
-[Source]
-Type=regular-file
-Path=/
-MatchPattern=invalid@v.raw
+/// `alloy-sysupdate.timer`: the schedule of systemd's own systemd-sysupdate.timer.
+pub const UPDATE_TIMER_UNIT: &str = "\
+[Unit]
+Description=Look for a newer alloy sysext regularly
 
-[Target]
-Type=regular-file
-Path=/
+[Timer]
+OnBootSec=15min
+OnUnitActiveSec=6h
+RandomizedDelaySec=30min
+
+[Install]
+WantedBy=timers.target
 ";
 
-/// The Butane config (variant flatcar): the image pinned by `digest`, the link that merges it,
-/// and with `transfer` the sysupdate transfer file, the timer and the drop-in that apply updates.
+/// The Butane config (variant flatcar): the image pinned by `digest`, downloaded from
+/// `image_base_url` (the folder of the version's channel), the link that merges it, and with
+/// `transfer` the sysupdate transfer file and the service and timer that apply updates.
 pub fn butane_config(
     version: &Version,
     arch: Arch,
-    base_url: &str,
+    image_base_url: &str,
     digest: &Digest,
     transfer: Option<&str>,
     keyring: Option<&[u8]>,
@@ -182,21 +256,19 @@ storage:
           hash: sha256-{digest}
 ",
         tag = version.tag(),
-        base = base(base_url),
+        base = base(image_base_url),
     );
     if let Some(transfer) = transfer {
-        out.push_str(&format!(
-            "    - path: {TRANSFER_PATH}\n      mode: 0644\n      contents:\n        inline: |\n{}",
-            indent(transfer, 10)
-        ));
-        out.push_str(&format!(
-            "    - path: /etc/sysupdate.d/noop.conf\n      mode: 0644\n      contents:\n        inline: |\n{}",
-            indent(NOOP_TRANSFER, 10)
-        ));
+        for path in TRANSFER_PATHS {
+            out.push_str(&format!(
+                "    - path: {path}\n      mode: 0644\n      contents:\n        inline: |\n{}",
+                indent(transfer, 10)
+            ));
+        }
     }
     if let Some(keyring) = keyring {
         out.push_str(&format!(
-            "    - path: {HOST_KEYRING}\n      mode: 0644\n      contents:\n        source: \"data:;base64,{}\"\n",
+            "    # Replaces, not extends, the vendor keyring /usr/lib/systemd/import-pubring.gpg\n    - path: {HOST_KEYRING}\n      mode: 0644\n      contents:\n        source: \"data:;base64,{}\"\n",
             base64(keyring)
         ));
     }
@@ -212,14 +284,14 @@ storage:
             "\
 systemd:
   units:
-    - name: systemd-sysupdate.timer
+    - name: {UPDATE_SERVICE}
+      contents: |
+{}    - name: {UPDATE_TIMER}
       enabled: true
-    - name: systemd-sysupdate.service
-      dropins:
-        - name: alloy.conf
-          contents: |
+      contents: |
 {}",
-            indent(&sysupdate_dropin(), 12)
+            indent(&update_service(), 8),
+            indent(UPDATE_TIMER_UNIT, 8)
         ));
     }
     out
@@ -238,12 +310,12 @@ pub fn image_digest(
             .with_context(|| format!("reading {}", local.display()))?;
         (text, local.display().to_string())
     } else {
-        let url = format!("{}/{name}.sha256", base(&options.base_url));
+        let image_base = Channel::of(&options.version).base_url(&options.base_url);
+        let url = format!("{image_base}/{name}.sha256");
         let text = http.get_text(&url, 1 << 16).with_context(|| {
             format!(
-                "{name} is neither built in {} nor published at {}: build it (cargo xtask build {}) or check --base-url",
+                "{name} is neither built in {} nor published at {image_base}: build it (cargo xtask build {}) or check --base-url",
                 options.dist.display(),
-                base(&options.base_url),
                 options.version
             )
         })?;
@@ -259,20 +331,31 @@ pub fn image_digest(
 /// `cargo xtask butane`.
 pub fn butane(http: &Http, options: &ButaneOptions) -> anyhow::Result<String> {
     crate::download::check_url(&options.base_url).context("--base-url / SYSEXT_BASE_URL")?;
+    if options.sysupdate
+        && options.version.is_release_candidate()
+        && options.channel == Channel::Stable
+    {
+        bail!(
+            "{} is a release candidate, published only in the rc channel: pass --channel rc \
+             (a stable host on an rc would never take the release, which systemd orders below it)",
+            options.version
+        );
+    }
     let name = image_name(&options.version, options.arch);
     let (digest, source) = image_digest(http, options, &name)?;
     crate::progress::detail(format!("{name}: sha256 {digest} (from {source})"));
     let transfer = if options.sysupdate {
+        let channel_url = options.channel.base_url(&options.base_url);
         let verify = match options.verify {
             Some(verify) => verify,
-            None => signatures_published(http, &options.base_url)?,
+            None => signatures_published(http, &channel_url)?,
         };
         if verify && options.keyring.is_none() {
             crate::progress::detail(format!(
                 "Verify=yes: hosts need the signing key in {HOST_KEYRING}; pass --keyring FILE to install it"
             ));
         }
-        Some(transfer_file(&options.base_url, options.arch, verify))
+        Some(transfer_file(&channel_url, options.arch, verify))
     } else {
         None
     };
@@ -283,6 +366,9 @@ pub fn butane(http: &Http, options: &ButaneOptions) -> anyhow::Result<String> {
             if bytes.starts_with(b"-----BEGIN") {
                 bail!("--keyring {} is armored; systemd-sysupdate needs a binary keyring: gpg --dearmor it, or export without --armor", path.display());
             }
+            crate::progress::detail(format!(
+                "--keyring: {HOST_KEYRING} replaces the vendor keyring /usr/lib/systemd/import-pubring.gpg for every Verify=yes download on the host"
+            ));
             Some(bytes)
         }
         None => None,
@@ -290,7 +376,7 @@ pub fn butane(http: &Http, options: &ButaneOptions) -> anyhow::Result<String> {
     Ok(butane_config(
         &options.version,
         options.arch,
-        &options.base_url,
+        &Channel::of(&options.version).base_url(&options.base_url),
         &digest,
         transfer.as_deref(),
         keyring.as_deref(),
@@ -391,6 +477,151 @@ mod tests {
         assert!(text.contains("\n  links:\n    - path: /etc/extensions/alloy.raw\n      target: /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
         assert!(!text.contains("sysupdate"), "{text}");
         assert!(!text.contains("systemd:"), "{text}");
+    }
+
+    #[test]
+    fn release_candidates_have_their_own_folder_and_index() {
+        let base = "https://b.example/alloy/";
+        assert_eq!(Channel::Stable.base_url(base), "https://b.example/alloy");
+        assert_eq!(Channel::Rc.base_url(base), "https://b.example/alloy/rc");
+        let rc: Version = "1.11.0-rc.1".parse().unwrap();
+        let release: Version = "1.11.0".parse().unwrap();
+        assert_eq!(Channel::of(&rc), Channel::Rc);
+        assert_eq!(Channel::of(&release), Channel::Stable);
+        let transfer = ini(&transfer_file(
+            &Channel::Rc.base_url(base),
+            Arch::Amd64,
+            true,
+        ));
+        assert_eq!(
+            get(&transfer, "Source", "Path"),
+            "https://b.example/alloy/rc/"
+        );
+    }
+
+    /// How systemd orders two versions (`systemd-analyze compare-versions`, systemd >= 252):
+    /// the order sysupdate picks "newest" by.
+    fn systemd_order(a: &str, b: &str) -> std::cmp::Ordering {
+        let output = std::process::Command::new("systemd-analyze")
+            .args(["compare-versions", a, b])
+            .output()
+            .expect(
+                "running systemd-analyze (bash scripts/install-deps.sh --test installs systemd)",
+            );
+        let said = String::from_utf8_lossy(&output.stdout);
+        match said.split_whitespace().collect::<Vec<_>>()[..] {
+            [x, "<", y] if x == a && y == b => std::cmp::Ordering::Less,
+            [x, "==", y] if x == a && y == b => std::cmp::Ordering::Equal,
+            [x, ">", y] if x == a && y == b => std::cmp::Ordering::Greater,
+            _ => panic!(
+                "systemd-analyze compare-versions {a} {b}: {said:?} {}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+
+    #[test]
+    fn systemd_orders_rcs_above_their_release_so_they_never_share_the_stable_index() {
+        use std::cmp::Ordering;
+        // The reason for the rc channel: systemd-sysupdate would take 1.11.0-rc.1 over 1.11.0,
+        // while our own order (semver) says the opposite.
+        assert_eq!(systemd_order("1.11.0-rc.1", "1.11.0"), Ordering::Greater);
+        let rc: Version = "1.11.0-rc.1".parse().unwrap();
+        let release: Version = "1.11.0".parse().unwrap();
+        assert_eq!(rc.cmp(&release), Ordering::Less);
+        // Within one channel, systemd and Version::cmp agree on every pair, so the highest
+        // version in an index is the one sysupdate installs. Stable: what the stable index lists.
+        let stable = [
+            "0.40.0", "1.0.0", "1.3.4", "1.4.0", "1.9.0", "1.9.10", "1.10.0", "1.10.2", "1.11.0",
+            "2.0.0", "10.0.0",
+        ];
+        // rc: what the rc index lists.
+        let candidates = [
+            "1.11.0-rc.1",
+            "1.11.0-rc.2",
+            "1.11.0-rc.10",
+            "1.12.0-rc.0",
+            "2.0.0-rc.1",
+        ];
+        for channel in [&stable[..], &candidates[..]] {
+            for a in channel {
+                for b in channel {
+                    let ours = a.parse::<Version>().unwrap().cmp(&b.parse().unwrap());
+                    assert_eq!(systemd_order(a, b), ours, "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn update_service_refreshes_and_restarts_alloy_only_when_the_link_moved() {
+        let unit = update_service();
+        let entries = ini(&unit);
+        assert_eq!(get(&entries, "Service", "Type"), "oneshot");
+        assert_eq!(
+            get(&entries, "Service", "ExecStart"),
+            "/usr/lib/systemd/systemd-sysupdate -C alloy update"
+        );
+        let before = get(&entries, "Service", "ExecStartPre");
+        assert!(
+            before.contains("readlink --canonicalize /etc/extensions/alloy.raw > /run/"),
+            "{before}"
+        );
+        let after = get(&entries, "Service", "ExecStartPost");
+        // In this order, only when the link moved; a refresh, never a restart of
+        // systemd-sysext.service; try-restart, so a stopped Alloy stays stopped.
+        let steps = "|| { systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service; }";
+        assert!(after.contains(steps), "{after}");
+        assert!(!unit.contains("restart systemd-sysext"), "{unit}");
+        // systemd would expand a single $ itself: every shell $ is written $$.
+        assert_eq!(
+            after.matches('$').count(),
+            2 * after.matches("$$").count(),
+            "{after}"
+        );
+        // Not fatal to anything but itself: no drop-in on the host's own sysupdate service.
+        assert_eq!(UPDATE_SERVICE, "alloy-sysupdate.service");
+        let timer = ini(UPDATE_TIMER_UNIT);
+        assert_eq!(get(&timer, "Install", "WantedBy"), "timers.target");
+        assert_eq!(get(&timer, "Timer", "OnUnitActiveSec"), "6h");
+    }
+
+    #[test]
+    fn butane_with_sysupdate_installs_both_transfer_names_the_service_and_the_timer() {
+        let version: Version = "1.10.2".parse().unwrap();
+        let digest = checksums::hash_bytes(b"image");
+        let transfer = transfer_file("https://b.example/rc", Arch::Amd64, true);
+        let text = butane_config(
+            &version,
+            Arch::Amd64,
+            "https://b.example",
+            &digest,
+            Some(&transfer),
+            Some(b"key"),
+        );
+        for path in [
+            "/etc/sysupdate.alloy.d/alloy.transfer",
+            "/etc/sysupdate.alloy.d/alloy.conf",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "    - path: {path}\n      mode: 0644\n      contents:\n        inline: |\n{}",
+                    indent(&transfer, 10)
+                )),
+                "{path}:\n{text}"
+            );
+        }
+        assert!(text.contains(&format!(
+            "    - name: alloy-sysupdate.service\n      contents: |\n{}",
+            indent(&update_service(), 8)
+        )));
+        assert!(text.contains(&format!(
+            "    - name: alloy-sysupdate.timer\n      enabled: true\n      contents: |\n{}",
+            indent(UPDATE_TIMER_UNIT, 8)
+        )));
+        assert!(!text.contains("systemd-sysupdate.timer"), "{text}");
+        assert!(!text.contains("/etc/sysupdate.d/"), "{text}");
+        assert!(text.contains("    - path: /etc/systemd/import-pubring.gpg\n"));
     }
 
     #[test]

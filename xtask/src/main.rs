@@ -102,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     &download::Http::new(),
                     args.arch,
                     &args.base_url,
+                    args.channel,
                     args.verify
                 )?
             );
@@ -118,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         base_url: args.base_url,
                         dist: args.dist.unwrap_or_else(|| project_root().join("dist")),
                         sysupdate: args.sysupdate,
+                        channel: args.channel,
                         verify: args.verify,
                         keyring: args.keyring,
                     },

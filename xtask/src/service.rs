@@ -303,7 +303,10 @@ mod tests {
         // `C+` would overwrite the operator's edits.
         assert!(!text.contains("C+"));
         // Nothing world-readable is created.
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let mode = line.split_whitespace().nth(2).unwrap();
             if mode != "-" && !line.contains("/etc/default ") {
                 let mode = u32::from_str_radix(mode, 8).unwrap();
