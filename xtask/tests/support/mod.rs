@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part of this module
 
 pub mod fixture;
+pub mod host;
 pub mod http;
 pub mod mirror;
 pub mod s3;
