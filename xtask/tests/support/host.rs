@@ -70,11 +70,12 @@ WantedBy=sysinit.target
 ";
 
 /// PID 1 of a [`Merge::BeforeInit`] host: what newer Flatcar's initrd does before switching
-/// root, merge the extensions, then the system manager. A failed merge stops the boot here,
-/// saying so on the console, rather than booting a host without Alloy.
+/// root, merge the extensions, then the system manager. `--no-reload` (systemd >= 255): there
+/// is no manager yet to reload for EXTENSION_RELOAD_MANAGER=. A failed merge stops the boot
+/// here, saying so on the console, rather than booting a host without Alloy.
 const MERGE_THEN_INIT: &str = "\
 #!/bin/sh
-systemd-sysext merge || { echo \"systemd-sysext merge failed before init\"; exit 1; }
+systemd-sysext merge --no-reload || { echo \"systemd-sysext merge failed before init\"; exit 1; }
 exec /usr/lib/systemd/systemd \"$@\"
 ";
 
