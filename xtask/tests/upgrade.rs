@@ -58,8 +58,12 @@ alloy_pid() {
 timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
 {
   echo "system=$(systemctl is-system-running)"
+  echo "failed_units=$(systemctl list-units --state=failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
+  echo "cgroup=$(stat -fc %T /sys/fs/cgroup)"
   echo "systemd=$(systemctl --version | head -n 1 | cut -d' ' -f2)"
   echo "extensions=$(systemd-sysext list --no-legend 2>&1 | awk '{print $1}' | tr '\n' ' ')"
+  echo "sysext_service=$(systemctl is-active systemd-sysext.service)"
+  echo "sysupdate=$(/usr/lib/systemd/systemd-sysupdate --version | head -n 1)"
   pid=$(alloy_pid)
   echo "before_pid=$pid"
   echo "alloy_uid=$(id -u alloy)"
@@ -90,6 +94,18 @@ timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
   # Nothing new: the next run changes nothing and restarts nothing.
   if systemctl start alloy-sysupdate.service; then echo "second_update=ok"; else echo "second_update=failed"; fi
   echo "final_pid=$(systemctl show -p MainPID --value alloy.service)"
+  # The README's rollback, when there is something to roll back from: relink the previous
+  # image (1.10.2, the one Butane installed), merge it, restart Alloy; then the timer's next run.
+  previous=/opt/extensions/alloy/alloy-1.10.2-amd64.raw
+  if [ "$(readlink -f /etc/extensions/alloy.raw)" != "$previous" ]; then
+    ln -sfn "$previous" /etc/extensions/alloy.raw
+    systemd-sysext refresh && systemctl daemon-reload && systemctl restart alloy
+    echo "rollback_pid=$(alloy_pid)"
+    echo "rollback_binary=$(/usr/bin/alloy --version | head -n 1)"
+    if systemctl start alloy-sysupdate.service; then echo "rollback_update=ok"; else echo "rollback_update=failed"; fi
+    echo "rollback_link=$(readlink -f /etc/extensions/alloy.raw)"
+    echo "rollback_final_pid=$(systemctl show -p MainPID --value alloy.service)"
+  fi
   sed 's/^/state=/' "$log"
 } > "$out.tmp" 2>&1
 journalctl -b --no-pager > /root/alloy-journal.txt 2>&1
@@ -392,8 +408,14 @@ fn xtask_butane(ws: &Workspace, bucket: &Bucket, key: &SigningKey, channel: &str
 
 /// Provisions a host from `cargo xtask butane 1.10.2 --sysupdate --channel CHANNEL`, boots
 /// it, updates it as its timer would, and returns the host, its report and what the bucket
-/// served.
-fn boot_and_update(suite: &Suite, merge: Merge, channel: &str) -> (Host, Report, Vec<String>) {
+/// served. With `signer`, the bucket's indexes are signed by that key instead of the one the
+/// host trusts.
+fn boot_and_update(
+    suite: &Suite,
+    merge: Merge,
+    channel: &str,
+    signer: Option<&SigningKey>,
+) -> (Host, Report, Vec<String>) {
     let (ws, images) = build_images();
     let key = SigningKey::new();
     let mut bucket = Bucket::new();
@@ -401,11 +423,12 @@ fn boot_and_update(suite: &Suite, merge: Merge, channel: &str) -> (Host, Report,
         .iter()
         .map(|v| (image(v), images[v].clone()))
         .collect();
-    bucket.publish("", &release_images, &key);
+    let signer = signer.unwrap_or(&key);
+    bucket.publish("", &release_images, signer);
     bucket.publish(
         "rc/",
         &[(image(CANDIDATE), images[CANDIDATE].clone())],
-        &key,
+        signer,
     );
 
     let label = format!(
@@ -424,7 +447,6 @@ fn boot_and_update(suite: &Suite, merge: Merge, channel: &str) -> (Host, Report,
     std::os::unix::fs::symlink(format!("{SYSUPDATE_INSIDE}/systemd-sysupdate"), client).unwrap();
 
     let report = host.boot();
-    eprintln!("DEBUG {}", report.text);
     assert_eq!(report.get("systemd"), suite.systemd.to_string(), "{report}");
     (host, report, bucket.requested())
 }
@@ -491,6 +513,31 @@ fn assert_updated_to(host: &Host, report: &Report, requested: &[String], expecte
     assert_eq!(report.get("second_update"), "ok", "{report}");
     assert_eq!(report.get("final_pid"), after, "{report}");
 
+    // The README's rollback works: 1.10.2 runs again, and the timer's next run leaves it,
+    // since the newer image counts as installed.
+    let rollback = report.get("rollback_pid");
+    assert!(rollback != "0" && rollback != after, "{report}");
+    assert!(
+        report
+            .get("rollback_binary")
+            .starts_with(&format!("alloy, version v{INSTALLED} ")),
+        "{report}"
+    );
+    assert_eq!(
+        events(report, rollback)
+            .first()
+            .map(|l| l.ends_with(&format!(" version={INSTALLED}"))),
+        Some(true),
+        "{report}"
+    );
+    assert_eq!(report.get("rollback_update"), "ok", "{report}");
+    assert_eq!(
+        report.get("rollback_link"),
+        format!("/opt/extensions/alloy/{}", image(INSTALLED)),
+        "{report}"
+    );
+    assert_eq!(report.get("rollback_final_pid"), rollback, "{report}");
+
     // The operator's config edit is intact, and the previous image is kept for a rollback.
     let config = std::fs::read_to_string(host.path("/etc/alloy/config.alloy")).unwrap();
     assert!(
@@ -553,10 +600,16 @@ fn assert_private(report: &Report) {
         .into_iter()
         .filter(|l| l.starts_with("read "))
         .collect::<Vec<_>>();
-    // At the first start, at the reload, and at the new version's start.
+    // Each time Alloy read its config: every start and reload, old version and new.
+    let config_reads = report
+        .values("state")
+        .into_iter()
+        .filter(|l| l.starts_with("started ") || l.starts_with("reloaded "))
+        .count();
+    assert!(config_reads >= 3, "{report}");
     assert_eq!(
         reads,
-        vec![format!("read {SECRET} ok"); 3],
+        vec![format!("read {SECRET} ok"); config_reads],
         "Alloy should read the secret each time it reads its config\n{report}"
     );
 }
@@ -572,7 +625,7 @@ fn on_systemd_252_an_update_moves_the_running_alloy_to_the_new_release_and_secre
     if !require_root() {
         return;
     }
-    let (host, report, requested) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "stable");
+    let (host, report, requested) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "stable", None);
     assert_updated_to(&host, &report, &requested, RELEASE);
     assert_private(&report);
     // A stable host never looks at the rc folder, where 1.11.0-rc.1 waits.
@@ -587,7 +640,7 @@ fn a_host_on_the_rc_channel_gets_the_release_candidate() {
     if !require_root() {
         return;
     }
-    let (host, report, requested) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "rc");
+    let (host, report, requested) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "rc", None);
     assert_updated_to(&host, &report, &requested, CANDIDATE);
     assert!(
         requested.contains(&"/rc/SHA256SUMS".to_string()),
@@ -605,7 +658,7 @@ fn on_systemd_257_an_update_moves_the_running_alloy_to_the_new_release() {
     if !require_root() {
         return;
     }
-    let (host, report, requested) = boot_and_update(&TRIXIE, Merge::EnsureSysext, "stable");
+    let (host, report, requested) = boot_and_update(&TRIXIE, Merge::EnsureSysext, "stable", None);
     assert_updated_to(&host, &report, &requested, RELEASE);
     assert_private(&report);
 }
@@ -615,7 +668,7 @@ fn with_extensions_merged_before_init_as_newer_flatcar_alloy_starts_and_updates(
     if !require_root() {
         return;
     }
-    let (host, report, requested) = boot_and_update(&TRIXIE, Merge::BeforeInit, "stable");
+    let (host, report, requested) = boot_and_update(&TRIXIE, Merge::BeforeInit, "stable", None);
     assert!(
         !host
             .path("/etc/systemd/system/ensure-sysext.service")
@@ -624,4 +677,46 @@ fn with_extensions_merged_before_init_as_newer_flatcar_alloy_starts_and_updates(
     );
     assert_updated_to(&host, &report, &requested, RELEASE);
     assert_private(&report);
+}
+
+#[test]
+fn an_index_signed_by_another_key_is_refused_and_the_running_alloy_stays() {
+    if !require_root() {
+        return;
+    }
+    let stranger = SigningKey::new();
+    let (host, report, requested) =
+        boot_and_update(&BOOKWORM, Merge::EnsureSysext, "stable", Some(&stranger));
+    // Only alloy-sysupdate.service fails; Alloy 1.10.2 runs on, untouched.
+    assert_eq!(report.get("update"), "failed", "{report}");
+    assert_eq!(report.get("second_update"), "failed", "{report}");
+    let before = report.get("before_pid");
+    assert_ne!(before, "0", "{report}");
+    assert_eq!(report.get("after_pid"), before, "{report}");
+    assert_eq!(report.get("final_pid"), before, "{report}");
+    assert!(
+        report
+            .get("after_binary")
+            .starts_with(&format!("alloy, version v{INSTALLED} ")),
+        "{report}"
+    );
+    assert_eq!(
+        report.get("link"),
+        format!("/opt/extensions/alloy/{}", image(INSTALLED)),
+        "{report}"
+    );
+    let on_disk: Vec<String> = std::fs::read_dir(host.path("/opt/extensions/alloy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(on_disk, [image(INSTALLED)], "{report}");
+    // It got as far as the signature, and no image was downloaded.
+    assert!(
+        requested.contains(&"/SHA256SUMS.gpg".to_string()),
+        "{requested:?}"
+    );
+    assert!(
+        !requested.iter().any(|p| p.ends_with(".raw")),
+        "{requested:?}"
+    );
 }
