@@ -2,21 +2,29 @@
 # Builds the real systemd-sysupdate and systemd-pull (systemd 257.x) from Debian trixie's systemd
 # source package, for the tests that run the real client. No Debian release packages
 # systemd-sysupdate, so it is built from systemd's own source (the orig tarball; Debian's patches
-# are not needed for these two binaries).
+# are not needed for these two binaries). SYSUPDATE_SERIES=252 builds systemd 252.x's from
+# Debian 12's source instead: the client of Flatcar's older LTS lines, which reads other transfer
+# file names.
 #
 # The result is cached in ~/.cache/alloy-sysext-tests/sysupdate-<systemd version>/:
 #   systemd-sysupdate, systemd-pull     rpath $ORIGIN/lib
-#   lib/libsystemd-shared-257.so
+#   lib/libsystemd-shared-<series>.so
 # It is built in a temporary directory and renamed into place whole, so an interrupted build
 # never leaves a half-made cache. When a cached build runs, nothing is downloaded or built.
 # The last line on stdout is the directory.
 #
 #   bash scripts/build-sysupdate.sh                         # the newest 257.x in trixie, or the cached one
+#   SYSUPDATE_SERIES=252 bash scripts/build-sysupdate.sh    # the newest 252.x in bookworm
 #   SYSUPDATE_SYSTEMD_VERSION=257.13-1~deb13u1 bash scripts/build-sysupdate.sh
 set -euo pipefail
 
 cache="${ALLOY_SYSEXT_TEST_CACHE:-$HOME/.cache/alloy-sysext-tests}"
-series=257
+series="${SYSUPDATE_SERIES:-257}"
+case "$series" in
+  257) suites="trixie" ;;
+  252) suites="bookworm bookworm-updates" ;;
+  *) echo "SYSUPDATE_SERIES=$series: only 257 (trixie) and 252 (bookworm) are known" >&2; exit 2 ;;
+esac
 wanted="${SYSUPDATE_SYSTEMD_VERSION:-}"
 
 as_root() {
@@ -43,24 +51,20 @@ elif usable "$cache/sysupdate-$wanted"; then
   exit 0
 fi
 
-# 1. trixie's sources: a deb-src entry only, so no binary package of trixie can ever be installed.
-sources=/etc/apt/sources.list.d/alloy-sysext-trixie-src.sources
+# 1. the suite's sources: a deb-src entry only, so no binary package of another release can ever
+#    be installed.
+sources="/etc/apt/sources.list.d/alloy-sysext-${suites%% *}-src.sources"
 if [ ! -f "$sources" ]; then
-  say "adding $sources (deb-src for trixie)"
-  as_root tee "$sources" >/dev/null <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+  say "adding $sources (deb-src for $suites)"
+  printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$suites" | as_root tee "$sources" >/dev/null
 fi
 say "apt-get update"
 as_root apt-get update -qq >&2
 
 if [ -z "$wanted" ]; then
   wanted=$(apt-cache showsrc systemd 2>/dev/null | sed -n "s/^Version: \($series\..*\)/\1/p" | sort -rV | head -n 1)
-  [ -n "$wanted" ] || { echo "no systemd $series.x source in apt's trixie deb-src index" >&2; exit 1; }
+  [ -n "$wanted" ] || { echo "no systemd $series.x source in apt's deb-src index for $suites" >&2; exit 1; }
   if usable "$cache/sysupdate-$wanted"; then
     echo "$cache/sysupdate-$wanted"
     exit 0
@@ -91,6 +95,8 @@ orig=$(find . -maxdepth 1 -name 'systemd_*.orig.tar.*' | head -n 1)
 tar -xf "$orig"
 src=$(find . -maxdepth 1 -mindepth 1 -type d -name 'systemd*' | head -n 1)
 [ -f "$src/meson.build" ] || { echo "no meson.build in $orig" >&2; exit 1; }
+meson_options="$src/meson_options.txt"
+[ -f "$src/meson.options" ] && meson_options="$src/meson.options"
 
 # 3. only what sysupdate and systemd-pull need; every other optional feature off, so the build
 #    needs no more packages than the ones above (and takes minutes, not an hour).
@@ -109,8 +115,31 @@ options=(
   -Dukify=disabled -Dbpf-framework=disabled -Dvmspawn=disabled -Dhomed=disabled -Dnetworkd=false
   -Dresolve=false
 )
+# The list is 257's. Older releases lack some options (left out: they did not exist, so there is
+# nothing to disable) and spell some features as true/false combos rather than enabled/disabled.
+accepted=()
+for option in "${options[@]}"; do
+  name=${option#-D}
+  name=${name%%=*}
+  value=${option#*=}
+  case "$name" in
+    optimization | debug)
+      accepted+=("$option")
+      continue
+      ;;
+  esac
+  definition=$(grep -A3 "^option('$name'" "$meson_options" || true)
+  if [ -z "$definition" ]; then
+    say "systemd $wanted has no meson option $name: left out"
+    continue
+  fi
+  if ! grep -q "'feature'" <<<"$definition"; then
+    case "$value" in enabled) value=true ;; disabled) value=false ;; esac
+  fi
+  accepted+=("-D$name=$value")
+done
 say "meson setup (systemd $wanted)"
-meson setup "$work/build" "$src" "${options[@]}" >&2
+meson setup "$work/build" "$src" "${accepted[@]}" >&2
 say "ninja systemd-sysupdate systemd-pull (several minutes)"
 ninja -C "$work/build" systemd-sysupdate systemd-pull >&2
 

