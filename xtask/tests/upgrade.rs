@@ -123,23 +123,22 @@ local.file "password" {
 }
 "#;
 
-/// The real systemd-sysupdate build, from scripts/build-sysupdate.sh: cached, so this is quick
-/// after `scripts/install-deps.sh --test`; built here otherwise (several minutes).
-fn sysupdate_build() -> PathBuf {
-    static BUILD: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut build = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(dir) = &*build {
-        return dir.clone();
-    }
+/// The real systemd-sysupdate of systemd `series`, from scripts/build-sysupdate.sh: cached, so
+/// this is quick after `scripts/install-deps.sh --test`; built here otherwise (several minutes).
+fn sysupdate_build(series: u32) -> PathBuf {
+    // One at a time: two builds of the same series would race for the same cache entry.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _build = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-sysupdate.sh");
-    let stdout = run(Command::new("bash").arg(&script));
+    let stdout = run(Command::new("bash")
+        .arg(&script)
+        .env("SYSUPDATE_SERIES", series.to_string()));
     let dir = PathBuf::from(stdout.lines().last().unwrap_or_default());
     assert!(
         dir.join("systemd-sysupdate").is_file() && dir.join("systemd-pull").is_file(),
         "{} printed {stdout:?}, which holds no systemd-sysupdate",
         script.display()
     );
-    *build = Some(dir.clone());
     dir
 }
 
@@ -440,14 +439,32 @@ fn boot_and_update(
     let mut host = Host::new(suite, &label, merge, REPORT_SCRIPT);
     provision(&host, &xtask_butane(&ws, &bucket, &key, channel), &bucket);
     write_operator_files(&host);
-    // The real client where Flatcar has it; it runs systemd-pull from its own directory.
-    host.bind_ro(&sysupdate_build(), SYSUPDATE_INSIDE);
-    let client = host.path("/usr/lib/systemd/systemd-sysupdate");
-    let _ = std::fs::remove_file(&client);
-    std::os::unix::fs::symlink(format!("{SYSUPDATE_INSIDE}/systemd-sysupdate"), client).unwrap();
+    // The real client of the host's systemd, where Flatcar has it: 257 runs systemd-pull from
+    // its own directory, 252 from /usr/lib/systemd.
+    host.bind_ro(&sysupdate_build(suite.systemd), SYSUPDATE_INSIDE);
+    for binary in ["systemd-sysupdate", "systemd-pull"] {
+        let path = host.path(&format!("/usr/lib/systemd/{binary}"));
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(format!("{SYSUPDATE_INSIDE}/{binary}"), path).unwrap();
+    }
 
     let report = host.boot();
     assert_eq!(report.get("systemd"), suite.systemd.to_string(), "{report}");
+    // As on Flatcar (see Host::boot).
+    assert_eq!(report.get("cgroup"), "cgroup2fs", "{report}");
+    // The real client of this systemd ran, not some other systemd-sysupdate.
+    assert!(
+        report
+            .get("sysupdate")
+            .starts_with(&format!("systemd {} ", suite.systemd)),
+        "{report}"
+    );
+    // Extensions came from where this variant merges them.
+    let sysext_service = match merge {
+        Merge::EnsureSysext => "active",
+        Merge::BeforeInit => "inactive",
+    };
+    assert_eq!(report.get("sysext_service"), sysext_service, "{report}");
     (host, report, bucket.requested())
 }
 
