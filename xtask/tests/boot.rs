@@ -212,3 +212,49 @@ fn built_with_no_autostart_alloy_is_installed_but_stays_inactive() {
     assert_eq!(report.get("by_hand"), "active 1", "{report}");
     assert!(host.path("/etc/alloy/config.alloy").exists());
 }
+
+#[test]
+fn state_left_by_the_dynamic_user_of_earlier_images_moves_to_the_alloy_user() {
+    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+        return;
+    }
+    let (_ws, image) = build(&[]);
+    let host = Host::new(
+        &BOOKWORM,
+        "from-dynamic-user",
+        Merge::EnsureSysext,
+        REPORT_SCRIPT,
+    );
+    host.install_image(&image);
+    // What DynamicUser= left on a host that ran an earlier image: the state in
+    // /var/lib/private/alloy, owned by a uid that no longer exists, and a link to it.
+    let private = host.path("/var/lib/private/alloy/data");
+    std::fs::create_dir_all(&private).unwrap();
+    let earlier = "started pid=1 uid=61234 gid=61234 version=1.10.1\n";
+    std::fs::write(private.join("fake-alloy.log"), earlier).unwrap();
+    for path in ["/var/lib/private/alloy", "/var/lib/private/alloy/data"] {
+        std::os::unix::fs::chown(host.path(path), Some(61234), Some(61234)).unwrap();
+    }
+    std::os::unix::fs::lchown(private.join("fake-alloy.log"), Some(61234), Some(61234)).unwrap();
+    std::os::unix::fs::symlink("private/alloy", host.path("/var/lib/alloy")).unwrap();
+
+    let report = host.boot();
+    let uid = assert_running_unprivileged(&report);
+    // systemd moved the directory back and gave it, contents included, to the static user:
+    // Alloy appended to the log it had before.
+    let states = report.values("state");
+    assert_eq!(
+        states.first().copied(),
+        Some(earlier.trim_end()),
+        "{report}"
+    );
+    assert!(
+        states.get(1).is_some_and(|s| s.starts_with("started ")),
+        "{report}"
+    );
+    for path in ["/var/lib/alloy", "/var/lib/alloy/data/fake-alloy.log"] {
+        let meta = std::fs::symlink_metadata(host.path(path)).unwrap();
+        assert!(!meta.file_type().is_symlink(), "{path}");
+        assert_eq!(meta.uid().to_string(), uid, "{path}");
+    }
+}

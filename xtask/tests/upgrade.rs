@@ -465,6 +465,14 @@ fn boot_and_update(
         Merge::BeforeInit => "inactive",
     };
     assert_eq!(report.get("sysext_service"), sysext_service, "{report}");
+    // 257 reads alloy.transfer, and would warn had it fallen back to alloy.conf (which is
+    // there for 252, the only name 252 reads).
+    assert!(
+        !report
+            .journal
+            .contains("transfer definitions should have the '.transfer' extension"),
+        "{report}"
+    );
     (host, report, bucket.requested())
 }
 
