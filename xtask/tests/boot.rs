@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use support::fixture::Release;
-use support::host::{Host, Merge, Report, BOOKWORM};
+use support::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
 use support::mirror::Mirror;
 use support::Workspace;
 
@@ -132,13 +132,12 @@ fn assert_running_unprivileged(report: &Report) -> String {
     uid.to_string()
 }
 
-#[test]
-fn a_flatcar_like_host_runs_alloy_unprivileged_and_keeps_config_edits_across_boots() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
-        return;
-    }
+/// Boots a host of `suite` twice: Alloy runs unprivileged, reads what it is there to read,
+/// reloads, and keeps the operator's edit and its state across boots.
+fn runs_alloy_unprivileged_and_keeps_config_edits_across_boots(suite: &Suite) {
     let (_ws, image) = build(&[]);
-    let host = Host::new(&BOOKWORM, "autostart", Merge::EnsureSysext, REPORT_SCRIPT);
+    let label = format!("autostart-{}", suite.name);
+    let host = Host::new(suite, &label, Merge::EnsureSysext, REPORT_SCRIPT);
     host.install_image(&image);
 
     let first = host.boot();
@@ -186,6 +185,23 @@ fn a_flatcar_like_host_runs_alloy_unprivileged_and_keeps_config_edits_across_boo
         2,
         "state from the first boot is kept:\n{second}"
     );
+}
+
+#[test]
+fn a_flatcar_like_host_runs_alloy_unprivileged_and_keeps_config_edits_across_boots() {
+    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+        return;
+    }
+    runs_alloy_unprivileged_and_keeps_config_edits_across_boots(&BOOKWORM);
+}
+
+/// The same on systemd 257, Flatcar stable's: the hardening, Upholds= and the static user.
+#[test]
+fn on_systemd_257_alloy_runs_unprivileged_and_keeps_config_edits_across_boots() {
+    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+        return;
+    }
+    runs_alloy_unprivileged_and_keeps_config_edits_across_boots(&TRIXIE);
 }
 
 #[test]
