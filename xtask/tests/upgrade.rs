@@ -63,6 +63,7 @@ timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
   echo "systemd=$(systemctl --version | head -n 1 | cut -d' ' -f2)"
   echo "extensions=$(systemd-sysext list --no-legend 2>&1 | awk '{print $1}' | tr '\n' ' ')"
   echo "sysext_service=$(systemctl is-active systemd-sysext.service)"
+  echo "timer=$(systemctl is-enabled alloy-sysupdate.timer) $(systemctl is-active alloy-sysupdate.timer)"
   echo "sysupdate=$(/usr/lib/systemd/systemd-sysupdate --version | head -n 1)"
   pid=$(alloy_pid)
   echo "before_pid=$pid"
@@ -106,6 +107,7 @@ timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
     echo "rollback_link=$(readlink -f /etc/extensions/alloy.raw)"
     echo "rollback_final_pid=$(systemctl show -p MainPID --value alloy.service)"
   fi
+  echo "failed_at_end=$(systemctl list-units --state=failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
   sed 's/^/state=/' "$log"
 } > "$out.tmp" 2>&1
 journalctl -b --no-pager > /root/alloy-journal.txt 2>&1
@@ -439,6 +441,16 @@ fn boot_and_update(
     let mut host = Host::new(suite, &label, merge, REPORT_SCRIPT);
     provision(&host, &xtask_butane(&ws, &bucket, &key, channel), &bucket);
     write_operator_files(&host);
+    // The container's boot clock is the test machine's, whose boot is long past the timer's
+    // OnBootSec=15min: it would fire at once and race the report's own run. Push the first run
+    // an hour out; the report checks the timer is active, and starts the service as it would.
+    let dropin = host.path("/etc/systemd/system/alloy-sysupdate.timer.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::write(
+        dropin.join("test-not-now.conf"),
+        "[Timer]\nOnBootSec=\nOnActiveSec=1h\n",
+    )
+    .unwrap();
     // The real client of the host's systemd, where Flatcar has it: 257 runs systemd-pull from
     // its own directory, 252 from /usr/lib/systemd.
     host.bind_ro(&sysupdate_build(suite.systemd), SYSUPDATE_INSIDE);
@@ -465,6 +477,8 @@ fn boot_and_update(
         Merge::BeforeInit => "inactive",
     };
     assert_eq!(report.get("sysext_service"), sysext_service, "{report}");
+    // Butane's `enabled: true` took effect.
+    assert_eq!(report.get("timer"), "enabled active", "{report}");
     // 257 reads alloy.transfer, and would warn had it fallen back to alloy.conf (which is
     // there for 252, the only name 252 reads).
     assert!(
@@ -714,6 +728,17 @@ fn an_index_signed_by_another_key_is_refused_and_the_running_alloy_stays() {
         boot_and_update(&BOOKWORM, Merge::EnsureSysext, "stable", Some(&stranger));
     // Only alloy-sysupdate.service fails; Alloy 1.10.2 runs on, untouched.
     assert_eq!(report.get("update"), "failed", "{report}");
+    assert_eq!(
+        report.get("failed_at_end").trim(),
+        "alloy-sysupdate.service",
+        "{report}"
+    );
+    assert!(
+        report
+            .journal
+            .contains("DOWNLOAD INVALID: Signature verification failed"),
+        "the update should fail on the signature\n{report}"
+    );
     assert_eq!(report.get("second_update"), "failed", "{report}");
     let before = report.get("before_pid");
     assert_ne!(before, "0", "{report}");
