@@ -413,3 +413,16 @@ fn sysupdate_sets_verify_from_what_the_bucket_publishes() {
     xtask(&["sysupdate", "--base-url", "http://example.com"])
         .assert_fails_with(&["refusing plain http://"]);
 }
+
+#[test]
+fn butane_help_says_the_keyring_replaces_the_vendor_keyring() {
+    let run = xtask(&["butane", "--help"]);
+    run.assert_ok();
+    let help = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("REPLACES the vendor keyring /usr/lib/systemd/import-pubring.gpg"),
+        "{}",
+        run.stdout
+    );
+    assert!(help.contains("--channel"), "{}", run.stdout);
+}
