@@ -28,6 +28,8 @@ pub const TRANSFER_PATHS: [&str; 2] = [
 /// The units that apply updates: alloy's own, not a drop-in on the host's systemd-sysupdate.service.
 pub const UPDATE_SERVICE: &str = "alloy-sysupdate.service";
 pub const UPDATE_TIMER: &str = "alloy-sysupdate.timer";
+/// Where Flatcar (and systemd's own units) have the client.
+pub const SYSUPDATE: &str = "/usr/lib/systemd/systemd-sysupdate";
 /// Release candidates are published under this folder of the bucket, with their own SHA256SUMS.
 pub const RC_PREFIX: &str = "rc";
 /// The detached signature of SHA256SUMS that `Verify=yes` requires.
@@ -196,7 +198,11 @@ fn indent(text: &str, spaces: usize) -> String {
 ///   the old binary keeps running from the detached overlay; try- so that an Alloy the
 ///   operator stopped stays stopped. Config in /etc and state in /var/lib are untouched.
 ///
-/// `$$` is systemd's escape for a `$` the shell should see.
+/// All in one shell, from reading the link to the restart: no state file in /run, nothing runs
+/// after a failed update, and no command of the unit is spawned after another one exited (on
+/// the test machine's emulated cgroups, a oneshot's `ExecStartPost=` now and then failed to
+/// spawn once `ExecStart=` had left the unit's cgroup empty). `$$` is systemd's escape for a `$`
+/// the shell should see.
 pub fn update_service() -> String {
     format!(
         "\
@@ -208,9 +214,13 @@ After=network-online.target
 
 [Service]
 Type=oneshot
-ExecStartPre=/bin/sh -c 'readlink --canonicalize {CURRENT_LINK} > /run/alloy-sysupdate.before'
-ExecStart=/usr/lib/systemd/systemd-sysupdate -C {EXTENSION_NAME} update
-ExecStartPost=/bin/sh -c '[ \"$$(readlink --canonicalize {CURRENT_LINK})\" = \"$$(cat /run/alloy-sysupdate.before)\" ] || {{ systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service; }}'
+ExecStart=/bin/sh -c '\\
+  before=$$(readlink --canonicalize {CURRENT_LINK}) && \\
+  {SYSUPDATE} -C {EXTENSION_NAME} update && \\
+  after=$$(readlink --canonicalize {CURRENT_LINK}) && \\
+  if [ \"$$after\" != \"$$before\" ]; then \\
+    systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service; \\
+  fi'
 "
     )
 }
@@ -553,34 +563,97 @@ mod tests {
         }
     }
 
+    /// The shell command of the unit's one `ExecStart=`, as systemd hands it to /bin/sh:
+    /// continuation lines joined, `$$` unescaped.
+    fn update_script() -> String {
+        let unit = update_service();
+        let joined = unit.replace("\\\n", "");
+        let exec = ini(&joined);
+        let line = get(&exec, "Service", "ExecStart");
+        let script = line
+            .strip_prefix("/bin/sh -c '")
+            .and_then(|l| l.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("not /bin/sh -c '...': {line}"));
+        assert!(!script.contains('\''), "{script}");
+        // systemd would expand a lone $ itself: every shell $ is written $$.
+        assert_eq!(
+            script.matches('$').count(),
+            2 * script.matches("$$").count(),
+            "{script}"
+        );
+        script.replace("$$", "$")
+    }
+
     #[test]
     fn update_service_refreshes_and_restarts_alloy_only_when_the_link_moved() {
         let unit = update_service();
-        let entries = ini(&unit);
+        let entries = ini(&unit.replace("\\\n", ""));
         assert_eq!(get(&entries, "Service", "Type"), "oneshot");
-        assert_eq!(
-            get(&entries, "Service", "ExecStart"),
-            "/usr/lib/systemd/systemd-sysupdate -C alloy update"
-        );
-        let before = get(&entries, "Service", "ExecStartPre");
-        assert!(
-            before.contains("readlink --canonicalize /etc/extensions/alloy.raw > /run/"),
-            "{before}"
-        );
-        let after = get(&entries, "Service", "ExecStartPost");
-        // In this order, only when the link moved; a refresh, never a restart of
-        // systemd-sysext.service; try-restart, so a stopped Alloy stays stopped.
-        let steps = "|| { systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service; }";
-        assert!(after.contains(steps), "{after}");
-        assert!(!unit.contains("restart systemd-sysext"), "{unit}");
-        // systemd would expand a single $ itself: every shell $ is written $$.
-        assert_eq!(
-            after.matches('$').count(),
-            2 * after.matches("$$").count(),
-            "{after}"
-        );
+        // One command: nothing is spawned after another one exited.
+        for key in ["ExecStartPre", "ExecStartPost"] {
+            assert!(!entries.iter().any(|(_, k, _)| k == key), "{unit}");
+        }
         // Not fatal to anything but itself: no drop-in on the host's own sysupdate service.
         assert_eq!(UPDATE_SERVICE, "alloy-sysupdate.service");
+        assert!(!unit.contains("restart systemd-sysext"), "{unit}");
+
+        // Run the script with stand-ins for the tools, in a root where the link moves or not.
+        for moved in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            let log = dir.path().join("log");
+            let link = dir.path().join("alloy.raw");
+            std::os::unix::fs::symlink("old.raw", &link).unwrap();
+            let stub = |name: &str, body: &str| {
+                use std::os::unix::fs::PermissionsExt;
+                let path = bin.join(name);
+                std::fs::write(
+                    &path,
+                    format!(
+                        "#!/bin/sh\necho \"{name} $*\" >> {}\n{body}\n",
+                        log.display()
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            let relink = if moved {
+                format!("ln -sfn new.raw {}", link.display())
+            } else {
+                String::new()
+            };
+            stub("systemd-sysupdate", &relink);
+            stub("systemd-sysext", "");
+            stub("systemctl", "");
+            let script = update_script()
+                .replace(SYSUPDATE, "systemd-sysupdate")
+                .replace(CURRENT_LINK, link.to_str().unwrap());
+            let status = std::process::Command::new("/bin/sh")
+                .args(["-c", &script])
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script}");
+            let calls = std::fs::read_to_string(&log).unwrap();
+            let expected = if moved {
+                // In this order: merge the new image, reload units (systemd < 255 does not),
+                // restart Alloy only if it runs.
+                "systemd-sysupdate -C alloy update\nsystemd-sysext refresh\nsystemctl daemon-reload\nsystemctl try-restart alloy.service\n"
+            } else {
+                "systemd-sysupdate -C alloy update\n"
+            };
+            assert_eq!(calls, expected, "moved={moved}");
+        }
+
+        // A failed update stops there, and fails the unit.
+        let script = update_script().replace(SYSUPDATE, "false");
+        let status = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{script}");
+
         let timer = ini(UPDATE_TIMER_UNIT);
         assert_eq!(get(&timer, "Install", "WantedBy"), "timers.target");
         assert_eq!(get(&timer, "Timer", "OnUnitActiveSec"), "6h");
