@@ -26,8 +26,9 @@ pub const ENVIRONMENT_FILE: &str = "/etc/default/alloy";
 /// `tmpfiles`). The user is created by `alloy-setup.service` (required, ordered before): systemd
 /// resolves `User=` before it runs any command of this unit, `ExecStartPre=+` included, so the
 /// user cannot be created from inside this unit when the image is merged after boot.
-/// `SupplementaryGroups=` repeats the sysusers.d memberships because on Flatcar those groups live
-/// in /usr/share/baselayout, where sysusers cannot add members. StateDirectory= makes
+/// `SupplementaryGroups=` repeats the sysusers.d memberships because on Flatcar those groups come
+/// from /usr/share/baselayout (nss-altfiles), not /etc/group, and a membership that sysusers
+/// records may not be the one NSS reports; the unit's own line does not depend on it. StateDirectory= makes
 /// /var/lib/alloy owned by alloy (systemd chowns it, and moves an earlier DynamicUser= state back
 /// from /var/lib/private). The hardening leaves /proc, /sys, the journal and /var/log readable;
 /// it has no ProtectClock= (its seccomp filter denies the read-only adjtimex() of node_exporter's
