@@ -319,11 +319,6 @@ impl Host {
         let started = Instant::now();
         let mut command = Command::new("systemd-nspawn");
         command
-            // The unified cgroup hierarchy (v2), as on Flatcar, even when the machine running
-            // the tests is hybrid: systemd 257 in a hybrid container now and then fails to
-            // spawn a unit's next command ("Failed to spawn executor") once its main process
-            // has exited, which no Flatcar host would do.
-            .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .args(["--register=no", "--keep-unit", "--console=pipe"])
             // On SIGTERM (a timed-out boot), nspawn kills the container's init, and with it
             // every process in the container's PID namespace.
