@@ -84,7 +84,9 @@ WantedBy=multi-user.target
 /// `alloy-setup.service`: as root, creates the user (sysusers.d) and then seeds and tightens
 /// /etc (tmpfiles.d, whose lines name the alloy group, so it must run second). Not
 /// RemainAfterExit: it runs again before every start of alloy.service, so an image merged after
-/// boot, or a newer image with new lines, is set up before Alloy starts.
+/// boot, or a newer image with new lines, is set up before Alloy starts. One shell rather than
+/// two `ExecStart=` lines: no command is spawned after another one left the unit's cgroup empty
+/// (the test machine's emulated cgroups sometimes lose it then: 219/CGROUP).
 pub fn setup_unit() -> String {
     format!(
         "\
@@ -95,8 +97,7 @@ Before=alloy.service
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/systemd-sysusers {USER}.conf
-ExecStart=/usr/bin/systemd-tmpfiles --create {USER}.conf
+ExecStart=/bin/sh -c '/usr/bin/systemd-sysusers {USER}.conf && /usr/bin/systemd-tmpfiles --create {USER}.conf'
 "
     )
 }
@@ -338,13 +339,11 @@ mod tests {
             .into_iter()
             .filter_map(|l| l.strip_prefix("ExecStart="))
             .collect();
-        // The tmpfiles lines name the alloy group: the user must exist first.
+        // The tmpfiles lines name the alloy group: the user must exist first, and a failure
+        // stops there.
         assert_eq!(
             starts,
-            [
-                "/usr/bin/systemd-sysusers alloy.conf",
-                "/usr/bin/systemd-tmpfiles --create alloy.conf"
-            ]
+            ["/bin/sh -c '/usr/bin/systemd-sysusers alloy.conf && /usr/bin/systemd-tmpfiles --create alloy.conf'"]
         );
         assert!(lines(&unit).contains(&"Type=oneshot"));
         // Without RemainAfterExit it runs again before each start of alloy.service.
