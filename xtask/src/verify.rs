@@ -97,10 +97,7 @@ impl Verify {
             (None, channel) => channel.unwrap_or_default(),
         };
         http::check_url(&self.base_url).context("the base URL (--base-url or SYSEXT_BASE_URL)")?;
-        let base = channel
-            .base_url(&self.base_url)
-            .trim_end_matches('/')
-            .to_string();
+        let base = channel.base_url(&self.base_url);
         // Every tool verify may need, before any download.
         let mut needed = inspect::TOOLS.to_vec();
         if self.keyring.is_some() {

@@ -179,10 +179,15 @@ fn butane_with_sysupdate_adds_the_transfer_timer_and_refresh() {
         serde_json::Value::String(image_hash(&ws))
     );
 
-    let transfer = file(&config, "/etc/sysupdate.alloy.d/alloy.conf")["contents"]["inline"]
+    let transfer = file(&config, "/etc/sysupdate.alloy.d/alloy.transfer")["contents"]["inline"]
         .as_str()
         .unwrap()
         .to_string();
+    // systemd 252 reads only *.conf, 257+ prefers *.transfer: the same text under both names.
+    assert_eq!(
+        file(&config, "/etc/sysupdate.alloy.d/alloy.conf")["contents"]["inline"],
+        serde_json::Value::String(transfer.clone())
+    );
     let entries = ini(&transfer);
     assert_eq!(value(&entries, "Transfer", "Verify"), "yes");
     assert_eq!(value(&entries, "Source", "Type"), "url-file");
@@ -195,39 +200,41 @@ fn butane_with_sysupdate_adds_the_transfer_timer_and_refresh() {
         value(&entries, "Target", "CurrentSymlink"),
         "/etc/extensions/alloy.raw"
     );
-    // The stock service needs a transfer of its own in /etc/sysupdate.d.
-    let noop = file(&config, "/etc/sysupdate.d/noop.conf")["contents"]["inline"]
-        .as_str()
+    // Nothing for the host's own systemd-sysupdate.service: alloy has its own units.
+    let paths: Vec<&str> = config["storage"]["files"]
+        .as_array()
         .unwrap()
-        .to_string();
-    assert_eq!(value(&ini(&noop), "Source", "Type"), "regular-file");
-
-    let units = config["systemd"]["units"].as_array().unwrap();
-    let timer = units
         .iter()
-        .find(|u| u["name"] == "systemd-sysupdate.timer")
-        .unwrap();
-    assert_eq!(timer["enabled"], true);
-    let service = units
-        .iter()
-        .find(|u| u["name"] == "systemd-sysupdate.service")
-        .unwrap();
-    let dropin = service["dropins"][0]["contents"].as_str().unwrap();
-    assert_eq!(service["dropins"][0]["name"], "alloy.conf");
-    let dropin_entries = ini(dropin);
-    let starts: Vec<&str> = dropin_entries
-        .iter()
-        .filter(|(s, k, _)| s == "Service" && k == "ExecStartPre")
-        .map(|(_, _, v)| v.as_str())
+        .map(|f| f["path"].as_str().unwrap())
         .collect();
     assert!(
-        starts.contains(&"/usr/lib/systemd/systemd-sysupdate -C alloy update"),
-        "{dropin}"
+        !paths.iter().any(|p| p.starts_with("/etc/sysupdate.d/")),
+        "{paths:?}"
     );
-    assert!(
-        dropin.contains("systemctl restart systemd-sysext.service"),
-        "{dropin}"
+
+    let units = config["systemd"]["units"].as_array().unwrap();
+    let names: Vec<&str> = units.iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alloy-sysupdate.service", "alloy-sysupdate.timer"]);
+    let timer = &units[1];
+    assert_eq!(timer["enabled"], true);
+    assert_eq!(
+        value(
+            &ini(timer["contents"].as_str().unwrap()),
+            "Install",
+            "WantedBy"
+        ),
+        "timers.target"
     );
+    let service = units[0]["contents"].as_str().unwrap();
+    // systemd joins lines that end in a backslash.
+    let service_entries = ini(&service.replace("\\\n", ""));
+    let start = value(&service_entries, "Service", "ExecStart");
+    for step in [
+        "/usr/lib/systemd/systemd-sysupdate -C alloy update &&",
+        "systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service;",
+    ] {
+        assert!(start.contains(step), "{step} missing from {service}");
+    }
     // Only the signature was asked for; the hash came from the local build.
     let paths: Vec<String> = bucket.log().iter().map(|s| s.path.clone()).collect();
     assert_eq!(paths, ["/alloy/SHA256SUMS.gpg"]);
@@ -291,6 +298,87 @@ fn butane_reads_the_hash_from_the_bucket_when_not_built_here() {
 }
 
 #[test]
+fn the_rc_channel_reads_its_own_folder_and_an_rc_needs_it() {
+    let bucket = Server::start();
+    bucket.answer("/rc/SHA256SUMS.gpg", Answer::ok(vec![0x88u8]));
+    // sysupdate --channel rc: the rc folder's index, whose signature decides Verify=.
+    let run = xtask(&["sysupdate", "--channel", "rc", "--base-url", &bucket.url]);
+    run.assert_ok();
+    let entries = ini(&run.stdout);
+    assert_eq!(
+        value(&entries, "Source", "Path"),
+        format!("{}/rc/", bucket.url)
+    );
+    assert_eq!(value(&entries, "Transfer", "Verify"), "yes");
+    // The default is stable: the bucket's root, whose index is not signed here.
+    let run = xtask(&["sysupdate", "--base-url", &bucket.url]);
+    run.assert_ok();
+    let entries = ini(&run.stdout);
+    assert_eq!(
+        value(&entries, "Source", "Path"),
+        format!("{}/", bucket.url)
+    );
+    assert_eq!(value(&entries, "Transfer", "Verify"), "no");
+    xtask(&["sysupdate", "--channel", "beta", "--base-url", &bucket.url])
+        .assert_fails_with(&["beta", "stable", "rc"]);
+
+    // butane: an rc image comes from rc/, and a host kept up to date on it follows rc.
+    let rc_name = "alloy-1.11.0-rc.1-amd64.raw";
+    let digest = "ab".repeat(32);
+    bucket.answer(
+        &format!("/rc/{rc_name}.sha256"),
+        Answer::ok(format!("{digest}  {rc_name}\n")),
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let dist = empty.path().to_str().unwrap();
+    let run = xtask(&[
+        "butane",
+        "1.11.0-rc.1",
+        "--dist",
+        dist,
+        "--base-url",
+        &bucket.url,
+        "--sysupdate",
+        "--channel",
+        "rc",
+        "--verify",
+        "no",
+    ]);
+    run.assert_ok();
+    let config = parse_yaml(&run.stdout);
+    let image = file(&config, &format!("/opt/extensions/alloy/{rc_name}"));
+    assert_eq!(
+        image["contents"]["source"],
+        serde_json::Value::String(format!("{}/rc/{rc_name}", bucket.url))
+    );
+    assert_eq!(
+        image["contents"]["verification"]["hash"],
+        serde_json::Value::String(format!("sha256-{digest}"))
+    );
+    let transfer = file(&config, "/etc/sysupdate.alloy.d/alloy.transfer")["contents"]["inline"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        value(&ini(&transfer), "Source", "Path"),
+        format!("{}/rc/", bucket.url)
+    );
+    // An rc on a host that follows stable would hold it there for good: refused, saying why.
+    xtask(&[
+        "butane",
+        "1.11.0-rc.1",
+        "--dist",
+        dist,
+        "--base-url",
+        &bucket.url,
+        "--sysupdate",
+        "--verify",
+        "no",
+    ])
+    .assert_fails_with(&["release candidate", "--channel rc"]);
+}
+
+#[test]
 fn sysupdate_sets_verify_from_what_the_bucket_publishes() {
     let bucket = Server::start();
     let run = xtask(&["sysupdate", "--arch", "arm64", "--base-url", &bucket.url]);
@@ -323,4 +411,17 @@ fn sysupdate_sets_verify_from_what_the_bucket_publishes() {
 
     xtask(&["sysupdate", "--base-url", "http://example.com"])
         .assert_fails_with(&["refusing plain http://"]);
+}
+
+#[test]
+fn butane_help_says_the_keyring_replaces_the_vendor_keyring() {
+    let run = xtask(&["butane", "--help"]);
+    run.assert_ok();
+    let help = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("REPLACES the vendor keyring /usr/lib/systemd/import-pubring.gpg"),
+        "{}",
+        run.stdout
+    );
+    assert!(help.contains("--channel"), "{}", run.stdout);
 }

@@ -13,12 +13,21 @@ use support::{ext4_cat, ext4_inodes, Workspace};
 
 const VERSION: &str = "1.10.2";
 const UNIT: &str = "/usr/lib/systemd/system/alloy.service";
+const SETUP_UNIT: &str = "/usr/lib/systemd/system/alloy-setup.service";
+const SYSUSERS: &str = "/usr/lib/sysusers.d/alloy.conf";
 const AUTOSTART: &str = "/usr/lib/systemd/system/multi-user.target.d/10-alloy.conf";
 const TMPFILES: &str = "/usr/lib/tmpfiles.d/alloy.conf";
 const DEFAULT_CONFIG: &str = "/usr/share/alloy/config.alloy";
 const DEFAULT_ENVIRONMENT: &str = "/usr/share/alloy/environment";
 const RELEASE_FILE: &str = "/usr/lib/extension-release.d/extension-release.alloy";
-const SERVICE_FILES: [&str; 4] = [UNIT, TMPFILES, DEFAULT_CONFIG, DEFAULT_ENVIRONMENT];
+const SERVICE_FILES: [&str; 6] = [
+    UNIT,
+    SETUP_UNIT,
+    SYSUSERS,
+    TMPFILES,
+    DEFAULT_CONFIG,
+    DEFAULT_ENVIRONMENT,
+];
 
 fn built(args: &[&str]) -> (Workspace, Release) {
     let release = Release::new(VERSION);
@@ -71,7 +80,8 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
     }
     let unit = text(&amd64, UNIT);
     for line in [
-        "DynamicUser=yes",
+        "User=alloy",
+        "Requires=alloy-setup.service",
         "StateDirectory=alloy",
         "SupplementaryGroups=systemd-journal adm",
         "EnvironmentFile=-/etc/default/alloy",
@@ -112,14 +122,19 @@ fn verify_root(image: &Path, root: &Path) {
     assert!(copied.success(), "copying the host's units");
     std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
-    // The unit's other commands: the shell for ExecReload, tmpfiles for ExecStartPre.
+    // The units' other commands: the shell for ExecReload, sysusers and tmpfiles for the setup.
     for (host, inside) in [
         ("/bin/sh", "usr/bin/sh"),
         ("/usr/bin/systemd-tmpfiles", "usr/bin/systemd-tmpfiles"),
+        ("/usr/bin/systemd-sysusers", "usr/bin/systemd-sysusers"),
     ] {
         std::fs::copy(std::fs::canonicalize(host).unwrap(), root.join(inside)).unwrap();
     }
-    extract(image, root, &[UNIT, AUTOSTART, "/usr/bin/alloy"]);
+    extract(
+        image,
+        root,
+        &[UNIT, SETUP_UNIT, AUTOSTART, "/usr/bin/alloy"],
+    );
     std::fs::set_permissions(
         root.join("usr/bin/alloy"),
         std::fs::Permissions::from_mode(0o755),
@@ -131,7 +146,7 @@ fn analyze_verify(root: &Path) -> (bool, String) {
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", root.display()))
-        .args(["alloy.service", "multi-user.target"])
+        .args(["alloy.service", "alloy-setup.service", "multi-user.target"])
         .output()
         .expect("running systemd-analyze (bash scripts/install-deps.sh --test installs systemd)");
     let said = format!(
@@ -167,22 +182,48 @@ fn systemd_analyze_verify_accepts_the_unit_and_the_drop_in() {
     assert!(!ok && said.contains("/usr/bin/alloy"), "{said}");
 }
 
-fn tmpfiles_create(root: &Path) {
-    let output = Command::new("systemd-tmpfiles")
+fn run_in_root(root: &Path, tool: &str, args: &[&str]) {
+    let output = Command::new(tool)
         .arg(format!("--root={}", root.display()))
-        .arg("--create")
+        .args(args)
         .output()
-        .expect("running systemd-tmpfiles (bash scripts/install-deps.sh --test installs systemd)");
+        .unwrap_or_else(|e| {
+            panic!("running {tool} (bash scripts/install-deps.sh --test installs systemd): {e}")
+        });
     assert!(
         output.status.success(),
-        "systemd-tmpfiles --create: {}",
+        "{tool} {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
+/// What alloy-setup.service runs, in its order: the user first, then the files that name it.
+fn setup(root: &Path) {
+    run_in_root(root, "systemd-sysusers", &[]);
+    run_in_root(root, "systemd-tmpfiles", &["--create"]);
+}
+
+/// The gid of `group` in the root's /etc/group.
+fn gid(root: &Path, group: &str) -> u32 {
+    let text = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let fields: Vec<&str> = l.split(':').collect();
+            (fields[0] == group).then(|| fields[2].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no group {group} in:\n{text}"))
+}
+
+/// (mode bits, uid, gid) of a path.
+fn owner_mode(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.mode() & 0o7777, meta.uid(), meta.gid())
+}
+
 #[test]
-fn tmpfiles_seed_etc_once_and_keep_the_operators_edits() {
-    if !support::require_root("tmpfiles_seed_etc_once (creates root-owned files)") {
+fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edits() {
+    if !support::require_root("setup_makes_the_alloy_user (creates root-owned files)") {
         return;
     }
     let (ws, _) = built(&[]);
@@ -190,13 +231,42 @@ fn tmpfiles_seed_etc_once_and_keep_the_operators_edits() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     extract(&image, &root, &SERVICE_FILES);
-    // Whatever mode the defaults have, the copies in /etc are readable by the dynamic user.
+    // Whatever mode the defaults have, the copies in /etc are readable by the alloy group.
     for path in [DEFAULT_CONFIG, DEFAULT_ENVIRONMENT] {
         let disk = root.join(path.trim_start_matches('/'));
         std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
+    // Ignition wrote a secret before the alloy group existed: 0640 root:root, and one 0600.
+    let etc_alloy = root.join("etc/alloy");
+    std::fs::create_dir_all(&etc_alloy).unwrap();
+    let shared = etc_alloy.join("remote-write.password");
+    let private = etc_alloy.join("root-only.key");
+    for (path, mode) in [(&shared, 0o640), (&private, 0o600)] {
+        std::fs::write(path, "secret\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
 
-    tmpfiles_create(&root);
+    setup(&root);
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(
+        passwd.lines().any(|l| l.starts_with("alloy:x:")),
+        "{passwd}"
+    );
+    let alloy = gid(&root, "alloy");
+    assert_ne!(alloy, 0);
+    // Members of the journal's and adm's groups, as the .deb makes them.
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    for name in ["systemd-journal", "adm"] {
+        let line = group
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} group:\n{group}"));
+        assert!(
+            line.ends_with(":alloy") || line.contains(",alloy"),
+            "{line}"
+        );
+    }
+
     let config = root.join("etc/alloy/config.alloy");
     let environment = root.join("etc/default/alloy");
     assert_eq!(
@@ -207,23 +277,28 @@ fn tmpfiles_seed_etc_once_and_keep_the_operators_edits() {
         std::fs::read(&environment).unwrap(),
         ext4_cat(&image, DEFAULT_ENVIRONMENT)
     );
-    for path in [&config, &environment] {
-        let mode = std::fs::metadata(path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o644, "{}", path.display());
+    // Root writes, the alloy group reads, nobody else does.
+    assert_eq!(owner_mode(&etc_alloy), (0o750, 0, alloy));
+    for path in [&config, &environment, &shared] {
+        assert_eq!(owner_mode(path), (0o640, 0, alloy), "{}", path.display());
     }
+    assert_eq!(owner_mode(&private), (0o600, 0, alloy));
     assert!(std::fs::read_to_string(&environment)
         .unwrap()
         .contains("CONFIG_FILE=\"/etc/alloy/config.alloy\""));
 
-    // The operator edits; the next boot's tmpfiles run leaves the edit alone, and restores
-    // only what was deleted.
+    // The operator edits, and writes the config 0600; the next start's setup leaves the edit
+    // alone, makes it readable by Alloy again, and restores only what was deleted.
     let edited = "// mine\nlogging {\n  level = \"debug\"\n}\n";
     std::fs::write(&config, edited).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::remove_file(&environment).unwrap();
-    tmpfiles_create(&root);
+    setup(&root);
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
+    assert_eq!(owner_mode(&config), (0o640, 0, alloy));
     assert_eq!(
         std::fs::read(&environment).unwrap(),
         ext4_cat(&image, DEFAULT_ENVIRONMENT)
     );
+    assert_eq!(owner_mode(&environment), (0o640, 0, alloy));
 }

@@ -198,6 +198,16 @@ pub fn stage_sysext_tree(
 fn stage_service(tree: &mut StagedTree, autostart: bool) -> anyhow::Result<()> {
     tree.add_file(service::UNIT_PATH, service::unit().as_bytes(), 0o644)?;
     tree.add_file(
+        service::SETUP_UNIT_PATH,
+        service::setup_unit().as_bytes(),
+        0o644,
+    )?;
+    tree.add_file(
+        service::SYSUSERS_PATH,
+        service::sysusers().as_bytes(),
+        0o644,
+    )?;
+    tree.add_file(
         service::TMPFILES_PATH,
         service::tmpfiles().as_bytes(),
         0o644,
@@ -240,6 +250,8 @@ mod tests {
                 .collect();
             let mut expected = vec![
                 (service::UNIT_PATH, 0o644),
+                (service::SETUP_UNIT_PATH, 0o644),
+                (service::SYSUSERS_PATH, 0o644),
                 (service::TMPFILES_PATH, 0o644),
                 (service::DEFAULT_CONFIG_PATH, 0o644),
                 (service::DEFAULT_ENVIRONMENT_PATH, 0o644),

@@ -10,7 +10,9 @@ use xshell::Shell;
 
 use crate::arch::Arch;
 use crate::cli::parse_yes_no;
-use crate::contract::{checksum_name, ImageName, DEFAULT_BASE_URL, EXTENSION_NAME, SIGNATURE_NAME};
+use crate::contract::{
+    checksum_name, Channel, ImageName, DEFAULT_BASE_URL, EXTENSION_NAME, SIGNATURE_NAME,
+};
 use crate::latest::{GithubArgs, VersionArg};
 use crate::util::checksums::{Digest, Sums};
 use crate::util::http::{self, Http, NotFound};
@@ -20,9 +22,21 @@ use crate::version::Version;
 /// Where versioned images live on the host; `/etc/extensions/alloy.raw` links to one of them.
 pub const IMAGES_DIR: &str = "/opt/extensions/alloy";
 pub const CURRENT_LINK: &str = "/etc/extensions/alloy.raw";
-/// systemd-sysupdate reads component `alloy` (`-C alloy`) from here.
-pub const TRANSFER_PATH: &str = "/etc/sysupdate.alloy.d/alloy.conf";
-/// The keyring systemd-sysupdate checks `SHA256SUMS.gpg` against (before /usr/lib/systemd/...).
+/// systemd-sysupdate reads component `alloy` (`-C alloy`) from here, under two names with the
+/// same text: systemd 257 and later read `*.transfer` (and `*.conf` only when no `*.transfer`
+/// exists, with a warning), systemd 252 reads only `*.conf`. With both, each reads exactly one.
+pub const TRANSFER_PATHS: [&str; 2] = [
+    "/etc/sysupdate.alloy.d/alloy.transfer",
+    "/etc/sysupdate.alloy.d/alloy.conf",
+];
+/// The units that apply updates: alloy's own, not a drop-in on the host's systemd-sysupdate.service.
+pub const UPDATE_SERVICE: &str = "alloy-sysupdate.service";
+pub const UPDATE_TIMER: &str = "alloy-sysupdate.timer";
+/// Where Flatcar (and systemd's own units) have the client.
+pub const SYSUPDATE: &str = "/usr/lib/systemd/systemd-sysupdate";
+/// The keyring systemd-sysupdate checks `SHA256SUMS.gpg` against. systemd-pull uses the first
+/// keyring that exists, this one before the vendor's /usr/lib/systemd/import-pubring.gpg: writing
+/// it replaces the vendor keyring for every `Verify=yes` download on the host, it does not add to it.
 pub const HOST_KEYRING: &str = "/etc/systemd/import-pubring.gpg";
 
 /// Standard base64 with padding, for a `data:` URL.
@@ -36,12 +50,14 @@ fn base(url: &str) -> &str {
 
 /// The transfer file: sysupdate lists `<base>/SHA256SUMS`, picks the highest `alloy-@v-<arch>.raw`,
 /// downloads it into /opt/extensions/alloy and points /etc/extensions/alloy.raw at it.
+/// `base_url` is the channel's folder ([`Channel::base_url`]).
 pub fn transfer_file(base_url: &str, arch: Arch, verify: bool) -> String {
     let pattern = ImageName::match_pattern(arch);
     let verify = if verify { "yes" } else { "no" };
     format!(
         "\
-# systemd-sysupdate transfer for the alloy sysext ({arch}); install as {TRANSFER_PATH}
+# systemd-sysupdate transfer for the alloy sysext ({arch}); install as {transfer} (systemd 257+)
+# and, the same text, as {conf} (systemd 252 reads only *.conf)
 [Transfer]
 Verify={verify}
 
@@ -59,7 +75,9 @@ CurrentSymlink={CURRENT_LINK}
 InstancesMax=2
 Mode=0644
 ",
-        base = base(base_url)
+        base = base(base_url),
+        transfer = TRANSFER_PATHS[0],
+        conf = TRANSFER_PATHS[1],
     )
 }
 
@@ -77,7 +95,8 @@ pub fn signatures_published(http: &Http, base_url: &str) -> anyhow::Result<bool>
 
 /// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
 ///
-/// Install it as /etc/sysupdate.alloy.d/alloy.conf and run `systemd-sysupdate -C alloy update`.
+/// Install it as /etc/sysupdate.alloy.d/alloy.transfer (systemd 257+) and alloy.conf (252) and
+/// run `systemd-sysupdate -C alloy update`.
 #[derive(Args, Debug)]
 pub struct Sysupdate {
     /// Architecture of the host
@@ -88,20 +107,27 @@ pub struct Sysupdate {
     #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
     pub base_url: String,
 
-    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    /// Which index the host follows: stable (<URL>/SHA256SUMS) or rc (<URL>/rc/SHA256SUMS,
+    /// release candidates, which systemd orders above their release: never mix them)
+    #[arg(long, value_enum, default_value = "stable")]
+    pub channel: Channel,
+
+    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when the channel's SHA256SUMS.gpg exists]
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
     pub verify: Option<bool>,
 }
 
 impl Sysupdate {
-    /// The transfer file, `Verify=` as given or from what the bucket publishes.
+    /// The transfer file for the channel, `Verify=` as given or from whether the channel's
+    /// index is signed.
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         http::check_url(&self.base_url).context("--base-url / SYSEXT_BASE_URL")?;
+        let channel_url = self.channel.base_url(&self.base_url);
         let verify = match self.verify {
             Some(verify) => verify,
-            None => signatures_published(&Http::new(), &self.base_url)?,
+            None => signatures_published(&Http::new(), &channel_url)?,
         };
-        print!("{}", transfer_file(&self.base_url, self.arch, verify));
+        print!("{}", transfer_file(&channel_url, self.arch, verify));
         Ok(())
     }
 }
@@ -109,7 +135,7 @@ impl Sysupdate {
 /// Print a Butane config (variant flatcar) that installs one image, pinned by its sha256.
 ///
 /// The digest comes from <DIST>/alloy-<VERSION>-<ARCH>.raw.sha256 when that file exists, else
-/// from <URL>/alloy-<VERSION>-<ARCH>.raw.sha256. Translate with `butane --strict`.
+/// from the bucket's .sha256. Translate with `butane --strict`.
 #[derive(Args, Debug)]
 pub struct Butane {
     /// Alloy version (X.Y.Z), or `latest`
@@ -127,17 +153,25 @@ pub struct Butane {
     #[arg(long, value_name = "DIR")]
     pub dist: Option<PathBuf>,
 
-    /// Also install the sysupdate transfer file and enable systemd-sysupdate.timer, so the host
-    /// picks up new releases and merges them
+    /// Also install the sysupdate transfer file and enable alloy-sysupdate.timer, so the host
+    /// picks up new releases, merges them and restarts Alloy
     #[arg(long)]
     pub sysupdate: bool,
 
-    /// With --sysupdate: Verify=yes or no [default: yes when <URL>/SHA256SUMS.gpg exists]
+    /// With --sysupdate: which index the host follows, stable (<URL>/) or rc (<URL>/rc/,
+    /// release candidates only). An rc VERSION needs --channel rc
+    #[arg(long, value_enum, default_value = "stable")]
+    pub channel: Channel,
+
+    /// With --sysupdate: Verify=yes or no [default: yes when the channel's SHA256SUMS.gpg exists]
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no, requires = "sysupdate")]
     pub verify: Option<bool>,
 
     /// With --sysupdate: a binary public keyring (gpg --export KEYID) to install as
-    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against
+    /// /etc/systemd/import-pubring.gpg, which Verify=yes checks SHA256SUMS.gpg against. It
+    /// REPLACES the vendor keyring /usr/lib/systemd/import-pubring.gpg for every Verify=yes
+    /// download on the host (systemd-pull reads the first that exists): include any other key
+    /// the host needs in FILE
     #[arg(long, value_name = "FILE", requires = "sysupdate")]
     pub keyring: Option<PathBuf>,
 
@@ -168,38 +202,67 @@ fn indent(text: &str, spaces: usize) -> String {
         .collect()
 }
 
-/// The systemd-sysupdate.service drop-in: update the alloy component (the stock service only
-/// reads /etc/sysupdate.d), and when the link moved, re-merge extensions so the new Alloy runs.
-pub fn sysupdate_dropin() -> String {
+/// `alloy-sysupdate.service`: updates the alloy component and, when the link moved, makes the
+/// new image take effect. Its own unit rather than a drop-in on the host's
+/// systemd-sysupdate.service: an unreachable bucket then fails only this unit (which is right:
+/// it is visible in `systemctl --failed`), never the host's own update run, and the host needs
+/// no placeholder transfer in /etc/sysupdate.d. After the move:
+/// - `systemd-sysext refresh` merges the new image (restarting systemd-sysext.service would
+///   unmerge every extension on its way, docker's and containerd's too);
+/// - `systemctl daemon-reload`, because systemd before 255 does not honour the image's
+///   `EXTENSION_RELOAD_MANAGER=1` and would keep the old unit files;
+/// - `systemctl try-restart alloy.service`: `Upholds=` only starts stopped units, so without it
+///   the old binary keeps running from the detached overlay; try- so that an Alloy the
+///   operator stopped stays stopped. Config in /etc and state in /var/lib are untouched.
+///
+/// All in one shell, from reading the link to the restart: no state file in /run, nothing runs
+/// after a failed update, and no command of the unit is spawned after another one exited (on
+/// the test machine's emulated cgroups, a oneshot's `ExecStartPost=` now and then failed to
+/// spawn once `ExecStart=` had left the unit's cgroup empty). `$$` is systemd's escape for a `$`
+/// the shell should see.
+pub fn update_service() -> String {
     format!(
         "\
+[Unit]
+Description=Update the alloy sysext with systemd-sysupdate, and run the new Alloy
+Documentation=https://github.com/grafana/alloy
+Wants=network-online.target
+After=network-online.target
+
 [Service]
-ExecStartPre=/usr/bin/sh -c \"readlink --canonicalize {CURRENT_LINK} > /run/alloy-sysext-before\"
-ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C {EXTENSION_NAME} update
-ExecStartPost=/usr/bin/sh -c \"readlink --canonicalize {CURRENT_LINK} > /run/alloy-sysext-after\"
-ExecStartPost=/usr/bin/sh -c \"cmp --silent /run/alloy-sysext-before /run/alloy-sysext-after || systemctl restart systemd-sysext.service\"
+Type=oneshot
+ExecStart=/bin/sh -c '\\
+  before=$$(readlink --canonicalize {CURRENT_LINK}) && \\
+  {SYSUPDATE} -C {EXTENSION_NAME} update && \\
+  after=$$(readlink --canonicalize {CURRENT_LINK}) && \\
+  if [ \"$$after\" != \"$$before\" ]; then \\
+    systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service; \\
+  fi'
 "
     )
 }
 
-/// A transfer for the stock systemd-sysupdate.service, which fails with no transfer of its own.
-pub const NOOP_TRANSFER: &str = "\
-[Source]
-Type=regular-file
-Path=/
-MatchPattern=invalid@v.raw
+/// `alloy-sysupdate.timer`: the schedule of systemd's own systemd-sysupdate.timer.
+pub const UPDATE_TIMER_UNIT: &str = "\
+[Unit]
+Description=Look for a newer alloy sysext regularly
 
-[Target]
-Type=regular-file
-Path=/
+[Timer]
+OnBootSec=15min
+OnUnitActiveSec=6h
+RandomizedDelaySec=30min
+
+[Install]
+WantedBy=timers.target
 ";
 
-/// The Butane config (variant flatcar): the image pinned by `digest`, the link that merges it,
-/// and with `transfer` the sysupdate transfer file, the timer and the drop-in that apply updates.
+/// The Butane config (variant flatcar): the image pinned by `digest`, downloaded from
+/// `image_base_url` (the folder of the version's channel), the link that merges it, and with
+/// `transfer` the sysupdate transfer file and the service and timer that apply updates.
 pub fn butane_config(
     version: &Version,
     arch: Arch,
-    base_url: &str,
+    image_base_url: &str,
     digest: &Digest,
     transfer: Option<&str>,
     keyring: Option<&[u8]>,
@@ -220,21 +283,19 @@ storage:
           hash: sha256-{digest}
 ",
         tag = version.tag(),
-        base = base(base_url),
+        base = base(image_base_url),
     );
     if let Some(transfer) = transfer {
-        out.push_str(&format!(
-            "    - path: {TRANSFER_PATH}\n      mode: 0644\n      contents:\n        inline: |\n{}",
-            indent(transfer, 10)
-        ));
-        out.push_str(&format!(
-            "    - path: /etc/sysupdate.d/noop.conf\n      mode: 0644\n      contents:\n        inline: |\n{}",
-            indent(NOOP_TRANSFER, 10)
-        ));
+        for path in TRANSFER_PATHS {
+            out.push_str(&format!(
+                "    - path: {path}\n      mode: 0644\n      contents:\n        inline: |\n{}",
+                indent(transfer, 10)
+            ));
+        }
     }
     if let Some(keyring) = keyring {
         out.push_str(&format!(
-            "    - path: {HOST_KEYRING}\n      mode: 0644\n      contents:\n        source: \"data:;base64,{}\"\n",
+            "    # Replaces, not extends, the vendor keyring /usr/lib/systemd/import-pubring.gpg\n    - path: {HOST_KEYRING}\n      mode: 0644\n      contents:\n        source: \"data:;base64,{}\"\n",
             base64(keyring)
         ));
     }
@@ -250,14 +311,14 @@ storage:
             "\
 systemd:
   units:
-    - name: systemd-sysupdate.timer
+    - name: {UPDATE_SERVICE}
+      contents: |
+{}    - name: {UPDATE_TIMER}
       enabled: true
-    - name: systemd-sysupdate.service
-      dropins:
-        - name: alloy.conf
-          contents: |
+      contents: |
 {}",
-            indent(&sysupdate_dropin(), 12)
+            indent(&update_service(), 8),
+            indent(UPDATE_TIMER_UNIT, 8)
         ));
     }
     out
@@ -278,12 +339,12 @@ pub fn image_digest(
             .with_context(|| format!("reading {}", local.display()))?;
         (text, local.display().to_string())
     } else {
-        let url = format!("{}/{}", base(&options.base_url), checksum_name(name));
+        let image_base = Channel::of(version).base_url(&options.base_url);
+        let url = format!("{image_base}/{}", checksum_name(name));
         let text = http.get_text(&url, 1 << 16).with_context(|| {
             format!(
-                "{name} is neither built in {} nor published at {}: build it (cargo xtask build {version}) or check --base-url",
+                "{name} is neither built in {} nor published at {image_base}: build it (cargo xtask build {version}) or check --base-url",
                 dist.display(),
-                base(&options.base_url),
             )
         })?;
         (text, url)
@@ -294,20 +355,27 @@ pub fn image_digest(
 
 /// The Butane config `cargo xtask butane` prints.
 fn butane(http: &Http, options: &Butane, version: &Version) -> anyhow::Result<String> {
+    if options.sysupdate && version.is_release_candidate() && options.channel == Channel::Stable {
+        bail!(
+            "{version} is a release candidate, published only in the rc channel: pass --channel rc \
+             (a stable host on an rc would never take the release, which systemd orders below it)"
+        );
+    }
     let name = ImageName::new(version, options.arch).file_name();
     let (digest, source) = image_digest(http, options, version, &name)?;
     detail(format!("{name}: sha256 {digest} (from {source})"));
     let transfer = if options.sysupdate {
+        let channel_url = options.channel.base_url(&options.base_url);
         let verify = match options.verify {
             Some(verify) => verify,
-            None => signatures_published(http, &options.base_url)?,
+            None => signatures_published(http, &channel_url)?,
         };
         if verify && options.keyring.is_none() {
             detail(format!(
                 "Verify=yes: hosts need the signing key in {HOST_KEYRING}; pass --keyring FILE to install it"
             ));
         }
-        Some(transfer_file(&options.base_url, options.arch, verify))
+        Some(transfer_file(&channel_url, options.arch, verify))
     } else {
         None
     };
@@ -318,6 +386,9 @@ fn butane(http: &Http, options: &Butane, version: &Version) -> anyhow::Result<St
             if bytes.starts_with(b"-----BEGIN") {
                 bail!("--keyring {} is armored; systemd-sysupdate needs a binary keyring: gpg --dearmor it, or export without --armor", path.display());
             }
+            detail(format!(
+                "--keyring: {HOST_KEYRING} replaces the vendor keyring /usr/lib/systemd/import-pubring.gpg for every Verify=yes download on the host"
+            ));
             Some(bytes)
         }
         None => None,
@@ -325,7 +396,7 @@ fn butane(http: &Http, options: &Butane, version: &Version) -> anyhow::Result<St
     Ok(butane_config(
         version,
         options.arch,
-        &options.base_url,
+        &Channel::of(version).base_url(&options.base_url),
         &digest,
         transfer.as_deref(),
         keyring.as_deref(),
@@ -426,6 +497,214 @@ mod tests {
         assert!(text.contains("\n  links:\n    - path: /etc/extensions/alloy.raw\n      target: /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
         assert!(!text.contains("sysupdate"), "{text}");
         assert!(!text.contains("systemd:"), "{text}");
+    }
+
+    #[test]
+    fn release_candidates_have_their_own_folder_and_index() {
+        let base = "https://b.example/alloy/";
+        assert_eq!(Channel::Stable.base_url(base), "https://b.example/alloy");
+        assert_eq!(Channel::Rc.base_url(base), "https://b.example/alloy/rc");
+        let rc: Version = "1.11.0-rc.1".parse().unwrap();
+        let release: Version = "1.11.0".parse().unwrap();
+        assert_eq!(Channel::of(&rc), Channel::Rc);
+        assert_eq!(Channel::of(&release), Channel::Stable);
+        let transfer = ini(&transfer_file(
+            &Channel::Rc.base_url(base),
+            Arch::Amd64,
+            true,
+        ));
+        assert_eq!(
+            get(&transfer, "Source", "Path"),
+            "https://b.example/alloy/rc/"
+        );
+    }
+
+    /// How systemd orders two versions (`systemd-analyze compare-versions`, systemd >= 252):
+    /// the order sysupdate picks "newest" by.
+    fn systemd_order(a: &str, b: &str) -> std::cmp::Ordering {
+        let output = std::process::Command::new("systemd-analyze")
+            .args(["compare-versions", a, b])
+            .output()
+            .expect(
+                "running systemd-analyze (bash scripts/install-deps.sh --test installs systemd)",
+            );
+        let said = String::from_utf8_lossy(&output.stdout);
+        match said.split_whitespace().collect::<Vec<_>>()[..] {
+            [x, "<", y] if x == a && y == b => std::cmp::Ordering::Less,
+            [x, "==", y] if x == a && y == b => std::cmp::Ordering::Equal,
+            [x, ">", y] if x == a && y == b => std::cmp::Ordering::Greater,
+            _ => panic!(
+                "systemd-analyze compare-versions {a} {b}: {said:?} {}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+
+    #[test]
+    fn systemd_orders_rcs_above_their_release_so_they_never_share_the_stable_index() {
+        use std::cmp::Ordering;
+        // The reason for the rc channel: systemd-sysupdate would take 1.11.0-rc.1 over 1.11.0,
+        // while our own order (semver) says the opposite.
+        assert_eq!(systemd_order("1.11.0-rc.1", "1.11.0"), Ordering::Greater);
+        let rc: Version = "1.11.0-rc.1".parse().unwrap();
+        let release: Version = "1.11.0".parse().unwrap();
+        assert_eq!(rc.cmp(&release), Ordering::Less);
+        // Within one channel, systemd and Version::cmp agree on every pair, so the highest
+        // version in an index is the one sysupdate installs. Stable: what the stable index lists.
+        let stable = [
+            "0.40.0", "1.0.0", "1.3.4", "1.4.0", "1.9.0", "1.9.10", "1.10.0", "1.10.2", "1.11.0",
+            "2.0.0", "10.0.0",
+        ];
+        // rc: what the rc index lists.
+        let candidates = [
+            "1.11.0-rc.1",
+            "1.11.0-rc.2",
+            "1.11.0-rc.10",
+            "1.12.0-rc.0",
+            "2.0.0-rc.1",
+        ];
+        for channel in [&stable[..], &candidates[..]] {
+            for a in channel {
+                for b in channel {
+                    let ours = a.parse::<Version>().unwrap().cmp(&b.parse().unwrap());
+                    assert_eq!(systemd_order(a, b), ours, "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// The shell command of the unit's one `ExecStart=`, as systemd hands it to /bin/sh:
+    /// continuation lines joined, `$$` unescaped.
+    fn update_script() -> String {
+        let unit = update_service();
+        let joined = unit.replace("\\\n", "");
+        let exec = ini(&joined);
+        let line = get(&exec, "Service", "ExecStart");
+        let script = line
+            .strip_prefix("/bin/sh -c '")
+            .and_then(|l| l.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("not /bin/sh -c '...': {line}"));
+        assert!(!script.contains('\''), "{script}");
+        // systemd would expand a lone $ itself: every shell $ is written $$.
+        assert_eq!(
+            script.matches('$').count(),
+            2 * script.matches("$$").count(),
+            "{script}"
+        );
+        script.replace("$$", "$")
+    }
+
+    #[test]
+    fn update_service_refreshes_and_restarts_alloy_only_when_the_link_moved() {
+        let unit = update_service();
+        let entries = ini(&unit.replace("\\\n", ""));
+        assert_eq!(get(&entries, "Service", "Type"), "oneshot");
+        // One command: nothing is spawned after another one exited.
+        for key in ["ExecStartPre", "ExecStartPost"] {
+            assert!(!entries.iter().any(|(_, k, _)| k == key), "{unit}");
+        }
+        // Not fatal to anything but itself: no drop-in on the host's own sysupdate service.
+        assert_eq!(UPDATE_SERVICE, "alloy-sysupdate.service");
+        assert!(!unit.contains("restart systemd-sysext"), "{unit}");
+
+        // Run the script with stand-ins for the tools, in a root where the link moves or not.
+        for moved in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            let log = dir.path().join("log");
+            let link = dir.path().join("alloy.raw");
+            std::os::unix::fs::symlink("old.raw", &link).unwrap();
+            let stub = |name: &str, body: &str| {
+                use std::os::unix::fs::PermissionsExt;
+                let path = bin.join(name);
+                std::fs::write(
+                    &path,
+                    format!(
+                        "#!/bin/sh\necho \"{name} $*\" >> {}\n{body}\n",
+                        log.display()
+                    ),
+                )
+                .unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            let relink = if moved {
+                format!("ln -sfn new.raw {}", link.display())
+            } else {
+                String::new()
+            };
+            stub("systemd-sysupdate", &relink);
+            stub("systemd-sysext", "");
+            stub("systemctl", "");
+            let script = update_script()
+                .replace(SYSUPDATE, "systemd-sysupdate")
+                .replace(CURRENT_LINK, link.to_str().unwrap());
+            let status = std::process::Command::new("/bin/sh")
+                .args(["-c", &script])
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script}");
+            let calls = std::fs::read_to_string(&log).unwrap();
+            let expected = if moved {
+                // In this order: merge the new image, reload units (systemd < 255 does not),
+                // restart Alloy only if it runs.
+                "systemd-sysupdate -C alloy update\nsystemd-sysext refresh\nsystemctl daemon-reload\nsystemctl try-restart alloy.service\n"
+            } else {
+                "systemd-sysupdate -C alloy update\n"
+            };
+            assert_eq!(calls, expected, "moved={moved}");
+        }
+
+        // A failed update stops there, and fails the unit.
+        let script = update_script().replace(SYSUPDATE, "false");
+        let status = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{script}");
+
+        let timer = ini(UPDATE_TIMER_UNIT);
+        assert_eq!(get(&timer, "Install", "WantedBy"), "timers.target");
+        assert_eq!(get(&timer, "Timer", "OnUnitActiveSec"), "6h");
+    }
+
+    #[test]
+    fn butane_with_sysupdate_installs_both_transfer_names_the_service_and_the_timer() {
+        let version: Version = "1.10.2".parse().unwrap();
+        let digest = crate::util::checksums::hash_bytes(b"image");
+        let transfer = transfer_file("https://b.example/rc", Arch::Amd64, true);
+        let text = butane_config(
+            &version,
+            Arch::Amd64,
+            "https://b.example",
+            &digest,
+            Some(&transfer),
+            Some(b"key"),
+        );
+        for path in [
+            "/etc/sysupdate.alloy.d/alloy.transfer",
+            "/etc/sysupdate.alloy.d/alloy.conf",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "    - path: {path}\n      mode: 0644\n      contents:\n        inline: |\n{}",
+                    indent(&transfer, 10)
+                )),
+                "{path}:\n{text}"
+            );
+        }
+        assert!(text.contains(&format!(
+            "    - name: alloy-sysupdate.service\n      contents: |\n{}",
+            indent(&update_service(), 8)
+        )));
+        assert!(text.contains(&format!(
+            "    - name: alloy-sysupdate.timer\n      enabled: true\n      contents: |\n{}",
+            indent(UPDATE_TIMER_UNIT, 8)
+        )));
+        assert!(!text.contains("systemd-sysupdate.timer"), "{text}");
+        assert!(!text.contains("/etc/sysupdate.d/"), "{text}");
+        assert!(text.contains("    - path: /etc/systemd/import-pubring.gpg\n"));
     }
 
     #[test]

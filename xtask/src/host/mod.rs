@@ -8,12 +8,10 @@ pub mod service;
 /// Every `sh -c '...'` / `sh -c "..."` body in the units and drop-ins we generate, with the
 /// unit it comes from, for shellcheck (`cargo xtask check`).
 pub fn shell_snippets() -> Vec<(&'static str, String)> {
-    let units: [(&'static str, String); 2] = [
+    let units: [(&'static str, String); 3] = [
         ("alloy.service", service::unit()),
-        (
-            "systemd-sysupdate.service.d/alloy.conf",
-            butane::sysupdate_dropin(),
-        ),
+        ("alloy-setup.service", service::setup_unit()),
+        ("alloy-sysupdate.service", butane::update_service()),
     ];
     let mut snippets = Vec::new();
     for (unit, text) in units {
@@ -24,11 +22,12 @@ pub fn shell_snippets() -> Vec<(&'static str, String)> {
     snippets
 }
 
-/// The bodies of `sh -c "BODY"` and `sh -c 'BODY'` on each line of a unit file, with systemd's
-/// `$$` (a literal `$`) undone.
+/// The bodies of `sh -c "BODY"` and `sh -c 'BODY'` in a unit file, with systemd's line
+/// continuations joined and its `$$` (a literal `$`) undone.
 pub fn sh_c_bodies(unit: &str) -> Vec<String> {
     let mut bodies = Vec::new();
-    for line in unit.lines() {
+    let joined = unit.replace("\\\n", " ");
+    for line in joined.lines() {
         let Some(at) = line.find("sh -c ") else {
             continue;
         };
@@ -49,8 +48,11 @@ mod tests {
 
     #[test]
     fn finds_the_shell_in_unit_lines() {
-        let unit = "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'\nExecStart=/usr/bin/true\nExecStartPost=/usr/bin/sh -c \"a $$x || b\"\n";
-        assert_eq!(sh_c_bodies(unit), ["kill -HUP $MAINPID", "a $x || b"]);
+        let unit = "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'\nExecStart=/usr/bin/true\nExecStartPost=/usr/bin/sh -c \"a $$x || b\"\nExecStart=/bin/sh -c '\\\n  c && \\\n  d'\n";
+        assert_eq!(
+            sh_c_bodies(unit),
+            ["kill -HUP $MAINPID", "a $x || b", "   c &&    d"]
+        );
         assert!(!shell_snippets().is_empty());
     }
 }

@@ -1,9 +1,15 @@
-//! Alloy as a service on an immutable host: the unit, its defaults, the tmpfiles.d lines that
-//! copy those defaults into /etc, and the drop-in that starts it. No post-install script runs on
-//! a sysext host, so everything a .deb's post-install does is expressed here as files in /usr.
+//! Alloy as a service on an immutable host: the unit, its defaults, the sysusers.d and tmpfiles.d
+//! lines that create its user and copy those defaults into /etc, and the drop-in that starts it.
+//! No post-install script runs on a sysext host, so everything a .deb's post-install does is
+//! expressed here as files in /usr.
 
 /// Where the unit goes in the image.
 pub const UNIT_PATH: &str = "usr/lib/systemd/system/alloy.service";
+/// The oneshot that creates the user and seeds /etc before each start of alloy.service.
+pub const SETUP_UNIT_PATH: &str = "usr/lib/systemd/system/alloy-setup.service";
+pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/alloy.conf";
+/// The static system user (and its group) Alloy runs as, as in Grafana's own packages.
+pub const USER: &str = "alloy";
 /// The drop-in that makes `multi-user.target` uphold (start, and restart if it stops) Alloy.
 pub const AUTOSTART_PATH: &str = "usr/lib/systemd/system/multi-user.target.d/10-alloy.conf";
 pub const TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/alloy.conf";
@@ -14,13 +20,20 @@ pub const DEFAULT_ENVIRONMENT_PATH: &str = "usr/share/alloy/environment";
 pub const CONFIG_FILE: &str = "/etc/alloy/config.alloy";
 pub const ENVIRONMENT_FILE: &str = "/etc/default/alloy";
 
-/// `alloy.service`, after upstream's packaged unit (packaging/deb/alloy.service), with the
-/// `alloy` user that the .deb's post-install creates replaced by a dynamic user: nothing has to
-/// exist on the host before the first start. The groups give journal and /var/log sources
-/// something to read. The hardening leaves /proc, /sys, the journal and /var/log readable; it
-/// has no ProtectClock= (its seccomp filter denies the read-only adjtimex() of node_exporter's
-/// default timex collector) and keeps home directories readable (as DynamicUser= would anyway)
-/// so filesystem metrics of mounts under /home stay true.
+/// `alloy.service`, after upstream's packaged unit (packaging/deb/alloy.service), running as the
+/// static `alloy` user like Grafana's packages. Not a dynamic user: a dynamic uid cannot own a
+/// group that files in /etc belong to, so secrets there would have to be world-readable (see
+/// `tmpfiles`). The user is created by `alloy-setup.service` (required, ordered before): systemd
+/// resolves `User=` before it runs any command of this unit, `ExecStartPre=+` included, so the
+/// user cannot be created from inside this unit when the image is merged after boot.
+/// `SupplementaryGroups=` repeats the sysusers.d memberships because on Flatcar those groups come
+/// from /usr/share/baselayout (nss-altfiles), not /etc/group, and a membership that sysusers
+/// records may not be the one NSS reports; the unit's own line does not depend on it. StateDirectory= makes
+/// /var/lib/alloy owned by alloy (systemd chowns it, and moves an earlier DynamicUser= state back
+/// from /var/lib/private). The hardening leaves /proc, /sys, the journal and /var/log readable;
+/// it has no ProtectClock= (its seccomp filter denies the read-only adjtimex() of node_exporter's
+/// default timex collector) and keeps home directories readable so filesystem metrics of mounts
+/// under /home stay true.
 pub fn unit() -> String {
     format!(
         "\
@@ -29,20 +42,23 @@ Description=Vendor-agnostic OpenTelemetry Collector distribution with programmab
 Documentation=https://grafana.com/docs/alloy
 Wants=network-online.target
 After=network-online.target
+# Creates the alloy user and seeds /etc/alloy before every start, also after a runtime merge.
+Requires=alloy-setup.service
+After=alloy-setup.service
 
 [Service]
 Type=simple
 Restart=always
-DynamicUser=yes
+User={USER}
+Group={USER}
 SupplementaryGroups=systemd-journal adm
 StateDirectory=alloy
+StateDirectoryMode=0750
 WorkingDirectory=/var/lib/alloy
 Environment=HOSTNAME=%H
 Environment=CONFIG_FILE={CONFIG_FILE}
 Environment=CUSTOM_ARGS=
 EnvironmentFile=-{ENVIRONMENT_FILE}
-# Seeds /etc when the image was merged after boot (systemd-sysext refresh), as root (the +).
-ExecStartPre=+/usr/bin/systemd-tmpfiles --create alloy.conf
 ExecStart=/usr/bin/alloy run $CUSTOM_ARGS --storage.path=/var/lib/alloy/data $CONFIG_FILE
 # The shell's own kill: no kill binary needs to exist on the host (systemd 252 has no ReloadSignal=).
 ExecReload=/bin/sh -c 'kill -HUP \"$MAINPID\"'
@@ -61,6 +77,40 @@ SystemCallArchitectures=native
 
 [Install]
 WantedBy=multi-user.target
+"
+    )
+}
+
+/// `alloy-setup.service`: as root, creates the user (sysusers.d) and then seeds and tightens
+/// /etc (tmpfiles.d, whose lines name the alloy group, so it must run second). Not
+/// RemainAfterExit: it runs again before every start of alloy.service, so an image merged after
+/// boot, or a newer image with new lines, is set up before Alloy starts. One shell rather than
+/// two `ExecStart=` lines: no command is spawned after another one left the unit's cgroup empty
+/// (the test machine's emulated cgroups sometimes lose it then: 219/CGROUP).
+pub fn setup_unit() -> String {
+    format!(
+        "\
+[Unit]
+Description=Create the alloy user and seed /etc/alloy for alloy.service
+Documentation=https://grafana.com/docs/alloy
+Before=alloy.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '/usr/bin/systemd-sysusers {USER}.conf && /usr/bin/systemd-tmpfiles --create {USER}.conf'
+"
+    )
+}
+
+/// sysusers.d lines: a system user and group `alloy` (uid allocated by the host) in the journal
+/// and adm groups, like the user that Grafana's .deb post-install creates.
+pub fn sysusers() -> String {
+    format!(
+        "\
+# Grafana Alloy's user: reads the journal and /var/log, owns /var/lib/alloy.
+u {USER} - \"Grafana Alloy\" /var/lib/alloy
+m {USER} systemd-journal
+m {USER} adm
 "
     )
 }
@@ -115,16 +165,22 @@ CUSTOM_ARGS=\"\"
 }
 
 /// tmpfiles.d lines: `C` copies a default only where the target does not exist yet, so an
-/// operator's edits survive reboots and upgrades. The copies are 0644: the dynamic user must
-/// read them.
+/// operator's edits survive reboots and upgrades. Alloy's configuration holds credentials
+/// (`remote_write` passwords), so it is readable by root and the alloy group only: /etc/alloy is
+/// 0750 root:alloy, and the two seeded files are set to 0640 root:alloy at every start (`C` also
+/// applies its mode and owner to a file that exists), whatever mode an operator wrote them with.
+/// `Z` gives every other file under /etc/alloy the alloy group, keeping its mode: a secret
+/// written 0640 by Ignition, before the group exists, becomes readable by Alloy and nobody else;
+/// a 0600 file stays root's.
 pub fn tmpfiles() -> String {
     format!(
         "\
 # Alloy's editable configuration, seeded from the sysext's defaults; never overwritten.
-d /etc/alloy 0755 root root -
-C /etc/alloy/config.alloy 0644 root root - /{DEFAULT_CONFIG_PATH}
+d /etc/alloy 0750 root {USER} -
+Z /etc/alloy - root {USER} -
+C {CONFIG_FILE} 0640 root {USER} - /{DEFAULT_CONFIG_PATH}
 d /etc/default 0755 root root -
-C /etc/default/alloy 0644 root root - /{DEFAULT_ENVIRONMENT_PATH}
+C {ENVIRONMENT_FILE} 0640 root {USER} - /{DEFAULT_ENVIRONMENT_PATH}
 "
     )
 }
@@ -148,15 +204,17 @@ mod tests {
         let unit = unit();
         let lines = lines(&unit);
         for expected in [
-            "DynamicUser=yes",
+            "User=alloy",
+            "Group=alloy",
             "SupplementaryGroups=systemd-journal adm",
             "StateDirectory=alloy",
+            "Requires=alloy-setup.service",
+            "After=alloy-setup.service",
             "EnvironmentFile=-/etc/default/alloy",
             "Environment=CONFIG_FILE=/etc/alloy/config.alloy",
             "Environment=HOSTNAME=%H",
             "ExecStart=/usr/bin/alloy run $CUSTOM_ARGS --storage.path=/var/lib/alloy/data $CONFIG_FILE",
             "ExecReload=/bin/sh -c 'kill -HUP \"$MAINPID\"'",
-            "ExecStartPre=+/usr/bin/systemd-tmpfiles --create alloy.conf",
             "Restart=always",
             "TimeoutStopSec=20s",
             "WantedBy=multi-user.target",
@@ -165,7 +223,10 @@ mod tests {
         }
         // Nothing that would hide what Alloy is there to read, or keep it from stopping.
         for forbidden in [
-            "User=",
+            "DynamicUser",
+            // systemd resolves User= before any ExecStartPre=, + or not: the user must come
+            // from alloy-setup.service, not from a command of this unit.
+            "ExecStartPre",
             "SendSIGKILL",
             "ProtectProc=invisible",
             "PrivateDevices",
@@ -179,44 +240,115 @@ mod tests {
                 "{forbidden} in:\n{unit}"
             );
         }
+        // The hardening stays, with a static user as with the dynamic one.
+        for hardening in [
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=read-only",
+            "PrivateTmp=yes",
+            "RestrictSUIDSGID=yes",
+        ] {
+            assert!(lines.contains(&hardening), "{hardening} missing:\n{unit}");
+        }
         // The defaults come before the file that overrides them.
         let default = unit.find("Environment=CONFIG_FILE").unwrap();
         assert!(default < unit.find("EnvironmentFile=").unwrap());
     }
 
+    fn fields(text: &str, kind: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| l.split_whitespace().next() == Some(kind))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+
     #[test]
-    fn tmpfiles_seed_only_missing_files_from_the_shipped_defaults() {
+    fn tmpfiles_seed_only_missing_files_private_to_root_and_the_alloy_group() {
         let text = tmpfiles();
-        let copies: Vec<Vec<&str>> = text
-            .lines()
-            .filter(|l| l.starts_with('C'))
-            .map(|l| l.split_whitespace().collect())
-            .collect();
         assert_eq!(
-            copies,
+            fields(&text, "C"),
             [
                 [
                     "C",
                     "/etc/alloy/config.alloy",
-                    "0644",
+                    "0640",
                     "root",
-                    "root",
+                    "alloy",
                     "-",
                     "/usr/share/alloy/config.alloy"
                 ],
                 [
                     "C",
                     "/etc/default/alloy",
-                    "0644",
+                    "0640",
                     "root",
-                    "root",
+                    "alloy",
                     "-",
                     "/usr/share/alloy/environment"
                 ],
             ]
         );
+        // The directory: nothing for other users; files Ignition wrote get the alloy group.
+        assert_eq!(
+            fields(&text, "d")[0],
+            ["d", "/etc/alloy", "0750", "root", "alloy", "-"]
+        );
+        assert_eq!(
+            fields(&text, "Z"),
+            [["Z", "/etc/alloy", "-", "root", "alloy", "-"]]
+        );
+        // /etc/default is shared with other software: left as it is.
+        assert_eq!(
+            fields(&text, "d")[1],
+            ["d", "/etc/default", "0755", "root", "root", "-"]
+        );
         // `C+` would overwrite the operator's edits.
         assert!(!text.contains("C+"));
+        // Nothing world-readable is created.
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let mode = line.split_whitespace().nth(2).unwrap();
+            if mode != "-" && !line.contains("/etc/default ") {
+                let mode = u32::from_str_radix(mode, 8).unwrap();
+                assert_eq!(mode & 0o007, 0, "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn sysusers_makes_a_system_user_in_the_journal_and_adm_groups() {
+        let text = sysusers();
+        assert_eq!(
+            fields(&text, "u"),
+            [["u", "alloy", "-", "\"Grafana", "Alloy\"", "/var/lib/alloy"]]
+        );
+        assert_eq!(
+            fields(&text, "m"),
+            [["m", "alloy", "systemd-journal"], ["m", "alloy", "adm"]]
+        );
+        assert!(SYSUSERS_PATH.ends_with(&format!("/{USER}.conf")));
+        assert!(TMPFILES_PATH.ends_with(&format!("/{USER}.conf")));
+    }
+
+    #[test]
+    fn setup_creates_the_user_before_seeding_etc_on_every_start() {
+        let unit = setup_unit();
+        let starts: Vec<&str> = lines(&unit)
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("ExecStart="))
+            .collect();
+        // The tmpfiles lines name the alloy group: the user must exist first, and a failure
+        // stops there.
+        assert_eq!(
+            starts,
+            ["/bin/sh -c '/usr/bin/systemd-sysusers alloy.conf && /usr/bin/systemd-tmpfiles --create alloy.conf'"]
+        );
+        assert!(lines(&unit).contains(&"Type=oneshot"));
+        // Without RemainAfterExit it runs again before each start of alloy.service.
+        assert!(!unit.contains("RemainAfterExit"));
+        assert!(SETUP_UNIT_PATH.ends_with("/alloy-setup.service"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod debian;
 pub mod fixture;
+pub mod host;
 #[allow(unused_imports)] // each test crate uses a different part of this module
 pub use xtask_testkit::{http, mirror};
 

@@ -1,0 +1,784 @@
+//! Day 2 on a Flatcar-like host, with the real systemd-sysupdate: a host provisioned with the
+//! Butane config `cargo xtask butane --sysupdate` writes boots with Alloy 1.10.2; 1.11.0 is
+//! published to a loopback bucket with a signed SHA256SUMS (and 1.11.0-rc.1 to its rc folder);
+//! `alloy-sysupdate.service`, as generated, installs the new image, and the running Alloy
+//! becomes the new one with the operator's config and state intact. Booted on systemd 252
+//! (Debian 12) and 257 (Debian 13), with extensions merged by ensure-sysext.service or before
+//! init, as the two generations of Flatcar do.
+//!
+//! The real systemd-sysupdate and systemd-pull (257) come from `scripts/build-sysupdate.sh`
+//! (cached; `scripts/install-deps.sh --test` runs it) and are bound into the host.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use support::fixture::{sha256_hex, Release};
+use support::host::{run, Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
+use support::http::{Answer, Server};
+use support::mirror::Mirror;
+use support::{Workspace, XTASK};
+
+const INSTALLED: &str = "1.10.2";
+const RELEASE: &str = "1.11.0";
+const CANDIDATE: &str = "1.11.0-rc.1";
+/// Where the host sees the real systemd-sysupdate build: not under /usr or /opt, which a
+/// merge covers with an overlay.
+const SYSUPDATE_INSIDE: &str = "/srv/systemd-sysupdate";
+const SECRET: &str = "/etc/alloy/remote-write.password";
+
+fn image(version: &str) -> String {
+    format!("alloy-{version}-amd64.raw")
+}
+
+/// Runs inside the booted host: reports on the running Alloy and on who can read its files,
+/// edits its config (and reloads) the way an operator would, then runs the update exactly as
+/// the timer would (the generated alloy-sysupdate.service), and reports again.
+const REPORT_SCRIPT: &str = r#"#!/bin/sh
+out=/root/alloy-report.txt
+log=/var/lib/alloy/data/fake-alloy.log
+# Polls (at most 20 s) until Alloy's state log has a line starting with $1.
+wait_for_log() {
+  i=0
+  while [ "$i" -lt 80 ] && ! grep -q "^$1" "$log" 2>/dev/null; do sleep 0.25; i=$((i+1)); done
+}
+# The main pid of alloy.service once that process is Alloy itself (it logged its start).
+alloy_pid() {
+  i=0
+  while [ "$i" -lt 80 ]; do
+    pid=$(systemctl show -p MainPID --value alloy.service)
+    if [ "$pid" != 0 ] && grep -q "^started pid=$pid " "$log" 2>/dev/null; then echo "$pid"; return; fi
+    sleep 0.25; i=$((i+1))
+  done
+  echo 0
+}
+# Starts alloy-sysupdate.service as its timer would, and prints ok or failed. The test machine
+# emulates cgroups: now and then a unit's cgroup is gone when systemd spawns into it (systemd
+# 252 reports 219/CGROUP, 257 result 'resources'), which no real host does. Such a start is
+# retried once, after a pause, and reported; any other failure is the update's own.
+start_update() {
+  if systemctl start alloy-sysupdate.service; then echo ok; return; fi
+  result=$(systemctl show -p Result --value alloy-sysupdate.service)
+  status=$(systemctl show -p ExecMainStatus --value alloy-sysupdate.service)
+  if [ "$result" = resources ] || [ "$status" = 219 ]; then
+    echo "retrying alloy-sysupdate.service after a cgroup spawn failure ($result $status)" >&2
+    sleep 2
+    if systemctl start alloy-sysupdate.service; then echo ok; return; fi
+  fi
+  echo failed
+}
+timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
+{
+  echo "system=$(systemctl is-system-running)"
+  echo "failed_units=$(systemctl list-units --state=failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
+  echo "systemd=$(systemctl --version | head -n 1 | cut -d' ' -f2)"
+  echo "extensions=$(systemd-sysext list --no-legend 2>&1 | awk '{print $1}' | tr '\n' ' ')"
+  echo "sysext_service=$(systemctl is-active systemd-sysext.service)"
+  echo "timer=$(systemctl is-enabled alloy-sysupdate.timer) $(systemctl is-active alloy-sysupdate.timer)"
+  echo "sysupdate=$(/usr/lib/systemd/systemd-sysupdate --version | head -n 1)"
+  pid=$(alloy_pid)
+  echo "before_pid=$pid"
+  echo "alloy_uid=$(id -u alloy)"
+  # Who can read Alloy's files: root and the alloy group, no other local user.
+  for f in /etc/alloy /etc/alloy/config.alloy /etc/default/alloy /etc/alloy/remote-write.password; do
+    echo "mode=$f $(stat -c '%a %U:%G' "$f")"
+  done
+  for f in /etc/alloy/config.alloy /etc/default/alloy /etc/alloy/remote-write.password; do
+    if setpriv --reuid=65534 --regid=65534 --clear-groups cat "$f" >/dev/null 2>&1; then
+      echo "nobody=read $f"
+    else
+      echo "nobody=denied $f"
+    fi
+  done
+  # The operator's edit, applied by a reload, before any update.
+  echo '// edited on the host before the update' >> /etc/alloy/config.alloy
+  systemctl reload alloy.service
+  wait_for_log "reloaded pid=$pid "
+  # The update, as alloy-sysupdate.timer starts it.
+  echo "update=$(start_update)"
+  after=$(alloy_pid)
+  echo "after_pid=$after"
+  echo "after_active=$(systemctl is-active alloy.service)"
+  echo "after_binary=$(/usr/bin/alloy --version | head -n 1)"
+  echo "after_exe=$(readlink /proc/$after/exe)"
+  echo "link=$(readlink -f /etc/extensions/alloy.raw)"
+  echo "extensions_after=$(systemd-sysext list --no-legend 2>&1 | awk '{print $1}' | tr '\n' ' ')"
+  # Nothing new: the next run changes nothing and restarts nothing.
+  echo "second_update=$(start_update)"
+  echo "final_pid=$(systemctl show -p MainPID --value alloy.service)"
+  # The README's rollback, when there is something to roll back from: relink the previous
+  # image (1.10.2, the one Butane installed), merge it, restart Alloy; then the timer's next run.
+  previous=/opt/extensions/alloy/alloy-1.10.2-amd64.raw
+  if [ "$(readlink -f /etc/extensions/alloy.raw)" != "$previous" ]; then
+    ln -sfn "$previous" /etc/extensions/alloy.raw
+    systemd-sysext refresh && systemctl daemon-reload && systemctl restart alloy
+    echo "rollback_pid=$(alloy_pid)"
+    echo "rollback_binary=$(/usr/bin/alloy --version | head -n 1)"
+    echo "rollback_update=$(start_update)"
+    echo "rollback_link=$(readlink -f /etc/extensions/alloy.raw)"
+    echo "rollback_final_pid=$(systemctl show -p MainPID --value alloy.service)"
+  fi
+  echo "failed_at_end=$(systemctl list-units --state=failed --plain --no-legend | awk '{print $1}' | tr '\n' ' ')"
+  sed 's/^/state=/' "$log"
+} > "$out.tmp" 2>&1
+journalctl -b --no-pager > /root/alloy-journal.txt 2>&1
+mv "$out.tmp" "$out"
+systemctl poweroff
+"#;
+
+/// Alloy's config as an operator's Ignition config writes it before the first boot: 0600
+/// root:root (the alloy group does not exist yet), referencing a secret the same way Alloy's
+/// `local.file` does.
+const OPERATOR_CONFIG: &str = r#"// Written by Ignition before the first boot.
+local.file "password" {
+  filename  = "/etc/alloy/remote-write.password"
+  is_secret = true
+}
+"#;
+
+/// The real systemd-sysupdate of systemd `series`, from scripts/build-sysupdate.sh: cached, so
+/// this is quick after `scripts/install-deps.sh --test`; built here otherwise (several minutes).
+fn sysupdate_build(series: u32) -> PathBuf {
+    // One at a time: two builds of the same series would race for the same cache entry.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _build = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-sysupdate.sh");
+    let stdout = run(Command::new("bash")
+        .arg(&script)
+        .env("SYSUPDATE_SERIES", series.to_string()));
+    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default());
+    assert!(
+        dir.join("systemd-sysupdate").is_file() && dir.join("systemd-pull").is_file(),
+        "{} printed {stdout:?}, which holds no systemd-sysupdate",
+        script.display()
+    );
+    dir
+}
+
+/// A throwaway signing key in its own GNUPGHOME, whose agent stops on drop.
+struct SigningKey {
+    home: tempfile::TempDir,
+    /// Binary public keyring (`gpg --export`), as `butane --keyring` takes it.
+    public: PathBuf,
+}
+
+impl SigningKey {
+    fn new() -> SigningKey {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::Builder::new()
+            .prefix("gnupg.")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .unwrap();
+        let key = SigningKey {
+            public: home.path().join("pubring.export"),
+            home,
+        };
+        key.gpg(&[
+            "--quick-gen-key",
+            "upgrade test <upgrade@alloy-sysext.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        key.gpg(&["--output", key.public.to_str().unwrap(), "--export"]);
+        key
+    }
+
+    fn gpg(&self, args: &[&str]) {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args([
+                "--batch",
+                "--no-tty",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args));
+    }
+
+    /// The binary detached signature of `data`, as SHA256SUMS.gpg holds it.
+    fn sign(&self, data: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("SHA256SUMS");
+        let output = dir.path().join("SHA256SUMS.gpg");
+        std::fs::write(&input, data).unwrap();
+        self.gpg(&[
+            "--output",
+            output.to_str().unwrap(),
+            "--detach-sign",
+            input.to_str().unwrap(),
+        ]);
+        std::fs::read(output).unwrap()
+    }
+}
+
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "all"])
+            .output();
+    }
+}
+
+/// The bucket's public domain on loopback, laid out as publish lays it out: images and a
+/// signed SHA256SUMS at the root for releases, and the same under rc/ for release candidates.
+struct Bucket {
+    server: Server,
+    files: BTreeMap<String, Vec<u8>>,
+}
+
+impl Bucket {
+    fn new() -> Bucket {
+        Bucket {
+            server: Server::start(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn put(&mut self, key: &str, bytes: Vec<u8>) {
+        self.server
+            .answer(&format!("/{key}"), Answer::ok(bytes.clone()));
+        self.files.insert(key.to_string(), bytes);
+    }
+
+    /// Publishes `images` (name -> bytes) under `prefix`, with their SHA256SUMS and its signature.
+    fn publish(&mut self, prefix: &str, images: &[(String, Vec<u8>)], key: &SigningKey) {
+        let mut sums = String::new();
+        for (name, bytes) in images {
+            sums.push_str(&format!("{}  {name}\n", sha256_hex(bytes)));
+            self.put(&format!("{prefix}{name}"), bytes.clone());
+        }
+        self.put(
+            &format!("{prefix}SHA256SUMS.gpg"),
+            key.sign(sums.as_bytes()),
+        );
+        self.put(&format!("{prefix}SHA256SUMS"), sums.into_bytes());
+    }
+
+    /// The bytes behind a URL of this bucket.
+    fn get(&self, url: &str) -> &[u8] {
+        let key = url
+            .strip_prefix(&format!("{}/", self.server.url))
+            .unwrap_or_else(|| panic!("{url} is not on the test bucket"));
+        self.files
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not on the test bucket"))
+    }
+
+    fn requested(&self) -> Vec<String> {
+        self.server.log().into_iter().map(|s| s.path).collect()
+    }
+}
+
+/// The images of the three versions, built by `cargo xtask build` from fixture releases.
+fn build_images() -> (Workspace, BTreeMap<&'static str, Vec<u8>>) {
+    let mirror = Mirror::start();
+    let ws = Workspace::new();
+    let mut images = BTreeMap::new();
+    for version in [INSTALLED, RELEASE, CANDIDATE] {
+        mirror.add_release(&Release::new(version));
+        ws.build(&mirror.base_url, version, &[]).assert_ok();
+        images.insert(version, std::fs::read(ws.image(&image(version))).unwrap());
+    }
+    (ws, images)
+}
+
+/// YAML -> JSON with PyYAML (python3-yaml, installed by install-deps.sh --test).
+fn parse_yaml(text: &str) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running python3 (bash scripts/install-deps.sh --test installs python3-yaml)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "not YAML: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "not base64: {text}");
+    output.stdout
+}
+
+/// Does to the host's root what Ignition does with the Butane config (translated as
+/// `butane --strict` would): files with their mode (downloads checked against
+/// `verification.hash`, `data:` URLs decoded), links, units written to /etc/systemd/system and
+/// enabled through their [Install] section.
+fn provision(host: &Host, butane: &str, bucket: &Bucket) {
+    use std::os::unix::fs::PermissionsExt;
+    let config = parse_yaml(butane);
+    assert_eq!(config["variant"], "flatcar", "{butane}");
+    for file in config["storage"]["files"].as_array().unwrap() {
+        let path = host.path(file["path"].as_str().unwrap());
+        let contents = &file["contents"];
+        let bytes = if let Some(inline) = contents["inline"].as_str() {
+            inline.as_bytes().to_vec()
+        } else {
+            let source = contents["source"].as_str().unwrap();
+            if let Some(data) = source.strip_prefix("data:;base64,") {
+                base64_decode(data)
+            } else {
+                let bytes = bucket.get(source).to_vec();
+                let expected = contents["verification"]["hash"].as_str().unwrap();
+                assert_eq!(
+                    format!("sha256-{}", sha256_hex(&bytes)),
+                    expected,
+                    "{source}"
+                );
+                bytes
+            }
+        };
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let mode = file["mode"].as_u64().unwrap() as u32;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for link in config["storage"]["links"].as_array().unwrap() {
+        assert_eq!(link["hard"], false);
+        let path = host.path(link["path"].as_str().unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(link["target"].as_str().unwrap(), path).unwrap();
+    }
+    let units = host.path("/etc/systemd/system");
+    for unit in config["systemd"]["units"].as_array().unwrap() {
+        let name = unit["name"].as_str().unwrap();
+        std::fs::write(units.join(name), unit["contents"].as_str().unwrap()).unwrap();
+        if unit["enabled"] == true {
+            run(Command::new("systemctl")
+                .arg(format!("--root={}", host.root.display()))
+                .args(["enable", name]));
+        }
+    }
+}
+
+/// Files the operator's Ignition config adds before the first boot: the config, 0600, and a
+/// secret it references, 0640. Neither can be owned by the alloy group yet.
+fn write_operator_files(host: &Host) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(host.path("/etc/alloy")).unwrap();
+    for (path, text, mode) in [
+        ("/etc/alloy/config.alloy", OPERATOR_CONFIG, 0o600),
+        (SECRET, "s3cr3t\n", 0o640),
+    ] {
+        std::fs::write(host.path(path), text).unwrap();
+        std::fs::set_permissions(host.path(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+fn xtask_butane(ws: &Workspace, bucket: &Bucket, key: &SigningKey, channel: &str) -> String {
+    let output = Command::new(XTASK)
+        .env_remove("SYSEXT_BASE_URL")
+        .args(["butane", INSTALLED, "--sysupdate", "--channel", channel])
+        .arg("--dist")
+        .arg(&ws.out)
+        .args(["--base-url", &bucket.server.url])
+        .arg("--keyring")
+        .arg(&key.public)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "xtask butane: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Provisions a host from `cargo xtask butane 1.10.2 --sysupdate --channel CHANNEL`, boots
+/// it, updates it as its timer would, and returns the host, its report and what the bucket
+/// served. With `signer`, the bucket's indexes are signed by that key instead of the one the
+/// host trusts.
+fn boot_and_update(
+    suite: &Suite,
+    merge: Merge,
+    channel: &str,
+    signer: Option<&SigningKey>,
+) -> (Host, Report, Vec<String>) {
+    let (ws, images) = build_images();
+    let key = SigningKey::new();
+    let mut bucket = Bucket::new();
+    let release_images: Vec<(String, Vec<u8>)> = [INSTALLED, RELEASE]
+        .iter()
+        .map(|v| (image(v), images[v].clone()))
+        .collect();
+    let signer = signer.unwrap_or(&key);
+    bucket.publish("", &release_images, signer);
+    bucket.publish(
+        "rc/",
+        &[(image(CANDIDATE), images[CANDIDATE].clone())],
+        signer,
+    );
+
+    let label = format!(
+        "{}-{}-{}",
+        suite.name,
+        channel,
+        format!("{merge:?}").to_lowercase()
+    );
+    let mut host = Host::new(suite, &label, merge, REPORT_SCRIPT);
+    provision(&host, &xtask_butane(&ws, &bucket, &key, channel), &bucket);
+    write_operator_files(&host);
+    // The container's boot clock is the test machine's, whose boot is long past the timer's
+    // OnBootSec=15min: it would fire at once and race the report's own run. Push the first run
+    // an hour out; the report checks the timer is active, and starts the service as it would.
+    let dropin = host.path("/etc/systemd/system/alloy-sysupdate.timer.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::write(
+        dropin.join("test-not-now.conf"),
+        "[Timer]\nOnBootSec=\nOnActiveSec=1h\n",
+    )
+    .unwrap();
+    // The real client of the host's systemd, where Flatcar has it: 257 runs systemd-pull from
+    // its own directory, 252 from /usr/lib/systemd.
+    host.bind_ro(&sysupdate_build(suite.systemd), SYSUPDATE_INSIDE);
+    for binary in ["systemd-sysupdate", "systemd-pull"] {
+        let path = host.path(&format!("/usr/lib/systemd/{binary}"));
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(format!("{SYSUPDATE_INSIDE}/{binary}"), path).unwrap();
+    }
+
+    let report = host.boot();
+    assert_eq!(report.get("systemd"), suite.systemd.to_string(), "{report}");
+    // The real client of this systemd ran, not some other systemd-sysupdate.
+    assert!(
+        report
+            .get("sysupdate")
+            .starts_with(&format!("systemd {} ", suite.systemd)),
+        "{report}"
+    );
+    // Extensions came from where this variant merges them.
+    let sysext_service = match merge {
+        Merge::EnsureSysext => "active",
+        Merge::BeforeInit => "inactive",
+    };
+    assert_eq!(report.get("sysext_service"), sysext_service, "{report}");
+    // Butane's `enabled: true` took effect.
+    assert_eq!(report.get("timer"), "enabled active", "{report}");
+    // 257 reads alloy.transfer, and would warn had it fallen back to alloy.conf (which is
+    // there for 252, the only name 252 reads).
+    assert!(
+        !report
+            .journal
+            .contains("transfer definitions should have the '.transfer' extension"),
+        "{report}"
+    );
+    (host, report, bucket.requested())
+}
+
+/// The state log lines of the process `pid`.
+fn events<'a>(report: &'a Report, pid: &str) -> Vec<&'a str> {
+    report
+        .values("state")
+        .into_iter()
+        .filter(|l| l.contains(&format!(" pid={pid} ")))
+        .collect()
+}
+
+/// Alloy moved from 1.10.2 to `expected` without a reboot, with config and state intact.
+fn assert_updated_to(host: &Host, report: &Report, requested: &[String], expected: &str) {
+    assert_eq!(report.get("system"), "running", "{report}");
+    assert_eq!(report.get("extensions").trim(), "alloy", "{report}");
+    assert_eq!(report.get("update"), "ok", "{report}");
+
+    // Before: 1.10.2, as the alloy user, reloaded after the operator's edit.
+    let uid = report.get("alloy_uid");
+    let before = report.get("before_pid");
+    assert_ne!(before, "0", "alloy was not running after boot\n{report}");
+    let old = events(report, before);
+    assert!(
+        old.len() == 3
+            && old[0].starts_with("started ")
+            && old[1].starts_with("reloaded ")
+            && old[2].starts_with("stopped ")
+            && old
+                .iter()
+                .all(|l| l.ends_with(&format!(" version={INSTALLED}"))
+                    && l.contains(&format!(" uid={uid} "))),
+        "1.10.2 should have started, reloaded and been stopped for the update: {old:?}\n{report}"
+    );
+
+    // After: the running process is the new Alloy, restarted by the update.
+    let after = report.get("after_pid");
+    assert!(after != "0" && after != before, "{report}");
+    assert_eq!(report.get("after_active"), "active", "{report}");
+    let started = format!(
+        "started pid={after} uid={uid} gid={} version={expected}",
+        gid(report, after)
+    );
+    assert_eq!(
+        events(report, after).first().copied(),
+        Some(started.as_str()),
+        "{report}"
+    );
+    assert!(
+        report
+            .get("after_binary")
+            .starts_with(&format!("alloy, version v{expected} ")),
+        "{report}"
+    );
+    assert_eq!(report.get("after_exe"), "/usr/bin/alloy", "{report}");
+    assert_eq!(
+        report.get("link"),
+        format!("/opt/extensions/alloy/{}", image(expected)),
+        "{report}"
+    );
+    assert_eq!(report.get("extensions_after").trim(), "alloy", "{report}");
+    // A second run finds nothing newer: no restart.
+    assert_eq!(report.get("second_update"), "ok", "{report}");
+    assert_eq!(report.get("final_pid"), after, "{report}");
+
+    // The README's rollback works: 1.10.2 runs again, and the timer's next run leaves it,
+    // since the newer image counts as installed.
+    let rollback = report.get("rollback_pid");
+    assert!(rollback != "0" && rollback != after, "{report}");
+    assert!(
+        report
+            .get("rollback_binary")
+            .starts_with(&format!("alloy, version v{INSTALLED} ")),
+        "{report}"
+    );
+    assert_eq!(
+        events(report, rollback)
+            .first()
+            .map(|l| l.ends_with(&format!(" version={INSTALLED}"))),
+        Some(true),
+        "{report}"
+    );
+    assert_eq!(report.get("rollback_update"), "ok", "{report}");
+    assert_eq!(
+        report.get("rollback_link"),
+        format!("/opt/extensions/alloy/{}", image(INSTALLED)),
+        "{report}"
+    );
+    assert_eq!(report.get("rollback_final_pid"), rollback, "{report}");
+
+    // The operator's config edit is intact, and the previous image is kept for a rollback.
+    let config = std::fs::read_to_string(host.path("/etc/alloy/config.alloy")).unwrap();
+    assert!(
+        config.starts_with(OPERATOR_CONFIG)
+            && config.ends_with("// edited on the host before the update\n"),
+        "{config}"
+    );
+    let mut on_disk: Vec<String> = std::fs::read_dir(host.path("/opt/extensions/alloy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut wanted = vec![image(INSTALLED), image(expected)];
+    wanted.sort();
+    assert_eq!(on_disk, wanted, "{report}");
+    // The signature was fetched: Verify=yes was in force with the key Butane installed.
+    assert!(
+        requested.iter().any(|p| p.ends_with("/SHA256SUMS.gpg")),
+        "{requested:?}"
+    );
+}
+
+/// The gid the state log reports for `pid`.
+fn gid(report: &Report, pid: &str) -> String {
+    events(report, pid)
+        .first()
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("gid=")))
+        .unwrap_or_else(|| panic!("no state line for pid {pid}\n{report}"))
+        .to_string()
+}
+
+/// Nobody but root and the alloy group reads Alloy's configuration, and Alloy reads the secret
+/// the operator wrote 0640 before the first boot, in both versions.
+fn assert_private(report: &Report) {
+    let modes = report.values("mode");
+    for (path, mode) in [
+        ("/etc/alloy", "750 root:alloy"),
+        ("/etc/alloy/config.alloy", "640 root:alloy"),
+        ("/etc/default/alloy", "640 root:alloy"),
+        (SECRET, "640 root:alloy"),
+    ] {
+        assert!(
+            modes.contains(&format!("{path} {mode}").as_str()),
+            "{path} should be {mode}: {modes:?}\n{report}"
+        );
+    }
+    let mut nobody = report.values("nobody");
+    nobody.sort();
+    assert_eq!(
+        nobody,
+        [
+            "denied /etc/alloy/config.alloy",
+            "denied /etc/alloy/remote-write.password",
+            "denied /etc/default/alloy",
+        ],
+        "{report}"
+    );
+    let reads = report
+        .values("state")
+        .into_iter()
+        .filter(|l| l.starts_with("read "))
+        .collect::<Vec<_>>();
+    // Each time Alloy read its config: every start and reload, old version and new.
+    let config_reads = report
+        .values("state")
+        .into_iter()
+        .filter(|l| l.starts_with("started ") || l.starts_with("reloaded "))
+        .count();
+    assert!(config_reads >= 3, "{report}");
+    assert_eq!(
+        reads,
+        vec![format!("read {SECRET} ok"); config_reads],
+        "Alloy should read the secret each time it reads its config\n{report}"
+    );
+}
+
+fn require_root() -> bool {
+    support::require_root(
+        "booting a Flatcar-like host (systemd-nspawn, loop devices) and updating it",
+    )
+}
+
+#[test]
+fn on_systemd_252_an_update_moves_the_running_alloy_to_the_new_release_and_secrets_stay_private() {
+    if !require_root() {
+        return;
+    }
+    let (host, report, requested) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "stable", None);
+    assert_updated_to(&host, &report, &requested, RELEASE);
+    assert_private(&report);
+    // A stable host never looks at the rc folder, where 1.11.0-rc.1 waits.
+    assert!(
+        !requested.iter().any(|p| p.starts_with("/rc/")),
+        "{requested:?}"
+    );
+}
+
+#[test]
+fn a_host_on_the_rc_channel_gets_the_release_candidate() {
+    if !require_root() {
+        return;
+    }
+    let (host, report, requested) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "rc", None);
+    assert_updated_to(&host, &report, &requested, CANDIDATE);
+    assert!(
+        requested.contains(&"/rc/SHA256SUMS".to_string()),
+        "{requested:?}"
+    );
+    // Its index is the rc folder's only; the stable one is not read at all.
+    assert!(
+        !requested.contains(&"/SHA256SUMS".to_string()),
+        "{requested:?}"
+    );
+}
+
+#[test]
+fn on_systemd_257_an_update_moves_the_running_alloy_to_the_new_release() {
+    if !require_root() {
+        return;
+    }
+    let (host, report, requested) = boot_and_update(&TRIXIE, Merge::EnsureSysext, "stable", None);
+    assert_updated_to(&host, &report, &requested, RELEASE);
+    assert_private(&report);
+}
+
+#[test]
+fn with_extensions_merged_before_init_as_newer_flatcar_alloy_starts_and_updates() {
+    if !require_root() {
+        return;
+    }
+    let (host, report, requested) = boot_and_update(&TRIXIE, Merge::BeforeInit, "stable", None);
+    assert!(
+        !host
+            .path("/etc/systemd/system/ensure-sysext.service")
+            .exists(),
+        "this variant must not have Flatcar's ensure-sysext.service"
+    );
+    assert_updated_to(&host, &report, &requested, RELEASE);
+    assert_private(&report);
+}
+
+#[test]
+fn an_index_signed_by_another_key_is_refused_and_the_running_alloy_stays() {
+    if !require_root() {
+        return;
+    }
+    let stranger = SigningKey::new();
+    let (host, report, requested) =
+        boot_and_update(&BOOKWORM, Merge::EnsureSysext, "stable", Some(&stranger));
+    // Only alloy-sysupdate.service fails; Alloy 1.10.2 runs on, untouched.
+    assert_eq!(report.get("update"), "failed", "{report}");
+    assert_eq!(
+        report.get("failed_at_end").trim(),
+        "alloy-sysupdate.service",
+        "{report}"
+    );
+    assert!(
+        report
+            .journal
+            .contains("DOWNLOAD INVALID: Signature verification failed"),
+        "the update should fail on the signature\n{report}"
+    );
+    assert_eq!(report.get("second_update"), "failed", "{report}");
+    let before = report.get("before_pid");
+    assert_ne!(before, "0", "{report}");
+    assert_eq!(report.get("after_pid"), before, "{report}");
+    assert_eq!(report.get("final_pid"), before, "{report}");
+    assert!(
+        report
+            .get("after_binary")
+            .starts_with(&format!("alloy, version v{INSTALLED} ")),
+        "{report}"
+    );
+    assert_eq!(
+        report.get("link"),
+        format!("/opt/extensions/alloy/{}", image(INSTALLED)),
+        "{report}"
+    );
+    let on_disk: Vec<String> = std::fs::read_dir(host.path("/opt/extensions/alloy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(on_disk, [image(INSTALLED)], "{report}");
+    // It got as far as the signature, and no image was downloaded.
+    assert!(
+        requested.contains(&"/SHA256SUMS.gpg".to_string()),
+        "{requested:?}"
+    );
+    assert!(
+        !requested.iter().any(|p| p.ends_with(".raw")),
+        "{requested:?}"
+    );
+}
