@@ -26,7 +26,7 @@ pub enum Command {
     Publish(Publish),
     Verify(verify::Verify),
     Latest(latest::Latest),
-    Sysupdate(host::butane::Sysupdate),
+    Sysupdate(host::sysupdate::Sysupdate),
     Butane(host::butane::Butane),
     Inspect(image::inspect::Inspect),
     Bench(Bench),

@@ -280,11 +280,15 @@ mod tests {
         assert_eq!(Channel::of(&stable), Channel::Stable);
         assert_eq!(
             Channel::Rc.base_url("https://b.example/"),
-            "https://b.example/rc/"
+            "https://b.example/rc"
         );
         assert_eq!(
             Channel::Stable.base_url("https://b.example"),
-            "https://b.example/"
+            "https://b.example"
+        );
+        assert_eq!(
+            Channel::Stable.base_url("https://b.example/a/"),
+            "https://b.example/a"
         );
         assert!(check_channel(&stable, Channel::Stable).is_ok());
         let err = check_channel(&rc, Channel::Stable).unwrap_err().to_string();

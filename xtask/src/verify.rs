@@ -168,7 +168,7 @@ fn run(
         }
         None => {
             unchecked_signature =
-                crate::host::butane::signatures_published(http, &base).unwrap_or(false);
+                crate::host::sysupdate::signatures_published(http, &base).unwrap_or(false);
         }
     }
 

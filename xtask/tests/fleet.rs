@@ -3,6 +3,8 @@
 
 mod support;
 
+use xtask::host::unit_file::{self, Entry};
+
 use std::process::Command;
 
 use support::fixture::{self, Release};
@@ -47,31 +49,14 @@ fn parse_yaml(text: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// `[Section]` key=value triples, as systemd reads a transfer file (comments dropped).
-fn ini(text: &str) -> Vec<(String, String, String)> {
-    let mut section = String::new();
-    let mut entries = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_string();
-        } else {
-            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
-            entries.push((section.clone(), key.into(), value.into()));
-        }
-    }
-    entries
+/// `[Section]` key=value triples, as systemd reads a transfer file: the library's own reader.
+fn ini(text: &str) -> Vec<Entry> {
+    unit_file::entries(text).unwrap_or_else(|e| panic!("{e:#}\n{text}"))
 }
 
-fn value<'a>(entries: &'a [(String, String, String)], section: &str, key: &str) -> &'a str {
-    let found: Vec<_> = entries
-        .iter()
-        .filter(|(s, k, _)| s == section && k == key)
-        .collect();
-    assert_eq!(found.len(), 1, "[{section}] {key} in {entries:?}");
-    &found[0].2
+fn value<'a>(entries: &'a [Entry], section: &str, key: &str) -> &'a str {
+    unit_file::value(entries, section, key)
+        .unwrap_or_else(|| panic!("[{section}] {key} not once in {entries:?}"))
 }
 
 /// Builds the fixture release with the real `xtask build`, returning the workspace.

@@ -1,9 +1,11 @@
 //! What a Flatcar host needs besides the image: the service the image carries
-//! ([`service`]), and the configuration that installs the image and keeps it current
-//! ([`butane`], with the systemd-sysupdate transfer).
+//! ([`service`]), the configuration that installs the image ([`butane`]) and what keeps it
+//! current ([`sysupdate`]).
 
 pub mod butane;
 pub mod service;
+pub mod sysupdate;
+pub mod unit_file;
 
 /// Every `sh -c '...'` / `sh -c "..."` body in the units and drop-ins we generate, with the
 /// unit it comes from, for shellcheck (`cargo xtask check`).
@@ -11,7 +13,7 @@ pub fn shell_snippets() -> Vec<(&'static str, String)> {
     let units: [(&'static str, String); 3] = [
         ("alloy.service", service::unit()),
         ("alloy-setup.service", service::setup_unit()),
-        ("alloy-sysupdate.service", butane::update_service()),
+        ("alloy-sysupdate.service", sysupdate::update_service()),
     ];
     let mut snippets = Vec::new();
     for (unit, text) in units {
