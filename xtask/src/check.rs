@@ -21,18 +21,25 @@ pub struct Check {
     pub home: Option<PathBuf>,
 }
 
-/// The end-to-end suites `check` leaves to the test command, and whether each needs root.
-const SUITES: [(&str, bool); 9] = [
-    ("build", false),
-    ("formats", false),
-    ("fleet", false),
-    ("latest", false),
-    ("service", false),
-    ("workflows", false),
-    ("merge", true),
-    ("boot", true),
-    ("publish (xtask-publish)", false),
-];
+/// The end-to-end suites `check` leaves to the test command: every integration test file of
+/// the workspace, and whether it has tests that need root (it calls `require_root`).
+fn suites(root: &Path) -> Vec<(String, bool)> {
+    let mut suites = Vec::new();
+    for dir in ["xtask/tests", "publish/tests", "bench/tests"] {
+        for file in list(&root.join(dir), &["rs"]) {
+            let name = file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let needs_root = std::fs::read_to_string(&file)
+                .map(|text| text.contains("require_root("))
+                .unwrap_or(false);
+            suites.push((name, needs_root));
+        }
+    }
+    suites
+}
 
 /// One check's outcome.
 struct Outcome {
@@ -119,17 +126,23 @@ impl Check {
             };
             println!("{:<40} {:>6.1}s  {result}", outcome.name, outcome.seconds);
         }
-        let (root_only, others): (Vec<_>, Vec<_>) = SUITES.iter().partition(|(_, root)| *root);
-        let names = |suites: &[&(&str, bool)]| {
+        let (root_only, others): (Vec<_>, Vec<_>) =
+            suites(&root).into_iter().partition(|(_, root)| *root);
+        let names = |suites: &[(String, bool)]| {
             suites
                 .iter()
-                .map(|(n, _)| *n)
+                .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let root_args: String = root_only
+            .iter()
+            .map(|(n, _)| format!(" --test {n}"))
+            .collect();
         println!(
-            "\nnot run here (end to end, minutes): {}; and, needing root, {}. Run them all with \
-             `bash scripts/test.sh`, or the root-only ones with `sudo -E cargo test --test merge --test boot`.",
+            "\nnot run here (end to end, minutes): {}; and, with tests that need root, {}. Run them \
+             all with `bash scripts/test.sh`, or the root-only ones with \
+             `sudo -E cargo test -p xtask{root_args}`.",
             names(&others),
             names(&root_only)
         );
@@ -186,4 +199,19 @@ fn list(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
         .unwrap_or_default();
     files.sort();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_suite_is_named_and_the_root_only_ones_are_told_apart() {
+        let suites = suites(&crate::project_root());
+        let has = |name: &str, root: bool| suites.contains(&(name.to_string(), root));
+        assert!(has("boot", true), "{suites:?}");
+        assert!(has("merge", true), "{suites:?}");
+        assert!(has("build", false), "{suites:?}");
+        assert!(has("publish", false), "{suites:?}");
+    }
 }
