@@ -211,7 +211,7 @@ mod tests {
         let has = |name: &str, root: bool| suites.contains(&(name.to_string(), root));
         assert!(has("boot", true), "{suites:?}");
         assert!(has("merge", true), "{suites:?}");
-        assert!(has("build", false), "{suites:?}");
+        assert!(has("formats", false), "{suites:?}");
         assert!(has("publish", false), "{suites:?}");
     }
 }
