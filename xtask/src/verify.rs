@@ -167,8 +167,7 @@ fn run(
             ));
         }
         None => {
-            unchecked_signature =
-                crate::host::sysupdate::signatures_published(http, &base).unwrap_or(false);
+            unchecked_signature = signatures_published(http, &base).unwrap_or(false);
         }
     }
 
@@ -376,6 +375,19 @@ pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Whether `<base>/SHA256SUMS.gpg` is published: hosts can then insist on it (`Verify=yes`),
+/// and verify says when it goes unchecked.
+pub fn signatures_published(http: &Http, base_url: &str) -> anyhow::Result<bool> {
+    let url = format!("{}/{SIGNATURE_NAME}", base_url.trim_end_matches('/'));
+    match http.get_bytes_with_headers(&url, &[], 1 << 20) {
+        Ok(_) => Ok(true),
+        Err(error) if error.downcast_ref::<NotFound>().is_some() => Ok(false),
+        Err(error) => Err(error.context(format!(
+            "checking whether {url} exists, to choose Verify= (or pass --verify yes|no)"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use clap::Args;
 use xshell::Shell;
 
 use super::sysupdate::{
-    base, signatures_published, transfer_file, update_service, CURRENT_LINK, IMAGES_DIR,
-    TRANSFER_PATHS, UPDATE_SERVICE, UPDATE_TIMER, UPDATE_TIMER_UNIT,
+    base, transfer_file, update_service, CURRENT_LINK, IMAGES_DIR, TRANSFER_PATHS, UPDATE_SERVICE,
+    UPDATE_TIMER, UPDATE_TIMER_UNIT,
 };
 use crate::arch::Arch;
 use crate::cli::parse_yes_no;
@@ -19,6 +19,7 @@ use crate::latest::{GithubArgs, VersionArg};
 use crate::util::checksums::{Digest, Sums};
 use crate::util::http::{self, Http};
 use crate::util::progress::detail;
+use crate::verify::signatures_published;
 use crate::version::Version;
 
 /// The keyring systemd-sysupdate checks `SHA256SUMS.gpg` against. systemd-pull uses the first

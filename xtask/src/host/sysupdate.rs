@@ -7,8 +7,9 @@ use xshell::Shell;
 
 use crate::arch::Arch;
 use crate::cli::parse_yes_no;
-use crate::contract::{Channel, ImageName, DEFAULT_BASE_URL, EXTENSION_NAME, SIGNATURE_NAME};
-use crate::util::http::{self, Http, NotFound};
+use crate::contract::{Channel, ImageName, DEFAULT_BASE_URL, EXTENSION_NAME};
+use crate::util::http::{self, Http};
+use crate::verify::signatures_published;
 
 /// Where versioned images live on the host; `/etc/extensions/alloy.raw` links to one of them.
 pub const IMAGES_DIR: &str = "/opt/extensions/alloy";
@@ -60,18 +61,6 @@ Mode=0644
         transfer = TRANSFER_PATHS[0],
         conf = TRANSFER_PATHS[1],
     )
-}
-
-/// Whether `<base>/SHA256SUMS.gpg` is published, so hosts can insist on it.
-pub fn signatures_published(http: &Http, base_url: &str) -> anyhow::Result<bool> {
-    let url = format!("{}/{SIGNATURE_NAME}", base(base_url));
-    match http.get_bytes_with_headers(&url, &[], 1 << 20) {
-        Ok(_) => Ok(true),
-        Err(error) if error.downcast_ref::<NotFound>().is_some() => Ok(false),
-        Err(error) => Err(error.context(format!(
-            "checking whether {url} exists, to choose Verify= (or pass --verify yes|no)"
-        ))),
-    }
 }
 
 /// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
