@@ -128,12 +128,14 @@ for option in "${options[@]}"; do
       continue
       ;;
   esac
-  definition=$(grep -A3 "^option('$name'" "$meson_options" || true)
+  definition=$(grep -A6 "^option('$name'" "$meson_options" || true)
   if [ -z "$definition" ]; then
     say "systemd $wanted has no meson option $name: left out"
     continue
   fi
-  if ! grep -q "'feature'" <<<"$definition"; then
+  # A feature, or a combo that lists our value (257's sysupdated: auto/enabled/disabled), takes
+  # it as it is; an older boolean-like combo (auto/true/false) or a boolean gets true/false.
+  if ! grep -q "'feature'" <<<"$definition" && ! grep -q "'$value'" <<<"$definition"; then
     case "$value" in enabled) value=true ;; disabled) value=false ;; esac
   fi
   accepted+=("-D$name=$value")
