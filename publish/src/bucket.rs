@@ -345,15 +345,15 @@ impl Bucket {
         Ok(Some((text, etag)))
     }
 
-    /// A small object's bytes and ETag, or `None` when there is no such key.
-    pub async fn get_bytes(
+    /// The answer to a GET of `name` (body not read yet) and a description for messages, or
+    /// `None` when there is no such key.
+    async fn get_object(
         &self,
         name: &str,
-        limit: u64,
-    ) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+    ) -> anyhow::Result<Option<(aws_sdk_s3::operation::get_object::GetObjectOutput, String)>> {
         let key = self.key(name);
         let what = format!("reading s3://{}/{key}", self.name);
-        let output = match self
+        match self
             .client
             .get_object()
             .bucket(&self.name)
@@ -361,9 +361,20 @@ impl Bucket {
             .send()
             .await
         {
-            Ok(output) => output,
-            Err(e) if is_no_such_key(&e) => return Ok(None),
-            Err(e) => return Err(explain(e, &what, self)),
+            Ok(output) => Ok(Some((output, what))),
+            Err(e) if is_no_such_key(&e) => Ok(None),
+            Err(e) => Err(explain(e, &what, self)),
+        }
+    }
+
+    /// A small object's bytes and ETag, or `None` when there is no such key.
+    pub async fn get_bytes(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> anyhow::Result<Option<(Vec<u8>, String)>> {
+        let Some((output, what)) = self.get_object(name).await? else {
+            return Ok(None);
         };
         let too_large = || {
             anyhow!("{what}: it is larger than {limit} bytes, which is not what we wrote there; stopped reading it. Look at what replaced it in the bucket")
@@ -398,19 +409,8 @@ impl Bucket {
     /// An object over `limit` bytes (the size of the file it should equal) cannot be that file:
     /// reading stops there, with an error, whether or not a Content-Length came.
     pub async fn digest_of(&self, name: &str, limit: u64) -> anyhow::Result<Option<(Digest, u64)>> {
-        let key = self.key(name);
-        let what = format!("reading s3://{}/{key}", self.name);
-        let mut output = match self
-            .client
-            .get_object()
-            .bucket(&self.name)
-            .key(&key)
-            .send()
-            .await
-        {
-            Ok(output) => output,
-            Err(e) if is_no_such_key(&e) => return Ok(None),
-            Err(e) => return Err(explain(e, &what, self)),
+        let Some((mut output, what)) = self.get_object(name).await? else {
+            return Ok(None);
         };
         let too_large = || {
             anyhow!("{what}: it holds more than {limit} bytes, so it is not the {limit}-byte file being published; stopped reading it. Look at what is in the bucket under that name")
