@@ -160,7 +160,7 @@ fn code_blocks(rng: &mut Rng) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A minimal ELF64 x86-64 executable header (what `elf::check_file` reads), then padding.
+/// A minimal ELF64 x86-64 executable header (what `elf::check_header` reads), then padding.
 fn elf_header() -> Vec<u8> {
     let mut h = vec![0u8; 64];
     h[..4].copy_from_slice(b"\x7fELF");

@@ -18,7 +18,8 @@ const VERSION: &str = "1.10.2";
 const IMAGE: &str = "alloy-1.10.2-amd64.raw";
 const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
 
-/// Signals a `format` build once its (wrapped, sleeping) packing `tool` runs, and checks that
+/// Signals a `format` build once its (wrapped, sleeping) `tool` runs (a packer, or ext4's
+/// e2fsck, which runs while the image is hashed), and checks that
 /// nothing of it is left. `group`: signal the whole process group, as a terminal's Ctrl-C
 /// does; otherwise xtask alone, as `kill` or a service manager does.
 fn interrupt_a_build_while_it_packs(
@@ -98,7 +99,7 @@ fn interrupt_a_build_while_it_packs(
 fn sigterm_to_xtask_alone_stops_the_packer_and_removes_the_work_dir() {
     interrupt_a_build_while_it_packs("squashfs", "mksquashfs", "TERM", false, 143);
     interrupt_a_build_while_it_packs("erofs", "mkfs.erofs", "TERM", false, 143);
-    interrupt_a_build_while_it_packs("ext4", "debugfs", "TERM", false, 143);
+    interrupt_a_build_while_it_packs("ext4", "e2fsck", "TERM", false, 143);
 }
 
 #[test]

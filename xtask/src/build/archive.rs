@@ -1,67 +1,162 @@
 //! Taking the Alloy binary out of its release zip, and nothing else.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
-use std::path::Path;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::util::files::copy_stream;
+use crate::util::pipeline::pipelined;
 
 /// Larger than any Alloy binary; a zip that inflates beyond it is refused.
 const MAX_BINARY_SIZE: u64 = 2 << 30;
 
-/// Extracts the single entry `expected` from the open `file` (the zip at `zip`, named in
-/// messages) into `dest`. Reads the open file, never the path again: the bytes extracted are the
-/// bytes that were verified. Refuses an archive that holds anything else: more entries (two of
-/// the same name too), directories, links, or any other name (`../`, absolute paths).
-pub fn extract_binary(file: &File, zip: &Path, expected: &str, dest: &Path) -> anyhow::Result<u64> {
-    let mut archive = zip::ZipArchive::new(BufReader::new(file))
-        .with_context(|| format!("{} is not a valid zip archive", zip.display()))?;
-    // The zip crate lists one entry per name: two entries of one name would pass as one.
-    if archive.has_duplicate_names() {
-        bail!(
-            "{} holds more than one entry of the same name (which one would be extracted depends on the tool); refusing it",
-            zip.display()
-        );
-    }
-    let names = archive
-        .file_names()
-        .map(|name| name.map(|n| n.into_owned()))
-        .collect::<Result<Vec<String>, _>>()
-        .with_context(|| format!("reading the entries of {}", zip.display()))?;
-    if names.len() != 1 || names[0] != expected {
-        let mut shown: Vec<String> = names.iter().take(5).map(|n| format!("{n:?}")).collect();
-        if names.len() > 5 {
-            shown.push(format!("and {} more", names.len() - 5));
+/// The one file in a verified release zip, checked, and still inside the zip.
+pub struct BinaryEntry<'f> {
+    archive: zip::ZipArchive<BufReader<&'f File>>,
+    zip: PathBuf,
+    name: String,
+    /// Its size once inflated, as the zip's central directory says (the reader holds it to it).
+    pub size: u64,
+}
+
+impl<'f> BinaryEntry<'f> {
+    /// Finds the single entry `expected` in the open `file` (the zip at `zip`, named in
+    /// messages). Reads the open file, never the path again: the bytes used are the bytes that
+    /// were verified. Refuses an archive that holds anything else: more entries (two of the
+    /// same name too), directories, links, or any other name (`../`, absolute paths).
+    pub fn open(file: &'f File, zip: &Path, expected: &str) -> anyhow::Result<BinaryEntry<'f>> {
+        let mut archive = zip::ZipArchive::new(BufReader::new(file))
+            .with_context(|| format!("{} is not a valid zip archive", zip.display()))?;
+        // The zip crate lists one entry per name: two entries of one name would pass as one.
+        if archive.has_duplicate_names() {
+            bail!(
+                "{} holds more than one entry of the same name (which one would be extracted depends on the tool); refusing it",
+                zip.display()
+            );
         }
-        bail!(
-            "{} must hold exactly one file, {expected:?}, but holds {} entr{}: {}; refusing it",
-            zip.display(),
-            names.len(),
-            if names.len() == 1 { "y" } else { "ies" },
-            shown.join(", ")
-        );
+        let names = archive
+            .file_names()
+            .map(|name| name.map(|n| n.into_owned()))
+            .collect::<Result<Vec<String>, _>>()
+            .with_context(|| format!("reading the entries of {}", zip.display()))?;
+        if names.len() != 1 || names[0] != expected {
+            let mut shown: Vec<String> = names.iter().take(5).map(|n| format!("{n:?}")).collect();
+            if names.len() > 5 {
+                shown.push(format!("and {} more", names.len() - 5));
+            }
+            bail!(
+                "{} must hold exactly one file, {expected:?}, but holds {} entr{}: {}; refusing it",
+                zip.display(),
+                names.len(),
+                if names.len() == 1 { "y" } else { "ies" },
+                shown.join(", ")
+            );
+        }
+        let entry = archive
+            .by_index(0)
+            .with_context(|| format!("reading {expected} in {}", zip.display()))?;
+        if !entry.is_file() || entry.is_symlink() {
+            bail!(
+                "{expected:?} in {} is not a regular file; refusing it",
+                zip.display()
+            );
+        }
+        let size = entry.size();
+        drop(entry);
+        if size > MAX_BINARY_SIZE {
+            bail!(
+                "{expected} in {} inflates to {size} bytes, beyond {MAX_BINARY_SIZE}; refusing it",
+                zip.display()
+            );
+        }
+        Ok(BinaryEntry {
+            archive,
+            zip: zip.to_path_buf(),
+            name: expected.to_string(),
+            size,
+        })
     }
-    let entry = archive
-        .by_index(0)
-        .with_context(|| format!("reading {expected} in {}", zip.display()))?;
-    if !entry.is_file() || entry.is_symlink() {
-        bail!(
-            "{expected:?} in {} is not a regular file; refusing it",
-            zip.display()
-        );
+
+    /// Inflates the entry from its start, through `use_it`. The reader gives exactly
+    /// [`BinaryEntry::size`] bytes, or fails: a zip whose entry inflates to another length, or
+    /// does not match its CRC, is refused, whatever its central directory says.
+    pub fn read<T>(
+        &mut self,
+        use_it: impl FnOnce(&mut dyn Read) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (zip, name, size) = (self.zip.display().to_string(), self.name.clone(), self.size);
+        let entry = self
+            .archive
+            .by_index(0)
+            .with_context(|| format!("reading {name} in {zip}"))?;
+        let mut exact = ExactLength {
+            inner: entry,
+            left: size,
+        };
+        use_it(&mut exact).with_context(|| format!("inflating {name} from {zip}"))
     }
-    let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let copied = copy_stream(&mut entry.take(MAX_BINARY_SIZE + 1), &mut out)
-        .with_context(|| format!("extracting {expected} from {}", zip.display()))?;
-    if copied > MAX_BINARY_SIZE {
-        bail!(
-            "{expected} in {} inflates beyond {MAX_BINARY_SIZE} bytes; refusing it",
-            zip.display()
-        );
+
+    /// The first `n` bytes (fewer if the entry is shorter), to check a header before the rest is used.
+    pub fn head(&mut self, n: usize) -> anyhow::Result<Vec<u8>> {
+        let want = n.min(self.size as usize);
+        self.read(|r| {
+            let mut head = vec![0; want];
+            r.read_exact(&mut head)?;
+            Ok(head)
+        })
     }
-    Ok(copied)
+
+    /// Inflates the entry into the new file `dest`, writing on another thread as it inflates.
+    pub fn extract(&mut self, dest: &Path) -> anyhow::Result<u64> {
+        let mut out =
+            File::create_new(dest).with_context(|| format!("creating {}", dest.display()))?;
+        self.read(|reader| {
+            pipelined(reader, |chunks| {
+                let mut written = 0;
+                chunks.for_each(|chunk| {
+                    written += chunk.len() as u64;
+                    out.write_all(chunk)
+                        .with_context(|| format!("writing {}", dest.display()))
+                })?;
+                Ok(written)
+            })
+        })
+    }
+}
+
+/// Gives exactly `left` bytes, and fails when the inner reader gives fewer or more.
+struct ExactLength<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactLength<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // The end the central directory promised: one byte more is a lie.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(
+                    "it inflates to more bytes than the zip's directory says",
+                )),
+            };
+        }
+        let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 && max > 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "it ends {} bytes before the size the zip's directory says",
+                    self.left
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -77,7 +172,8 @@ mod tests {
     }
 
     fn extract(zip: &Path, expected: &str, dest: &Path) -> anyhow::Result<u64> {
-        extract_binary(&File::open(zip).unwrap(), zip, expected, dest)
+        let file = File::open(zip).unwrap();
+        BinaryEntry::open(&file, zip, expected)?.extract(dest)
     }
 
     #[test]

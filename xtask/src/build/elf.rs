@@ -1,9 +1,5 @@
 //! Just enough ELF to refuse a binary built for the wrong machine.
 
-use anyhow::{bail, Context};
-use std::io::Read;
-use std::path::Path;
-
 pub use crate::arch::{Arch, EM_AARCH64, EM_X86_64};
 
 fn machine_name(machine: u16) -> String {
@@ -41,21 +37,6 @@ pub fn check_header(header: &[u8], arch: Arch) -> Result<(), String> {
             machine_name(arch.elf_machine()),
             arch
         ));
-    }
-    Ok(())
-}
-
-/// Reads the first 64 bytes of `path` and checks them with [`check_header`].
-pub fn check_file(path: &Path, arch: Arch) -> anyhow::Result<()> {
-    let mut header = Vec::with_capacity(64);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(64).read_to_end(&mut header))
-        .with_context(|| format!("reading {}", path.display()))?;
-    if let Err(why) = check_header(&header, arch) {
-        bail!(
-            "{} is not an Alloy binary for {arch}: {why}",
-            path.display()
-        );
     }
     Ok(())
 }

@@ -443,7 +443,8 @@ mod tests {
     fn extracted(zip: &VerifiedZip, dir: &Path) -> Vec<u8> {
         let dest = dir.join("extracted");
         let _ = std::fs::remove_file(&dest);
-        super::super::archive::extract_binary(&zip.file, &zip.path, "alloy-linux-amd64", &dest)
+        super::super::archive::BinaryEntry::open(&zip.file, &zip.path, "alloy-linux-amd64")
+            .and_then(|mut binary| binary.extract(&dest))
             .unwrap();
         std::fs::read(dest).unwrap()
     }

@@ -13,14 +13,14 @@ use clap::Args;
 use xshell::Shell;
 
 use crate::arch::Arch;
-use crate::contract::{ImageName, DEFAULT_RELEASES_URL};
+use crate::contract::{ImageName, ALLOY_PATH, DEFAULT_RELEASES_URL};
 use crate::image::{self, ImageFormat, ImageParams};
 use crate::latest::{GithubArgs, VersionArg};
 use crate::util::checksums::{self, Digest};
 use crate::util::files::{self, WorkDir};
 use crate::util::http::{self, Http};
 use crate::util::progress::{detail, mib, step};
-use crate::util::tools::{self, Toolbox};
+use crate::util::tools::Toolbox;
 use fetch::{Expected, ReleaseSource, VerifiedZip};
 
 /// Timestamps in images when `SOURCE_DATE_EPOCH` is not set: 2024-01-01T00:00:00Z.
@@ -215,7 +215,7 @@ impl Build {
         }
         http::check_url(&self.releases_url).context("ALLOY_RELEASES_URL")?;
         // Every tool before any network access: a missing packer is named before a download.
-        let tools = tools::preflight(sh, self.format.tools())?;
+        let tools = image::preflight(sh, self.format)?;
         let cache = fetch::Cache::new(fetch::cache_dir(self.cache_home, self.home)?);
         let version = self.version.resolve(&self.github)?;
         let out_dir = self.out_dir.unwrap_or_else(crate::default_dist);
@@ -283,19 +283,52 @@ fn build_one(
 ) -> anyhow::Result<Built> {
     let file_name = name.file_name();
     let work = WorkDir::new(out_dir)?;
-    let tree = stage::stage_sysext_tree(&work.path().join("tree"), zip, name, autostart, report)?;
+    let (tree, mut binary) =
+        stage::stage_sysext_tree(&work.path().join("tree"), zip, name, autostart)?;
     report.staged_bytes += tree.content_bytes();
 
-    step(format!("Packing {file_name} ({format})"));
     let image = work.path().join(&file_name);
     let params = ImageParams {
         epoch,
         identity: name.identity(),
     };
-    report.phase("pack", || {
-        image::pack(sh, tools, format, &tree, &image, &params)
+    if format.streams() {
+        // Inflated straight into the image while it is laid out: "pack" includes the inflating.
+        step(format!(
+            "Packing {file_name} ({format}), inflating {ALLOY_PATH} into it"
+        ));
+        report.phase("pack", || {
+            binary.read(|reader| {
+                let streamed = image::Streamed {
+                    path: ALLOY_PATH,
+                    reader,
+                };
+                image::pack(sh, tools, format, &tree, &image, &params, Some(streamed))
+            })
+        })?;
+    } else {
+        report.phase("extract", || tree.write_pending(ALLOY_PATH, &mut binary))?;
+        step(format!("Packing {file_name} ({format})"));
+        report.phase("pack", || {
+            image::pack(sh, tools, format, &tree, &image, &params, None)
+        })?;
+    }
+    // The image is checked (e2fsck), goes to disk (install syncs it, e2fsck too) and is hashed
+    // at once: the check and the sync wait on the disk, the hash on a core.
+    let (digest, size) = report.phase("hash", || {
+        std::thread::scope(|scope| {
+            let checked = scope.spawn(|| image::check(tools, format, &image));
+            let synced = scope.spawn(|| files::sync_file(&image));
+            let hashed = checksums::hash_file(&image);
+            let joined = |handle: std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>| {
+                handle.join().unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!("a thread finishing {file_name} panicked"))
+                })
+            };
+            let (checked, synced) = (joined(checked), joined(synced));
+            checked.and(synced).and(hashed)
+        })
     })?;
-    let (digest, size) = report.phase("hash", || checksums::hash_file(&image))?;
 
     let checksum_name = name.checksum_name();
     let checksum = work.path().join(&checksum_name);

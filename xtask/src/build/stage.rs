@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::archive::BinaryEntry;
 use super::fetch::VerifiedZip;
-use super::Report;
 use crate::contract::{ExtensionRelease, ImageName, ALLOY_PATH, EXTENSION_RELEASE_PATH};
 use crate::host::service;
 use crate::util::progress::{detail, mib, step};
@@ -113,36 +113,55 @@ impl StagedTree {
     }
 
     pub fn add_file(&mut self, path: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-        self.add_file_with(path, mode, |disk| {
-            fs::write(disk, contents).with_context(|| format!("writing {}", disk.display()))
-        })
-    }
-
-    /// Adds a file that `write` creates at the given disk path (used to extract the binary
-    /// straight into the tree, without an intermediate copy).
-    pub fn add_file_with(
-        &mut self,
-        path: &str,
-        mode: u32,
-        write: impl FnOnce(&Path) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
         check_path(path)?;
         if self.has(path) {
             bail!("{path} is staged twice");
         }
         self.add_parents(path)?;
         let disk = self.disk_path(path);
-        write(&disk)?;
+        fs::write(&disk, contents).with_context(|| format!("writing {}", disk.display()))?;
         self.set_mode(path, mode)?;
-        let size = fs::metadata(&disk)
-            .with_context(|| format!("reading {}", disk.display()))?
-            .len();
+        self.entries.push(Entry {
+            path: path.to_string(),
+            kind: Kind::File {
+                size: contents.len() as u64,
+            },
+            mode,
+        });
+        Ok(())
+    }
+
+    /// Adds a file whose `size` bytes are not on disk yet: the packer reads them from a stream,
+    /// or they are written to [`StagedTree::disk_path`] before packing.
+    pub fn add_pending(&mut self, path: &str, size: u64, mode: u32) -> anyhow::Result<()> {
+        check_path(path)?;
+        if self.has(path) {
+            bail!("{path} is staged twice");
+        }
+        self.add_parents(path)?;
         self.entries.push(Entry {
             path: path.to_string(),
             kind: Kind::File { size },
             mode,
         });
         Ok(())
+    }
+
+    /// Writes a pending file's content (see [`StagedTree::add_pending`]) with its mode.
+    pub fn write_pending(&self, path: &str, binary: &mut BinaryEntry<'_>) -> anyhow::Result<()> {
+        let mode = match self.entries.iter().find(|e| e.path == path) {
+            Some(Entry {
+                mode,
+                kind: Kind::File { size },
+                ..
+            }) if *size == binary.size => *mode,
+            _ => bail!(
+                "{path} is not staged as a pending file of {} bytes",
+                binary.size
+            ),
+        };
+        binary.extract(&self.disk_path(path))?;
+        self.set_mode(path, mode)
     }
 
     /// Bytes of file content in the tree.
@@ -160,26 +179,32 @@ impl StagedTree {
 /// Lays out the sysext tree for one architecture: the verified binary as `usr/bin/alloy`
 /// (0755 whatever the zip said), the extension-release file, and the service with its defaults
 /// (and, with `autostart`, the drop-in that starts it).
-pub fn stage_sysext_tree(
+///
+/// The binary is checked (the zip's one entry, an ELF executable for the architecture) but left
+/// in the zip: it is returned, for the packer to inflate straight into the image (ext4) or for
+/// [`StagedTree::write_pending`] to put on disk first.
+pub fn stage_sysext_tree<'z>(
     root: &Path,
-    zip: &VerifiedZip,
+    zip: &'z VerifiedZip,
     name: &ImageName,
     autostart: bool,
-    report: &mut Report,
-) -> anyhow::Result<StagedTree> {
+) -> anyhow::Result<(StagedTree, BinaryEntry<'z>)> {
     let arch = name.arch;
     step(format!(
         "Staging the sysext tree for Alloy {} ({arch})",
         name.version.tag()
     ));
     let mut tree = StagedTree::new(root)?;
-    report.phase("extract", || {
-        tree.add_file_with(ALLOY_PATH, 0o755, |disk| {
-            super::archive::extract_binary(&zip.file, &zip.path, &arch.release_binary(), disk)?;
-            super::elf::check_file(disk, arch)
-                .with_context(|| format!("{} holds the wrong binary", zip.path.display()))
-        })
-    })?;
+    let mut binary = BinaryEntry::open(&zip.file, &zip.path, &arch.release_binary())?;
+    let header = binary.head(64)?;
+    if let Err(why) = super::elf::check_header(&header, arch) {
+        bail!(
+            "{} holds the wrong binary: {} is not an Alloy binary for {arch}: {why}",
+            zip.path.display(),
+            arch.release_binary()
+        );
+    }
+    tree.add_pending(ALLOY_PATH, binary.size, 0o755)?;
     tree.add_file(
         EXTENSION_RELEASE_PATH,
         ExtensionRelease::for_arch(arch).render().as_bytes(),
@@ -191,7 +216,7 @@ pub fn stage_sysext_tree(
         tree.entries.len(),
         mib(tree.content_bytes())
     ));
-    Ok(tree)
+    Ok((tree, binary))
 }
 
 /// The unit, its defaults and tmpfiles.d lines; the autostart drop-in only when asked for.

@@ -10,9 +10,10 @@ mod ext4;
 pub mod inspect;
 mod squashfs;
 
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 
 use xshell::Shell;
 
@@ -42,10 +43,16 @@ impl ImageFormat {
         }
     }
 
+    /// Whether [`pack`] can read a file's bytes while it packs ([`Streamed`]): ext4, which we
+    /// fill ourselves; mksquashfs and mkfs.erofs read a finished tree.
+    pub fn streams(self) -> bool {
+        self == ImageFormat::Ext4
+    }
+
     /// The programs that pack this format, checked before any download starts.
     pub fn tools(self) -> &'static [Tool] {
         match self {
-            ImageFormat::Ext4 => &[tools::MKFS_EXT4, tools::DEBUGFS, tools::E2FSCK],
+            ImageFormat::Ext4 => &[tools::MKFS_EXT4, tools::E2FSCK],
             ImageFormat::Squashfs => &[tools::MKSQUASHFS],
             ImageFormat::Erofs => &[tools::MKFS_EROFS],
         }
@@ -87,8 +94,26 @@ impl ImageParams {
     }
 }
 
+/// Finds this format's programs (and, for ext4, loads libext2fs), before any download starts.
+pub fn preflight(sh: &Shell, format: ImageFormat) -> anyhow::Result<Toolbox> {
+    let found = tools::preflight(sh, format.tools())?;
+    if format == ImageFormat::Ext4 {
+        ext4::check_library()?;
+    }
+    Ok(found)
+}
+
+/// A staged file whose bytes are read while packing instead of from the tree on disk: the
+/// binary, inflated from the release zip straight into an ext4 image.
+pub struct Streamed<'a> {
+    /// Its path in the tree (an entry of kind `File` with the size the reader will give).
+    pub path: &'a str,
+    pub reader: &'a mut dyn Read,
+}
+
 /// Packs `tree` into the image file `dest` (which must not exist yet).
-/// `tools` must hold this format's [`ImageFormat::tools`].
+/// `tools` must come from [`preflight`]. Only ext4 takes a `streamed` file
+/// ([`ImageFormat::streams`]); for the others every file must be on disk.
 pub fn pack(
     sh: &Shell,
     tools: &Toolbox,
@@ -96,9 +121,13 @@ pub fn pack(
     tree: &StagedTree,
     dest: &Path,
     params: &ImageParams,
+    streamed: Option<Streamed<'_>>,
 ) -> anyhow::Result<()> {
+    if streamed.is_some() && !format.streams() {
+        bail!("{format} images are packed from files on disk only");
+    }
     match format {
-        ImageFormat::Ext4 => ext4::pack(sh, tools, tree, dest, params),
+        ImageFormat::Ext4 => ext4::pack(sh, tools, tree, dest, params, streamed),
         ImageFormat::Squashfs => {
             set_times(tree, params.epoch)?;
             squashfs::pack(sh, tools, tree, dest, params)
@@ -107,6 +136,15 @@ pub fn pack(
             set_times(tree, params.epoch)?;
             erofs::pack(sh, tools, tree, dest, params)
         }
+    }
+}
+
+/// Checks a packed image's consistency before it is kept (ext4: `e2fsck -fn`; mksquashfs and
+/// mkfs.erofs check what they write themselves). May run alongside hashing the image.
+pub fn check(tools: &Toolbox, format: ImageFormat, image: &Path) -> anyhow::Result<()> {
+    match format {
+        ImageFormat::Ext4 => ext4::check(tools, image),
+        ImageFormat::Squashfs | ImageFormat::Erofs => Ok(()),
     }
 }
 

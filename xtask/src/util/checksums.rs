@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
+use super::pipeline::pipelined;
 use anyhow::{bail, Context};
 use sha2::{Digest as _, Sha256};
 
@@ -179,21 +180,21 @@ pub const BUFFER_SIZE: usize = 1 << 20;
 
 /// Hashes a reader to its end, in fixed-size chunks.
 pub fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; BUFFER_SIZE];
-    let mut total = 0u64;
-    loop {
-        match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buffer[..n]);
-                total += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((Digest(hasher.finalize().into()), total))
+    // Reading (a copy out of the page cache, or a download) on this thread, hashing on another.
+    pipelined(&mut reader, |chunks| {
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        chunks.for_each(|chunk| {
+            hasher.update(chunk);
+            total += chunk.len() as u64;
+            Ok(())
+        })?;
+        Ok((Digest(hasher.finalize().into()), total))
+    })
+    .map_err(|err| match err.downcast::<io::Error>() {
+        Ok(io) => io,
+        Err(other) => io::Error::other(format!("{other:#}")),
+    })
 }
 
 /// Hashes a file, streaming it.

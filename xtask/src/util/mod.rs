@@ -4,6 +4,7 @@ pub mod checksums;
 pub mod files;
 pub mod http;
 pub mod interrupt;
+pub mod pipeline;
 pub mod progress;
 pub mod retry;
 pub mod tools;

@@ -1,0 +1,509 @@
+//! The libext2fs calls that `debugfs` makes for our script's `mkdir`, `write` and
+//! `set_inode_field` (`sif`), made from our own process, so that the binary can be inflated
+//! straight into the image: `debugfs write` only copies a finished file (it sizes the inode from
+//! `fstat`), which made the build inflate the binary to disk and then copy it a second time.
+//!
+//! Same library, same calls, same order, so the same bytes: libext2fs's block cache decides
+//! which writes it counts into the superblock's `s_kbytes_written`, so even the lookups
+//! debugfs makes are made here. A test builds images both ways and compares them byte for byte.
+//!
+//! The library is opened at run time (`libext2fs.so.2`, installed with e2fsprogs), so xtask
+//! compiles on machines without it; signatures are e2fsprogs 1.47's `ext2fs.h`.
+
+use std::ffi::{c_char, c_int, c_long, c_uint, c_void, CStr, CString};
+use std::path::Path;
+use std::ptr;
+
+use anyhow::{bail, Context};
+use libloading::Library;
+
+type Errcode = c_long;
+type Filsys = *mut c_void;
+type Ino = u32;
+
+pub const ROOT_INO: Ino = 2;
+const BLOCK_SIZE: usize = 4096;
+static ZERO_BLOCK: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
+
+// ext2fs.h and ext2_err.et (error codes are EXT2_ET_BASE + their index in the table).
+const EXT2_FLAG_RW: c_int = 0x01;
+const EXT2_FLAG_SOFTSUPP_FEATURES: c_int = 0x8000;
+const EXT2_FLAG_64BITS: c_int = 0x20000;
+const EXT2_FLAG_THREADS: c_int = 0x400_0000;
+const EXT2_FLAG_FLUSH_NO_SYNC: c_int = 1;
+const EXT2_FILE_WRITE: c_int = 0x0001;
+const EXT2_SEEK_SET: c_int = 0;
+const EXT2_FT_REG_FILE: c_int = 1;
+const EXT2_ET_DIR_NO_SPACE: Errcode = 2_133_571_366;
+/// `sizeof(struct ext2_inode)` and `sizeof(struct ext2_inode_large)` (what debugfs's `sif`
+/// reads and writes).
+const GOOD_OLD_INODE_SIZE: usize = 128;
+const LARGE_INODE_SIZE: usize = 160;
+/// Where the primary superblock's `s_wtime` and `s_checksum` are in the image.
+const SUPERBLOCK_OFFSET: u64 = 1024;
+const S_WTIME: usize = 0x30;
+const S_CHECKSUM: usize = 0x3fc;
+
+macro_rules! functions {
+    ($($name:ident: fn($($arg:ty),*) $(-> $ret:ty)?;)*) => {
+        #[allow(non_snake_case)]
+        struct Functions { $($name: unsafe extern "C" fn($($arg),*) $(-> $ret)?,)* }
+        impl Functions {
+            /// # Safety
+            /// The signatures above must be the library's.
+            unsafe fn load(lib: &Library) -> anyhow::Result<Functions> {
+                Ok(Functions { $($name: *lib
+                    .get(concat!(stringify!($name), "\0").as_bytes())
+                    .with_context(|| format!("libext2fs has no {}", stringify!($name)))?,)* })
+            }
+        }
+    };
+}
+
+functions! {
+    ext2fs_open: fn(*const c_char, c_int, u64, c_uint, *mut c_void, *mut Filsys) -> Errcode;
+    ext2fs_read_bitmaps: fn(Filsys) -> Errcode;
+    ext2fs_namei: fn(Filsys, Ino, Ino, *const c_char, *mut Ino) -> Errcode;
+    ext2fs_mkdir: fn(Filsys, Ino, Ino, *const c_char) -> Errcode;
+    ext2fs_expand_dir: fn(Filsys, Ino) -> Errcode;
+    ext2fs_new_inode: fn(Filsys, Ino, c_int, *mut c_void, *mut Ino) -> Errcode;
+    ext2fs_link: fn(Filsys, Ino, *const c_char, Ino, c_int) -> Errcode;
+    ext2fs_inode_alloc_stats2: fn(Filsys, Ino, c_int, c_int);
+    ext2fs_inode_size_set: fn(Filsys, *mut u8, u64) -> Errcode;
+    ext2fs_extent_open2: fn(Filsys, Ino, *mut u8, *mut *mut c_void) -> Errcode;
+    ext2fs_extent_free: fn(*mut c_void);
+    ext2fs_write_new_inode: fn(Filsys, Ino, *mut u8) -> Errcode;
+    ext2fs_file_open: fn(Filsys, Ino, c_int, *mut *mut c_void) -> Errcode;
+    ext2fs_file_llseek: fn(*mut c_void, u64, c_int, *mut u64) -> Errcode;
+    ext2fs_file_write: fn(*mut c_void, *const c_void, c_uint, *mut c_uint) -> Errcode;
+    ext2fs_file_close: fn(*mut c_void) -> Errcode;
+    ext2fs_read_inode2: fn(Filsys, Ino, *mut u8, c_int, c_int) -> Errcode;
+    ext2fs_write_inode2: fn(Filsys, Ino, *mut u8, c_int, c_int) -> Errcode;
+    ext2fs_write_inode_bitmap: fn(Filsys) -> Errcode;
+    ext2fs_write_block_bitmap: fn(Filsys) -> Errcode;
+    ext2fs_close2: fn(Filsys, c_int) -> Errcode;
+    ext2fs_free: fn(Filsys);
+    ext2fs_crc32c_le: fn(u32, *const u8, usize) -> u32;
+    error_message: fn(Errcode) -> *const c_char;
+}
+
+/// libext2fs, loaded.
+pub struct Libext2fs {
+    f: Functions,
+    unix_io_manager: *mut c_void,
+    _lib: Library,
+}
+
+/// The shared object e2fsprogs installs (Debian's and Fedora's package: libext2fs2 / e2fsprogs-libs).
+pub const LIBRARY: &str = "libext2fs.so.2";
+
+impl Libext2fs {
+    pub fn load() -> anyhow::Result<Libext2fs> {
+        // SAFETY: loading libext2fs runs only its (and libcom_err's) initialisers, which
+        // register error tables; the signatures in `functions!` are e2fsprogs 1.47's.
+        unsafe {
+            let lib = Library::new(LIBRARY).with_context(|| {
+                format!("cannot load {LIBRARY}, which packs ext4 images: install e2fsprogs (Debian: apt install e2fsprogs libext2fs2)")
+            })?;
+            let f = Functions::load(&lib)?;
+            let manager: libloading::Symbol<*mut *mut c_void> = lib
+                .get(b"unix_io_manager\0")
+                .context("libext2fs has no unix_io_manager")?;
+            let unix_io_manager = **manager;
+            Ok(Libext2fs {
+                f,
+                unix_io_manager,
+                _lib: lib,
+            })
+        }
+    }
+
+    fn check(&self, code: Errcode, what: impl FnOnce() -> String) -> anyhow::Result<()> {
+        if code == 0 {
+            return Ok(());
+        }
+        // SAFETY: error_message returns a static or thread-local NUL-terminated string.
+        let message = unsafe { CStr::from_ptr((self.f.error_message)(code)) };
+        bail!(
+            "{}: {} (libext2fs error {code})",
+            what(),
+            message.to_string_lossy()
+        )
+    }
+}
+
+fn c_string(text: &str) -> anyhow::Result<CString> {
+    CString::new(text).with_context(|| format!("{text:?} has a NUL byte"))
+}
+
+/// One open filesystem, as debugfs holds it between `debugfs -w` and the end of its script.
+pub struct Session<'l> {
+    lib: &'l Libext2fs,
+    fs: Filsys,
+    image: std::path::PathBuf,
+}
+
+impl<'l> Session<'l> {
+    /// Opens `image` read-write the way `debugfs -w` does (and reads its bitmaps).
+    pub fn open(lib: &'l Libext2fs, image: &Path) -> anyhow::Result<Session<'l>> {
+        let name = c_string(&image.to_string_lossy())?;
+        let flags =
+            EXT2_FLAG_SOFTSUPP_FEATURES | EXT2_FLAG_64BITS | EXT2_FLAG_THREADS | EXT2_FLAG_RW;
+        let mut fs: Filsys = ptr::null_mut();
+        // SAFETY: valid C string, out-pointer to a local; the manager comes from the library.
+        let code = unsafe {
+            (lib.f.ext2fs_open)(name.as_ptr(), flags, 0, 0, lib.unix_io_manager, &mut fs)
+        };
+        lib.check(code, || format!("opening {}", image.display()))?;
+        let session = Session {
+            lib,
+            fs,
+            image: image.to_path_buf(),
+        };
+        // SAFETY: fs is open.
+        let code = unsafe { (lib.f.ext2fs_read_bitmaps)(session.fs) };
+        lib.check(code, || "reading the allocation bitmaps".into())?;
+        Ok(session)
+    }
+
+    /// `ext2fs_namei` from the root, as debugfs resolves a path (`/`, `usr/bin`).
+    fn lookup(&self, cwd: Ino, path: &str) -> Result<Ino, Errcode> {
+        let name = CString::new(path).map_err(|_| EXT2_ET_DIR_NO_SPACE)?;
+        let mut ino = 0;
+        // SAFETY: fs is open; valid C string and out-pointer.
+        let code =
+            unsafe { (self.lib.f.ext2fs_namei)(self.fs, ROOT_INO, cwd, name.as_ptr(), &mut ino) };
+        if code == 0 {
+            Ok(ino)
+        } else {
+            Err(code)
+        }
+    }
+
+    fn inode_of(&self, path: &str) -> anyhow::Result<Ino> {
+        self.lookup(ROOT_INO, path).or_else(|code| {
+            self.lib
+                .check(code, || format!("looking up {path}"))
+                .map(|()| 0)
+        })
+    }
+
+    /// The parent's inode and the last component, as debugfs splits `dir/name`.
+    fn parent_and_name<'p>(&self, path: &'p str) -> anyhow::Result<(Ino, &'p str)> {
+        match path.rsplit_once('/') {
+            Some((dir, name)) => Ok((self.inode_of(dir)?, name)),
+            None => Ok((ROOT_INO, path)),
+        }
+    }
+
+    /// Retries `op` once after growing `dir` when it is full, as debugfs does.
+    fn with_room(&self, dir: Ino, what: &str, op: impl Fn() -> Errcode) -> anyhow::Result<()> {
+        let mut code = op();
+        if code == EXT2_ET_DIR_NO_SPACE {
+            // SAFETY: fs is open.
+            let grown = unsafe { (self.lib.f.ext2fs_expand_dir)(self.fs, dir) };
+            self.lib
+                .check(grown, || format!("expanding the directory of {what}"))?;
+            code = op();
+        }
+        self.lib.check(code, || format!("creating {what}"))
+    }
+
+    /// debugfs `mkdir PATH`.
+    pub fn mkdir(&self, path: &str) -> anyhow::Result<()> {
+        let (parent, name) = self.parent_and_name(path)?;
+        let name = c_string(name)?;
+        // SAFETY: fs is open; valid C string.
+        self.with_room(parent, path, || unsafe {
+            (self.lib.f.ext2fs_mkdir)(self.fs, parent, 0, name.as_ptr())
+        })
+    }
+
+    /// debugfs `write SRC PATH` for a source of `size` bytes with permission bits `mode`, the
+    /// content then given to the returned writer in order.
+    pub fn create_file(&self, path: &str, size: u64, mode: u32) -> anyhow::Result<FileWriter<'_>> {
+        let (parent, name) = self.parent_and_name(path)?;
+        if self.lookup(parent, name).is_ok() {
+            bail!("{path} is written twice");
+        }
+        let c_name = c_string(name)?;
+        let f = &self.lib.f;
+        let mut ino = 0;
+        // SAFETY: fs is open; out-pointer to a local; no inode bitmap of our own (NULL).
+        let code =
+            unsafe { (f.ext2fs_new_inode)(self.fs, parent, 0o10755, ptr::null_mut(), &mut ino) };
+        self.lib
+            .check(code, || format!("allocating an inode for {path}"))?;
+        // SAFETY: as above.
+        self.with_room(parent, path, || unsafe {
+            (f.ext2fs_link)(self.fs, parent, c_name.as_ptr(), ino, EXT2_FT_REG_FILE)
+        })?;
+        // SAFETY: ino was just allocated.
+        unsafe { (f.ext2fs_inode_alloc_stats2)(self.fs, ino, 1, 0) };
+
+        // struct ext2_inode, as do_write_internal fills it; sif sets owner, mode and times later.
+        let mut inode = [0u8; GOOD_OLD_INODE_SIZE];
+        let i_mode = (mode & 0o7777) as u16 | 0o100000;
+        inode[0..2].copy_from_slice(&i_mode.to_le_bytes());
+        inode[26..28].copy_from_slice(&1u16.to_le_bytes()); // i_links_count
+                                                            // SAFETY: inode is a struct ext2_inode-sized buffer; the extent handle is freed at once.
+        unsafe {
+            let code = (f.ext2fs_inode_size_set)(self.fs, inode.as_mut_ptr(), size);
+            self.lib
+                .check(code, || format!("setting the size of {path}"))?;
+            let mut handle = ptr::null_mut();
+            let code = (f.ext2fs_extent_open2)(self.fs, ino, inode.as_mut_ptr(), &mut handle);
+            self.lib
+                .check(code, || format!("starting the extent tree of {path}"))?;
+            (f.ext2fs_extent_free)(handle);
+            let code = (f.ext2fs_write_new_inode)(self.fs, ino, inode.as_mut_ptr());
+            self.lib
+                .check(code, || format!("writing the inode of {path}"))?;
+        }
+        let mut file = ptr::null_mut();
+        // SAFETY: ino exists; out-pointer to a local.
+        let code = unsafe { (f.ext2fs_file_open)(self.fs, ino, EXT2_FILE_WRITE, &mut file) };
+        self.lib
+            .check(code, || format!("opening {path} in the image"))?;
+        Ok(FileWriter {
+            session: self,
+            file,
+            path: path.to_string(),
+            size,
+            offset: 0,
+            partial: Vec::new(),
+        })
+    }
+
+    /// debugfs `sif PATH mode|uid|gid|atime|mtime|ctime|crtime VALUE`, one field per read and
+    /// write of the inode, as debugfs does.
+    pub fn set_owner_mode_and_times(
+        &self,
+        path: &str,
+        mode: u32,
+        epoch: u64,
+    ) -> anyhow::Result<()> {
+        let ino = self.inode_of(path)?;
+        type SetField<'a> = &'a dyn Fn(&mut [u8; LARGE_INODE_SIZE]);
+        let fields: [(&str, SetField); 7] = [
+            ("mode", &|i| put16(i, 0, mode as u16)),
+            ("uid", &|i| {
+                put16(i, 2, 0);
+                put16(i, 120, 0); // l_i_uid_high
+            }),
+            ("gid", &|i| {
+                put16(i, 24, 0);
+                put16(i, 122, 0); // l_i_gid_high
+            }),
+            ("atime", &|i| set_time(i, 8, 140, epoch)),
+            ("mtime", &|i| set_time(i, 16, 136, epoch)),
+            ("ctime", &|i| set_time(i, 12, 132, epoch)),
+            ("crtime", &|i| set_time(i, 144, 148, epoch)),
+        ];
+        for (field, set) in fields {
+            let mut inode = [0u8; LARGE_INODE_SIZE];
+            let size = LARGE_INODE_SIZE as c_int;
+            // SAFETY: inode is bufsize bytes long.
+            let code = unsafe {
+                (self.lib.f.ext2fs_read_inode2)(self.fs, ino, inode.as_mut_ptr(), size, 0)
+            };
+            self.lib
+                .check(code, || format!("reading the inode of {path}"))?;
+            set(&mut inode);
+            // SAFETY: as above.
+            let code = unsafe {
+                (self.lib.f.ext2fs_write_inode2)(self.fs, ino, inode.as_mut_ptr(), size, 0)
+            };
+            self.lib
+                .check(code, || format!("setting {field} of {path}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the bitmaps and closes, as debugfs does at the end of its script, but without
+    /// its fsync: the build syncs the image while it hashes it. Then sets the superblock's
+    /// last-write time to `epoch` (debugfs gets it from `E2FSPROGS_FAKE_TIME`, which a
+    /// multi-threaded process cannot set for itself) and its checksum.
+    pub fn close(mut self, epoch: u64) -> anyhow::Result<()> {
+        let f = &self.lib.f;
+        // SAFETY: fs is open. close2 frees it when it succeeds (then it is never used again);
+        // when it fails, Drop frees it.
+        unsafe {
+            let code = (f.ext2fs_write_inode_bitmap)(self.fs);
+            self.lib.check(code, || "writing the inode bitmap".into())?;
+            let code = (f.ext2fs_write_block_bitmap)(self.fs);
+            self.lib.check(code, || "writing the block bitmap".into())?;
+            // Skipping the sync changes when blocks reach the file, not which bytes: the block
+            // cache is written out before the superblock either way (a test compares bytes).
+            let code = (f.ext2fs_close2)(self.fs, EXT2_FLAG_FLUSH_NO_SYNC);
+            self.lib
+                .check(code, || format!("closing {}", self.image.display()))?;
+            self.fs = ptr::null_mut();
+        }
+        self.stamp_write_time(epoch)
+    }
+
+    fn stamp_write_time(&self, epoch: u64) -> anyhow::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.image)
+            .with_context(|| format!("opening {}", self.image.display()))?;
+        let mut sb = [0u8; 1024];
+        file.read_exact_at(&mut sb, SUPERBLOCK_OFFSET)?;
+        // The epoch fits: build refuses one past u32::MAX (and s_wtime_hi stays 0, as mkfs left it).
+        let wtime = u32::try_from(epoch).context("the epoch does not fit in s_wtime")?;
+        sb[S_WTIME..S_WTIME + 4].copy_from_slice(&wtime.to_le_bytes());
+        // SAFETY: sb holds S_CHECKSUM bytes.
+        let checksum = unsafe { (self.lib.f.ext2fs_crc32c_le)(!0, sb.as_ptr(), S_CHECKSUM) };
+        sb[S_CHECKSUM..].copy_from_slice(&checksum.to_le_bytes());
+        file.write_all_at(&sb, SUPERBLOCK_OFFSET)
+            .with_context(|| format!("writing the superblock of {}", self.image.display()))
+    }
+}
+
+impl Drop for Session<'_> {
+    /// On an error the half-made image is thrown away: free without flushing anything more.
+    fn drop(&mut self) {
+        if !self.fs.is_null() {
+            // SAFETY: fs is open and not used again.
+            unsafe { (self.lib.f.ext2fs_free)(self.fs) };
+        }
+    }
+}
+
+fn put16(inode: &mut [u8], at: usize, value: u16) {
+    inode[at..at + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+/// debugfs's parse_time: the low 32 bits, and the epoch bits in the `_extra` field.
+fn set_time(inode: &mut [u8], low: usize, extra: usize, epoch: u64) {
+    let epoch = epoch as i64;
+    inode[low..low + 4].copy_from_slice(&(epoch as u32).to_le_bytes());
+    let high = (((epoch - (epoch as i32) as i64) >> 32) & 3) as u32;
+    let old = u32::from_le_bytes(inode[extra..extra + 4].try_into().unwrap());
+    inode[extra..extra + 4].copy_from_slice(&((old & !3) | high).to_le_bytes());
+}
+
+/// A file's content going into the image, as debugfs's `copy_file_chunk` writes it: block by
+/// block, an all-zero block left as a hole.
+pub struct FileWriter<'s> {
+    session: &'s Session<'s>,
+    file: *mut c_void,
+    path: String,
+    size: u64,
+    offset: u64,
+    /// The start of a block that the last `write` ended inside.
+    partial: Vec<u8>,
+}
+
+impl FileWriter<'_> {
+    /// Appends `data`. Every block is written (or skipped) once it is whole.
+    pub fn write(&mut self, mut data: &[u8]) -> anyhow::Result<()> {
+        let written = self.offset + self.partial.len() as u64 + data.len() as u64;
+        if written > self.size {
+            bail!(
+                "{} is longer than the {} bytes it was created with",
+                self.path,
+                self.size
+            );
+        }
+        if !self.partial.is_empty() {
+            let take = (BLOCK_SIZE - self.partial.len()).min(data.len());
+            self.partial.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.partial.len() < BLOCK_SIZE {
+                return Ok(());
+            }
+            let block = std::mem::take(&mut self.partial);
+            self.block(&block)?;
+        }
+        let whole = data.len() - data.len() % BLOCK_SIZE;
+        for block in data[..whole].chunks_exact(BLOCK_SIZE) {
+            self.block(block)?;
+        }
+        self.partial.extend_from_slice(&data[whole..]);
+        Ok(())
+    }
+
+    fn block(&mut self, block: &[u8]) -> anyhow::Result<()> {
+        let offset = self.offset;
+        self.offset += block.len() as u64;
+        // A slice comparison is a memcmp: fast in a debug build too (`cargo xtask` runs one).
+        if block == &ZERO_BLOCK[..block.len()] {
+            return Ok(());
+        }
+        let lib = self.session.lib;
+        // SAFETY: file is open; block is block.len() bytes.
+        unsafe {
+            let code =
+                (lib.f.ext2fs_file_llseek)(self.file, offset, EXT2_SEEK_SET, ptr::null_mut());
+            lib.check(code, || format!("seeking in {}", self.path))?;
+            let mut done: c_uint = 0;
+            let code = (lib.f.ext2fs_file_write)(
+                self.file,
+                block.as_ptr().cast(),
+                block.len() as c_uint,
+                &mut done,
+            );
+            lib.check(code, || format!("writing {} into the image", self.path))?;
+            if done as usize != block.len() {
+                bail!(
+                    "libext2fs wrote {done} of {} bytes of {}",
+                    block.len(),
+                    self.path
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the last (short) block and closes the file; its content must have been exactly
+    /// the size it was created with.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let last = std::mem::take(&mut self.partial);
+        if !last.is_empty() {
+            self.block(&last)?;
+        }
+        if self.offset != self.size {
+            bail!(
+                "{} ended after {} of its {} bytes",
+                self.path,
+                self.offset,
+                self.size
+            );
+        }
+        let file = std::mem::replace(&mut self.file, ptr::null_mut());
+        let lib = self.session.lib;
+        // SAFETY: file is open and not used again.
+        let code = unsafe { (lib.f.ext2fs_file_close)(file) };
+        lib.check(code, || format!("closing {} in the image", self.path))
+    }
+}
+
+impl Drop for FileWriter<'_> {
+    fn drop(&mut self) {
+        if !self.file.is_null() {
+            // SAFETY: file is open and not used again; the image is being thrown away.
+            unsafe { (self.session.lib.f.ext2fs_file_close)(self.file) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_keep_nanoseconds_and_set_the_epoch_bits() {
+        let mut inode = [0u8; LARGE_INODE_SIZE];
+        inode[140..144].copy_from_slice(&(0xabcd_0004u32 | 3).to_le_bytes());
+        set_time(&mut inode, 8, 140, 1_704_067_200);
+        assert_eq!(&inode[8..12], &1_704_067_200u32.to_le_bytes());
+        assert_eq!(&inode[140..144], &0xabcd_0004u32.to_le_bytes());
+        // Past 2038 the signed 32-bit seconds wrap and the first epoch bit says so.
+        set_time(&mut inode, 8, 140, 4_294_967_295);
+        assert_eq!(&inode[140..144], &0xabcd_0005u32.to_le_bytes());
+    }
+}

@@ -1,0 +1,573 @@
+//! ext4 images with the e2fsprogs in Debian 12 (1.47.0), which predates SOURCE_DATE_EPOCH
+//! support. We make an empty filesystem with `mkfs.ext4` and fill it as a `debugfs -w` script
+//! ([`debugfs_script`]) would, rather than with `mkfs.ext4 -d`, so that:
+//! - files go in in our order, not in the order the host filesystem happens to list them;
+//! - owners become 0:0, modes and every timestamp are set from the script, whoever builds;
+//! - UUID and directory hash seed are derived from the image name, and `E2FSPROGS_FAKE_TIME`
+//!   pins the superblock times.
+//!
+//! The script is run through libext2fs from our own process ([`libext2fs`]), making debugfs's
+//! calls in debugfs's order, so the binary can be inflated straight into the image instead of
+//! being written to disk and copied by debugfs. Tests pin image digests and compare with the
+//! real debugfs byte for byte.
+
+mod libext2fs;
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+use super::{ImageParams, Streamed};
+use crate::build::stage::{Kind, StagedTree};
+use crate::util::pipeline::{self, Chunks};
+use crate::util::tools::{self, Toolbox};
+use libext2fs::{FileWriter, Libext2fs, Session};
+
+/// Fails, naming the package, when libext2fs cannot be loaded: checked before any download.
+pub fn check_library() -> anyhow::Result<()> {
+    Libext2fs::load().map(drop)
+}
+
+const BLOCK_SIZE: u64 = 4096;
+const BLOCKS_PER_GROUP: u64 = 32768;
+
+/// Our own mke2fs.conf, so that the host's (which differs between distributions and releases)
+/// does not change the features. A read-only image needs no journal, no reserved GDT blocks for
+/// online resizing, and no orphan file. mke2fs also looks up a size type (`floppy` under 3 MiB,
+/// `small` under 512 MiB) and warns when it is missing. Both are defined with the block size we pass
+/// with `-b` anyway (an empty section still counts as missing), so they change nothing: a test
+/// pins an image's bytes.
+const MKE2FS_CONF: &str = "\
+[defaults]
+\tbase_features = sparse_super,large_file,filetype,dir_index,ext_attr
+\tdefault_mntopts = acl,user_xattr
+\tblocksize = 4096
+\tinode_size = 256
+\tinode_ratio = 16384
+
+[fs_types]
+\text4 = {
+\t\tfeatures = extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+\tsmall = {
+\t\tblocksize = 4096
+\t}
+\tfloppy = {
+\t\tblocksize = 4096
+\t}
+";
+
+fn blocks(bytes: u64) -> u64 {
+    bytes.div_ceil(BLOCK_SIZE)
+}
+
+/// The image size: the content rounded to blocks, plus what ext4 needs around it. Sized
+/// tightly, since every Flatcar host downloads it; `e2fsck` afterwards proves it was enough.
+pub fn image_size(tree: &StagedTree) -> u64 {
+    let mut data = 0;
+    for entry in &tree.entries {
+        data += match entry.kind {
+            Kind::Dir => 1,
+            // An extent maps at most 128 MiB; allow an index block per 32 MiB for gaps.
+            Kind::File { size } => blocks(size) + size / (32 << 20),
+        };
+    }
+    data += 2 + 4; // root directory, lost+found
+    let groups = (data + 2048).div_ceil(BLOCKS_PER_GROUP);
+    // Per group: block bitmap, inode bitmap, one inode table block, and (sparse) backups of the
+    // superblock and group descriptors; then room for the allocator's alignment.
+    let metadata = groups * 6 + 64;
+    (data + metadata + 256) * BLOCK_SIZE
+}
+
+/// Packs `tree` into `dest`: an empty filesystem from `mkfs.ext4`, filled through libext2fs as
+/// `debugfs -w` would fill it from [`debugfs_script`]; [`check`] it before use. The `streamed` file's bytes come from its
+/// reader (the binary, inflated from the zip on this thread) while another thread writes them
+/// into the image: the two cores share the work, and the binary is never staged on disk.
+pub fn pack(
+    sh: &Shell,
+    tools: &Toolbox,
+    tree: &StagedTree,
+    dest: &Path,
+    params: &ImageParams,
+    streamed: Option<Streamed<'_>>,
+) -> anyhow::Result<()> {
+    let mkfs = tools.path(tools::MKFS_EXT4);
+    let work = dest.parent().context("image path has no directory")?;
+
+    let size = image_size(tree);
+    let image =
+        std::fs::File::create_new(dest).with_context(|| format!("creating {}", dest.display()))?;
+    image
+        .set_len(size)
+        .with_context(|| format!("sizing {}", dest.display()))?;
+    drop(image);
+
+    let conf = work.join("mke2fs.conf");
+    std::fs::write(&conf, MKE2FS_CONF)?;
+    let epoch = params.epoch.to_string();
+    let uuid = params.derived_uuid("ext4 uuid");
+    let hash_seed = params.derived_uuid("ext4 hash seed");
+    let inodes = (tree.entries.len() + 16).to_string();
+    let extended = format!("root_owner=0:0,hash_seed={hash_seed},lazy_itable_init=0,nodiscard");
+    cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 -I 256 -N {inodes} -m 0 -L alloy -U {uuid} -E {extended} {dest}")
+        .env("MKE2FS_CONFIG", &conf)
+        .env("E2FSPROGS_FAKE_TIME", &epoch)
+        .quiet()
+        .run()
+        .with_context(|| format!("mkfs.ext4 failed on {}", dest.display()))?;
+
+    fill(tree, dest, params.epoch, streamed).with_context(|| {
+        format!(
+            "could not fill {} ({size} bytes for {} bytes of content)",
+            dest.display(),
+            tree.content_bytes()
+        )
+    })?;
+
+    Ok(())
+}
+
+/// Read-only consistency check of a packed image (`e2fsck -fn`): catches a too-small image or a
+/// bad write. It fsyncs the image first (e2fsck flushes what it opens), so the build runs it
+/// while it hashes the image.
+pub fn check(tools: &Toolbox, image: &Path) -> anyhow::Result<()> {
+    let check = std::process::Command::new(tools.path(tools::E2FSCK))
+        .args(["-f", "-n"])
+        .arg(image)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running e2fsck")?;
+    if !check.status.success() {
+        bail!(
+            "e2fsck found problems in the new image {}:\n{}{}",
+            image.display(),
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Fills the image: with a `streamed` file, the libext2fs session runs on a thread of its own
+/// while this thread reads the stream ([`pipeline`]).
+fn fill(
+    tree: &StagedTree,
+    dest: &Path,
+    epoch: u64,
+    streamed: Option<Streamed<'_>>,
+) -> anyhow::Result<()> {
+    match streamed {
+        None => write_tree(tree, dest, epoch, None),
+        Some(Streamed { path, reader }) => pipeline::pipelined(reader, |chunks| {
+            write_tree(tree, dest, epoch, Some((path, chunks)))
+        }),
+    }
+}
+
+/// debugfs's script, in its order, through one libext2fs session: every directory and file,
+/// then owner, mode and times of every inode; then the bitmaps, and close.
+fn write_tree(
+    tree: &StagedTree,
+    dest: &Path,
+    epoch: u64,
+    mut streamed: Option<(&str, Chunks)>,
+) -> anyhow::Result<()> {
+    let lib = Libext2fs::load()?;
+    let session = Session::open(&lib, dest)?;
+    for entry in &tree.entries {
+        match entry.kind {
+            Kind::Dir => session.mkdir(&entry.path)?,
+            Kind::File { size } => {
+                let mut file = session.create_file(&entry.path, size, entry.mode)?;
+                match streamed.take_if(|(path, _)| *path == entry.path) {
+                    Some((_, chunks)) => chunks.for_each(|chunk| file.write(chunk))?,
+                    None => copy_staged(tree, &entry.path, &mut file)?,
+                }
+                file.finish()?;
+            }
+        }
+    }
+    if let Some((path, _)) = streamed {
+        bail!("{path} is streamed but not in the tree");
+    }
+    for (path, mode) in inode_modes(tree) {
+        session.set_owner_mode_and_times(path, mode, epoch)?;
+    }
+    session.close(epoch)
+}
+
+fn copy_staged(tree: &StagedTree, path: &str, file: &mut FileWriter<'_>) -> anyhow::Result<()> {
+    let disk = tree.disk_path(path);
+    let mut source =
+        std::fs::File::open(&disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = source
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", disk.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        file.write(&buf[..n])?;
+    }
+}
+
+/// Every inode the image holds and its type and permission bits: the root, lost+found, and
+/// the tree's entries in order (the order debugfs's `sif` lines go in).
+fn inode_modes(tree: &StagedTree) -> Vec<(&str, u32)> {
+    let fixed = [("/", 0o040755), ("/lost+found", 0o040700)];
+    let staged = tree.entries.iter().map(|e| {
+        let kind = match e.kind {
+            Kind::Dir => 0o040000,
+            Kind::File { .. } => 0o100000,
+        };
+        (e.path.as_str(), kind | e.mode)
+    });
+    fixed.into_iter().chain(staged).collect()
+}
+
+/// The debugfs commands that create `tree` and pin every inode's owner, mode and times: what
+/// [`pack`] does through libext2fs, run by the real debugfs in a test to prove the same bytes.
+/// Paths are relative to the tree root, which is debugfs's working directory.
+#[cfg(test)]
+pub fn debugfs_script(tree: &StagedTree, epoch: u64) -> String {
+    let mut script = String::new();
+    for entry in &tree.entries {
+        match entry.kind {
+            Kind::Dir => script.push_str(&format!("mkdir {}\n", entry.path)),
+            Kind::File { .. } => script.push_str(&format!("write {0} {0}\n", entry.path)),
+        }
+    }
+    for (path, mode) in inode_modes(tree) {
+        script.push_str(&format!("sif {path} mode 0{mode:o}\n"));
+        for field in ["uid 0", "gid 0"] {
+            script.push_str(&format!("sif {path} {field}\n"));
+        }
+        for field in ["atime", "mtime", "ctime", "crtime"] {
+            script.push_str(&format!("sif {path} {field} @{epoch}\n"));
+        }
+    }
+    script
+}
+
+/// debugfs reports failures on stderr and still exits 0: anything there but its banner is an error.
+#[cfg(test)]
+fn debugfs_errors(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_with(size: usize) -> (tempfile::TempDir, StagedTree) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tree = StagedTree::new(&dir.path().join("t")).unwrap();
+        tree.add_file("usr/bin/alloy", &vec![0u8; size], 0o755)
+            .unwrap();
+        tree.add_file(
+            "usr/lib/extension-release.d/extension-release.alloy",
+            b"ID=flatcar\n",
+            0o644,
+        )
+        .unwrap();
+        (dir, tree)
+    }
+
+    #[test]
+    fn script_creates_in_order_and_pins_every_inode() {
+        let (_dir, tree) = tree_with(10);
+        let script = debugfs_script(&tree, 1704067200);
+        let creates: Vec<&str> = script.lines().filter(|l| !l.starts_with("sif")).collect();
+        assert_eq!(
+            creates,
+            [
+                "mkdir usr",
+                "mkdir usr/bin",
+                "write usr/bin/alloy usr/bin/alloy",
+                "mkdir usr/lib",
+                "mkdir usr/lib/extension-release.d",
+                "write usr/lib/extension-release.d/extension-release.alloy usr/lib/extension-release.d/extension-release.alloy",
+            ]
+        );
+        assert!(script.contains("sif usr/bin/alloy mode 0100755\n"));
+        assert!(script.contains("sif usr/lib mode 040755\n"));
+        assert!(script.contains("sif / uid 0\n"));
+        assert!(script.contains("sif /lost+found crtime @1704067200\n"));
+        // Every inode gets owner, mode and four times.
+        let inodes = tree.entries.len() + 2;
+        assert_eq!(
+            script.lines().filter(|l| l.starts_with("sif")).count(),
+            inodes * 7
+        );
+    }
+
+    #[test]
+    fn size_is_content_plus_a_small_overhead() {
+        for content in [1_000u64, 5 << 20, 420 << 20] {
+            let (_dir, mut tree) = tree_with(0);
+            tree.entries[2].kind = Kind::File { size: content }; // usr/bin/alloy, without writing it
+            let size = image_size(&tree);
+            let content = tree.content_bytes();
+            assert!(size > content, "{size} <= {content}");
+            assert!(
+                size as f64 <= content as f64 * 1.03 + (4 << 20) as f64,
+                "{size} for {content}"
+            );
+        }
+    }
+
+    /// Images from fixed trees, one per mke2fs size type (`floppy` under 3 MiB, `small` above):
+    /// their bytes are pinned, so a change to the mke2fs configuration or the debugfs script that
+    /// changes an image cannot go unnoticed; and mkfs.ext4 prints nothing for either.
+    #[test]
+    fn small_images_have_pinned_bytes_and_mkfs_prints_no_warning() {
+        let sh = Shell::new().unwrap();
+        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
+        let pinned = [
+            (
+                0,
+                "8390257e1657b6bba558e87178be5b8b159035312f47c17bac7363d0e1f82181",
+            ),
+            (
+                6 << 20,
+                "9026c9ff814f1e8e383bf7f7a11aa34273115066cf7d87c279312314924e3baa",
+            ),
+        ];
+        for (binary_size, expected) in pinned {
+            let (dir, mut tree) = tree_with(binary_size);
+            tree.add_file("usr/bin/tool", b"#!/bin/sh\necho hi\n", 0o755)
+                .unwrap();
+            let params = ImageParams {
+                epoch: 1_704_067_200,
+                identity: "alloy-0.0.0-amd64".into(),
+            };
+            let work = dir.path().join("work");
+            std::fs::create_dir(&work).unwrap();
+            let dest = work.join("small.raw");
+            pack(&sh, &tools, &tree, &dest, &params, None).unwrap();
+            let (digest, size) = crate::util::checksums::hash_file(&dest).unwrap();
+            assert_eq!(size, image_size(&tree));
+            assert_eq!(
+                digest.to_string(),
+                expected,
+                "a {size}-byte image changed (pinned with e2fsprogs 1.47.0, Debian 12's; another \
+                 e2fsprogs may write other bytes)"
+            );
+
+            // The same mkfs command, its output captured: nothing about undefined fs_types.
+            let conf = work.join("mke2fs.conf");
+            let again = work.join("again.raw");
+            std::fs::File::create(&again)
+                .unwrap()
+                .set_len(size)
+                .unwrap();
+            let mkfs = tools.path(tools::MKFS_EXT4);
+            let output = cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 {again}")
+                .env("MKE2FS_CONFIG", &conf)
+                .quiet()
+                .output()
+                .unwrap();
+            let said =
+                String::from_utf8_lossy(&output.stderr) + String::from_utf8_lossy(&output.stdout);
+            assert!(
+                said.trim().is_empty(),
+                "mkfs.ext4 on {size} bytes said: {said:?}"
+            );
+        }
+    }
+
+    /// What `pack` did before it filled images through libext2fs: mkfs, then the real
+    /// `debugfs -w` running [`debugfs_script`] from the tree on disk.
+    fn pack_with_debugfs(sh: &Shell, tree: &StagedTree, dest: &Path, params: &ImageParams) {
+        let tools =
+            tools::preflight(sh, &[tools::MKFS_EXT4, tools::DEBUGFS, tools::E2FSCK]).unwrap();
+        let (mkfs, debugfs) = (tools.path(tools::MKFS_EXT4), tools.path(tools::DEBUGFS));
+        let work = dest.parent().unwrap();
+        std::fs::File::create_new(dest)
+            .unwrap()
+            .set_len(image_size(tree))
+            .unwrap();
+        let conf = work.join("mke2fs.conf");
+        std::fs::write(&conf, MKE2FS_CONF).unwrap();
+        let epoch = params.epoch.to_string();
+        let uuid = params.derived_uuid("ext4 uuid");
+        let hash_seed = params.derived_uuid("ext4 hash seed");
+        let inodes = (tree.entries.len() + 16).to_string();
+        let extended = format!("root_owner=0:0,hash_seed={hash_seed},lazy_itable_init=0,nodiscard");
+        cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 -I 256 -N {inodes} -m 0 -L alloy -U {uuid} -E {extended} {dest}")
+            .env("MKE2FS_CONFIG", &conf)
+            .env("E2FSPROGS_FAKE_TIME", &epoch)
+            .quiet()
+            .run()
+            .unwrap();
+        let script = work.join("debugfs.script");
+        std::fs::write(&script, debugfs_script(tree, params.epoch)).unwrap();
+        let _cwd = sh.push_dir(&tree.root);
+        let output = cmd!(sh, "{debugfs} -w -f {script} {dest}")
+            .env("E2FSPROGS_FAKE_TIME", &epoch)
+            .quiet()
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(debugfs_errors(&stderr).is_empty(), "{stderr}");
+    }
+
+    /// Deterministic content of `size` bytes, incompressible, with all-zero 4 KiB blocks at
+    /// `zero_blocks` (which the packer leaves as holes, so they change the layout).
+    fn content(size: usize, zero_blocks: &[usize], seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        let mut bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8 | 1
+            })
+            .collect();
+        for &block in zero_blocks {
+            let start = block * 4096;
+            if start < size {
+                let end = (start + 4096).min(size);
+                bytes[start..end].fill(0);
+            }
+        }
+        bytes
+    }
+
+    /// The libext2fs fill gives debugfs's bytes, byte for byte, from a file on disk and from a
+    /// stream: sizes that end mid-block, zero blocks alone and in runs (a short last block
+    /// too), enough holes to need an extent index block, and a large file across block groups.
+    #[test]
+    fn fills_byte_for_byte_as_debugfs_does() {
+        let sh = Shell::new().unwrap();
+        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
+        let holes_everywhere: Vec<usize> = (0..2000).step_by(7).collect();
+        let cases: [(usize, Vec<usize>); 5] = [
+            (10, vec![]),
+            (3 * 4096 + 100, vec![1, 3]),
+            ((5 << 20) + 1, vec![0, 17, 18, 19, 20, 1280]),
+            (2000 * 4096, holes_everywhere),
+            // Past the first block group (128 MiB), whose neighbour keeps a superblock backup.
+            ((150 << 20) + 4095, vec![5, 33_000, 33_001, 36_000]),
+        ];
+        for (i, (size, zeros)) in cases.into_iter().enumerate() {
+            let binary = content(size, &zeros, i as u64 + 1);
+            let dir = tempfile::tempdir().unwrap();
+            let mut tree = StagedTree::new(&dir.path().join("t")).unwrap();
+            tree.add_file("usr/bin/alloy", &binary, 0o755).unwrap();
+            tree.add_file(
+                "usr/lib/extension-release.d/extension-release.alloy",
+                b"ID=flatcar\n",
+                0o644,
+            )
+            .unwrap();
+            tree.add_file(
+                "usr/lib/systemd/system/alloy.service",
+                &b"[Service]\n".repeat(900),
+                0o644,
+            )
+            .unwrap();
+            let params = ImageParams {
+                epoch: 1_704_067_200 + i as u64,
+                identity: format!("alloy-0.0.{i}-amd64"),
+            };
+            let image = |name: &str| {
+                let work = dir.path().join(name);
+                std::fs::create_dir(&work).unwrap();
+                work.join("image.raw")
+            };
+            let reference = image("debugfs");
+            pack_with_debugfs(&sh, &tree, &reference, &params);
+            let from_disk = image("disk");
+            pack(&sh, &tools, &tree, &from_disk, &params, None).unwrap();
+            let streamed = image("stream");
+            let mut reader: &[u8] = &binary;
+            let stream = Streamed {
+                path: "usr/bin/alloy",
+                reader: &mut reader,
+            };
+            pack(&sh, &tools, &tree, &streamed, &params, Some(stream)).unwrap();
+            check(&tools, &streamed).unwrap();
+
+            let expected = std::fs::read(&reference).unwrap();
+            for made in [from_disk, streamed] {
+                let got = std::fs::read(&made).unwrap();
+                assert_eq!(got.len(), expected.len());
+                let differ: Vec<usize> = (0..got.len())
+                    .filter(|&at| got[at] != expected[at])
+                    .take(8)
+                    .collect();
+                assert!(
+                    differ.is_empty(),
+                    "case {i} ({size} bytes): {} differs from debugfs's image at {differ:x?}",
+                    made.display()
+                );
+            }
+        }
+    }
+
+    /// A stream that ends early, runs long or fails leaves an error, never an image made of
+    /// what arrived.
+    #[test]
+    fn a_stream_of_the_wrong_length_or_a_failing_one_is_an_error() {
+        let sh = Shell::new().unwrap();
+        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
+        let (dir, tree) = tree_with(3 * 4096);
+        let params = ImageParams {
+            epoch: 1_704_067_200,
+            identity: "alloy-0.0.0-amd64".into(),
+        };
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("the zip lied"))
+            }
+        }
+        let short = vec![1u8; 4096];
+        let long = vec![1u8; 5 * 4096];
+        let cases: [(&str, Box<dyn Read>, &str); 3] = [
+            (
+                "short",
+                Box::new(&short[..]),
+                "ended after 4096 of its 12288 bytes",
+            ),
+            ("long", Box::new(&long[..]), "longer than the 12288 bytes"),
+            ("failing", Box::new(Failing), "the zip lied"),
+        ];
+        for (name, mut reader, expected) in cases {
+            let work = dir.path().join(name);
+            std::fs::create_dir(&work).unwrap();
+            let stream = Streamed {
+                path: "usr/bin/alloy",
+                reader: &mut *reader,
+            };
+            let err = pack(
+                &sh,
+                &tools,
+                &tree,
+                &work.join("i.raw"),
+                &params,
+                Some(stream),
+            )
+            .unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains(expected), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_non_banner_stderr_lines_are_errors() {
+        assert!(debugfs_errors("debugfs 1.47.0 (5-Feb-2023)\n").is_empty());
+        assert_eq!(
+            debugfs_errors("debugfs 1.47.0 (5-Feb-2023)\nwrite: Could not allocate block in ext2 filesystem \n"),
+            ["write: Could not allocate block in ext2 filesystem "]
+        );
+    }
+}
