@@ -94,7 +94,7 @@ pub struct Libext2fs {
     _lib: Library,
 }
 
-/// The shared object e2fsprogs installs (Debian's and Fedora's package: libext2fs2 / e2fsprogs-libs).
+/// The shared object that comes with e2fsprogs (its own package on some distributions).
 pub const LIBRARY: &str = "libext2fs.so.2";
 
 impl Libext2fs {
@@ -103,7 +103,7 @@ impl Libext2fs {
         // register error tables; the signatures in `functions!` are e2fsprogs 1.47's.
         unsafe {
             let lib = Library::new(LIBRARY).with_context(|| {
-                format!("cannot load {LIBRARY}, which packs ext4 images: install e2fsprogs (Debian: apt install e2fsprogs libext2fs2)")
+                format!("cannot load {LIBRARY}, with which ext4 images are filled: install e2fsprogs, which brings it")
             })?;
             let f = Functions::load(&lib)?;
             let manager: libloading::Symbol<*mut *mut c_void> = lib

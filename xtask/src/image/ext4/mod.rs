@@ -125,9 +125,7 @@ pub fn pack(
             dest.display(),
             tree.content_bytes()
         )
-    })?;
-
-    Ok(())
+    })
 }
 
 /// Read-only consistency check of a packed image (`e2fsck -fn`): catches a too-small image or a
