@@ -30,6 +30,7 @@ const EXT2_FLAG_RW: c_int = 0x01;
 const EXT2_FLAG_SOFTSUPP_FEATURES: c_int = 0x8000;
 const EXT2_FLAG_64BITS: c_int = 0x20000;
 const EXT2_FLAG_THREADS: c_int = 0x400_0000;
+const EXT2_FLAG_IGNORE_CSUM_ERRORS: c_int = 0x20_0000;
 const EXT2_FLAG_FLUSH_NO_SYNC: c_int = 1;
 const EXT2_FILE_WRITE: c_int = 0x0001;
 const EXT2_SEEK_SET: c_int = 0;
@@ -147,8 +148,15 @@ impl<'l> Session<'l> {
     /// Opens `image` read-write the way `debugfs -w` does (and reads its bitmaps).
     pub fn open(lib: &'l Libext2fs, image: &Path) -> anyhow::Result<Session<'l>> {
         let name = c_string(&image.to_string_lossy())?;
-        let flags =
-            EXT2_FLAG_SOFTSUPP_FEATURES | EXT2_FLAG_64BITS | EXT2_FLAG_THREADS | EXT2_FLAG_RW;
+        // Checksums are still written; IGNORE_CSUM_ERRORS only skips verifying what is read
+        // back, which libext2fs does for the extent tree at every block it allocates (most of
+        // the fill's time, once the tree has a leaf block). The image is our own, fresh from
+        // mkfs, and e2fsck verifies every checksum before the build keeps it.
+        let flags = EXT2_FLAG_SOFTSUPP_FEATURES
+            | EXT2_FLAG_64BITS
+            | EXT2_FLAG_THREADS
+            | EXT2_FLAG_RW
+            | EXT2_FLAG_IGNORE_CSUM_ERRORS;
         let mut fs: Filsys = ptr::null_mut();
         // SAFETY: valid C string, out-pointer to a local; the manager comes from the library.
         let code = unsafe {
