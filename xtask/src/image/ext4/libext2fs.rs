@@ -88,18 +88,34 @@ functions! {
     error_message: fn(Errcode) -> *const c_char;
 }
 
-/// libext2fs, loaded.
+/// libext2fs, loaded once for the life of the process and never unloaded: it registers its
+/// error table with libcom_err, which must not outlive it.
 pub struct Libext2fs {
     f: Functions,
     unix_io_manager: *mut c_void,
     _lib: Library,
 }
 
+// SAFETY: the fields are function pointers and the address of the library's static unix I/O
+// manager, which libext2fs only reads; each filesystem handle stays on the thread that opened it.
+unsafe impl Send for Libext2fs {}
+unsafe impl Sync for Libext2fs {}
+
 /// The shared object that comes with e2fsprogs (its own package on some distributions).
 pub const LIBRARY: &str = "libext2fs.so.2";
 
+static LOADED: std::sync::OnceLock<Result<Libext2fs, String>> = std::sync::OnceLock::new();
+
 impl Libext2fs {
-    pub fn load() -> anyhow::Result<Libext2fs> {
+    /// The library, loaded on first use.
+    pub fn get() -> anyhow::Result<&'static Libext2fs> {
+        LOADED
+            .get_or_init(|| Libext2fs::load().map_err(|err| format!("{err:#}")))
+            .as_ref()
+            .map_err(|err| anyhow::anyhow!("{err}"))
+    }
+
+    fn load() -> anyhow::Result<Libext2fs> {
         // SAFETY: loading libext2fs runs only its (and libcom_err's) initialisers, which
         // register error tables; the signatures in `functions!` are e2fsprogs 1.47's.
         unsafe {

@@ -27,7 +27,7 @@ use libext2fs::{FileWriter, Libext2fs, Session};
 
 /// Fails, naming the package, when libext2fs cannot be loaded: checked before any download.
 pub fn check_library() -> anyhow::Result<()> {
-    Libext2fs::load().map(drop)
+    Libext2fs::get().map(drop)
 }
 
 const BLOCK_SIZE: u64 = 4096;
@@ -173,8 +173,7 @@ fn write_tree(
     epoch: u64,
     mut streamed: Option<(&str, Chunks)>,
 ) -> anyhow::Result<()> {
-    let lib = Libext2fs::load()?;
-    let session = Session::open(&lib, dest)?;
+    let session = Session::open(Libext2fs::get()?, dest)?;
     for entry in &tree.entries {
         match entry.kind {
             Kind::Dir => session.mkdir(&entry.path)?,
