@@ -41,8 +41,9 @@ fn bench_smoke_run_writes_markdown_and_json() {
         assert!(c["image_bytes"].as_u64().unwrap() > 100_000, "{c}");
         assert!(c["phases_s"]["pack"].as_f64().is_some(), "{c}");
     }
-    assert_eq!(json["targets"].as_array().unwrap().len(), 9);
+    assert_eq!(json["targets"].as_array().unwrap().len(), 10);
     assert!(json["inflate_floor_s"].as_f64().unwrap() > 0.0, "{json}");
+    assert!(json["hash_floor_s"].as_f64().unwrap() > 0.0, "{json}");
     // Staged: the 4 MB binary, its metadata and the service files.
     let staged = json["staged_bytes"].as_u64().unwrap();
     assert!(staged > 4_000_000 && staged < 4_100_000, "{staged}");
