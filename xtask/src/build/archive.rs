@@ -80,21 +80,20 @@ impl<'f> BinaryEntry<'f> {
 
     /// Inflates the entry from its start, through `use_it`. The reader gives exactly
     /// [`BinaryEntry::size`] bytes, or fails: a zip whose entry inflates to another length, or
-    /// does not match its CRC, is refused, whatever its central directory says.
+    /// does not match its CRC, is refused, whatever its central directory says. Its errors name
+    /// the zip; what `use_it` does with the bytes names itself.
     pub fn read<T>(
         &mut self,
         use_it: impl FnOnce(&mut dyn Read) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let (zip, name, size) = (self.zip.display().to_string(), self.name.clone(), self.size);
-        let entry = self
-            .archive
-            .by_index(0)
-            .with_context(|| format!("reading {name} in {zip}"))?;
+        let what = format!("inflating {} from {}", self.name, self.zip.display());
+        let entry = self.archive.by_index(0).context(what.clone())?;
         let mut exact = ExactLength {
             inner: entry,
-            left: size,
+            left: self.size,
+            what,
         };
-        use_it(&mut exact).with_context(|| format!("inflating {name} from {zip}"))
+        use_it(&mut exact)
     }
 
     /// The first `n` bytes (fewer if the entry is shorter), to check a header before the rest is used.
@@ -125,14 +124,23 @@ impl<'f> BinaryEntry<'f> {
     }
 }
 
-/// Gives exactly `left` bytes, and fails when the inner reader gives fewer or more.
+/// Gives exactly `left` bytes, and fails when the inner reader gives fewer or more; every error
+/// says `what` was being read.
 struct ExactLength<R> {
     inner: R,
     left: u64,
+    what: String,
 }
 
 impl<R: Read> Read for ExactLength<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read_exactly(buf)
+            .map_err(|err| std::io::Error::new(err.kind(), format!("{}: {err}", self.what)))
+    }
+}
+
+impl<R: Read> ExactLength<R> {
+    fn read_exactly(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
             // The end the central directory promised: one byte more is a lie.
             let mut probe = [0u8; 1];

@@ -220,7 +220,7 @@ pub fn stage_sysext_tree<'z>(
 }
 
 /// The unit, its defaults and tmpfiles.d lines; the autostart drop-in only when asked for.
-fn stage_service(tree: &mut StagedTree, autostart: bool) -> anyhow::Result<()> {
+pub(crate) fn stage_service(tree: &mut StagedTree, autostart: bool) -> anyhow::Result<()> {
     tree.add_file(service::UNIT_PATH, service::unit().as_bytes(), 0o644)?;
     tree.add_file(
         service::SETUP_UNIT_PATH,

@@ -62,7 +62,7 @@ macro_rules! functions {
 }
 
 functions! {
-    ext2fs_open: fn(*const c_char, c_int, u64, c_uint, *mut c_void, *mut Filsys) -> Errcode;
+    ext2fs_open: fn(*const c_char, c_int, c_int, c_uint, *mut c_void, *mut Filsys) -> Errcode;
     ext2fs_read_bitmaps: fn(Filsys) -> Errcode;
     ext2fs_namei: fn(Filsys, Ino, Ino, *const c_char, *mut Ino) -> Errcode;
     ext2fs_mkdir: fn(Filsys, Ino, Ino, *const c_char) -> Errcode;
@@ -85,11 +85,12 @@ functions! {
     ext2fs_close2: fn(Filsys, c_int) -> Errcode;
     ext2fs_free: fn(Filsys);
     ext2fs_crc32c_le: fn(u32, *const u8, usize) -> u32;
+    initialize_ext2_error_table: fn();
     error_message: fn(Errcode) -> *const c_char;
 }
 
-/// libext2fs, loaded once for the life of the process and never unloaded: it registers its
-/// error table with libcom_err, which must not outlive it.
+/// libext2fs, loaded once for the life of the process and never unloaded: its error table is
+/// registered with libcom_err, which keeps a pointer to it.
 pub struct Libext2fs {
     f: Functions,
     unix_io_manager: *mut c_void,
@@ -116,13 +117,16 @@ impl Libext2fs {
     }
 
     fn load() -> anyhow::Result<Libext2fs> {
-        // SAFETY: loading libext2fs runs only its (and libcom_err's) initialisers, which
-        // register error tables; the signatures in `functions!` are e2fsprogs 1.47's.
+        // SAFETY: loading libext2fs runs only its (and libcom_err's) initialisers; the
+        // signatures in `functions!` are e2fsprogs 1.47's. Registering the error table (once,
+        // under the OnceLock) is what debugfs does first, and lets error_message name ext2
+        // codes instead of formatting them into a shared static buffer.
         unsafe {
             let lib = Library::new(LIBRARY).with_context(|| {
                 format!("cannot load {LIBRARY}, with which ext4 images are filled: install e2fsprogs, which brings it")
             })?;
             let f = Functions::load(&lib)?;
+            (f.initialize_ext2_error_table)();
             let manager: libloading::Symbol<*mut *mut c_void> = lib
                 .get(b"unix_io_manager\0")
                 .context("libext2fs has no unix_io_manager")?;
@@ -299,15 +303,15 @@ impl<'l> Session<'l> {
         })
     }
 
-    /// debugfs `sif PATH mode|uid|gid|atime|mtime|ctime|crtime VALUE`, one field per read and
-    /// write of the inode, as debugfs does.
+    /// debugfs `sif PATH mode|uid|gid|atime|mtime|ctime|crtime VALUE`: per field, as debugfs
+    /// does, a lookup of the path, a read of the inode and a write (the lookups' directory
+    /// reads move blocks in libext2fs's cache, which decides what it counts as written).
     pub fn set_owner_mode_and_times(
         &self,
         path: &str,
         mode: u32,
         epoch: u64,
     ) -> anyhow::Result<()> {
-        let ino = self.inode_of(path)?;
         type SetField<'a> = &'a dyn Fn(&mut [u8; LARGE_INODE_SIZE]);
         let fields: [(&str, SetField); 7] = [
             ("mode", &|i| put16(i, 0, mode as u16)),
@@ -325,6 +329,7 @@ impl<'l> Session<'l> {
             ("crtime", &|i| set_time(i, 144, 148, epoch)),
         ];
         for (field, set) in fields {
+            let ino = self.inode_of(path)?;
             let mut inode = [0u8; LARGE_INODE_SIZE];
             let size = LARGE_INODE_SIZE as c_int;
             // SAFETY: inode is bufsize bytes long.
@@ -518,6 +523,21 @@ impl Drop for FileWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// libext2fs's errors read as its own messages, not "Unknown code ext2 NN": the error table
+    /// is registered.
+    #[test]
+    fn errors_say_what_libext2fs_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_ext4 = dir.path().join("zeros.raw");
+        std::fs::write(&not_ext4, vec![0u8; 1 << 20]).unwrap();
+        let err = match Session::open(Libext2fs::get().unwrap(), &not_ext4) {
+            Ok(_) => panic!("opened a file of zeros"),
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(err.contains("Bad magic number in super-block"), "{err}");
+        assert!(err.contains("zeros.raw"), "{err}");
+    }
 
     #[test]
     fn times_keep_nanoseconds_and_set_the_epoch_bits() {

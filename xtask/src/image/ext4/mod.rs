@@ -3,8 +3,8 @@
 //! ([`debugfs_script`]) would, rather than with `mkfs.ext4 -d`, so that:
 //! - files go in in our order, not in the order the host filesystem happens to list them;
 //! - owners become 0:0, modes and every timestamp are set from the script, whoever builds;
-//! - UUID and directory hash seed are derived from the image name, and `E2FSPROGS_FAKE_TIME`
-//!   pins the superblock times.
+//! - UUID and directory hash seed are derived from the image name; `E2FSPROGS_FAKE_TIME` pins
+//!   the times mkfs writes, and the fill sets the superblock's last-write time to the epoch.
 //!
 //! The script is run through libext2fs from our own process ([`libext2fs`]), making debugfs's
 //! calls in debugfs's order, so the binary can be inflated straight into the image instead of
@@ -112,9 +112,12 @@ pub fn pack(
     let hash_seed = params.derived_uuid("ext4 hash seed");
     let inodes = (tree.entries.len() + 16).to_string();
     let extended = format!("root_owner=0:0,hash_seed={hash_seed},lazy_itable_init=0,nodiscard");
+    // e2fsprogs 1.47.1 and later read SOURCE_DATE_EPOCH before E2FSPROGS_FAKE_TIME (and an
+    // empty one as time 0): both say the epoch, whatever our own environment holds.
     cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 -I 256 -N {inodes} -m 0 -L alloy -U {uuid} -E {extended} {dest}")
         .env("MKE2FS_CONFIG", &conf)
         .env("E2FSPROGS_FAKE_TIME", &epoch)
+        .env("SOURCE_DATE_EPOCH", &epoch)
         .quiet()
         .run()
         .with_context(|| format!("mkfs.ext4 failed on {}", dest.display()))?;
@@ -443,8 +446,6 @@ mod tests {
     /// too), enough holes to need an extent index block, and a large file across block groups.
     #[test]
     fn fills_byte_for_byte_as_debugfs_does() {
-        let sh = Shell::new().unwrap();
-        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
         let holes_everywhere: Vec<usize> = (0..2000).step_by(7).collect();
         let cases: [(usize, Vec<usize>); 5] = [
             (10, vec![]),
@@ -475,39 +476,101 @@ mod tests {
                 epoch: 1_704_067_200 + i as u64,
                 identity: format!("alloy-0.0.{i}-amd64"),
             };
-            let image = |name: &str| {
-                let work = dir.path().join(name);
-                std::fs::create_dir(&work).unwrap();
-                work.join("image.raw")
-            };
-            let reference = image("debugfs");
-            pack_with_debugfs(&sh, &tree, &reference, &params);
-            let from_disk = image("disk");
-            pack(&sh, &tools, &tree, &from_disk, &params, None).unwrap();
+            assert_same_as_debugfs(&tree, &params, Some(("usr/bin/alloy", &binary)));
+        }
+    }
+
+    /// Packs `tree` with debugfs, with our fill from disk, and with our fill streaming
+    /// `streamed`'s bytes, and asserts the three images are the same bytes (and pass e2fsck).
+    fn assert_same_as_debugfs(
+        tree: &StagedTree,
+        params: &ImageParams,
+        streamed: Option<(&str, &[u8])>,
+    ) {
+        let sh = Shell::new().unwrap();
+        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let image = |name: &str| {
+            let work = dir.path().join(name);
+            std::fs::create_dir(&work).unwrap();
+            work.join("image.raw")
+        };
+        let reference = image("debugfs");
+        pack_with_debugfs(&sh, tree, &reference, params);
+        let mut made = vec![image("disk")];
+        pack(&sh, &tools, tree, &made[0], params, None).unwrap();
+        if let Some((path, bytes)) = streamed {
             let streamed = image("stream");
-            let mut reader: &[u8] = &binary;
+            let mut reader = bytes;
             let stream = Streamed {
-                path: "usr/bin/alloy",
+                path,
                 reader: &mut reader,
             };
-            pack(&sh, &tools, &tree, &streamed, &params, Some(stream)).unwrap();
-            check(&tools, &streamed).unwrap();
-
-            let expected = std::fs::read(&reference).unwrap();
-            for made in [from_disk, streamed] {
-                let got = std::fs::read(&made).unwrap();
-                assert_eq!(got.len(), expected.len());
-                let differ: Vec<usize> = (0..got.len())
-                    .filter(|&at| got[at] != expected[at])
-                    .take(8)
-                    .collect();
-                assert!(
-                    differ.is_empty(),
-                    "case {i} ({size} bytes): {} differs from debugfs's image at {differ:x?}",
-                    made.display()
-                );
-            }
+            pack(&sh, &tools, tree, &streamed, params, Some(stream)).unwrap();
+            made.push(streamed);
         }
+        let expected = std::fs::read(&reference).unwrap();
+        for made in made {
+            check(&tools, &made).unwrap();
+            let got = std::fs::read(&made).unwrap();
+            assert_eq!(got.len(), expected.len());
+            let differ: Vec<usize> = (0..got.len())
+                .filter(|&at| got[at] != expected[at])
+                .take(8)
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "{} ({} entries) differs from debugfs's image at {differ:x?}",
+                made.display(),
+                tree.entries.len()
+            );
+        }
+    }
+
+    /// The tree a build stages (with and without the autostart drop-in), and trees deeper and
+    /// wider than it: lookups through many directories move libext2fs's block cache, which
+    /// decides the bytes-written count in the superblock, so they must be debugfs's lookups.
+    #[test]
+    fn fills_the_real_tree_and_deep_and_wide_ones_as_debugfs_does() {
+        use crate::build::stage::stage_service;
+        use crate::contract::{ExtensionRelease, ALLOY_PATH, EXTENSION_RELEASE_PATH};
+        let params = ImageParams {
+            epoch: 1_704_067_200,
+            identity: "alloy-1.10.2-amd64".into(),
+        };
+        let binary = content((5 << 20) + 77, &[40, 41, 42, 43, 900], 9);
+        for autostart in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut tree = StagedTree::new(&dir.path().join("t")).unwrap();
+            tree.add_file(ALLOY_PATH, &binary, 0o755).unwrap();
+            let release = ExtensionRelease::for_arch(crate::arch::Arch::Amd64).render();
+            tree.add_file(EXTENSION_RELEASE_PATH, release.as_bytes(), 0o644)
+                .unwrap();
+            stage_service(&mut tree, autostart).unwrap();
+            assert_same_as_debugfs(&tree, &params, Some((ALLOY_PATH, &binary)));
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut deep = StagedTree::new(&dir.path().join("deep")).unwrap();
+        let mut path = String::from("usr");
+        for level in 0..12 {
+            path.push_str(&format!("/d{level}"));
+            deep.add_file(
+                &format!("{path}/f{level}"),
+                &b"x".repeat(level * 700),
+                0o644,
+            )
+            .unwrap();
+        }
+        assert_same_as_debugfs(&deep, &params, None);
+
+        let mut wide = StagedTree::new(&dir.path().join("wide")).unwrap();
+        for d in 0..48 {
+            let name = format!("usr/lib/x{}/y{}/file{d}", d % 7, d % 3);
+            wide.add_file(&name, format!("{d}\n").as_bytes(), 0o644)
+                .unwrap();
+        }
+        assert_same_as_debugfs(&wide, &params, None);
     }
 
     /// A stream that ends early, runs long or fails leaves an error, never an image made of
