@@ -83,9 +83,10 @@ pub fn image_size(tree: &StagedTree) -> u64 {
 }
 
 /// Packs `tree` into `dest`: an empty filesystem from `mkfs.ext4`, filled through libext2fs as
-/// `debugfs -w` would fill it from [`debugfs_script`]; [`check`] it before use. The `streamed` file's bytes come from its
-/// reader (the binary, inflated from the zip on this thread) while another thread writes them
-/// into the image: the two cores share the work, and the binary is never staged on disk.
+/// `debugfs -w` would fill it from [`debugfs_script`]; [`check`] it before use. The `streamed`
+/// file's bytes come from its reader (the binary, inflated from the zip on this thread) while
+/// another thread writes them into the image: the two cores share the work, and the binary is
+/// never staged on disk.
 pub fn pack(
     sh: &Shell,
     tools: &Toolbox,
@@ -94,9 +95,27 @@ pub fn pack(
     params: &ImageParams,
     streamed: Option<Streamed<'_>>,
 ) -> anyhow::Result<()> {
+    let size = make_filesystem(sh, tools, tree, dest, params)?;
+    fill(tree, dest, params.epoch, streamed).with_context(|| {
+        format!(
+            "could not fill {} ({size} bytes for {} bytes of content)",
+            dest.display(),
+            tree.content_bytes()
+        )
+    })
+}
+
+/// Creates `dest` at the size `tree` needs and makes an empty ext4 filesystem in it, with our
+/// mke2fs.conf (beside `dest`), our UUID, hash seed and times. Returns the size.
+fn make_filesystem(
+    sh: &Shell,
+    tools: &Toolbox,
+    tree: &StagedTree,
+    dest: &Path,
+    params: &ImageParams,
+) -> anyhow::Result<u64> {
     let mkfs = tools.path(tools::MKFS_EXT4);
     let work = dest.parent().context("image path has no directory")?;
-
     let size = image_size(tree);
     let image =
         std::fs::File::create_new(dest).with_context(|| format!("creating {}", dest.display()))?;
@@ -121,14 +140,7 @@ pub fn pack(
         .quiet()
         .run()
         .with_context(|| format!("mkfs.ext4 failed on {}", dest.display()))?;
-
-    fill(tree, dest, params.epoch, streamed).with_context(|| {
-        format!(
-            "could not fill {} ({size} bytes for {} bytes of content)",
-            dest.display(),
-            tree.content_bytes()
-        )
-    })
+    Ok(size)
 }
 
 /// Read-only consistency check of a packed image (`e2fsck -fn`): catches a too-small image or a
@@ -388,25 +400,10 @@ mod tests {
     fn pack_with_debugfs(sh: &Shell, tree: &StagedTree, dest: &Path, params: &ImageParams) {
         let tools =
             tools::preflight(sh, &[tools::MKFS_EXT4, tools::DEBUGFS, tools::E2FSCK]).unwrap();
-        let (mkfs, debugfs) = (tools.path(tools::MKFS_EXT4), tools.path(tools::DEBUGFS));
+        let debugfs = tools.path(tools::DEBUGFS);
+        make_filesystem(sh, &tools, tree, dest, params).unwrap();
         let work = dest.parent().unwrap();
-        std::fs::File::create_new(dest)
-            .unwrap()
-            .set_len(image_size(tree))
-            .unwrap();
-        let conf = work.join("mke2fs.conf");
-        std::fs::write(&conf, MKE2FS_CONF).unwrap();
         let epoch = params.epoch.to_string();
-        let uuid = params.derived_uuid("ext4 uuid");
-        let hash_seed = params.derived_uuid("ext4 hash seed");
-        let inodes = (tree.entries.len() + 16).to_string();
-        let extended = format!("root_owner=0:0,hash_seed={hash_seed},lazy_itable_init=0,nodiscard");
-        cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 -I 256 -N {inodes} -m 0 -L alloy -U {uuid} -E {extended} {dest}")
-            .env("MKE2FS_CONFIG", &conf)
-            .env("E2FSPROGS_FAKE_TIME", &epoch)
-            .quiet()
-            .run()
-            .unwrap();
         let script = work.join("debugfs.script");
         std::fs::write(&script, debugfs_script(tree, params.epoch)).unwrap();
         let _cwd = sh.push_dir(&tree.root);
