@@ -113,22 +113,10 @@ impl StagedTree {
     }
 
     pub fn add_file(&mut self, path: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-        check_path(path)?;
-        if self.has(path) {
-            bail!("{path} is staged twice");
-        }
-        self.add_parents(path)?;
+        self.add_pending(path, contents.len() as u64, mode)?;
         let disk = self.disk_path(path);
         fs::write(&disk, contents).with_context(|| format!("writing {}", disk.display()))?;
-        self.set_mode(path, mode)?;
-        self.entries.push(Entry {
-            path: path.to_string(),
-            kind: Kind::File {
-                size: contents.len() as u64,
-            },
-            mode,
-        });
-        Ok(())
+        self.set_mode(path, mode)
     }
 
     /// Adds a file whose `size` bytes are not on disk yet: the packer reads them from a stream,

@@ -140,14 +140,18 @@ impl Libext2fs {
     }
 
     fn check(&self, code: Errcode, what: impl FnOnce() -> String) -> anyhow::Result<()> {
-        if code == 0 {
-            return Ok(());
+        match code {
+            0 => Ok(()),
+            _ => Err(self.error(code, what())),
         }
+    }
+
+    /// libext2fs's message for `code`, after `what` was being done.
+    fn error(&self, code: Errcode, what: String) -> anyhow::Error {
         // SAFETY: error_message returns a static or thread-local NUL-terminated string.
         let message = unsafe { CStr::from_ptr((self.f.error_message)(code)) };
-        bail!(
-            "{}: {} (libext2fs error {code})",
-            what(),
+        anyhow::anyhow!(
+            "{what}: {} (libext2fs error {code})",
             message.to_string_lossy()
         )
     }
@@ -194,9 +198,9 @@ impl<'l> Session<'l> {
         Ok(session)
     }
 
-    /// `ext2fs_namei` from the root, as debugfs resolves a path (`/`, `usr/bin`).
-    fn lookup(&self, cwd: Ino, path: &str) -> Result<Ino, Errcode> {
-        let name = CString::new(path).map_err(|_| EXT2_ET_DIR_NO_SPACE)?;
+    /// `ext2fs_namei` from the root, as debugfs resolves a path (`/`, `usr/bin`): the inode,
+    /// or libext2fs's error code (not found, most often).
+    fn lookup(&self, cwd: Ino, name: &CStr) -> Result<Ino, Errcode> {
         let mut ino = 0;
         // SAFETY: fs is open; valid C string and out-pointer.
         let code =
@@ -209,11 +213,8 @@ impl<'l> Session<'l> {
     }
 
     fn inode_of(&self, path: &str) -> anyhow::Result<Ino> {
-        self.lookup(ROOT_INO, path).or_else(|code| {
-            self.lib
-                .check(code, || format!("looking up {path}"))
-                .map(|()| 0)
-        })
+        self.lookup(ROOT_INO, &c_string(path)?)
+            .map_err(|code| self.lib.error(code, format!("looking up {path}")))
     }
 
     /// The parent's inode and the last component, as debugfs splits `dir/name`.
@@ -251,10 +252,10 @@ impl<'l> Session<'l> {
     /// content then given to the returned writer in order.
     pub fn create_file(&self, path: &str, size: u64, mode: u32) -> anyhow::Result<FileWriter<'_>> {
         let (parent, name) = self.parent_and_name(path)?;
-        if self.lookup(parent, name).is_ok() {
+        let c_name = c_string(name)?;
+        if self.lookup(parent, &c_name).is_ok() {
             bail!("{path} is written twice");
         }
-        let c_name = c_string(name)?;
         let f = &self.lib.f;
         let mut ino = 0;
         // SAFETY: fs is open; out-pointer to a local; no inode bitmap of our own (NULL).
@@ -429,7 +430,7 @@ pub struct FileWriter<'s> {
 
 impl FileWriter<'_> {
     /// Appends `data`. Every block is written (or skipped) once it is whole.
-    pub fn write(&mut self, mut data: &[u8]) -> anyhow::Result<()> {
+    pub fn append(&mut self, mut data: &[u8]) -> anyhow::Result<()> {
         let written = self.offset + self.partial.len() as u64 + data.len() as u64;
         if written > self.size {
             bail!(
@@ -508,6 +509,19 @@ impl FileWriter<'_> {
         // SAFETY: file is open and not used again.
         let code = unsafe { (lib.f.ext2fs_file_close)(file) };
         lib.check(code, || format!("closing {} in the image", self.path))
+    }
+}
+
+/// For copying a staged file in with [`crate::util::files::copy_stream`].
+impl std::io::Write for FileWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.append(data)
+            .map_err(|err| std::io::Error::other(format!("{err:#}")))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

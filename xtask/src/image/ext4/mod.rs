@@ -13,7 +13,6 @@
 
 mod libext2fs;
 
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -21,6 +20,7 @@ use xshell::{cmd, Shell};
 
 use super::{ImageParams, Streamed};
 use crate::build::stage::{Kind, StagedTree};
+use crate::util::files::copy_stream;
 use crate::util::pipeline::{self, Chunks};
 use crate::util::tools::{self, Toolbox};
 use libext2fs::{FileWriter, Libext2fs, Session};
@@ -195,7 +195,7 @@ fn write_tree(
             Kind::File { size } => {
                 let mut file = session.create_file(&entry.path, size, entry.mode)?;
                 match streamed.take_if(|(path, _)| *path == entry.path) {
-                    Some((_, chunks)) => chunks.for_each(|chunk| file.write(chunk))?,
+                    Some((_, chunks)) => chunks.for_each(|chunk| file.append(chunk))?,
                     None => copy_staged(tree, &entry.path, &mut file)?,
                 }
                 file.finish()?;
@@ -215,16 +215,8 @@ fn copy_staged(tree: &StagedTree, path: &str, file: &mut FileWriter<'_>) -> anyh
     let disk = tree.disk_path(path);
     let mut source =
         std::fs::File::open(&disk).with_context(|| format!("opening {}", disk.display()))?;
-    let mut buf = vec![0; 64 << 10];
-    loop {
-        let n = source
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", disk.display()))?;
-        if n == 0 {
-            return Ok(());
-        }
-        file.write(&buf[..n])?;
-    }
+    copy_stream(&mut source, file).with_context(|| format!("copying {}", disk.display()))?;
+    Ok(())
 }
 
 /// Every inode the image holds and its type and permission bits: the root, lost+found, and
@@ -277,6 +269,7 @@ fn debugfs_errors(stderr: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn tree_with(size: usize) -> (tempfile::TempDir, StagedTree) {
         let dir = tempfile::tempdir().unwrap();
