@@ -226,6 +226,63 @@ mod tests {
         out
     }
 
+    /// The central directory's uncompressed size of the one entry, set to `size`.
+    fn declare_size(zip: &Path, size: u32) {
+        let mut bytes = std::fs::read(zip).unwrap();
+        let at = (0..bytes.len() - 4)
+            .find(|&i| bytes[i..i + 4] == [0x50, 0x4b, 0x01, 0x02])
+            .expect("a central directory header");
+        bytes[at + 24..at + 28].copy_from_slice(&size.to_le_bytes());
+        std::fs::write(zip, bytes).unwrap();
+    }
+
+    /// An entry must inflate to exactly the size the zip's directory declares (which sizes the
+    /// image before a byte is inflated): fewer or more bytes fail, naming the zip, and a
+    /// declared size beyond the limit is refused before anything is inflated.
+    #[test]
+    fn refuses_an_entry_that_inflates_to_another_size_than_declared() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // More bytes than declared: the zip crate stops them itself; our reader would too.
+        let more: &[&str] = &[
+            "larger than its declared uncompressed size",
+            "inflates to more bytes than the zip's directory says",
+        ];
+        let cases: [(u32, &[&str]); 3] = [
+            (99_999, more),
+            (
+                100_001,
+                &["ends 1 bytes before the size the zip's directory says"],
+            ),
+            (u32::MAX, &["beyond"]),
+        ];
+        for (declared, expected) in cases {
+            let zip = dir.path().join(format!("{declared}.zip"));
+            make_zip(&zip, |w| {
+                w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
+                    .unwrap();
+                w.write_all(&content).unwrap();
+            });
+            declare_size(&zip, declared);
+            let file = File::open(&zip).unwrap();
+            let err = BinaryEntry::open(&file, &zip, "alloy-linux-amd64")
+                .and_then(|mut binary| binary.read(|r| Ok(copy_all(r)?)))
+                .unwrap_err();
+            let err = format!("{err:#}");
+            assert!(
+                expected.iter().any(|e| err.contains(e)),
+                "declared {declared}: {err}"
+            );
+            if declared != u32::MAX {
+                assert!(err.contains("inflating alloy-linux-amd64 from"), "{err}");
+            }
+        }
+    }
+
+    fn copy_all(reader: &mut dyn Read) -> std::io::Result<u64> {
+        std::io::copy(reader, &mut std::io::sink())
+    }
+
     #[test]
     fn extracts_the_one_expected_file() {
         let dir = tempfile::tempdir().unwrap();
