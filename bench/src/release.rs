@@ -306,7 +306,7 @@ mod tests {
         write_binary(&mut b, 4_000_000).unwrap();
         assert_eq!(a.len(), 4_000_000);
         assert!(a == b);
-        xtask::build::elf::check_header(&a[..64], xtask::arch::Arch::Amd64).unwrap();
+        xtask::release::elf::check_header(&a[..64], xtask::arch::Arch::Amd64).unwrap();
 
         let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         writer

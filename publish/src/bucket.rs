@@ -30,47 +30,63 @@ pub struct Settings {
     credentials: Credentials,
 }
 
-/// Reads the bucket settings from flags and the environment (`env` looks a variable up), and
-/// names everything missing in one error, before anything is sent.
-pub fn settings(
-    env: impl Fn(&str) -> Option<String>,
-    endpoint: Option<String>,
-    bucket: Option<String>,
-    prefix: Option<String>,
-) -> anyhow::Result<Settings> {
-    let var = |name: &str| {
-        env(name)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-    };
-    let mut missing = Vec::new();
+/// One access key pair as the environment gives it (either half may be missing).
+#[derive(Default)]
+pub struct KeyPair {
+    pub id: Option<String>,
+    pub secret: Option<String>,
+}
 
-    let endpoint = endpoint.or_else(|| var("R2_ENDPOINT")).or_else(|| {
-        var("R2_ACCOUNT_ID").map(|id| format!("https://{id}.r2.cloudflarestorage.com"))
-    });
+/// Where the bucket is and with which keys, as given (flags already preferred over the
+/// environment by the command line). Holds secrets: no `Debug`.
+#[derive(Default)]
+pub struct Given {
+    /// `--endpoint` or `R2_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `R2_ACCOUNT_ID`: the endpoint when none is given.
+    pub account_id: Option<String>,
+    /// `--bucket` or `R2_BUCKET`.
+    pub bucket: Option<String>,
+    /// `--prefix`: a folder inside the bucket.
+    pub prefix: Option<String>,
+    /// `R2_ACCESS_KEY_ID` and `R2_SECRET_ACCESS_KEY`.
+    pub r2_keys: KeyPair,
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, when the R2 pair is not whole.
+    pub aws_keys: KeyPair,
+}
+
+/// A setting with its blanks trimmed; blank counts as missing.
+fn given(value: Option<String>) -> Option<String> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The bucket settings, with everything missing named in one error, before anything is sent.
+pub fn settings(given_settings: Given) -> anyhow::Result<Settings> {
+    let Given {
+        endpoint,
+        account_id,
+        bucket,
+        prefix,
+        r2_keys,
+        aws_keys,
+    } = given_settings;
+    let mut missing = Vec::new();
+    let endpoint = given(endpoint)
+        .or_else(|| given(account_id).map(|id| format!("https://{id}.r2.cloudflarestorage.com")));
     if endpoint.is_none() {
         missing.push("the endpoint: --endpoint URL, R2_ENDPOINT, or R2_ACCOUNT_ID");
     }
-    let bucket = bucket.or_else(|| var("R2_BUCKET"));
+    let bucket = given(bucket);
     if bucket.is_none() {
         missing.push("the bucket: --bucket NAME or R2_BUCKET");
     }
     // Both keys from one pair of variables: never an R2 id with an AWS secret.
-    let pairs = [
-        ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY"),
-        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-    ];
-    let credentials = pairs.iter().find_map(|(id, secret)| {
-        Some((
-            var(id)?,
-            var(secret)?,
-            if *id == "R2_ACCESS_KEY_ID" {
-                "R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY"
-            } else {
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            },
-        ))
-    });
+    let whole =
+        |pair: KeyPair, from: &'static str| Some((given(pair.id)?, given(pair.secret)?, from));
+    let credentials = whole(r2_keys, "R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY")
+        .or_else(|| whole(aws_keys, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"));
     if credentials.is_none() {
         missing.push(
             "credentials: R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
@@ -703,24 +719,40 @@ async fn upload_part(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
-    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
+    fn some(value: &str) -> Option<String> {
+        Some(value.to_string())
+    }
+
+    fn pair(id: &str, secret: &str) -> KeyPair {
+        KeyPair {
+            id: some(id),
+            secret: some(secret),
+        }
+    }
+
+    /// An endpoint, a bucket and an R2 key pair.
+    fn complete() -> Given {
+        Given {
+            endpoint: some("https://r2.example"),
+            bucket: some("images"),
+            r2_keys: pair("id", SECRET),
+            ..Given::default()
+        }
     }
 
     #[test]
     fn everything_missing_is_named_in_one_error_without_secrets() {
-        let err = settings(env(&[("R2_SECRET_ACCESS_KEY", SECRET)]), None, None, None)
-            .err()
-            .unwrap()
-            .to_string();
+        let only_a_secret = Given {
+            r2_keys: KeyPair {
+                id: None,
+                secret: some(SECRET),
+            },
+            ..Given::default()
+        };
+        let err = settings(only_a_secret).err().unwrap().to_string();
         for needle in [
             "--endpoint",
             "R2_ACCOUNT_ID",
@@ -734,18 +766,17 @@ mod tests {
 
     #[test]
     fn the_endpoint_comes_from_the_account_id_and_keys_fall_back_to_aws() {
-        let s = settings(
-            env(&[
-                ("R2_ACCOUNT_ID", "abc123"),
-                ("R2_BUCKET", "images"),
-                ("AWS_ACCESS_KEY_ID", "id"),
-                ("AWS_SECRET_ACCESS_KEY", SECRET),
-                ("R2_ACCESS_KEY_ID", "only-an-id"),
-            ]),
-            None,
-            None,
-            Some("/sysext//alloy/".into()),
-        )
+        let s = settings(Given {
+            account_id: some("abc123"),
+            bucket: some("images"),
+            prefix: some("/sysext//alloy/"),
+            aws_keys: pair("id", SECRET),
+            r2_keys: KeyPair {
+                id: some("only-an-id"),
+                secret: some("  "),
+            },
+            ..Given::default()
+        })
         .unwrap();
         assert_eq!(s.endpoint, "https://abc123.r2.cloudflarestorage.com");
         assert_eq!(s.bucket, "images");
@@ -758,26 +789,22 @@ mod tests {
     }
 
     #[test]
-    fn flags_win_over_the_environment_and_plain_http_is_for_loopback_only() {
-        let vars = [
-            ("R2_ENDPOINT", "https://env.example"),
-            ("R2_BUCKET", "env-bucket"),
-            ("R2_ACCESS_KEY_ID", "id"),
-            ("R2_SECRET_ACCESS_KEY", SECRET),
-        ];
-        let s = settings(
-            env(&vars),
-            Some("http://127.0.0.1:9000/".into()),
-            Some("flag-bucket".into()),
-            None,
-        )
+    fn the_endpoint_wins_over_the_account_id_and_plain_http_is_for_loopback_only() {
+        let s = settings(Given {
+            endpoint: some("http://127.0.0.1:9000/"),
+            account_id: some("abc123"),
+            ..complete()
+        })
         .unwrap();
         assert_eq!(s.endpoint, "http://127.0.0.1:9000");
-        assert_eq!(s.bucket, "flag-bucket");
+        assert_eq!(s.bucket, "images");
         assert_eq!(s.prefix, "");
-        let err = settings(env(&vars), Some("http://r2.example".into()), None, None)
-            .err()
-            .unwrap();
+        let err = settings(Given {
+            endpoint: some("http://r2.example"),
+            ..complete()
+        })
+        .err()
+        .unwrap();
         assert!(
             format!("{err:#}").contains("refusing plain http://"),
             "{err:#}"
@@ -859,18 +886,7 @@ mod tests {
 
     #[test]
     fn explain_says_a_5xx_in_one_line() {
-        let s = settings(
-            env(&[
-                ("R2_ENDPOINT", "https://r2.example"),
-                ("R2_BUCKET", "images"),
-                ("R2_ACCESS_KEY_ID", "id"),
-                ("R2_SECRET_ACCESS_KEY", SECRET),
-            ]),
-            None,
-            None,
-            None,
-        )
-        .unwrap();
+        let s = settings(complete()).unwrap();
         let bucket = Bucket::new(&s);
         let error = explain(
             service_error(500, "InternalError", "We encountered an internal error."),

@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use xtask::contract::{ImageName, INDEX_NAME};
-use xtask::util::checksums::{self, Entry, Sums};
+use xtask::util::checksums::{self, SumLine, Sums};
 use xtask::util::progress::detail;
 use xtask::util::retry::Backoff;
 
 use crate::bucket::{self, Bucket, Precondition, Written};
 
 /// Index order: images by version then architecture; names we do not know last, by name.
-fn index_order(a: &Entry, b: &Entry) -> Ordering {
+fn index_order(a: &SumLine, b: &SumLine) -> Ordering {
     match (ImageName::parse(&a.name), ImageName::parse(&b.name)) {
         (Some(x), Some(y)) => (x.version, x.arch).cmp(&(y.version, y.arch)),
         (Some(_), None) => Ordering::Less,
@@ -37,7 +37,7 @@ pub struct Merged {
 /// Adds `new` entries to the `existing` index text (empty when there is none yet).
 /// A name already listed with the same digest is kept as is; with a different digest it is an
 /// error naming both, since a published image never changes.
-pub fn merge(existing: &str, new: &[Entry]) -> anyhow::Result<Merged> {
+pub fn merge(existing: &str, new: &[SumLine]) -> anyhow::Result<Merged> {
     let mut entries = Sums::parse(existing, INDEX_NAME)
         .context("the bucket's SHA256SUMS is not in sha256sum format; fix or remove it by hand")?
         .entries;
@@ -73,7 +73,11 @@ pub const INDEX_LIMIT: u64 = 16 << 20;
 
 /// Adds our entries to `SHA256SUMS` by read-modify-write on its ETag; a concurrent publisher
 /// makes our write fail with 412, and we read again and merge again.
-pub async fn update_index(bucket: &Bucket, entries: &[Entry], verbose: bool) -> anyhow::Result<()> {
+pub async fn update_index(
+    bucket: &Bucket,
+    entries: &[SumLine],
+    verbose: bool,
+) -> anyhow::Result<()> {
     const ATTEMPTS: u32 = 10;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     for attempt in 1..=ATTEMPTS {
@@ -143,8 +147,8 @@ mod tests {
     use super::*;
     use xtask::util::checksums::hash_bytes;
 
-    fn entry(name: &str, content: &str) -> Entry {
-        Entry {
+    fn entry(name: &str, content: &str) -> SumLine {
+        SumLine {
             digest: hash_bytes(content.as_bytes()),
             name: name.to_string(),
         }

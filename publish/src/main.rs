@@ -14,22 +14,23 @@ mod multipart;
 mod objects;
 mod signature;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use xtask::arch::Arch;
-use xtask::cli::{exit_code, refuse_secrets_on_argv};
 use xtask::contract::{Channel, INDEX_NAME, SIGNATURE_NAME};
+use xtask::runtime::{exit_code, refuse_secrets_on_argv};
 use xtask::signing::{Signer, SIGNING_KEY_ENV};
-use xtask::util::checksums::{self, Entry};
+use xtask::util::checksums::{self, SumLine};
 use xtask::util::progress::{detail, mib, step};
 use xtask::version::Version;
 
-use bucket::{Bucket, Settings};
+use bucket::{Bucket, Given, KeyPair, Settings};
 use local::LocalImage;
-use objects::{Outcome, Source};
+use objects::{Object, Put, Source, Uploads};
 
 /// Upload built images to the R2 bucket, create-only, then list them in its SHA256SUMS.
 ///
@@ -40,7 +41,7 @@ use objects::{Outcome, Source};
 /// R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), never from flags.
 #[derive(Parser)]
 #[command(name = "cargo xtask publish", bin_name = "cargo xtask publish")]
-pub struct Publish {
+pub struct PublishArgs {
     /// Version to publish (every image of it in --dir); without it, every image in --dir
     pub version: Option<Version>,
 
@@ -52,12 +53,12 @@ pub struct Publish {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// S3 endpoint [default: $R2_ENDPOINT, else https://$R2_ACCOUNT_ID.r2.cloudflarestorage.com]
-    #[arg(long, value_name = "URL")]
+    /// S3 endpoint [default: https://$R2_ACCOUNT_ID.r2.cloudflarestorage.com]
+    #[arg(long, env = "R2_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
 
-    /// Bucket name [default: $R2_BUCKET]
-    #[arg(long, value_name = "NAME")]
+    /// Bucket name
+    #[arg(long, env = "R2_BUCKET", value_name = "NAME")]
     pub bucket: Option<String>,
 
     /// Folder inside the bucket to publish under (e.g. sysext/); release candidates go to its rc/
@@ -82,15 +83,11 @@ pub struct Publish {
     pub env: Environment,
 }
 
-/// The settings and secrets publish reads from the environment (secrets: environment only).
+/// The settings and secrets publish reads from the environment only (secrets never from flags).
 #[derive(clap::Args)]
 pub struct Environment {
-    #[arg(long = "r2-endpoint", env = "R2_ENDPOINT", hide = true)]
-    r2_endpoint: Option<String>,
     #[arg(long = "r2-account-id", env = "R2_ACCOUNT_ID", hide = true)]
     r2_account_id: Option<String>,
-    #[arg(long = "r2-bucket", env = "R2_BUCKET", hide = true)]
-    r2_bucket: Option<String>,
     #[arg(
         long = "r2-access-key-id",
         env = "R2_ACCESS_KEY_ID",
@@ -138,31 +135,15 @@ const SECRET_ARGS: [&str; 5] = [
     "sysext_gpg_key",
 ];
 
-impl Environment {
-    /// The variable `name` as parsed, for [`bucket::settings`].
-    fn var(&self, name: &str) -> Option<String> {
-        match name {
-            "R2_ENDPOINT" => self.r2_endpoint.clone(),
-            "R2_ACCOUNT_ID" => self.r2_account_id.clone(),
-            "R2_BUCKET" => self.r2_bucket.clone(),
-            "R2_ACCESS_KEY_ID" => self.r2_access_key_id.clone(),
-            "R2_SECRET_ACCESS_KEY" => self.r2_secret_access_key.clone(),
-            "AWS_ACCESS_KEY_ID" => self.aws_access_key_id.clone(),
-            "AWS_SECRET_ACCESS_KEY" => self.aws_secret_access_key.clone(),
-            _ => None,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
-    let matches = Publish::command().get_matches();
+    let matches = PublishArgs::command().get_matches();
     exit_code(
         refuse_secrets_on_argv(&matches, &SECRET_ARGS)
-            .and_then(|()| Ok(Publish::from_arg_matches(&matches)?))
+            .and_then(|()| Ok(PublishArgs::from_arg_matches(&matches)?))
             .and_then(|publish| {
                 // Parsed: from here on, only the values we hand over reach anyone (gpg gets none).
-                xtask::cli::forget_secrets();
+                xtask::runtime::forget_secrets();
                 // Ctrl-C or SIGTERM: gpg and its agent stopped, the key's GNUPGHOME removed.
                 xtask::util::interrupt::install()?;
                 publish.run()
@@ -170,18 +151,13 @@ fn main() -> ExitCode {
     )
 }
 
-impl Publish {
+impl PublishArgs {
     pub fn run(self) -> anyhow::Result<()> {
         let mut archs = self.archs.clone();
         archs.sort();
         archs.dedup();
         // Settings first: a missing key or bucket is reported before any file is even hashed.
-        let settings = bucket::settings(
-            |name| self.env.var(name),
-            self.endpoint.clone(),
-            self.bucket.clone(),
-            self.prefix.clone(),
-        )?;
+        let settings = bucket::settings(self.given())?;
         // The signing key too: a key that cannot sign fails here, before any upload.
         let signer = match self
             .env
@@ -207,44 +183,110 @@ impl Publish {
             );
         }
         let settings = settings.in_folder(channel.folder());
+        let uploads = Uploads {
+            multipart_threshold: self.multipart_threshold,
+            part_size: self.part_size,
+            verbose: self.verbose,
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime for the S3 client")?;
-        runtime.block_on(publish(&settings, &images, signer.as_ref(), &self))
+        runtime.block_on(publish(&settings, &images, signer.as_ref(), &uploads))
+    }
+
+    /// The bucket settings as given: flags (or their variables), then the environment's keys.
+    fn given(&self) -> Given {
+        let env = &self.env;
+        Given {
+            endpoint: self.endpoint.clone(),
+            account_id: env.r2_account_id.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            r2_keys: KeyPair {
+                id: env.r2_access_key_id.clone(),
+                secret: env.r2_secret_access_key.clone(),
+            },
+            aws_keys: KeyPair {
+                id: env.aws_access_key_id.clone(),
+                secret: env.aws_secret_access_key.clone(),
+            },
+        }
     }
 }
 
+/// Publishes `images` to the bucket: everything is checked before the first write, then each
+/// image goes up before its checksum, both before the index, and the signature last.
 async fn publish(
     settings: &Settings,
     images: &[LocalImage],
     signer: Option<&Signer>,
-    options: &Publish,
+    uploads: &Uploads,
 ) -> anyhow::Result<()> {
     let bucket = Bucket::new(settings);
     let target = format!("s3://{}/{}", bucket.name, bucket.prefix);
     step(format!("Publishing to {target} at {}", bucket.endpoint));
-    if options.verbose {
+    if uploads.verbose {
         detail(format!("credentials from {}", settings.credentials_from));
         detail(format!(
             "multipart above {} in parts of {}",
-            mib(options.multipart_threshold),
-            mib(options.part_size)
+            mib(uploads.multipart_threshold),
+            mib(uploads.part_size)
         ));
     }
-
-    bucket.check_exists().await?;
-    // Reading the index first proves the endpoint, bucket and keys before anything is written,
-    // and refuses early if it already lists one of our names with other bytes.
-    let entries: Vec<Entry> = images
+    let lines: Vec<SumLine> = images
         .iter()
-        .map(|i| Entry {
+        .map(|i| SumLine {
             digest: i.digest,
             name: i.name.clone(),
         })
         .collect();
+    check_index_and_signature(&bucket, &target, &lines, signer.is_some()).await?;
+    let published = already_published(&bucket, images).await?;
+    let mut puts = Vec::new();
+    for image in images {
+        puts.push(upload(&bucket, image, &published, uploads).await?);
+    }
+    index::update_index(&bucket, &lines, uploads.verbose).await?;
+    let signed = match signer {
+        Some(signer) => Some(signature::sign_index(&bucket, signer, uploads.verbose).await?),
+        None => None,
+    };
+
+    println!();
+    println!("{:<34} {:>10}  {:<64}  result", "image", "size", "sha256");
+    for (image, put) in images.iter().zip(&puts) {
+        println!(
+            "{:<34} {:>10}  {}  {}",
+            image.name,
+            mib(image.size),
+            image.digest,
+            put.describe()
+        );
+    }
+    println!("\nindex: {target}{INDEX_NAME}");
+    if let (Some(signed), Some(signer)) = (signed, signer) {
+        println!(
+            "signature: {target}{SIGNATURE_NAME} by key {} ({})",
+            signer.fingerprint(),
+            signed.describe()
+        );
+    }
+    Ok(())
+}
+
+/// Reading the index first proves the endpoint, bucket and keys before anything is written,
+/// and refuses early if it already lists one of our names with other bytes. A signed index is
+/// never changed without signing it: hosts with Verify=yes would refuse it.
+async fn check_index_and_signature(
+    bucket: &Bucket,
+    target: &str,
+    lines: &[SumLine],
+    signing: bool,
+) -> anyhow::Result<()> {
+    bucket.check_exists().await?;
     let index_changes = match bucket.get_text(INDEX_NAME, index::INDEX_LIMIT).await? {
-        Some((text, _)) => !index::merge(&text, &entries)
+        Some((text, _)) => !index::merge(&text, lines)
             .with_context(|| {
                 format!("checking {target}{INDEX_NAME} (nothing was changed on the bucket)")
             })?
@@ -252,17 +294,22 @@ async fn publish(
             .is_empty(),
         None => true,
     };
-    // Changing a signed index without signing it would make hosts with Verify=yes refuse it.
-    if signer.is_none() && index_changes && bucket.size_of(SIGNATURE_NAME).await?.is_some() {
+    if !signing && index_changes && bucket.size_of(SIGNATURE_NAME).await?.is_some() {
         bail!(
             "{target}{SIGNATURE_NAME} exists, so hosts may check it: publishing without {SIGNING_KEY_ENV} would change {INDEX_NAME} and leave that signature wrong. Set {SIGNING_KEY_ENV} to the signing key (or delete {SIGNATURE_NAME} from the bucket to stop signing). Nothing was changed on the bucket."
         );
     }
+    Ok(())
+}
 
-    // Every object that exists already must hold exactly our bytes; otherwise refuse before
-    // uploading anything at all.
+/// The names (images and checksums) already on the bucket with exactly our bytes. Any that
+/// exists with other bytes is refused, all of them named, before anything is uploaded.
+async fn already_published(
+    bucket: &Bucket,
+    images: &[LocalImage],
+) -> anyhow::Result<HashSet<String>> {
     let mut conflicts = Vec::new();
-    let mut published = std::collections::HashSet::new();
+    let mut published = HashSet::new();
     for image in images {
         let checksum_text = image.checksum_text();
         let checksum = checksums::hash_bytes(checksum_text.as_bytes());
@@ -272,7 +319,7 @@ async fn publish(
         ] {
             match bucket.digest_of(&name, size).await? {
                 Some((remote, _)) if remote != digest => {
-                    conflicts.push(objects::refusal(&bucket, &name, &remote, &digest));
+                    conflicts.push(objects::refusal(bucket, &name, &remote, &digest));
                 }
                 Some(_) => {
                     detail(format!(
@@ -290,67 +337,40 @@ async fn publish(
             conflicts.join("\n")
         );
     }
+    Ok(published)
+}
 
-    let mut outcomes = Vec::new();
-    for image in images {
-        let outcome = if published.contains(&image.name) {
-            Outcome::AlreadyPublished
-        } else {
-            objects::put_immutable(
-                &bucket,
-                &image.name,
-                Source::File(&image.path),
-                &image.digest,
-                image.size,
-                bucket::IMAGE,
-                options,
-            )
-            .await?
+/// Uploads an image, then its checksum, each unless `published` already holds it.
+async fn upload(
+    bucket: &Bucket,
+    image: &LocalImage,
+    published: &HashSet<String>,
+    uploads: &Uploads,
+) -> anyhow::Result<Put> {
+    let put = if published.contains(&image.name) {
+        Put::AlreadyPublished
+    } else {
+        let object = Object {
+            name: image.name.clone(),
+            source: Source::File(&image.path),
+            digest: image.digest,
+            size: image.size,
+            metadata: bucket::IMAGE,
         };
-        if !published.contains(&image.checksum_name()) {
-            let text = image.checksum_text();
-            let checksum = checksums::hash_bytes(text.as_bytes());
-            let size = text.len() as u64;
-            objects::put_immutable(
-                &bucket,
-                &image.checksum_name(),
-                Source::Text(text),
-                &checksum,
-                size,
-                bucket::CHECKSUM,
-                options,
-            )
-            .await?;
-        }
-        outcomes.push(outcome);
-    }
-
-    index::update_index(&bucket, &entries, options.verbose).await?;
-    let signed = match signer {
-        Some(signer) => Some(signature::sign_index(&bucket, signer, options.verbose).await?),
-        None => None,
+        objects::put_immutable(bucket, object, uploads).await?
     };
-
-    println!();
-    println!("{:<34} {:>10}  {:<64}  result", "image", "size", "sha256");
-    for (image, outcome) in images.iter().zip(&outcomes) {
-        println!(
-            "{:<34} {:>10}  {}  {}",
-            image.name,
-            mib(image.size),
-            image.digest,
-            outcome.describe()
-        );
+    if !published.contains(&image.checksum_name()) {
+        let text = image.checksum_text();
+        let object = Object {
+            name: image.checksum_name(),
+            digest: checksums::hash_bytes(text.as_bytes()),
+            size: text.len() as u64,
+            source: Source::Text(text),
+            metadata: bucket::CHECKSUM,
+        };
+        objects::put_immutable(bucket, object, uploads).await?;
     }
-    println!("\nindex: {target}{INDEX_NAME}");
-    if let Some(signed) = signed {
-        println!(
-            "signature: {target}{SIGNATURE_NAME} by key {} ({})",
-            signer.map(|s| s.fingerprint()).unwrap_or_default(),
-            signed.describe()
-        );
-    }
-    Ok(())
+    Ok(put)
 }
 
 #[cfg(test)]
@@ -360,12 +380,12 @@ mod tests {
 
     #[test]
     fn the_command_line_is_consistent() {
-        Publish::command().debug_assert();
+        PublishArgs::command().debug_assert();
     }
 
     #[test]
     fn a_secret_on_the_command_line_is_refused() {
-        let matches = Publish::command()
+        let matches = PublishArgs::command()
             .try_get_matches_from(["x", "--r2-secret-access-key", "s3cr3t"])
             .unwrap();
         let err = refuse_secrets_on_argv(&matches, &SECRET_ARGS)
@@ -373,7 +393,7 @@ mod tests {
             .to_string();
         assert!(err.contains("R2_SECRET_ACCESS_KEY"), "{err}");
         assert!(!err.contains("s3cr3t"), "{err}");
-        let matches = Publish::command().try_get_matches_from(["x"]).unwrap();
+        let matches = PublishArgs::command().try_get_matches_from(["x"]).unwrap();
         refuse_secrets_on_argv(&matches, &SECRET_ARGS).unwrap();
     }
 }

@@ -1,18 +1,18 @@
 //! The target architectures, and every name each one goes by.
 
-use clap::ValueEnum;
-
 /// ELF `e_machine` values of the binaries we ship.
 pub const EM_X86_64: u16 = 62;
 pub const EM_AARCH64: u16 = 183;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Arch {
     Amd64,
     Arm64,
 }
 
 impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
     /// Alloy's and our file names: `amd64`, `arm64`.
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +48,20 @@ impl Arch {
     }
 }
 
+impl std::str::FromStr for Arch {
+    type Err = anyhow::Error;
+
+    /// `amd64` or `arm64`, as in file names.
+    fn from_str(name: &str) -> anyhow::Result<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|arch| arch.name() == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{name:?} is not an architecture we build: amd64 or arm64")
+            })
+    }
+}
+
 impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -64,5 +78,9 @@ mod tests {
         assert_eq!(Arch::Arm64.release_binary(), "alloy-linux-arm64");
         assert_eq!(Arch::Amd64.systemd_name(), "x86-64");
         assert_eq!(Arch::Arm64.systemd_name(), "arm64");
+        for arch in Arch::ALL {
+            assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);
+        }
+        assert!("x86-64".parse::<Arch>().is_err());
     }
 }

@@ -1,11 +1,10 @@
-//! The image contract: every name, path and metadata line that the build writes and that
-//! inspection, verification, publishing and the host configuration read back. One place, so
-//! that what stage writes and what verify expects can never drift apart.
+//! The names the steps share: the extension's name, the published file names, the bucket's
+//! index and channels, where things come from, and where they live on a host. The files inside
+//! the image are listed in [`crate::payload`].
 
 use std::str::FromStr;
 
 use anyhow::bail;
-use clap::ValueEnum;
 
 use crate::arch::Arch;
 use crate::version::Version;
@@ -13,12 +12,6 @@ use crate::version::Version;
 /// The extension's name: the image is merged as `alloy.raw`, and its metadata file is
 /// `extension-release.alloy`.
 pub const EXTENSION_NAME: &str = "alloy";
-
-/// Where the binary lives inside the image (relative to its root).
-pub const ALLOY_PATH: &str = "usr/bin/alloy";
-
-/// Where the extension's metadata lives inside the image (relative to its root).
-pub const EXTENSION_RELEASE_PATH: &str = "usr/lib/extension-release.d/extension-release.alloy";
 
 /// The bucket's index of published images, in `sha256sum` format, that systemd-sysupdate reads.
 pub const INDEX_NAME: &str = "SHA256SUMS";
@@ -31,6 +24,35 @@ pub const DEFAULT_BASE_URL: &str = "https://ghost-sysext-images.separationofconc
 
 /// Where Alloy's release assets live: `<URL>/v<VERSION>/<asset>`.
 pub const DEFAULT_RELEASES_URL: &str = "https://github.com/grafana/alloy/releases/download";
+
+/// On the host: where versioned images live; `/etc/extensions/alloy.raw` links to one of them.
+pub const IMAGES_DIR: &str = "/opt/extensions/alloy";
+/// On the host: the link systemd-sysext merges, which sysupdate moves (`CurrentSymlink=`).
+pub const CURRENT_LINK: &str = "/etc/extensions/alloy.raw";
+/// On the host: systemd-sysupdate reads component `alloy` (`-C alloy`) from here, under two
+/// names with the same text: systemd 257 and later read `*.transfer` (and `*.conf` only when no
+/// `*.transfer` exists, with a warning), systemd 252 reads only `*.conf`. With both, each reads
+/// exactly one.
+pub const TRANSFER_PATHS: [&str; 2] = [
+    "/etc/sysupdate.alloy.d/alloy.transfer",
+    "/etc/sysupdate.alloy.d/alloy.conf",
+];
+/// On the host: the units that apply updates, alloy's own rather than a drop-in on the host's
+/// systemd-sysupdate.service.
+pub const UPDATE_SERVICE: &str = "alloy-sysupdate.service";
+pub const UPDATE_TIMER: &str = "alloy-sysupdate.timer";
+/// On the host: where Flatcar (and systemd's own units) have the client.
+pub const SYSUPDATE: &str = "/usr/lib/systemd/systemd-sysupdate";
+/// On the host: the keyring systemd-sysupdate checks `SHA256SUMS.gpg` against. systemd-pull
+/// uses the first keyring that exists, this one before the vendor's
+/// /usr/lib/systemd/import-pubring.gpg: writing it replaces the vendor keyring for every
+/// `Verify=yes` download on the host, it does not add to it.
+pub const HOST_KEYRING: &str = "/etc/systemd/import-pubring.gpg";
+/// On the host: the static system user (and group) Alloy runs as, as in Grafana's packages.
+pub const USER: &str = "alloy";
+/// On the host: the editable copies of Alloy's configuration and environment.
+pub const CONFIG_FILE: &str = "/etc/alloy/config.alloy";
+pub const ENVIRONMENT_FILE: &str = "/etc/default/alloy";
 
 /// What an image file name says: `alloy-1.10.2-amd64.raw`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +78,7 @@ impl ImageName {
         let (version, arch) = rest.rsplit_once('-')?;
         Some(ImageName {
             version: Version::from_str(version).ok()?,
-            arch: Arch::from_str(arch, false).ok()?,
+            arch: Arch::from_str(arch).ok()?,
         })
     }
 
@@ -92,87 +114,38 @@ pub fn checksum_name(file: &str) -> String {
     format!("{file}.sha256")
 }
 
-/// The extension's metadata: systemd-sysext merges it only on a host whose os-release has the
-/// same `ID` and `SYSEXT_LEVEL`, and whose architecture matches. `EXTENSION_RELOAD_MANAGER=1`
-/// asks systemd-sysext (>= 255) to reload units after a merge, so the manager sees alloy.service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExtensionRelease {
-    pub id: String,
-    pub sysext_level: String,
-    /// systemd's architecture name (`x86-64`, `arm64`).
-    pub architecture: String,
-    pub reload_manager: bool,
-}
-
-/// The `ID=` and `SYSEXT_LEVEL=` of Flatcar's os-release.
-pub const FLATCAR_ID: &str = "flatcar";
-pub const FLATCAR_SYSEXT_LEVEL: &str = "1.0";
-
-impl ExtensionRelease {
-    /// What we ship for `arch`.
-    pub fn for_arch(arch: Arch) -> ExtensionRelease {
-        ExtensionRelease {
-            id: FLATCAR_ID.into(),
-            sysext_level: FLATCAR_SYSEXT_LEVEL.into(),
-            architecture: arch.systemd_name().into(),
-            reload_manager: true,
-        }
-    }
-
-    pub fn render(&self) -> String {
-        let mut text = format!(
-            "ID={}\nSYSEXT_LEVEL={}\nARCHITECTURE={}\n",
-            self.id, self.sysext_level, self.architecture
-        );
-        if self.reload_manager {
-            text.push_str("EXTENSION_RELOAD_MANAGER=1\n");
-        }
-        text
-    }
-
-    /// One field of an os-release style text (`KEY=value`, quotes removed), as systemd reads it.
-    pub fn field(text: &str, key: &str) -> Option<String> {
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .find(|(k, _)| k.trim() == key)
-            .map(|(_, v)| v.trim().trim_matches('"').to_string())
-    }
-
-    /// What is wrong with `text` as the extension-release of an image for `arch`: each field we
-    /// rely on, named with what it has and what it should have. Empty when it is right.
-    pub fn problems(text: &str, arch: Arch) -> Vec<String> {
-        let want = ExtensionRelease::for_arch(arch);
-        let mut problems = Vec::new();
-        for (key, want) in [
-            ("ID", want.id.as_str()),
-            ("SYSEXT_LEVEL", want.sysext_level.as_str()),
-            ("ARCHITECTURE", want.architecture.as_str()),
-        ] {
-            match Self::field(text, key) {
-                Some(value) if value == want => {}
-                Some(value) => problems.push(format!(
-                    "extension-release has {key}={value}, expected {key}={want}"
-                )),
-                None => problems.push(format!("extension-release lacks {key}={want}")),
-            }
-        }
-        problems
-    }
-}
-
 /// Which published stream a host follows. Release candidates never enter the stable index:
 /// systemd orders `1.11.0-rc.1` above `1.11.0`, so one rc in the index hosts read would move
 /// every auto-updating host onto it and then hold it there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Channel {
-    /// Releases only (X.Y.Z), at the bucket's top level
+    /// Releases only (X.Y.Z), at the bucket's top level.
     #[default]
     Stable,
-    /// Release candidates (X.Y.Z-rc.N), under `rc/`, with their own SHA256SUMS
+    /// Release candidates (X.Y.Z-rc.N), under `rc/`, with their own SHA256SUMS.
     Rc,
 }
 
 impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Stable, Channel::Rc];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Stable => "stable",
+            Channel::Rc => "rc",
+        }
+    }
+
+    /// What following it means, in a line (`--help` shows it).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Channel::Stable => "Releases only (X.Y.Z), at the bucket's top level",
+            Channel::Rc => {
+                "Release candidates (X.Y.Z-rc.N), under `rc/`, with their own SHA256SUMS"
+            }
+        }
+    }
+
     pub fn of(version: &Version) -> Channel {
         if version.is_release_candidate() {
             Channel::Rc
@@ -200,10 +173,7 @@ impl Channel {
 
 impl std::fmt::Display for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Channel::Stable => "stable",
-            Channel::Rc => "rc",
-        })
+        f.write_str(self.name())
     }
 }
 
@@ -243,32 +213,6 @@ mod tests {
         assert_eq!(
             ImageName::match_pattern(Arch::Amd64).replace("@v", "1.10.2"),
             "alloy-1.10.2-amd64.raw"
-        );
-    }
-
-    #[test]
-    fn extension_release_matches_flatcar_and_reads_back() {
-        assert_eq!(
-            ExtensionRelease::for_arch(Arch::Amd64).render(),
-            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
-        );
-        let arm = ExtensionRelease::for_arch(Arch::Arm64).render();
-        assert_eq!(
-            arm,
-            "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=arm64\nEXTENSION_RELOAD_MANAGER=1\n"
-        );
-        assert!(ExtensionRelease::problems(&arm, Arch::Arm64).is_empty());
-        assert_eq!(
-            ExtensionRelease::problems("ID=\"debian\"\nARCHITECTURE=arm64\n", Arch::Amd64),
-            [
-                "extension-release has ID=debian, expected ID=flatcar",
-                "extension-release lacks SYSEXT_LEVEL=1.0",
-                "extension-release has ARCHITECTURE=arm64, expected ARCHITECTURE=x86-64",
-            ]
-        );
-        assert_eq!(
-            EXTENSION_RELEASE_PATH,
-            format!("usr/lib/extension-release.d/extension-release.{EXTENSION_NAME}")
         );
     }
 

@@ -1,20 +1,25 @@
 //! alloy-sysext: Grafana Alloy releases -> verified, reproducible systemd-sysext images for
 //! Flatcar, and what hosts need to install them and stay current.
 //!
-//! The modules follow the pipeline, data flowing forward:
-//! release ([`latest`], [`build::fetch`]) -> verified zip ([`build::archive`], [`build::elf`])
-//! -> staged tree ([`build::stage`]) -> image ([`image`]) -> checksum -> bucket (the
-//! `xtask-publish` crate) -> [`verify`] -> hosts ([`host`]). [`contract`] holds every name and
-//! path they share; [`util`] the plumbing (HTTP, checksums, files, progress, tools).
+//! Layers, each importing only from those below it:
+//! - [`cmd`]: the commands, each with its flags and `run`;
+//! - [`pipeline`]: `build`'s flow, one image at a time;
+//! - the pipeline's steps, data flowing forward: release ([`release`]) -> staged tree
+//!   ([`payload`], which lists everything the image carries) -> image ([`image`]) -> bucket
+//!   (the `xtask-publish` crate, with [`signing`]) -> [`verify`] -> hosts ([`host`]);
+//! - the contract the steps share: names ([`contract`]), [`version`]s and [`arch`]s;
+//! - [`util`]: plumbing (HTTP, checksums, files, processes, signals) that knows nothing of
+//!   Alloy; [`runtime`]: what every binary of the workspace does around its command.
 
 pub mod arch;
-pub mod build;
-pub mod check;
-pub mod cli;
+pub mod cmd;
 pub mod contract;
 pub mod host;
 pub mod image;
-pub mod latest;
+pub mod payload;
+pub mod pipeline;
+pub mod release;
+pub mod runtime;
 pub mod signing;
 pub mod util;
 pub mod verify;

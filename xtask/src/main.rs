@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
-use xtask::cli::{exit_code, forget_secrets, refuse_secrets_on_argv, Cli, SECRET_ARGS};
+use xtask::cmd::{Cli, SECRET_ARGS};
+use xtask::runtime::{exit_code, forget_secrets, refuse_secrets_on_argv};
 use xtask::util::interrupt;
 
 fn main() -> ExitCode {

@@ -1,56 +1,45 @@
-//! `cargo xtask verify`: what hosts download, checked from the public URL as they would fetch
-//! it: digest against the `.raw.sha256` and the `SHA256SUMS` line, then the image's inside;
-//! with `--keyring`, the signature `SHA256SUMS.gpg` too.
+//! What hosts download, checked from the public URL as they would fetch it: each image's
+//! digest against its `.raw.sha256` and the `SHA256SUMS` line, then the image's inside against
+//! the payload table's expectations; with a keyring, the signature `SHA256SUMS.gpg` too.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use clap::Args;
-use xshell::Shell;
 
 use crate::arch::Arch;
-use crate::build::elf;
-use crate::contract::{
-    checksum_name, Channel, ExtensionRelease, ImageName, ALLOY_PATH, DEFAULT_BASE_URL,
-    EXTENSION_RELEASE_PATH, INDEX_NAME, SIGNATURE_NAME,
-};
+use crate::contract::{checksum_name, ImageName, INDEX_NAME, SIGNATURE_NAME};
 use crate::image::inspect::{self, ImageContents};
-use crate::util::checksums::{self, Digest, Entry, Sums};
+use crate::payload::{self, ExtensionRelease, ALLOY_PATH, EXTENSION_RELEASE_PATH};
+use crate::release::elf;
+use crate::util::checksums::{self, Digest, SumLine, Sums};
 use crate::util::http::{self, Http, NotFound};
 use crate::util::interrupt;
 use crate::util::progress::{mib, step};
-use crate::util::tools;
+use crate::util::tools::{self, Tool};
 use crate::version::Version;
 
-/// Check published images from their public URL: digest against the .raw.sha256 and the
-/// SHA256SUMS line, extension-release fields, and usr/bin/alloy (present, executable, an ELF
-/// of the right architecture). Reads images without mounting them; prints one row per image
-/// (and one for SHA256SUMS.gpg with --keyring) and fails if any check fails.
-#[derive(Args, Debug)]
-pub struct Verify {
-    /// Version to verify; without it, every image of --arch listed in the channel's SHA256SUMS
+/// What to verify: the images of one architecture in one channel's folder, one version or all
+/// its index lists, and with a keyring the index's signature.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The channel's folder: `<base>` or `<base>/rc`, without a trailing slash.
+    pub base: String,
+    /// One version, or every image of `arch` the index lists.
     pub version: Option<Version>,
-
-    /// Architecture to verify
-    #[arg(long, value_enum, default_value = "amd64")]
     pub arch: Arch,
-
-    /// Where hosts download images from; plain http only on loopback
-    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
-    pub base_url: String,
-
-    /// The channel to verify: stable (<BASE_URL>/) or rc (<BASE_URL>/rc/) [default: the
-    /// VERSION's own, else stable]
-    #[arg(long, value_enum)]
-    pub channel: Option<Channel>,
-
-    /// Also check SHA256SUMS.gpg, the signature of SHA256SUMS, against this public keyring
-    /// (binary or armored: gpg --export KEYID > FILE); a missing or bad one fails
-    #[arg(long, value_name = "FILE")]
+    /// A public keyring to check `SHA256SUMS.gpg` against.
     pub keyring: Option<PathBuf>,
+}
 
-    #[command(flatten)]
-    pub downloads: http::DownloadArgs,
+impl Request {
+    /// Every tool verifying may need, found before any download.
+    pub fn tools(&self) -> Vec<Tool> {
+        let mut needed = inspect::TOOLS.to_vec();
+        if self.keyring.is_some() {
+            needed.extend([tools::GPG, tools::GPGV]);
+        }
+        needed
+    }
 }
 
 /// One row of the report.
@@ -86,38 +75,106 @@ impl Row {
 /// The index lists every published image, a line each; anything larger is not ours.
 const TEXT_LIMIT: u64 = 16 << 20;
 
-impl Verify {
-    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let channel = match (&self.version, self.channel) {
-            (Some(version), Some(channel)) => {
-                crate::contract::check_channel(version, channel)?;
-                channel
-            }
-            (Some(version), None) => Channel::of(version),
-            (None, channel) => channel.unwrap_or_default(),
-        };
-        http::check_url(&self.base_url).context("the base URL (--base-url or SYSEXT_BASE_URL)")?;
-        let base = channel.base_url(&self.base_url);
-        // Every tool verify may need, before any download.
-        let mut needed = inspect::TOOLS.to_vec();
-        if self.keyring.is_some() {
-            needed.extend([tools::GPG, tools::GPGV]);
+/// The outcome: a row per artifact, `ok` or what failed.
+pub struct Verdict {
+    base: String,
+    rows: Vec<Row>,
+    /// A signature is published, and no keyring was given to check it.
+    unchecked_signature: bool,
+}
+
+impl Verdict {
+    /// The table people read, and what they should know besides.
+    pub fn table(&self) -> String {
+        let mut text = format!(
+            "{:<34} {:>10}  {:<64}  result\n",
+            "artifact", "size", "sha256"
+        );
+        for row in &self.rows {
+            text.push_str(&format!(
+                "{:<34} {:>10}  {:<64}  {}\n",
+                row.name,
+                row.size.map(mib).unwrap_or_else(|| "-".into()),
+                row.digest
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                row.result()
+            ));
         }
-        tools::preflight(sh, &needed)?;
-        let http = Http::with_limits(self.downloads.limits());
-        run(&http, &base, self.version, self.arch, self.keyring)
+        if self.unchecked_signature {
+            text.push_str(&format!(
+                "\n{SIGNATURE_NAME} is published but was not checked: pass --keyring FILE\n"
+            ));
+        }
+        text
+    }
+
+    /// An error naming every artifact that failed, if any did.
+    pub fn result(&self) -> anyhow::Result<()> {
+        let failed: Vec<&str> = self
+            .rows
+            .iter()
+            .filter(|r| !r.problems.is_empty())
+            .map(|r| r.name.as_str())
+            .collect();
+        if !failed.is_empty() {
+            bail!(
+                "{} of {} artifact(s) at {} failed verification: {} (see the table above)",
+                failed.len(),
+                self.rows.len(),
+                self.base,
+                failed.join(", ")
+            );
+        }
+        Ok(())
     }
 }
 
-fn run(
-    http: &Http,
-    base: &str,
-    version: Option<Version>,
-    arch: Arch,
-    keyring: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let base = base.to_string();
-    if let Some(keyring) = &keyring {
+/// The published index, as text and parsed; either may have failed, which fails the rows that
+/// need it rather than the whole run.
+struct Index {
+    text: anyhow::Result<String>,
+    lines: anyhow::Result<Vec<SumLine>>,
+}
+
+impl Index {
+    fn fetch(http: &Http, base: &str) -> Index {
+        let url = format!("{base}/{INDEX_NAME}");
+        let text = http
+            .get_text(&url, TEXT_LIMIT)
+            .with_context(|| format!("reading {url}"));
+        let lines = match &text {
+            Ok(text) => checksums::parse(text).with_context(|| format!("reading {url}")),
+            Err(e) => Err(anyhow!("{e:#}")),
+        };
+        Index { text, lines }
+    }
+
+    /// The image names to verify: `version`'s, or every image of `arch` the index lists.
+    fn names(
+        &self,
+        base: &str,
+        version: Option<&Version>,
+        arch: Arch,
+    ) -> anyhow::Result<Vec<String>> {
+        match (version, &self.lines) {
+            (Some(version), _) => Ok(vec![ImageName::new(version, arch).file_name()]),
+            (None, Ok(lines)) => {
+                let names = images_of_arch(lines, arch);
+                if names.is_empty() {
+                    bail!("{base}/{INDEX_NAME} lists no {arch} image");
+                }
+                Ok(names)
+            }
+            (None, Err(e)) => bail!("cannot list the published images: {e:#}"),
+        }
+    }
+}
+
+/// Verifies what `request` names, downloading each image to a private temporary file.
+pub fn verify(http: &Http, request: &Request) -> anyhow::Result<Verdict> {
+    let base = request.base.as_str();
+    if let Some(keyring) = &request.keyring {
         std::fs::File::open(keyring).with_context(|| {
             format!(
                 "reading --keyring {}: give the public key that signs SHA256SUMS (gpg --export KEYID > FILE)",
@@ -125,34 +182,22 @@ fn run(
             )
         })?;
     }
-    let index_url = format!("{base}/{INDEX_NAME}");
-    let index_text: anyhow::Result<String> = http
-        .get_text(&index_url, TEXT_LIMIT)
-        .with_context(|| format!("reading {index_url}"));
-    let index: anyhow::Result<Vec<Entry>> = match &index_text {
-        Ok(text) => checksums::parse(text).with_context(|| format!("reading {index_url}")),
-        Err(e) => Err(anyhow!("{e:#}")),
-    };
-    let names = match (&version, &index) {
-        (Some(version), _) => vec![ImageName::new(version, arch).file_name()],
-        (None, Ok(entries)) => {
-            let names = images_of_arch(entries, arch);
-            if names.is_empty() {
-                bail!("{index_url} lists no {arch} image");
-            }
-            names
-        }
-        (None, Err(e)) => bail!("cannot list the published images: {e:#}"),
-    };
-
+    let index = Index::fetch(http, base);
+    let names = index.names(base, request.version.as_ref(), request.arch)?;
     let work = interrupt::temp_dir().context("creating a temporary directory")?;
     let mut rows = Vec::new();
     for name in &names {
         step(format!("Verifying {base}/{name}"));
-        rows.push(verify_one(http, &base, name, index.as_ref(), work.path()));
+        rows.push(verify_one(
+            http,
+            base,
+            name,
+            index.lines.as_ref(),
+            work.path(),
+        ));
     }
     let mut unchecked_signature = false;
-    match &keyring {
+    match &request.keyring {
         Some(keyring) => {
             step(format!(
                 "Verifying {base}/{SIGNATURE_NAME} with {}",
@@ -160,50 +205,19 @@ fn run(
             ));
             rows.push(verify_signature(
                 http,
-                &base,
-                index_text.as_ref(),
+                base,
+                index.text.as_ref(),
                 keyring,
                 work.path(),
             ));
         }
-        None => {
-            unchecked_signature = signatures_published(http, &base).unwrap_or(false);
-        }
+        None => unchecked_signature = signatures_published(http, base).unwrap_or(false),
     }
-
-    println!();
-    println!(
-        "{:<34} {:>10}  {:<64}  result",
-        "artifact", "size", "sha256"
-    );
-    for row in &rows {
-        println!(
-            "{:<34} {:>10}  {:<64}  {}",
-            row.name,
-            row.size.map(mib).unwrap_or_else(|| "-".into()),
-            row.digest
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "-".into()),
-            row.result()
-        );
-    }
-    if unchecked_signature {
-        println!("\n{SIGNATURE_NAME} is published but was not checked: pass --keyring FILE");
-    }
-    let failed: Vec<&str> = rows
-        .iter()
-        .filter(|r| !r.problems.is_empty())
-        .map(|r| r.name.as_str())
-        .collect();
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} artifact(s) at {base} failed verification: {} (see the table above)",
-            failed.len(),
-            rows.len(),
-            failed.join(", ")
-        );
-    }
-    Ok(())
+    Ok(Verdict {
+        base: base.to_string(),
+        rows,
+        unchecked_signature,
+    })
 }
 
 /// Checks `<base>/SHA256SUMS.gpg` as a signature of the `SHA256SUMS` text the images were
@@ -253,7 +267,7 @@ fn verify_signature(
 }
 
 /// The image names of `arch` that an index lists, in its order.
-fn images_of_arch(entries: &[Entry], arch: Arch) -> Vec<String> {
+fn images_of_arch(entries: &[SumLine], arch: Arch) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for entry in entries {
         if ImageName::parse(&entry.name).is_some_and(|i| i.arch == arch)
@@ -270,7 +284,7 @@ fn digest_problems(
     name: &str,
     actual: &Digest,
     checksum_file: Result<Option<Digest>, String>,
-    index: Result<&[Entry], String>,
+    index: Result<&[SumLine], String>,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     match checksum_file {
@@ -292,7 +306,7 @@ fn verify_one(
     http: &Http,
     base: &str,
     name: &str,
-    index: Result<&Vec<Entry>, &anyhow::Error>,
+    index: Result<&Vec<SumLine>, &anyhow::Error>,
     work: &Path,
 ) -> Row {
     let mut row = Row::new(name);
@@ -342,8 +356,13 @@ fn verify_one(
     row
 }
 
-/// Everything wrong with an image's contents for `arch`; empty when it is a good Alloy sysext.
+/// Everything wrong with an image's contents for `arch`, against the payload table: the
+/// extension-release a host merges by, and the binary (a regular file of the table's mode,
+/// owned by root, an ELF executable for `arch`). Empty when it is a good Alloy sysext. The
+/// other files of the table are not checked: images published by earlier releases of this tool
+/// carry other versions of them.
 pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
+    let expected_mode = payload::file(ALLOY_PATH).mode;
     let mut problems = Vec::new();
     match &contents.extension_release {
         None => problems.push(format!("no /{EXTENSION_RELEASE_PATH}")),
@@ -357,9 +376,9 @@ pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
                     "/{ALLOY_PATH} is not a regular file (mode {:o})",
                     alloy.mode
                 ));
-            } else if alloy.mode & 0o111 != 0o111 {
+            } else if alloy.mode & 0o7777 != expected_mode {
                 problems.push(format!(
-                    "/{ALLOY_PATH} is not executable by everyone (mode {:o})",
+                    "/{ALLOY_PATH} has mode {:o}, not {expected_mode:o}",
                     alloy.mode & 0o7777
                 ));
             }
@@ -395,8 +414,8 @@ mod tests {
     use super::*;
     use crate::util::checksums::hash_bytes;
 
-    fn entry(name: &str, content: &[u8]) -> Entry {
-        Entry {
+    fn entry(name: &str, content: &[u8]) -> SumLine {
+        SumLine {
             digest: hash_bytes(content),
             name: name.into(),
         }
@@ -482,7 +501,7 @@ mod tests {
                 "extension-release has ID=debian, expected ID=flatcar",
                 "extension-release lacks SYSEXT_LEVEL=1.0",
                 "extension-release has ARCHITECTURE=arm64, expected ARCHITECTURE=x86-64",
-                "/usr/bin/alloy is not executable by everyone (mode 644)",
+                "/usr/bin/alloy has mode 644, not 755",
                 "/usr/bin/alloy is owned by 1000:0, not root",
                 "/usr/bin/alloy: it is an ELF executable for AArch64, not for x86-64 (amd64)",
             ]

@@ -3,7 +3,7 @@
 
 mod support;
 
-use xtask::host::unit_file::{self, Entry};
+use xtask::host::unit_file::{self, Setting as Entry};
 
 use std::process::Command;
 
@@ -51,7 +51,7 @@ fn parse_yaml(text: &str) -> serde_json::Value {
 
 /// `[Section]` key=value triples, as systemd reads a transfer file: the library's own reader.
 fn ini(text: &str) -> Vec<Entry> {
-    unit_file::entries(text).unwrap_or_else(|e| panic!("{e:#}\n{text}"))
+    unit_file::settings(text).unwrap_or_else(|e| panic!("{e:#}\n{text}"))
 }
 
 fn value<'a>(entries: &'a [Entry], section: &str, key: &str) -> &'a str {

@@ -1,11 +1,12 @@
-//! What a Flatcar host needs besides the image: the service the image carries
-//! ([`service`]), the configuration that installs the image ([`butane`]) and what keeps it
-//! current ([`sysupdate`]).
+//! What a Flatcar host needs besides the image: the configuration that installs the image
+//! ([`butane`]) and what keeps it current ([`sysupdate`]); [`unit_file`] reads unit-style files
+//! as systemd does.
 
 pub mod butane;
-pub mod service;
 pub mod sysupdate;
 pub mod unit_file;
+
+use crate::payload::service;
 
 /// Every `sh -c '...'` / `sh -c "..."` body in the units and drop-ins we generate, with the
 /// unit it comes from, for shellcheck (`cargo xtask check`).

@@ -1,31 +1,12 @@
-//! How a host stays current: the systemd-sysupdate transfer file (`cargo xtask sysupdate`),
-//! and alloy-sysupdate.service and .timer, which apply an update and restart the running Alloy.
-
-use anyhow::Context;
-use clap::Args;
-use xshell::Shell;
+//! How a host stays current: the systemd-sysupdate transfer file, and alloy-sysupdate.service
+//! and .timer, which apply an update and restart the running Alloy.
 
 use crate::arch::Arch;
-use crate::cli::parse_yes_no;
-use crate::contract::{Channel, ImageName, DEFAULT_BASE_URL, EXTENSION_NAME};
-use crate::util::http::{self, Http};
-use crate::verify::signatures_published;
+use crate::contract::{
+    ImageName, CURRENT_LINK, EXTENSION_NAME, IMAGES_DIR, SYSUPDATE, TRANSFER_PATHS,
+};
 
-/// Where versioned images live on the host; `/etc/extensions/alloy.raw` links to one of them.
-pub const IMAGES_DIR: &str = "/opt/extensions/alloy";
-pub const CURRENT_LINK: &str = "/etc/extensions/alloy.raw";
-/// systemd-sysupdate reads component `alloy` (`-C alloy`) from here, under two names with the
-/// same text: systemd 257 and later read `*.transfer` (and `*.conf` only when no `*.transfer`
-/// exists, with a warning), systemd 252 reads only `*.conf`. With both, each reads exactly one.
-pub const TRANSFER_PATHS: [&str; 2] = [
-    "/etc/sysupdate.alloy.d/alloy.transfer",
-    "/etc/sysupdate.alloy.d/alloy.conf",
-];
-/// The units that apply updates: alloy's own, not a drop-in on the host's systemd-sysupdate.service.
-pub const UPDATE_SERVICE: &str = "alloy-sysupdate.service";
-pub const UPDATE_TIMER: &str = "alloy-sysupdate.timer";
-/// Where Flatcar (and systemd's own units) have the client.
-pub const SYSUPDATE: &str = "/usr/lib/systemd/systemd-sysupdate";
+/// A base URL without its trailing slashes.
 pub(crate) fn base(url: &str) -> &str {
     url.trim_end_matches('/')
 }
@@ -61,45 +42,6 @@ Mode=0644
         transfer = TRANSFER_PATHS[0],
         conf = TRANSFER_PATHS[1],
     )
-}
-
-/// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
-///
-/// Install it as /etc/sysupdate.alloy.d/alloy.transfer (systemd 257+) and alloy.conf (252) and
-/// run `systemd-sysupdate -C alloy update`.
-#[derive(Args, Debug)]
-pub struct Sysupdate {
-    /// Architecture of the host
-    #[arg(long, value_enum, default_value = "amd64")]
-    pub arch: Arch,
-
-    /// Public base URL of the published images and SHA256SUMS
-    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
-    pub base_url: String,
-
-    /// Which index the host follows: stable (<URL>/SHA256SUMS) or rc (<URL>/rc/SHA256SUMS,
-    /// release candidates, which systemd orders above their release: never mix them)
-    #[arg(long, value_enum, default_value = "stable")]
-    pub channel: Channel,
-
-    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when the channel's SHA256SUMS.gpg exists]
-    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
-    pub verify: Option<bool>,
-}
-
-impl Sysupdate {
-    /// The transfer file for the channel, `Verify=` as given or from whether the channel's
-    /// index is signed.
-    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
-        http::check_url(&self.base_url).context("--base-url / SYSEXT_BASE_URL")?;
-        let channel_url = self.channel.base_url(&self.base_url);
-        let verify = match self.verify {
-            Some(verify) => verify,
-            None => signatures_published(&Http::new(), &channel_url)?,
-        };
-        print!("{}", transfer_file(&channel_url, self.arch, verify));
-        Ok(())
-    }
 }
 
 /// `alloy-sysupdate.service`: updates the alloy component and, when the link moved, makes the
@@ -159,14 +101,15 @@ WantedBy=timers.target
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::unit_file::{self, Entry};
+    use crate::contract::{Channel, UPDATE_SERVICE};
+    use crate::host::unit_file::{self, Setting};
     use crate::version::Version;
 
-    fn ini(text: &str) -> Vec<Entry> {
-        unit_file::entries(text).unwrap()
+    fn ini(text: &str) -> Vec<Setting> {
+        unit_file::settings(text).unwrap()
     }
 
-    fn get<'a>(entries: &'a [Entry], section: &str, key: &str) -> &'a str {
+    fn get<'a>(entries: &'a [Setting], section: &str, key: &str) -> &'a str {
         unit_file::value(entries, section, key)
             .unwrap_or_else(|| panic!("[{section}] {key} not once in {entries:?}"))
     }

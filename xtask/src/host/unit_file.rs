@@ -5,11 +5,11 @@
 use anyhow::bail;
 
 /// One setting: (section, key, value).
-pub type Entry = (String, String, String);
+pub type Setting = (String, String, String);
 
 /// Every setting of `text`, in order; a line that is neither a section, a setting, a comment
 /// nor blank is an error naming it.
-pub fn entries(text: &str) -> anyhow::Result<Vec<Entry>> {
+pub fn settings(text: &str) -> anyhow::Result<Vec<Setting>> {
     let mut section = String::new();
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
@@ -32,7 +32,7 @@ pub fn entries(text: &str) -> anyhow::Result<Vec<Entry>> {
 }
 
 /// The value of `key` in `[section]`, when it is set exactly once.
-pub fn value<'a>(entries: &'a [Entry], section: &str, key: &str) -> Option<&'a str> {
+pub fn value<'a>(entries: &'a [Setting], section: &str, key: &str) -> Option<&'a str> {
     let mut found = entries
         .iter()
         .filter(|(s, k, _)| s == section && k == key)
@@ -48,11 +48,11 @@ mod tests {
     #[test]
     fn reads_sections_and_settings_as_systemd_does() {
         let text = "# c\n[Source]\nType=url-file\n\n[Target]\nPath = /opt\nX=1\nX=2\n";
-        let e = entries(text).unwrap();
+        let e = settings(text).unwrap();
         assert_eq!(value(&e, "Source", "Type"), Some("url-file"));
         assert_eq!(value(&e, "Target", "Path"), Some("/opt"));
         assert_eq!(value(&e, "Target", "X"), None, "set twice");
         assert_eq!(value(&e, "Source", "Path"), None);
-        assert!(entries("[A]\njunk\n").is_err());
+        assert!(settings("[A]\njunk\n").is_err());
     }
 }

@@ -14,29 +14,24 @@
 //! 1% of 256K-1M while a page fault on the host inflates at most 128 KiB; level 9 is within
 //! 0.5% of level 12 at a third of its time.
 
-use std::path::Path;
-
 use anyhow::Context;
-use xshell::{cmd, Shell};
+use xshell::cmd;
 
-use super::ImageParams;
-use crate::build::stage::StagedTree;
-use crate::util::tools::{self, Toolbox};
+use super::Job;
+use crate::util::tools;
 
 pub const COMPRESSOR: &str = "lz4hc,9";
 pub const PCLUSTER_BYTES: u32 = 128 * 1024;
 
-pub fn pack(
-    sh: &Shell,
-    tools: &Toolbox,
-    tree: &StagedTree,
-    dest: &Path,
-    params: &ImageParams,
-) -> anyhow::Result<()> {
+/// Packs the job's staged tree (on disk, times already set to the epoch) with mkfs.erofs.
+pub(super) fn mkfs_erofs(job: &Job) -> anyhow::Result<()> {
+    let Job {
+        sh, tools, dest, ..
+    } = *job;
     let mkfs = tools.path(tools::MKFS_EROFS);
-    let epoch = params.epoch.to_string();
-    let uuid = params.derived_uuid("erofs uuid");
-    let root = &tree.root;
+    let epoch = job.params.epoch.to_string();
+    let uuid = job.params.derived_uuid("erofs uuid");
+    let root = &job.tree.root;
     let compress = format!("-z{COMPRESSOR}");
     let pcluster = format!("-C{PCLUSTER_BYTES}");
     let timestamp = format!("-T{epoch}");

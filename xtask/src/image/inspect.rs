@@ -22,15 +22,13 @@ mod squashfs;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use super::ImageFormat;
-use crate::contract::{ALLOY_PATH, EXTENSION_RELEASE_PATH};
+use crate::payload::{ALLOY_PATH, EXTENSION_RELEASE_PATH};
+use crate::util::sandbox::{Bounds, Overflow};
 use crate::util::tools::{self, Tool};
 
 /// How many bytes of the binary [`inspect`] reads: enough for the ELF header.
@@ -39,30 +37,6 @@ pub const HEAD_BYTES: usize = 64;
 /// The programs inspection uses, for every format: a command that inspects (verify) finds
 /// them before downloading anything. erofs is read by our own reader.
 pub const TOOLS: &[Tool] = &[tools::DEBUGFS, tools::UNSQUASHFS];
-
-/// Show what a built image holds, without mounting it: its filesystem, extension-release, and
-/// /usr/bin/alloy's owner, mode, size and first bytes
-#[derive(clap::Args, Debug)]
-pub struct Inspect {
-    /// The image (.raw) to look into
-    pub image: std::path::PathBuf,
-
-    /// Print JSON instead of text
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl Inspect {
-    pub fn run(self, _sh: &xshell::Shell) -> anyhow::Result<()> {
-        let contents = inspect(&self.image)?;
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(&contents.to_json())?);
-        } else {
-            print!("{}", contents.summary());
-        }
-        Ok(())
-    }
-}
 
 /// The most extension-release may hold: ours is a few hundred bytes.
 pub const RELEASE_LIMIT: u64 = 16 << 10;
@@ -76,6 +50,17 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// The address space any tool may take (`RLIMIT_AS`): a crafted image may make a reader
 /// allocate what its tables claim. Ours need a few MiB and glibc's per-thread arenas.
 pub const TOOL_MEMORY: u64 = 1 << 30;
+
+/// The bounds of one question to a tool: at most `output` bytes of answer, [`DEADLINE`],
+/// [`TOOL_MEMORY`].
+fn bounds(output: usize, overflow: Overflow) -> Bounds {
+    Bounds {
+        output,
+        overflow,
+        deadline: DEADLINE,
+        memory: TOOL_MEMORY,
+    }
+}
 
 /// What an image holds, as far as verifying it needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -476,138 +461,6 @@ fn read_contents(tree: &mut dyn Tree) -> anyhow::Result<Contents> {
     Ok((extension_release, alloy))
 }
 
-/// What a tool printed, within budget.
-pub struct Output {
-    pub stdout: Vec<u8>,
-    pub stderr: String,
-    /// `None` when we stopped it after `head` bytes of output.
-    pub success: Option<bool>,
-}
-
-/// How to treat output beyond the limit.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Keep the first bytes and stop the tool: we asked for a file's head.
-    Head,
-    /// Fail: the answer is incomplete (a listing of a hostile tree).
-    Fail,
-}
-
-/// Stderr beyond this is drained and dropped.
-const STDERR_LIMIT: usize = 64 << 10;
-
-/// Runs `command`, reading at most `limit` bytes of its output, for at most `deadline`; stops
-/// it (and says so) when either runs out.
-pub fn run_bounded(
-    mut command: Command,
-    limit: usize,
-    overflow: Overflow,
-    deadline: Duration,
-) -> anyhow::Result<Output> {
-    let shown = format!("{command:?}");
-    // Lowers the limit, never raises it: we may run under a tighter one already.
-    let limit_memory = || {
-        let mut cap = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit and setrlimit are async-signal-safe and touch only the child.
-        if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut cap) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        cap.rlim_cur = cap.rlim_cur.min(TOOL_MEMORY as libc::rlim_t);
-        cap.rlim_max = cap.rlim_max.min(TOOL_MEMORY as libc::rlim_t);
-        match unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) } {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
-        }
-    };
-    // SAFETY: the hook only calls getrlimit and setrlimit, between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(limit_memory);
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {shown}"))?;
-    let full = Arc::new(AtomicBool::new(false));
-    let mut stdout = child.stdout.take().context("no stdout")?;
-    let stdout_full = full.clone();
-    let (stdout_sender, stdout_receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let result = (&mut stdout).take(limit as u64 + 1).read_to_end(&mut bytes);
-        if bytes.len() > limit {
-            stdout_full.store(true, Ordering::SeqCst);
-        }
-        let _ = stdout_sender.send(result.map(|_| bytes));
-    });
-    let mut stderr = child.stderr.take().context("no stderr")?;
-    let (stderr_sender, stderr_receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = (&mut stderr)
-            .take(STDERR_LIMIT as u64)
-            .read_to_end(&mut bytes);
-        let _ = stderr_sender.send(String::from_utf8_lossy(&bytes).into_owned());
-        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
-    });
-    let started = Instant::now();
-    let stopped = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Stop::Exited(status.success()),
-            Ok(None) if full.load(Ordering::SeqCst) => break Stop::Output,
-            Ok(None) if started.elapsed() > deadline => break Stop::Deadline,
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => break Stop::Lost(e),
-        }
-    };
-    if !matches!(stopped, Stop::Exited(_)) {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    // Once the child is gone its pipes close and the readers end, unless something it
-    // started still holds them: then wait a moment, no longer.
-    let grace = Duration::from_secs(1);
-    let stderr = stderr_receiver.recv_timeout(grace).unwrap_or_default();
-    let mut stdout = match stdout_receiver.recv_timeout(grace) {
-        Ok(read) => read.with_context(|| format!("reading the output of {shown}"))?,
-        Err(_) => bail!("{shown} ended, but something it started still holds its output"),
-    };
-    // The reader stops at the limit and closes the pipe, which may end the child first.
-    let overflowed = stdout.len() > limit;
-    let success = match stopped {
-        Stop::Lost(e) => return Err(e).with_context(|| format!("waiting for {shown}")),
-        Stop::Deadline => bail!(
-            "{shown} did not finish within {} s; stopped it (a crafted image?)",
-            deadline.as_secs_f32()
-        ),
-        _ if overflowed && overflow == Overflow::Fail => {
-            bail!("{shown} printed more than {limit} bytes; stopped it (a crafted image?)")
-        }
-        _ if overflowed => None,
-        Stop::Output => None,
-        Stop::Exited(success) => Some(success),
-    };
-    stdout.truncate(limit);
-    Ok(Output {
-        stdout,
-        stderr,
-        success,
-    })
-}
-
-/// Why [`run_bounded`] stopped waiting.
-enum Stop {
-    Exited(bool),
-    Output,
-    Deadline,
-    Lost(std::io::Error),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,63 +603,5 @@ mod tests {
             .is_none());
         let ok = walk(&mut tree, "usr/bin/ok", Some(100)).unwrap().unwrap();
         assert_eq!(ok.unwrap().size, 10);
-    }
-
-    #[test]
-    fn tools_are_stopped_at_the_deadline_and_at_the_output_limit() {
-        let mut sleep = Command::new("sleep");
-        sleep.arg("10");
-        let started = Instant::now();
-        let error = run_bounded(sleep, 10, Overflow::Fail, Duration::from_millis(200))
-            .err()
-            .unwrap();
-        assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(
-            error.to_string().contains("did not finish within 0.2 s"),
-            "{error}"
-        );
-
-        let error = run_bounded(Command::new("yes"), 1000, Overflow::Fail, DEADLINE)
-            .err()
-            .unwrap();
-        assert!(
-            error.to_string().contains("printed more than 1000 bytes"),
-            "{error}"
-        );
-
-        let head = run_bounded(Command::new("yes"), 6, Overflow::Head, DEADLINE).unwrap();
-        assert_eq!(head.stdout, b"y\ny\ny\n");
-        assert_eq!(head.success, None);
-
-        // The memory cap holds in the child: `ulimit -v` shows it, in KiB.
-        let mut hungry = Command::new("sh");
-        hungry.args(["-c", "ulimit -v"]);
-        let limit = run_bounded(hungry, 100, Overflow::Fail, DEADLINE).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&limit.stdout).trim(),
-            (TOOL_MEMORY / 1024).to_string()
-        );
-
-        // A child that leaves something holding its output is not waited for (the sleep
-        // ends by itself).
-        let mut leaver = Command::new("sh");
-        leaver.args(["-c", "sleep 3 & echo hi"]);
-        let started = Instant::now();
-        let error = run_bounded(leaver, 100, Overflow::Fail, DEADLINE)
-            .err()
-            .unwrap();
-        assert!(
-            error.to_string().contains("still holds its output"),
-            "{error}"
-        );
-        assert!(started.elapsed() < Duration::from_secs(3));
-
-        let mut echo = Command::new("echo");
-        echo.arg("hi");
-        let done = run_bounded(echo, 100, Overflow::Fail, DEADLINE).unwrap();
-        assert_eq!(
-            (done.stdout.as_slice(), done.success),
-            (&b"hi\n"[..], Some(true))
-        );
     }
 }

@@ -17,29 +17,42 @@ use anyhow::{bail, Context};
 
 use xshell::Shell;
 
-use crate::build::stage::StagedTree;
+use crate::payload::stage::StagedTree;
 use crate::util::checksums::hash_bytes;
 use crate::util::tools::{self, Tool, Toolbox};
 
 pub use inspect::inspect;
 
 /// The filesystem of a sysext image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ImageFormat {
-    /// Uncompressed ext4: largest download, no decompression on the host
     Ext4,
-    /// squashfs with zstd: a fraction of ext4's size
     Squashfs,
-    /// erofs with lz4hc: larger than squashfs, fastest to read on the host
     Erofs,
 }
 
 impl ImageFormat {
+    pub const ALL: [ImageFormat; 3] =
+        [ImageFormat::Ext4, ImageFormat::Squashfs, ImageFormat::Erofs];
+
     pub fn name(self) -> &'static str {
         match self {
             ImageFormat::Ext4 => "ext4",
             ImageFormat::Squashfs => "squashfs",
             ImageFormat::Erofs => "erofs",
+        }
+    }
+
+    /// What choosing it means, in a line (`--help` shows it).
+    pub fn summary(self) -> &'static str {
+        match self {
+            ImageFormat::Ext4 => {
+                "Uncompressed ext4: largest download, no decompression on the host"
+            }
+            ImageFormat::Squashfs => "squashfs with zstd: a fraction of ext4's size",
+            ImageFormat::Erofs => {
+                "erofs with lz4hc: larger than squashfs, fastest to read on the host"
+            }
         }
     }
 
@@ -62,6 +75,28 @@ impl ImageFormat {
 impl std::fmt::Display for ImageFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Timestamps in images when `SOURCE_DATE_EPOCH` is not set: 2024-01-01T00:00:00Z.
+pub const DEFAULT_EPOCH: u64 = 1_704_067_200;
+
+/// The latest time every format can store: squashfs keeps seconds in 32 bits (2106-02-07).
+pub const MAX_EPOCH: u64 = u32::MAX as u64;
+
+/// `SOURCE_DATE_EPOCH`: a whole number of seconds that every format can store; empty means
+/// the default.
+pub fn parse_epoch(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(DEFAULT_EPOCH);
+    }
+    match text.parse::<u64>() {
+        Ok(epoch) if epoch > 0 && epoch <= MAX_EPOCH => Ok(epoch),
+        Ok(epoch) if epoch > MAX_EPOCH => bail!(
+            "SOURCE_DATE_EPOCH={text} is after {MAX_EPOCH} (2106-02-07), the latest time a squashfs image can store"
+        ),
+        _ => bail!("SOURCE_DATE_EPOCH={text:?} is not a positive whole number of seconds since 1970"),
     }
 }
 
@@ -94,15 +129,6 @@ impl ImageParams {
     }
 }
 
-/// Finds this format's programs (and, for ext4, loads libext2fs), before any download starts.
-pub fn preflight(sh: &Shell, format: ImageFormat) -> anyhow::Result<Toolbox> {
-    let found = tools::preflight(sh, format.tools())?;
-    if format == ImageFormat::Ext4 {
-        ext4::check_library()?;
-    }
-    Ok(found)
-}
-
 /// A staged file whose bytes are read while packing instead of from the tree on disk: the
 /// binary, inflated from the release zip straight into an ext4 image.
 pub struct Streamed<'a> {
@@ -111,40 +137,135 @@ pub struct Streamed<'a> {
     pub reader: &'a mut dyn Read,
 }
 
-/// Packs `tree` into the image file `dest` (which must not exist yet).
-/// `tools` must come from [`preflight`]. Only ext4 takes a `streamed` file
-/// ([`ImageFormat::streams`]); for the others every file must be on disk.
-pub fn pack(
-    sh: &Shell,
-    tools: &Toolbox,
-    format: ImageFormat,
-    tree: &StagedTree,
-    dest: &Path,
-    params: &ImageParams,
-    streamed: Option<Streamed<'_>>,
-) -> anyhow::Result<()> {
-    if streamed.is_some() && !format.streams() {
-        bail!("{format} images are packed from files on disk only");
-    }
-    match format {
-        ImageFormat::Ext4 => ext4::pack(sh, tools, tree, dest, params, streamed),
-        ImageFormat::Squashfs => {
-            set_times(tree, params.epoch)?;
-            squashfs::pack(sh, tools, tree, dest, params)
+/// How an ext4 image is filled. Both give the same bytes (a test compares them); the bench
+/// times one against the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ext4Fill {
+    /// From our own process through libext2fs, the binary inflated straight into the image.
+    #[default]
+    InProcess,
+    /// With the real `debugfs -n -w` from the staged tree on disk: the reference.
+    Debugfs,
+}
+
+/// Packs staged trees into images of one format, with one epoch: the format's programs (and,
+/// for ext4, libext2fs) are found once, before any download starts.
+pub struct Packer<'sh> {
+    sh: &'sh Shell,
+    tools: Toolbox,
+    pub format: ImageFormat,
+    pub epoch: u64,
+    pub ext4_fill: Ext4Fill,
+}
+
+/// One image to pack: what each format's packer reads.
+struct Job<'a> {
+    sh: &'a Shell,
+    tools: &'a Toolbox,
+    tree: &'a StagedTree,
+    /// The image file, which must not exist yet.
+    dest: &'a Path,
+    params: ImageParams,
+}
+
+impl<'sh> Packer<'sh> {
+    /// Finds this format's programs (and, for ext4, loads libext2fs): a missing one is named
+    /// with its package before any download.
+    pub fn new(
+        sh: &'sh Shell,
+        format: ImageFormat,
+        epoch: u64,
+        ext4_fill: Ext4Fill,
+    ) -> anyhow::Result<Packer<'sh>> {
+        let mut needed = format.tools().to_vec();
+        if format == ImageFormat::Ext4 && ext4_fill == Ext4Fill::Debugfs {
+            needed.push(tools::DEBUGFS);
         }
-        ImageFormat::Erofs => {
-            set_times(tree, params.epoch)?;
-            erofs::pack(sh, tools, tree, dest, params)
+        let tools = tools::preflight(sh, &needed)?;
+        if format == ImageFormat::Ext4 {
+            ext4::check_library()?;
+        }
+        Ok(Packer {
+            sh,
+            tools,
+            format,
+            epoch,
+            ext4_fill,
+        })
+    }
+
+    /// Whether [`Packer::pack`] can read a file's bytes while it packs ([`Streamed`]): ext4
+    /// filled in process; mksquashfs, mkfs.erofs and debugfs read a finished tree.
+    pub fn streams(&self) -> bool {
+        self.format == ImageFormat::Ext4 && self.ext4_fill == Ext4Fill::InProcess
+    }
+
+    /// Packs `tree` into the image file `dest` (which must not exist yet); `identity` (the
+    /// image's name without `.raw`) seeds its UUIDs. Only ext4 takes a `streamed` file
+    /// ([`Packer::streams`]); for the others every file must be on disk.
+    pub fn pack(
+        &self,
+        tree: &StagedTree,
+        dest: &Path,
+        identity: &str,
+        streamed: Option<Streamed<'_>>,
+    ) -> anyhow::Result<()> {
+        if streamed.is_some() && !self.streams() {
+            bail!(
+                "{} images ({:?} fill) are packed from files on disk only",
+                self.format,
+                self.ext4_fill
+            );
+        }
+        let job = Job {
+            sh: self.sh,
+            tools: &self.tools,
+            tree,
+            dest,
+            params: ImageParams {
+                epoch: self.epoch,
+                identity: identity.to_string(),
+            },
+        };
+        match self.format {
+            ImageFormat::Ext4 if self.ext4_fill == Ext4Fill::Debugfs => {
+                ext4::fill_with_debugfs(&job)
+            }
+            ImageFormat::Ext4 => ext4::fill_image(&job, streamed),
+            ImageFormat::Squashfs => {
+                set_times(tree, self.epoch)?;
+                squashfs::mksquashfs(&job)
+            }
+            ImageFormat::Erofs => {
+                set_times(tree, self.epoch)?;
+                erofs::mkfs_erofs(&job)
+            }
+        }
+    }
+
+    /// What checks the images this packer makes, to run on another thread.
+    pub fn checker(&self) -> Checker {
+        Checker {
+            format: self.format,
+            tools: self.tools.clone(),
         }
     }
 }
 
-/// Checks a packed image's consistency before it is kept (ext4: `e2fsck -fn`; mksquashfs and
-/// mkfs.erofs check what they write themselves). May run alongside hashing the image.
-pub fn check(tools: &Toolbox, format: ImageFormat, image: &Path) -> anyhow::Result<()> {
-    match format {
-        ImageFormat::Ext4 => ext4::check(tools, image),
-        ImageFormat::Squashfs | ImageFormat::Erofs => Ok(()),
+/// Checks packed images of one format: see [`Checker::check`].
+pub struct Checker {
+    format: ImageFormat,
+    tools: Toolbox,
+}
+
+impl Checker {
+    /// Checks a packed image's consistency before it is kept (ext4: `e2fsck -fn`; mksquashfs
+    /// and mkfs.erofs check what they write themselves). May run alongside hashing the image.
+    pub fn check(&self, image: &Path) -> anyhow::Result<()> {
+        match self.format {
+            ImageFormat::Ext4 => ext4::check(&self.tools, image),
+            ImageFormat::Squashfs | ImageFormat::Erofs => Ok(()),
+        }
     }
 }
 
@@ -172,6 +293,25 @@ fn set_times(tree: &StagedTree, epoch: u64) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epoch_defaults_to_a_fixed_date_and_refuses_nonsense() {
+        assert_eq!(parse_epoch("").unwrap(), DEFAULT_EPOCH);
+        assert_eq!(
+            parse_epoch(&DEFAULT_EPOCH.to_string()).unwrap(),
+            DEFAULT_EPOCH
+        );
+        assert_eq!(parse_epoch("1700000000").unwrap(), 1_700_000_000);
+        assert_eq!(parse_epoch("4294967295").unwrap(), MAX_EPOCH);
+        for bad in ["yesterday", "-5", "0", "1.5"] {
+            let err = parse_epoch(bad).unwrap_err().to_string();
+            assert!(err.contains("SOURCE_DATE_EPOCH"), "{bad}: {err}");
+        }
+        for too_late in ["4294967296", "18446744073709551615"] {
+            let err = parse_epoch(too_late).unwrap_err().to_string();
+            assert!(err.contains("2106"), "{too_late}: {err}");
+        }
+    }
 
     #[test]
     fn staged_times_become_the_epoch() {

@@ -16,14 +16,11 @@
 //! zstd inflates several times faster than xz on the host. Levels above 18 cost a third more
 //! time for under 0.3%.
 
-use std::path::Path;
-
 use anyhow::Context;
-use xshell::{cmd, Shell};
+use xshell::cmd;
 
-use super::ImageParams;
-use crate::build::stage::StagedTree;
-use crate::util::tools::{self, Toolbox};
+use super::Job;
+use crate::util::tools;
 
 pub const ZSTD_LEVEL: u32 = 18;
 pub const BLOCK_SIZE: &str = "1M";
@@ -31,16 +28,14 @@ pub const BLOCK_SIZE: &str = "1M";
 /// under ~64 MiB resident with no measurable slowdown for one large file.
 const MEMORY: &str = "32M";
 
-pub fn pack(
-    sh: &Shell,
-    tools: &Toolbox,
-    tree: &StagedTree,
-    dest: &Path,
-    params: &ImageParams,
-) -> anyhow::Result<()> {
+/// Packs the job's staged tree (on disk, times already set to the epoch) with mksquashfs.
+pub(super) fn mksquashfs(job: &Job) -> anyhow::Result<()> {
+    let Job {
+        sh, tools, dest, ..
+    } = *job;
     let mksquashfs = tools.path(tools::MKSQUASHFS);
-    let epoch = params.epoch.to_string();
-    let root = &tree.root;
+    let epoch = job.params.epoch.to_string();
+    let root = &job.tree.root;
     let level = ZSTD_LEVEL.to_string();
     cmd!(
         sh,

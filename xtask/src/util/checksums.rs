@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
-use super::pipeline::pipelined;
+use super::handoff::relay;
 use anyhow::{bail, Context};
 use sha2::{Digest as _, Sha256};
 
@@ -45,14 +45,14 @@ impl FromStr for Digest {
 
 /// One line of a `sha256sum` listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub struct SumLine {
     pub digest: Digest,
     pub name: String,
 }
 
 /// Parses `sha256sum` output: `<64 hex>  <name>` or `<64 hex> *<name>` per line.
 /// Blank lines are ignored; anything else malformed is an error naming the line.
-pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
+pub fn parse(text: &str) -> anyhow::Result<Vec<SumLine>> {
     let mut entries = Vec::new();
     for (number, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -65,7 +65,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
             Some((hex.parse::<Digest>().ok()?, name))
         });
         match parsed {
-            Some((digest, name)) if !name.is_empty() => entries.push(Entry {
+            Some((digest, name)) if !name.is_empty() => entries.push(SumLine {
                 digest,
                 name: name.to_string(),
             }),
@@ -79,7 +79,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
 }
 
 /// The digest listed for `name`, if any. Two different digests for one name are an error.
-pub fn lookup(entries: &[Entry], name: &str) -> anyhow::Result<Option<Digest>> {
+pub fn lookup(entries: &[SumLine], name: &str) -> anyhow::Result<Option<Digest>> {
     let mut found: Option<Digest> = None;
     for entry in entries.iter().filter(|e| e.name == name) {
         match found {
@@ -99,7 +99,7 @@ pub fn lookup(entries: &[Entry], name: &str) -> anyhow::Result<Option<Digest>> {
 /// command finds a file's expected digest.
 #[derive(Clone, Debug)]
 pub struct Sums {
-    pub entries: Vec<Entry>,
+    pub entries: Vec<SumLine>,
     /// A path or URL, as messages name it.
     pub source: String,
 }
@@ -181,7 +181,7 @@ pub const BUFFER_SIZE: usize = 1 << 20;
 /// Hashes a reader to its end, in fixed-size chunks.
 pub fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
     // Reading (a copy out of the page cache, or a download) on this thread, hashing on another.
-    pipelined(&mut reader, |chunks| {
+    relay(&mut reader, |chunks| {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         chunks.for_each(|chunk| {

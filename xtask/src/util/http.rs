@@ -148,44 +148,6 @@ impl Default for Limits {
     }
 }
 
-/// The download limits of `build` and `verify`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct DownloadArgs {
-    /// Largest release zip or image to download (bytes, or with KiB/MiB/GiB); a larger or
-    /// endless one is refused
-    #[arg(long, env = "ALLOY_SYSEXT_MAX_DOWNLOAD", value_name = "BYTES",
-          default_value = "2GiB", value_parser = parse_size)]
-    pub max_download_bytes: u64,
-
-    /// Milliseconds over which a transfer must average --min-bytes-per-sec (tests shorten it)
-    #[arg(
-        long,
-        env = "ALLOY_SYSEXT_PROGRESS_WINDOW_MS",
-        hide = true,
-        default_value_t = 60_000
-    )]
-    pub progress_window_ms: u64,
-
-    /// The slowest transfer worth waiting for, in bytes per second
-    #[arg(
-        long,
-        env = "ALLOY_SYSEXT_MIN_BYTES_PER_SEC",
-        hide = true,
-        default_value_t = 1024
-    )]
-    pub min_bytes_per_sec: u64,
-}
-
-impl DownloadArgs {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_download: self.max_download_bytes,
-            min_bytes_per_sec: self.min_bytes_per_sec,
-            window: Duration::from_millis(self.progress_window_ms.max(1)),
-        }
-    }
-}
-
 /// `2147483648`, `2GiB`, `512MiB`, `64KiB` (also `G`, `M`, `K`): a size in bytes.
 pub fn parse_size(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();

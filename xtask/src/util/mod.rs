@@ -2,9 +2,11 @@
 
 pub mod checksums;
 pub mod files;
+pub mod handoff;
 pub mod http;
 pub mod interrupt;
-pub mod pipeline;
 pub mod progress;
 pub mod retry;
+pub mod sandbox;
+pub mod timings;
 pub mod tools;

@@ -16,12 +16,12 @@ mod libext2fs;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use xshell::{cmd, Shell};
+use xshell::cmd;
 
-use super::{ImageParams, Streamed};
-use crate::build::stage::{Kind, StagedTree};
+use super::{Job, Streamed};
+use crate::payload::stage::{StagedKind, StagedTree};
 use crate::util::files::copy_stream;
-use crate::util::pipeline::{self, Chunks};
+use crate::util::handoff::{self, Chunks};
 use crate::util::tools::{self, Toolbox};
 use libext2fs::{FileWriter, Libext2fs, Session};
 
@@ -69,9 +69,9 @@ pub fn image_size(tree: &StagedTree) -> u64 {
     let mut data = 0;
     for entry in &tree.entries {
         data += match entry.kind {
-            Kind::Dir => 1,
+            StagedKind::Dir => 1,
             // An extent maps at most 128 MiB; allow an index block per 32 MiB for gaps.
-            Kind::File { size } => blocks(size) + size / (32 << 20),
+            StagedKind::File { size } => blocks(size) + size / (32 << 20),
         };
     }
     data += 2 + 4; // root directory, lost+found
@@ -87,16 +87,10 @@ pub fn image_size(tree: &StagedTree) -> u64 {
 /// file's bytes come from its reader (the binary, inflated from the zip on this thread) while
 /// another thread writes them into the image: the two cores share the work, and the binary is
 /// never staged on disk.
-pub fn pack(
-    sh: &Shell,
-    tools: &Toolbox,
-    tree: &StagedTree,
-    dest: &Path,
-    params: &ImageParams,
-    streamed: Option<Streamed<'_>>,
-) -> anyhow::Result<()> {
-    let size = make_filesystem(sh, tools, tree, dest, params)?;
-    fill(tree, dest, params.epoch, streamed).with_context(|| {
+pub(super) fn fill_image(job: &Job, streamed: Option<Streamed<'_>>) -> anyhow::Result<()> {
+    let Job { tree, dest, .. } = *job;
+    let size = make_filesystem(job)?;
+    fill(tree, dest, job.params.epoch, streamed).with_context(|| {
         format!(
             "could not fill {} ({size} bytes for {} bytes of content)",
             dest.display(),
@@ -107,13 +101,14 @@ pub fn pack(
 
 /// Creates `dest` at the size `tree` needs and makes an empty ext4 filesystem in it, with our
 /// mke2fs.conf (beside `dest`), our UUID, hash seed and times. Returns the size.
-fn make_filesystem(
-    sh: &Shell,
-    tools: &Toolbox,
-    tree: &StagedTree,
-    dest: &Path,
-    params: &ImageParams,
-) -> anyhow::Result<u64> {
+fn make_filesystem(job: &Job) -> anyhow::Result<u64> {
+    let Job {
+        sh,
+        tools,
+        tree,
+        dest,
+        ref params,
+    } = *job;
     let mkfs = tools.path(tools::MKFS_EXT4);
     let work = dest.parent().context("image path has no directory")?;
     let size = image_size(tree);
@@ -164,6 +159,45 @@ pub fn check(tools: &Toolbox, image: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Packs `tree` the way the in-process fill imitates, with the real `debugfs -n -w` running
+/// [`debugfs_script`] over an empty filesystem from `mkfs.ext4` (`-n`: it does not verify the
+/// checksums of what it reads back, as the in-process fill does not). Every file must be on
+/// disk. Slower (debugfs copies the finished binary block by block); the same bytes.
+pub(super) fn fill_with_debugfs(job: &Job) -> anyhow::Result<()> {
+    let Job {
+        sh,
+        tools,
+        tree,
+        dest,
+        ref params,
+    } = *job;
+    let debugfs = tools.path(tools::DEBUGFS);
+    make_filesystem(job)?;
+    let work = dest.parent().context("image path has no directory")?;
+    let script = work.join("debugfs.script");
+    std::fs::write(&script, debugfs_script(tree, params.epoch))
+        .with_context(|| format!("writing {}", script.display()))?;
+    let _cwd = sh.push_dir(&tree.root);
+    let output = cmd!(sh, "{debugfs} -n -w -f {script} {dest}")
+        // debugfs stamps the superblock's last-write time from the clock, unless told.
+        .env("E2FSPROGS_FAKE_TIME", params.epoch.to_string())
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("running debugfs")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors = debugfs_errors(&stderr);
+    if !output.status.success() || !errors.is_empty() {
+        bail!(
+            "debugfs failed to fill {} ({}): {}",
+            dest.display(),
+            output.status,
+            errors.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// Fills the image: with a `streamed` file, the libext2fs session runs on a thread of its own
 /// while this thread reads the stream ([`pipeline`]).
 fn fill(
@@ -174,7 +208,7 @@ fn fill(
 ) -> anyhow::Result<()> {
     match streamed {
         None => write_tree(tree, dest, epoch, None),
-        Some(Streamed { path, reader }) => pipeline::pipelined(reader, |chunks| {
+        Some(Streamed { path, reader }) => handoff::relay(reader, |chunks| {
             write_tree(tree, dest, epoch, Some((path, chunks)))
         }),
     }
@@ -191,8 +225,8 @@ fn write_tree(
     let session = Session::open(Libext2fs::get()?, dest)?;
     for entry in &tree.entries {
         match entry.kind {
-            Kind::Dir => session.mkdir(&entry.path)?,
-            Kind::File { size } => {
+            StagedKind::Dir => session.mkdir(&entry.path)?,
+            StagedKind::File { size } => {
                 let mut file = session.create_file(&entry.path, size, entry.mode)?;
                 match streamed.take_if(|(path, _)| *path == entry.path) {
                     Some((_, chunks)) => chunks.for_each(|chunk| file.append(chunk))?,
@@ -225,8 +259,8 @@ fn inode_modes(tree: &StagedTree) -> Vec<(&str, u32)> {
     let fixed = [("/", 0o040755), ("/lost+found", 0o040700)];
     let staged = tree.entries.iter().map(|e| {
         let kind = match e.kind {
-            Kind::Dir => 0o040000,
-            Kind::File { .. } => 0o100000,
+            StagedKind::Dir => 0o040000,
+            StagedKind::File { .. } => 0o100000,
         };
         (e.path.as_str(), kind | e.mode)
     });
@@ -234,15 +268,15 @@ fn inode_modes(tree: &StagedTree) -> Vec<(&str, u32)> {
 }
 
 /// The debugfs commands that create `tree` and pin every inode's owner, mode and times: what
-/// [`pack`] does through libext2fs, run by the real debugfs in a test to prove the same bytes.
-/// Paths are relative to the tree root, which is debugfs's working directory.
-#[cfg(test)]
+/// [`fill_image`] does through libext2fs. [`fill_with_debugfs`] runs them with the real debugfs,
+/// which a test compares with our fill byte for byte, and the bench times against it. Paths are
+/// relative to the tree root, which is debugfs's working directory.
 pub fn debugfs_script(tree: &StagedTree, epoch: u64) -> String {
     let mut script = String::new();
     for entry in &tree.entries {
         match entry.kind {
-            Kind::Dir => script.push_str(&format!("mkdir {}\n", entry.path)),
-            Kind::File { .. } => script.push_str(&format!("write {0} {0}\n", entry.path)),
+            StagedKind::Dir => script.push_str(&format!("mkdir {}\n", entry.path)),
+            StagedKind::File { .. } => script.push_str(&format!("write {0} {0}\n", entry.path)),
         }
     }
     for (path, mode) in inode_modes(tree) {
@@ -258,7 +292,6 @@ pub fn debugfs_script(tree: &StagedTree, epoch: u64) -> String {
 }
 
 /// debugfs reports failures on stderr and still exits 0: anything there but its banner is an error.
-#[cfg(test)]
 fn debugfs_errors(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
@@ -269,7 +302,41 @@ fn debugfs_errors(stderr: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ImageParams;
     use std::io::Read;
+    use xshell::Shell;
+
+    /// The ext4 packer's tools, found as a build finds them.
+    fn ext4_tools(sh: &Shell) -> Toolbox {
+        tools::preflight(sh, super::super::ImageFormat::Ext4.tools()).unwrap()
+    }
+
+    fn job<'a>(
+        sh: &'a Shell,
+        tools: &'a Toolbox,
+        tree: &'a StagedTree,
+        dest: &'a Path,
+        params: &ImageParams,
+    ) -> Job<'a> {
+        Job {
+            sh,
+            tools,
+            tree,
+            dest,
+            params: params.clone(),
+        }
+    }
+
+    fn pack(
+        sh: &Shell,
+        tools: &Toolbox,
+        tree: &StagedTree,
+        dest: &Path,
+        params: &ImageParams,
+        streamed: Option<Streamed<'_>>,
+    ) -> anyhow::Result<()> {
+        fill_image(&job(sh, tools, tree, dest, params), streamed)
+    }
 
     fn tree_with(size: usize) -> (tempfile::TempDir, StagedTree) {
         let dir = tempfile::tempdir().unwrap();
@@ -317,7 +384,7 @@ mod tests {
     fn size_is_content_plus_a_small_overhead() {
         for content in [1_000u64, 5 << 20, 420 << 20] {
             let (_dir, mut tree) = tree_with(0);
-            tree.entries[2].kind = Kind::File { size: content }; // usr/bin/alloy, without writing it
+            tree.entries[2].kind = StagedKind::File { size: content }; // usr/bin/alloy, without writing it
             let size = image_size(&tree);
             let content = tree.content_bytes();
             assert!(size > content, "{size} <= {content}");
@@ -334,7 +401,7 @@ mod tests {
     #[test]
     fn small_images_have_pinned_bytes_and_mkfs_prints_no_warning() {
         let sh = Shell::new().unwrap();
-        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
+        let tools = ext4_tools(&sh);
         let pinned = [
             (
                 0,
@@ -388,25 +455,11 @@ mod tests {
         }
     }
 
-    /// What `pack` did before it filled images through libext2fs: mkfs, then the real
-    /// `debugfs -w` running [`debugfs_script`] from the tree on disk.
+    /// The real debugfs's image of `tree`: the reference the in-process fill must equal.
     fn pack_with_debugfs(sh: &Shell, tree: &StagedTree, dest: &Path, params: &ImageParams) {
         let tools =
             tools::preflight(sh, &[tools::MKFS_EXT4, tools::DEBUGFS, tools::E2FSCK]).unwrap();
-        let debugfs = tools.path(tools::DEBUGFS);
-        make_filesystem(sh, &tools, tree, dest, params).unwrap();
-        let work = dest.parent().unwrap();
-        let epoch = params.epoch.to_string();
-        let script = work.join("debugfs.script");
-        std::fs::write(&script, debugfs_script(tree, params.epoch)).unwrap();
-        let _cwd = sh.push_dir(&tree.root);
-        let output = cmd!(sh, "{debugfs} -w -f {script} {dest}")
-            .env("E2FSPROGS_FAKE_TIME", &epoch)
-            .quiet()
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(debugfs_errors(&stderr).is_empty(), "{stderr}");
+        fill_with_debugfs(&job(sh, &tools, tree, dest, params)).unwrap();
     }
 
     /// Deterministic content of `size` bytes, incompressible, with all-zero 4 KiB blocks at
@@ -478,7 +531,7 @@ mod tests {
         streamed: Option<(&str, &[u8])>,
     ) {
         let sh = Shell::new().unwrap();
-        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
+        let tools = ext4_tools(&sh);
         let dir = tempfile::tempdir().unwrap();
         let image = |name: &str| {
             let work = dir.path().join(name);
@@ -522,8 +575,7 @@ mod tests {
     /// decides the bytes-written count in the superblock, so they must be debugfs's lookups.
     #[test]
     fn fills_the_real_tree_and_deep_and_wide_ones_as_debugfs_does() {
-        use crate::build::stage::stage_service;
-        use crate::contract::{ExtensionRelease, ALLOY_PATH, EXTENSION_RELEASE_PATH};
+        use crate::payload::{Content, ExtensionRelease, ALLOY_PATH};
         let params = ImageParams {
             epoch: 1_704_067_200,
             identity: "alloy-1.10.2-amd64".into(),
@@ -532,11 +584,18 @@ mod tests {
         for autostart in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let mut tree = StagedTree::new(&dir.path().join("t")).unwrap();
-            tree.add_file(ALLOY_PATH, &binary, 0o755).unwrap();
-            let release = ExtensionRelease::for_arch(crate::arch::Arch::Amd64).render();
-            tree.add_file(EXTENSION_RELEASE_PATH, release.as_bytes(), 0o644)
-                .unwrap();
-            stage_service(&mut tree, autostart).unwrap();
+            for file in crate::payload::files(autostart) {
+                let bytes = match file.content {
+                    Content::Binary => binary.clone(),
+                    Content::ExtensionRelease => {
+                        ExtensionRelease::for_arch(crate::arch::Arch::Amd64)
+                            .render()
+                            .into_bytes()
+                    }
+                    Content::Text(text) => text().into_bytes(),
+                };
+                tree.add_file(file.path, &bytes, file.mode).unwrap();
+            }
             assert_same_as_debugfs(&tree, &params, Some((ALLOY_PATH, &binary)));
         }
 
@@ -568,7 +627,7 @@ mod tests {
     #[test]
     fn a_stream_of_the_wrong_length_or_a_failing_one_is_an_error() {
         let sh = Shell::new().unwrap();
-        let tools = super::super::preflight(&sh, super::super::ImageFormat::Ext4).unwrap();
+        let tools = ext4_tools(&sh);
         let (dir, tree) = tree_with(3 * 4096);
         let params = ImageParams {
             epoch: 1_704_067_200,

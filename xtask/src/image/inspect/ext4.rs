@@ -6,7 +6,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use super::{run_bounded, Lookup, Node, Overflow, Tree, DEADLINE, OUTPUT_LIMIT};
+use super::{bounds, Lookup, Node, Tree, OUTPUT_LIMIT};
+use crate::util::sandbox::{run_bounded, Overflow};
 use crate::util::tools;
 
 /// The root directory's inode number in every ext2/3/4 filesystem.
@@ -31,7 +32,7 @@ impl Ext4 {
     fn request(&self, request: &str, limit: usize, overflow: Overflow) -> anyhow::Result<Vec<u8>> {
         let mut command = Command::new(&self.debugfs);
         command.arg("-R").arg(request).arg(&self.image);
-        let output = run_bounded(command, limit, overflow, DEADLINE)?;
+        let output = run_bounded(command, bounds(limit, overflow))?;
         let complaints: Vec<&str> = output
             .stderr
             .lines()
@@ -119,7 +120,7 @@ fn bad_name(name: &[u8], dots: &mut [u32; 2]) -> bool {
 
 /// One line of debugfs's `ls -p`.
 #[derive(Debug, PartialEq, Eq)]
-struct Entry {
+struct ListedEntry {
     inode: u64,
     mode: u32,
     uid: u32,
@@ -129,7 +130,7 @@ struct Entry {
     size: Option<u64>,
 }
 
-impl Entry {
+impl ListedEntry {
     fn node(self, path: String) -> Node {
         Node {
             mode: self.mode,
@@ -147,7 +148,7 @@ impl Entry {
 /// one line at a time. The name is taken between the fourth `/` and the last-but-one, so a
 /// crafted name with `/` stays whole (and is refused). Inode 0 marks an unused slot, listed
 /// without name or size.
-fn entries(text: &[u8]) -> impl Iterator<Item = anyhow::Result<Entry>> + '_ {
+fn entries(text: &[u8]) -> impl Iterator<Item = anyhow::Result<ListedEntry>> + '_ {
     text.split(|b| *b == b'\n')
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace) && !line.starts_with(b"/0/"))
         .map(|line| {
@@ -160,7 +161,7 @@ fn entries(text: &[u8]) -> impl Iterator<Item = anyhow::Result<Entry>> + '_ {
         })
 }
 
-fn parse_line(line: &[u8]) -> Option<Entry> {
+fn parse_line(line: &[u8]) -> Option<ListedEntry> {
     let inner = line.strip_prefix(b"/")?.strip_suffix(b"/")?;
     let mut fields = inner.splitn(5, |b| *b == b'/');
     let text = |f: &[u8]| std::str::from_utf8(f).ok().map(str::to_string);
@@ -176,7 +177,7 @@ fn parse_line(line: &[u8]) -> Option<Entry> {
     } else {
         Some(size.parse().ok()?)
     };
-    Some(Entry {
+    Some(ListedEntry {
         inode,
         mode,
         uid,
@@ -202,11 +203,11 @@ mod tests {
     #[test]
     fn reads_debugfs_directory_listings() {
         let text = b"\n/2/040755/0/0/.//\n/0/000000/0/0//\n/12/100755/0/7/alloy/734208/\n";
-        let listed: Vec<Entry> = entries(text).map(Result::unwrap).collect();
+        let listed: Vec<ListedEntry> = entries(text).map(Result::unwrap).collect();
         assert_eq!(listed.len(), 2);
         assert_eq!(
             listed[1],
-            Entry {
+            ListedEntry {
                 inode: 12,
                 mode: 0o100755,
                 uid: 0,

@@ -9,7 +9,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use super::{run_bounded, Lookup, Node, Overflow, Tree, DEADLINE, OUTPUT_LIMIT};
+use super::{bounds, Lookup, Node, Tree, OUTPUT_LIMIT};
+use crate::util::sandbox::{run_bounded, Overflow};
 use crate::util::tools;
 
 /// Where unsquashfs says the tree is, in listings.
@@ -62,7 +63,7 @@ impl Tree for Squashfs {
             .args(["-lln", "-max-depth", &depth])
             .arg(&self.image)
             .arg(&path);
-        let output = run_bounded(command, OUTPUT_LIMIT, Overflow::Fail, DEADLINE)?;
+        let output = run_bounded(command, bounds(OUTPUT_LIMIT, Overflow::Fail))?;
         if output.success != Some(true) {
             bail!(
                 "unsquashfs -lln {path} failed: {}",
@@ -104,7 +105,7 @@ impl Tree for Squashfs {
     fn read_head(&mut self, file: &Node, limit: usize) -> anyhow::Result<Vec<u8>> {
         let mut command = self.command();
         command.arg("-cat").arg(&self.image).arg(&file.path);
-        let output = run_bounded(command, limit, Overflow::Head, DEADLINE)?;
+        let output = run_bounded(command, bounds(limit, Overflow::Head))?;
         if output.success == Some(false) {
             bail!(
                 "unsquashfs -cat {} failed: {}",

@@ -15,9 +15,12 @@ fn machine_name(machine: u16) -> String {
     }
 }
 
+/// Bytes of an ELF64 file header: all that [`check_header`] reads.
+pub const HEADER_BYTES: usize = 64;
+
 /// Checks an ELF header: a 64-bit little-endian executable (or PIE) for `arch`.
 pub fn check_header(header: &[u8], arch: Arch) -> Result<(), String> {
-    if header.len() < 64 || &header[..4] != b"\x7fELF" {
+    if header.len() < HEADER_BYTES || &header[..4] != b"\x7fELF" {
         return Err("it is not an ELF file".into());
     }
     if header[4] != 2 || header[5] != 1 {
@@ -44,7 +47,7 @@ pub fn check_header(header: &[u8], arch: Arch) -> Result<(), String> {
 /// A minimal 64-bit executable header for `machine`, for tests.
 #[doc(hidden)]
 pub fn fake_header(machine: u16) -> Vec<u8> {
-    let mut header = vec![0u8; 64];
+    let mut header = vec![0u8; HEADER_BYTES];
     header[..4].copy_from_slice(b"\x7fELF");
     header[4] = 2;
     header[5] = 1;

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::Report;
 use crate::arch::Arch;
 use crate::util::checksums::{self, Digest, Sums};
 use crate::util::files;
 use crate::util::http::{Http, NotFound};
 use crate::util::progress::{detail, step};
+use crate::util::timings::Timings;
 use crate::version::Version;
 
 /// A release zip whose SHA-256 matched the expected one, held open: extraction reads this very
@@ -140,11 +140,20 @@ pub enum Expected {
 
 /// Where the release zip comes from.
 #[derive(Clone, Debug)]
-pub enum ReleaseSource {
+pub enum Origin {
     /// The release mirror, through the download cache.
     Mirror,
     /// Air-gapped: a local zip and how to verify it.
     Local { zip: PathBuf, expected: Expected },
+}
+
+/// Where release zips come from, with everything needed to get one verified: the origin, the
+/// mirror's base URL (`<URL>/v<VERSION>/<asset>`), the download cache and the HTTP client.
+pub struct ReleaseSource {
+    pub origin: Origin,
+    pub releases_url: String,
+    pub cache: Cache,
+    pub http: Http,
 }
 
 /// Where the release assets of `version` live: `<base>/v<VERSION>/<asset>`.
@@ -201,102 +210,101 @@ fn explain_not_found(
     }
 }
 
-/// The verified release zip for `arch`: from `source`, else from the cache when it still
-/// matches the release's SHA256SUMS, else downloaded from the mirror at `base`.
-pub fn release_zip(
-    http: &Http,
-    source: &ReleaseSource,
-    base: &str,
-    cache: &Cache,
-    version: &Version,
-    arch: Arch,
-    report: &mut Report,
-) -> anyhow::Result<VerifiedZip> {
-    match source {
-        ReleaseSource::Local { zip, expected } => local_zip(zip, expected, arch, report),
-        ReleaseSource::Mirror => mirror_zip(http, base, cache, version, arch, report),
-    }
-}
-
-fn mirror_zip(
-    http: &Http,
-    base: &str,
-    cache: &Cache,
-    version: &Version,
-    arch: Arch,
-    report: &mut Report,
-) -> anyhow::Result<VerifiedZip> {
-    let asset = arch.release_zip();
-    step(format!(
-        "Fetching {asset} of Alloy {} from {base}",
-        version.tag()
-    ));
-    let expected = report.phase("download", || expected_digest(http, base, version, &asset))?;
-    detail(format!("SHA256SUMS lists {asset} as {expected}"));
-
-    let mut dir = cache.dir(version);
-    if let Some(cache_dir) = &dir {
-        match from_cache(&cache_dir.join(&asset), &expected, cache, report)? {
-            Cached::Verified(zip) => return Ok(zip),
-            Cached::Absent => {}
-            Cached::Blocked => dir = None,
+impl ReleaseSource {
+    /// The verified release zip of `version` for `arch`: the local one when given, else from the
+    /// cache when it still matches the release's SHA256SUMS, else downloaded from the mirror.
+    pub fn zip(
+        &self,
+        version: &Version,
+        arch: Arch,
+        timings: &mut Timings,
+    ) -> anyhow::Result<VerifiedZip> {
+        match &self.origin {
+            Origin::Local { zip, expected } => local_zip(zip, expected, arch, timings),
+            Origin::Mirror => self.mirror_zip(version, arch, timings),
         }
     }
 
-    let url = asset_url(base, version, &asset);
-    // Download beside the cache entry, and move it in only once it verifies.
-    let partial = match &dir {
-        Some(dir) => match files::PartialFile::new(dir, &format!("-{asset}.partial")) {
-            Ok(partial) => Some(partial),
+    fn mirror_zip(
+        &self,
+        version: &Version,
+        arch: Arch,
+        timings: &mut Timings,
+    ) -> anyhow::Result<VerifiedZip> {
+        let (http, base, cache) = (&self.http, self.releases_url.as_str(), &self.cache);
+        let asset = arch.release_zip();
+        step(format!(
+            "Fetching {asset} of Alloy {} from {base}",
+            version.tag()
+        ));
+        let expected =
+            timings.phase("download", || expected_digest(http, base, version, &asset))?;
+        detail(format!("SHA256SUMS lists {asset} as {expected}"));
+
+        let mut dir = cache.dir(version);
+        if let Some(cache_dir) = &dir {
+            match from_cache(&cache_dir.join(&asset), &expected, cache, timings)? {
+                Cached::Verified(zip) => return Ok(zip),
+                Cached::Absent => {}
+                Cached::Blocked => dir = None,
+            }
+        }
+
+        let url = asset_url(base, version, &asset);
+        // Download beside the cache entry, and move it in only once it verifies.
+        let partial = match &dir {
+            Some(dir) => match files::PartialFile::new(dir, &format!("-{asset}.partial")) {
+                Ok(partial) => Some(partial),
+                Err(e) => {
+                    cache.bypass(format!(
+                        "cannot write in the cache directory {}: {}",
+                        dir.display(),
+                        e.root_cause()
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let (file, shown) = match &partial {
+            Some(partial) => (partial.as_file().try_clone()?, partial.path().to_path_buf()),
+            // Unnamed: nothing to clean up, and messages name the URL it came from.
+            None => (
+                tempfile::tempfile()
+                    .context("creating a temporary file for the download (check TMPDIR)")?,
+                PathBuf::from(&url),
+            ),
+        };
+        // Hashed on the way in: for a fresh download, verifying costs no separate pass.
+        let (digest, _) = timings
+            .phase("download", || {
+                http.download_to(&url, &file, &shown.display().to_string(), &asset)
+            })
+            .map_err(|e| explain_not_found(e, version, &asset, base))?;
+        if digest != expected {
+            return Err(mismatch(&url, &expected, &digest, "from SHA256SUMS"));
+        }
+        detail(format!("verified {asset}: sha256 {digest}"));
+        let mut file = file;
+        file.rewind()
+            .with_context(|| format!("reading {}", shown.display()))?;
+        let (Some(partial), Some(dir)) = (partial, dir) else {
+            return Ok(VerifiedZip { file, path: shown });
+        };
+        let cached = dir.join(&asset);
+        let path = match partial.persist(&cached) {
+            Ok(_) => cached,
             Err(e) => {
                 cache.bypass(format!(
-                    "cannot write in the cache directory {}: {}",
-                    dir.display(),
-                    e.root_cause()
+                    "cannot move the download to {}: {}",
+                    cached.display(),
+                    e.error
                 ));
-                None
+                shown
             }
-        },
-        None => None,
-    };
-    let (file, shown) = match &partial {
-        Some(partial) => (partial.as_file().try_clone()?, partial.path().to_path_buf()),
-        // Unnamed: nothing to clean up, and messages name the URL it came from.
-        None => (
-            tempfile::tempfile()
-                .context("creating a temporary file for the download (check TMPDIR)")?,
-            PathBuf::from(&url),
-        ),
-    };
-    // Hashed on the way in: for a fresh download, verifying costs no separate pass.
-    let (digest, _) = report
-        .phase("download", || {
-            http.download_to(&url, &file, &shown.display().to_string(), &asset)
-        })
-        .map_err(|e| explain_not_found(e, version, &asset, base))?;
-    if digest != expected {
-        return Err(mismatch(&url, &expected, &digest, "from SHA256SUMS"));
+        };
+        Ok(VerifiedZip { file, path })
     }
-    detail(format!("verified {asset}: sha256 {digest}"));
-    let mut file = file;
-    file.rewind()
-        .with_context(|| format!("reading {}", shown.display()))?;
-    let (Some(partial), Some(dir)) = (partial, dir) else {
-        return Ok(VerifiedZip { file, path: shown });
-    };
-    let cached = dir.join(&asset);
-    let path = match partial.persist(&cached) {
-        Ok(_) => cached,
-        Err(e) => {
-            cache.bypass(format!(
-                "cannot move the download to {}: {}",
-                cached.display(),
-                e.error
-            ));
-            shown
-        }
-    };
-    Ok(VerifiedZip { file, path })
 }
 
 /// What the cache holds for one asset.
@@ -316,12 +324,12 @@ fn from_cache(
     cached: &Path,
     expected: &Digest,
     cache: &Cache,
-    report: &mut Report,
+    timings: &mut Timings,
 ) -> anyhow::Result<Cached> {
     let what = match open_cache_entry(cached) {
         Ok(CacheEntry::Missing) => return Ok(Cached::Absent),
         Ok(CacheEntry::File(mut file)) => {
-            let digest = report.phase("verify", || hash_open_file(&mut file, cached))?;
+            let digest = timings.phase("verify", || hash_open_file(&mut file, cached))?;
             if digest == *expected {
                 detail(format!("using cached {} (verified)", cached.display()));
                 return Ok(Cached::Verified(VerifiedZip {
@@ -362,7 +370,7 @@ fn local_zip(
     zip: &Path,
     expected: &Expected,
     arch: Arch,
-    report: &mut Report,
+    timings: &mut Timings,
 ) -> anyhow::Result<VerifiedZip> {
     step(format!("Verifying local {}", zip.display()));
     let (expected, source) = match expected {
@@ -389,7 +397,7 @@ fn local_zip(
             describe(file_type)
         );
     }
-    let digest = report.phase("verify", || hash_open_file(&mut file, zip))?;
+    let digest = timings.phase("verify", || hash_open_file(&mut file, zip))?;
     if digest != expected {
         return Err(mismatch(
             &zip.display().to_string(),
@@ -426,6 +434,16 @@ mod tests {
         );
     }
 
+    /// A source that never reaches a mirror: its cache is under `dir`.
+    fn local_source(dir: &Path, origin: Origin) -> ReleaseSource {
+        ReleaseSource {
+            origin,
+            releases_url: "https://unused.example".into(),
+            cache: Cache::new(dir.join("unused")),
+            http: Http::new(),
+        }
+    }
+
     fn zip_holding(path: &Path, content: &[u8]) -> Digest {
         use std::io::Write;
         let mut writer = zip::ZipWriter::new(File::create(path).unwrap());
@@ -443,7 +461,7 @@ mod tests {
     fn extracted(zip: &VerifiedZip, dir: &Path) -> Vec<u8> {
         let dest = dir.join("extracted");
         let _ = std::fs::remove_file(&dest);
-        super::super::archive::BinaryEntry::open(&zip.file, &zip.path, "alloy-linux-amd64")
+        crate::release::archive::BinaryEntry::open(&zip.file, &zip.path, "alloy-linux-amd64")
             .and_then(|mut binary| binary.extract(&dest))
             .unwrap();
         std::fs::read(dest).unwrap()
@@ -459,24 +477,16 @@ mod tests {
         let evil = dir.path().join("evil.zip");
         zip_holding(&evil, b"\x7fELF another binary");
 
-        let local = ReleaseSource::Local {
-            zip: zip.clone(),
-            expected: Expected::Digest(good),
-        };
-        let cache = Cache::new(dir.path().join("unused"));
-        let http = Http::new();
+        let source = local_source(
+            dir.path(),
+            Origin::Local {
+                zip: zip.clone(),
+                expected: Expected::Digest(good),
+            },
+        );
         let version: Version = "1.10.2".parse().unwrap();
-        let mut report = Report::default();
-        let verified = release_zip(
-            &http,
-            &local,
-            "https://unused.example",
-            &cache,
-            &version,
-            Arch::Amd64,
-            &mut report,
-        )
-        .unwrap();
+        let mut timings = Timings::default();
+        let verified = source.zip(&version, Arch::Amd64, &mut timings).unwrap();
         std::fs::copy(&evil, dir.path().join("swap")).unwrap();
         std::fs::rename(dir.path().join("swap"), &zip).unwrap();
         assert_eq!(
@@ -487,7 +497,8 @@ mod tests {
         // The same through the cache.
         let cached = dir.path().join("cached.zip");
         let good = zip_holding(&cached, b"\x7fELF cached and verified");
-        let Cached::Verified(verified) = from_cache(&cached, &good, &cache, &mut report).unwrap()
+        let Cached::Verified(verified) =
+            from_cache(&cached, &good, &source.cache, &mut timings).unwrap()
         else {
             panic!("a matching cache entry is used");
         };
@@ -507,7 +518,7 @@ mod tests {
         let elsewhere = dir.path().join("elsewhere.zip");
         let digest = zip_holding(&elsewhere, b"\x7fELF");
         let cache = Cache::new(dir.path().to_path_buf());
-        let mut report = Report::default();
+        let mut timings = Timings::default();
 
         let fifo = dir.path().join("fifo.zip");
         assert!(std::process::Command::new("mkfifo")
@@ -522,7 +533,7 @@ mod tests {
         let empty_dir = dir.path().join("empty-dir.zip");
         std::fs::create_dir(&empty_dir).unwrap();
         for entry in [&fifo, &zero, &link, &empty_dir] {
-            let found = from_cache(entry, &digest, &cache, &mut report).unwrap();
+            let found = from_cache(entry, &digest, &cache, &mut timings).unwrap();
             assert!(matches!(found, Cached::Absent), "{}", entry.display());
             assert!(
                 std::fs::symlink_metadata(entry).is_err(),
@@ -535,13 +546,19 @@ mod tests {
         let full_dir = dir.path().join("full-dir.zip");
         std::fs::create_dir(&full_dir).unwrap();
         std::fs::write(full_dir.join("x"), b"x").unwrap();
-        let found = from_cache(&full_dir, &digest, &cache, &mut report).unwrap();
+        let found = from_cache(&full_dir, &digest, &cache, &mut timings).unwrap();
         assert!(matches!(found, Cached::Blocked));
         assert!(full_dir.join("x").is_file(), "nothing inside is removed");
         assert!(cache.told.get(), "the bypass is said");
 
         assert!(matches!(
-            from_cache(&dir.path().join("absent.zip"), &digest, &cache, &mut report).unwrap(),
+            from_cache(
+                &dir.path().join("absent.zip"),
+                &digest,
+                &cache,
+                &mut timings
+            )
+            .unwrap(),
             Cached::Absent
         ));
     }
@@ -555,21 +572,21 @@ mod tests {
             .status()
             .unwrap()
             .success());
-        let local = ReleaseSource::Local {
-            zip: fifo,
-            expected: Expected::Digest(checksums::hash_bytes(b"")),
-        };
-        let err = release_zip(
-            &Http::new(),
-            &local,
-            "https://unused.example",
-            &Cache::new(dir.path().to_path_buf()),
-            &"1.10.2".parse().unwrap(),
-            Arch::Amd64,
-            &mut Report::default(),
-        )
-        .err()
-        .unwrap();
+        let source = local_source(
+            dir.path(),
+            Origin::Local {
+                zip: fifo,
+                expected: Expected::Digest(checksums::hash_bytes(b"")),
+            },
+        );
+        let err = source
+            .zip(
+                &"1.10.2".parse().unwrap(),
+                Arch::Amd64,
+                &mut Timings::default(),
+            )
+            .err()
+            .unwrap();
         assert!(
             format!("{err:#}").contains("is a FIFO, not a file"),
             "{err:#}"

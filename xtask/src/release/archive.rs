@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::util::pipeline::pipelined;
+use crate::util::handoff::relay;
 
 /// Larger than any Alloy binary; a zip that inflates beyond it is refused.
 const MAX_BINARY_SIZE: u64 = 2 << 30;
@@ -111,7 +111,7 @@ impl<'f> BinaryEntry<'f> {
         let mut out =
             File::create_new(dest).with_context(|| format!("creating {}", dest.display()))?;
         self.read(|reader| {
-            pipelined(reader, |chunks| {
+            relay(reader, |chunks| {
                 let mut written = 0;
                 chunks.for_each(|chunk| {
                     written += chunk.len() as u64;

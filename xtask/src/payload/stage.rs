@@ -7,30 +7,32 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::archive::BinaryEntry;
-use super::fetch::VerifiedZip;
-use crate::contract::{ExtensionRelease, ImageName, ALLOY_PATH, EXTENSION_RELEASE_PATH};
-use crate::host::service;
+use super::{Content, ExtensionRelease};
+use crate::contract::ImageName;
+use crate::release::archive::BinaryEntry;
+use crate::release::elf;
+use crate::release::fetch::VerifiedZip;
 use crate::util::progress::{detail, mib, step};
 
+/// What a staged path is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum StagedKind {
     Dir,
     File { size: u64 },
 }
 
 /// One path in the tree, relative to its root (`usr/bin/alloy`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
+pub struct StagedPath {
     pub path: String,
-    pub kind: Kind,
+    pub kind: StagedKind,
     pub mode: u32,
 }
 
 pub struct StagedTree {
     pub root: PathBuf,
     /// Every directory and file, parents before children, in the order they were added.
-    pub entries: Vec<Entry>,
+    pub entries: Vec<StagedPath>,
 }
 
 /// A sysext may only add to `/usr` (and `/opt`, which we do not use), and must never ship
@@ -104,9 +106,9 @@ impl StagedTree {
         let disk = self.disk_path(path);
         fs::create_dir_all(&disk).with_context(|| format!("creating {}", disk.display()))?;
         self.set_mode(path, mode)?;
-        self.entries.push(Entry {
+        self.entries.push(StagedPath {
             path: path.to_string(),
-            kind: Kind::Dir,
+            kind: StagedKind::Dir,
             mode,
         });
         Ok(())
@@ -127,9 +129,9 @@ impl StagedTree {
             bail!("{path} is staged twice");
         }
         self.add_parents(path)?;
-        self.entries.push(Entry {
+        self.entries.push(StagedPath {
             path: path.to_string(),
-            kind: Kind::File { size },
+            kind: StagedKind::File { size },
             mode,
         });
         Ok(())
@@ -138,9 +140,9 @@ impl StagedTree {
     /// Writes a pending file's content (see [`StagedTree::add_pending`]) with its mode.
     pub fn write_pending(&self, path: &str, binary: &mut BinaryEntry<'_>) -> anyhow::Result<()> {
         let mode = match self.entries.iter().find(|e| e.path == path) {
-            Some(Entry {
+            Some(StagedPath {
                 mode,
-                kind: Kind::File { size },
+                kind: StagedKind::File { size },
                 ..
             }) if *size == binary.size => *mode,
             _ => bail!(
@@ -157,16 +159,17 @@ impl StagedTree {
         self.entries
             .iter()
             .map(|e| match e.kind {
-                Kind::File { size } => size,
-                Kind::Dir => 0,
+                StagedKind::File { size } => size,
+                StagedKind::Dir => 0,
             })
             .sum()
     }
 }
 
-/// Lays out the sysext tree for one architecture: the verified binary as `usr/bin/alloy`
-/// (0755 whatever the zip said), the extension-release file, and the service with its defaults
-/// (and, with `autostart`, the drop-in that starts it).
+/// Lays out the sysext tree for one architecture: every file of the payload table
+/// ([`super::files`]), the verified binary as `usr/bin/alloy` (its mode from the table whatever
+/// the zip said), the extension-release file for the architecture, the service with its
+/// defaults (and, with `autostart`, the drop-in that starts it).
 ///
 /// The binary is checked (the zip's one entry, an ELF executable for the architecture) but left
 /// in the zip: it is returned, for the packer to inflate straight into the image (ext4) or for
@@ -184,21 +187,24 @@ pub fn stage_sysext_tree<'z>(
     ));
     let mut tree = StagedTree::new(root)?;
     let mut binary = BinaryEntry::open(&zip.file, &zip.path, &arch.release_binary())?;
-    let header = binary.head(64)?;
-    if let Err(why) = super::elf::check_header(&header, arch) {
+    let header = binary.head(elf::HEADER_BYTES)?;
+    if let Err(why) = elf::check_header(&header, arch) {
         bail!(
             "{} holds the wrong binary: {} is not an Alloy binary for {arch}: {why}",
             zip.path.display(),
             arch.release_binary()
         );
     }
-    tree.add_pending(ALLOY_PATH, binary.size, 0o755)?;
-    tree.add_file(
-        EXTENSION_RELEASE_PATH,
-        ExtensionRelease::for_arch(arch).render().as_bytes(),
-        0o644,
-    )?;
-    stage_service(&mut tree, autostart)?;
+    for file in super::files(autostart) {
+        match file.content {
+            Content::Binary => tree.add_pending(file.path, binary.size, file.mode)?,
+            Content::ExtensionRelease => {
+                let text = ExtensionRelease::for_arch(arch).render();
+                tree.add_file(file.path, text.as_bytes(), file.mode)?
+            }
+            Content::Text(text) => tree.add_file(file.path, text().as_bytes(), file.mode)?,
+        }
+    }
     detail(format!(
         "{} entries, {} of content",
         tree.entries.len(),
@@ -207,77 +213,76 @@ pub fn stage_sysext_tree<'z>(
     Ok((tree, binary))
 }
 
-/// The unit, its defaults and tmpfiles.d lines; the autostart drop-in only when asked for.
-pub(crate) fn stage_service(tree: &mut StagedTree, autostart: bool) -> anyhow::Result<()> {
-    tree.add_file(service::UNIT_PATH, service::unit().as_bytes(), 0o644)?;
-    tree.add_file(
-        service::SETUP_UNIT_PATH,
-        service::setup_unit().as_bytes(),
-        0o644,
-    )?;
-    tree.add_file(
-        service::SYSUSERS_PATH,
-        service::sysusers().as_bytes(),
-        0o644,
-    )?;
-    tree.add_file(
-        service::TMPFILES_PATH,
-        service::tmpfiles().as_bytes(),
-        0o644,
-    )?;
-    tree.add_file(
-        service::DEFAULT_CONFIG_PATH,
-        service::default_config().as_bytes(),
-        0o644,
-    )?;
-    tree.add_file(
-        service::DEFAULT_ENVIRONMENT_PATH,
-        service::default_environment().as_bytes(),
-        0o644,
-    )?;
-    if autostart {
-        tree.add_file(
-            service::AUTOSTART_PATH,
-            service::autostart_dropin().as_bytes(),
-            0o644,
-        )?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A verified zip holding `binary` as the amd64 release's one entry.
+    fn release_zip(dir: &Path, binary: &[u8]) -> VerifiedZip {
+        use std::io::Write;
+        let path = dir.join("alloy-linux-amd64.zip");
+        let mut writer = zip::ZipWriter::new(fs::File::create(&path).unwrap());
+        writer
+            .start_file(
+                "alloy-linux-amd64",
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+        writer.write_all(binary).unwrap();
+        writer.finish().unwrap();
+        VerifiedZip {
+            file: fs::File::open(&path).unwrap(),
+            path,
+        }
+    }
+
     #[test]
-    fn service_files_are_staged_with_the_drop_in_only_for_autostart() {
+    fn the_payload_is_staged_in_order_with_the_drop_in_only_for_autostart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut binary = elf::fake_header(crate::arch::EM_X86_64);
+        binary.extend_from_slice(b"the rest of alloy");
+        let zip = release_zip(dir.path(), &binary);
+        let name = ImageName::new(&"1.10.2".parse().unwrap(), crate::arch::Arch::Amd64);
         for autostart in [true, false] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut tree = StagedTree::new(&dir.path().join("tree")).unwrap();
-            stage_service(&mut tree, autostart).unwrap();
+            let root = dir.path().join(format!("tree-{autostart}"));
+            let (tree, binary_entry) = stage_sysext_tree(&root, &zip, &name, autostart).unwrap();
+            assert_eq!(binary_entry.size, binary.len() as u64);
             let files: Vec<(&str, u32)> = tree
                 .entries
                 .iter()
-                .filter(|e| matches!(e.kind, Kind::File { .. }))
+                .filter(|e| matches!(e.kind, StagedKind::File { .. }))
                 .map(|e| (e.path.as_str(), e.mode))
                 .collect();
-            let mut expected = vec![
-                (service::UNIT_PATH, 0o644),
-                (service::SETUP_UNIT_PATH, 0o644),
-                (service::SYSUSERS_PATH, 0o644),
-                (service::TMPFILES_PATH, 0o644),
-                (service::DEFAULT_CONFIG_PATH, 0o644),
-                (service::DEFAULT_ENVIRONMENT_PATH, 0o644),
-            ];
-            if autostart {
-                expected.push((service::AUTOSTART_PATH, 0o644));
-            }
+            let expected: Vec<(&str, u32)> = super::super::files(autostart)
+                .map(|f| (f.path, f.mode))
+                .collect();
             assert_eq!(files, expected);
             assert_eq!(
-                fs::read_to_string(tree.disk_path(service::UNIT_PATH)).unwrap(),
-                service::unit()
+                files
+                    .iter()
+                    .any(|(path, _)| *path == super::super::AUTOSTART_PATH),
+                autostart
+            );
+            // The binary is pending (inflated while packing); texts are on disk with their mode.
+            assert!(!tree.disk_path(super::super::ALLOY_PATH).exists());
+            assert_eq!(
+                fs::read_to_string(tree.disk_path(super::super::UNIT_PATH)).unwrap(),
+                super::super::service::unit()
+            );
+            assert_eq!(
+                fs::read_to_string(tree.disk_path(super::super::EXTENSION_RELEASE_PATH)).unwrap(),
+                ExtensionRelease::for_arch(crate::arch::Arch::Amd64).render()
             );
         }
+        // Another architecture's binary is refused before anything is staged.
+        let arm = release_zip(dir.path(), &elf::fake_header(crate::arch::EM_AARCH64));
+        let err = stage_sysext_tree(&dir.path().join("arm"), &arm, &name, true)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("not an Alloy binary for amd64"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Chunks {
 /// Runs `consume` on a new thread, giving it what `reader` gives as this thread reads it.
 /// A read error wins over what the consumer then says (it saw an early end); a consumer that
 /// stops stops the reading too.
-pub fn pipelined<T: Send>(
+pub fn relay<T: Send>(
     reader: &mut dyn Read,
     consume: impl FnOnce(Chunks) -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn the_consumer_gets_every_byte_in_order() {
         let data: Vec<u8> = (0..(3 * CHUNK + 12345)).map(|i| (i % 251) as u8).collect();
-        let got = pipelined(&mut &data[..], |chunks| {
+        let got = relay(&mut &data[..], |chunks| {
             let mut got = Vec::new();
             chunks.for_each(|c| {
                 got.extend_from_slice(c);
@@ -120,7 +120,7 @@ mod tests {
                 Ok(buf.len().min(1000))
             }
         }
-        let err = pipelined(&mut Failing(3000), |chunks| -> anyhow::Result<()> {
+        let err = relay(&mut Failing(3000), |chunks| -> anyhow::Result<()> {
             chunks.for_each(|_| Ok(()))?;
             bail!("saw an early end")
         })
@@ -129,7 +129,7 @@ mod tests {
 
         // The consumer gives up at the first chunk; the reader would go on for ever.
         let mut endless = io::repeat(7);
-        let err = pipelined(&mut endless, |chunks| -> anyhow::Result<()> {
+        let err = relay(&mut endless, |chunks| -> anyhow::Result<()> {
             chunks.for_each(|_| bail!("disk full"))
         })
         .unwrap_err();

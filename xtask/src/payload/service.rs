@@ -3,22 +3,8 @@
 //! No post-install script runs on a sysext host, so everything a .deb's post-install does is
 //! expressed here as files in /usr.
 
-/// Where the unit goes in the image.
-pub const UNIT_PATH: &str = "usr/lib/systemd/system/alloy.service";
-/// The oneshot that creates the user and seeds /etc before each start of alloy.service.
-pub const SETUP_UNIT_PATH: &str = "usr/lib/systemd/system/alloy-setup.service";
-pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/alloy.conf";
-/// The static system user (and its group) Alloy runs as, as in Grafana's own packages.
-pub const USER: &str = "alloy";
-/// The drop-in that makes `multi-user.target` uphold (start, and restart if it stops) Alloy.
-pub const AUTOSTART_PATH: &str = "usr/lib/systemd/system/multi-user.target.d/10-alloy.conf";
-pub const TMPFILES_PATH: &str = "usr/lib/tmpfiles.d/alloy.conf";
-pub const DEFAULT_CONFIG_PATH: &str = "usr/share/alloy/config.alloy";
-pub const DEFAULT_ENVIRONMENT_PATH: &str = "usr/share/alloy/environment";
-
-/// Where the host's editable copies live.
-pub const CONFIG_FILE: &str = "/etc/alloy/config.alloy";
-pub const ENVIRONMENT_FILE: &str = "/etc/default/alloy";
+use super::{DEFAULT_CONFIG_PATH, DEFAULT_ENVIRONMENT_PATH};
+use crate::contract::{CONFIG_FILE, ENVIRONMENT_FILE, USER};
 
 /// `alloy.service`, after upstream's packaged unit (packaging/deb/alloy.service), running as the
 /// static `alloy` user like Grafana's packages. Not a dynamic user: a dynamic uid cannot own a
@@ -117,7 +103,7 @@ m {USER} adm
 
 /// Alloy's defaults, like upstream's packaging/config.alloy: the host's own metrics and Alloy's,
 /// scraped, with nowhere to send them until the operator says where.
-pub fn default_config() -> &'static str {
+pub fn default_config() -> String {
     r#"// Sample config for Alloy, copied to /etc/alloy/config.alloy on first boot; edit it there.
 //
 // For a full configuration reference, see https://grafana.com/docs/alloy
@@ -146,6 +132,7 @@ prometheus.scrape "default" {
   ]
 }
 "#
+    .to_string()
 }
 
 /// The environment file the unit reads, like upstream's /etc/default/alloy.
@@ -187,8 +174,8 @@ C {ENVIRONMENT_FILE} 0640 root {USER} - /{DEFAULT_ENVIRONMENT_PATH}
 
 /// The autostart drop-in. Flatcar merges extensions after presets are applied, so enabling does
 /// not work; `Upholds=` in a drop-in (systemd >= 249) does, once the units are reloaded.
-pub fn autostart_dropin() -> &'static str {
-    "[Unit]\nUpholds=alloy.service\n"
+pub fn autostart_dropin() -> String {
+    "[Unit]\nUpholds=alloy.service\n".to_string()
 }
 
 #[cfg(test)]
@@ -328,8 +315,8 @@ mod tests {
             fields(&text, "m"),
             [["m", "alloy", "systemd-journal"], ["m", "alloy", "adm"]]
         );
-        assert!(SYSUSERS_PATH.ends_with(&format!("/{USER}.conf")));
-        assert!(TMPFILES_PATH.ends_with(&format!("/{USER}.conf")));
+        assert!(super::super::SYSUSERS_PATH.ends_with(&format!("/{USER}.conf")));
+        assert!(super::super::TMPFILES_PATH.ends_with(&format!("/{USER}.conf")));
     }
 
     #[test]
@@ -348,7 +335,7 @@ mod tests {
         assert!(lines(&unit).contains(&"Type=oneshot"));
         // Without RemainAfterExit it runs again before each start of alloy.service.
         assert!(!unit.contains("RemainAfterExit"));
-        assert!(SETUP_UNIT_PATH.ends_with("/alloy-setup.service"));
+        assert!(super::super::SETUP_UNIT_PATH.ends_with("/alloy-setup.service"));
     }
 
     #[test]
@@ -385,7 +372,9 @@ mod tests {
     #[test]
     fn autostart_upholds_the_unit() {
         assert_eq!(autostart_dropin(), "[Unit]\nUpholds=alloy.service\n");
-        assert!(UNIT_PATH.ends_with("/alloy.service"));
-        assert!(AUTOSTART_PATH.starts_with("usr/lib/systemd/system/multi-user.target.d/"));
+        assert!(super::super::UNIT_PATH.ends_with("/alloy.service"));
+        assert!(
+            super::super::AUTOSTART_PATH.starts_with("usr/lib/systemd/system/multi-user.target.d/")
+        );
     }
 }

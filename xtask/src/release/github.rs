@@ -1,13 +1,11 @@
-//! `cargo xtask latest`: the highest stable Alloy release, by version rather than by date
-//! (GitHub's `releases/latest` is the newest by date: v1.3.4 came out after v1.4.0).
+//! Alloy's release list on GitHub, and the highest stable release by version rather than by
+//! date (GitHub's `releases/latest` is the newest by date: v1.3.4 came out after v1.4.0).
 
 use anyhow::{bail, Context};
-use clap::Args;
 use serde::Deserialize;
-use xshell::Shell;
 
 use crate::util::http::Http;
-use crate::util::progress::{detail, step};
+use crate::util::progress::detail;
 use crate::version::Version;
 
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
@@ -139,86 +137,40 @@ pub fn latest(http: &Http, api_url: &str, token: Option<&str>) -> anyhow::Result
     }
 }
 
-/// Where `latest` is looked up, and with which token.
-#[derive(Args, Debug)]
-pub struct GithubArgs {
-    /// GitHub API root, for `latest` (GITHUB_TOKEN, when set, is sent to it)
-    #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API_URL, value_name = "URL")]
-    pub github_api_url: String,
-
-    /// Raises GitHub's rate limit; from the environment only, never printed
-    #[arg(long, env = "GITHUB_TOKEN", hide = true, hide_env_values = true)]
-    pub github_token: Option<String>,
+/// Where Alloy's releases are listed: the GitHub API root and, when set, the token that
+/// raises its rate limit (sent only to the API's own origin, never shown).
+#[derive(Clone)]
+pub struct Github {
+    pub api_url: String,
+    pub token: Option<String>,
 }
 
-impl GithubArgs {
-    fn token(&self) -> Option<&str> {
-        self.github_token
-            .as_deref()
-            .filter(|t| !t.trim().is_empty())
+impl std::fmt::Debug for Github {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Github")
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Github {
+    /// A blank token counts as none.
+    pub fn new(api_url: impl Into<String>, token: Option<String>) -> Github {
+        Github {
+            api_url: api_url.into(),
+            token: token.filter(|t| !t.trim().is_empty()),
+        }
+    }
+
+    /// Every release of grafana/alloy, following pagination.
+    pub fn releases(&self, http: &Http) -> anyhow::Result<Vec<ReleaseInfo>> {
+        list_releases(http, &self.api_url, self.token.as_deref())
     }
 
     /// The highest stable Alloy version published on GitHub.
-    pub fn latest(&self) -> anyhow::Result<Version> {
-        latest(&Http::new(), &self.github_api_url, self.token())
-    }
-}
-
-/// A version given on the command line: `latest`, or X.Y.Z / X.Y.Z-rc.N.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VersionArg {
-    /// The highest stable release on GitHub, looked up before anything else is done.
-    Latest,
-    Exact(Version),
-}
-
-impl std::str::FromStr for VersionArg {
-    type Err = anyhow::Error;
-
-    fn from_str(input: &str) -> anyhow::Result<Self> {
-        if input == "latest" {
-            Ok(VersionArg::Latest)
-        } else {
-            input
-                .parse()
-                .map(VersionArg::Exact)
-                .map_err(|e| anyhow::anyhow!("{e}; or `latest` for the highest stable release"))
-        }
-    }
-}
-
-impl VersionArg {
-    /// `latest` looked up on GitHub (saying what it found), or the version as given.
-    pub fn resolve(self, github: &GithubArgs) -> anyhow::Result<Version> {
-        match self {
-            VersionArg::Exact(version) => Ok(version),
-            VersionArg::Latest => {
-                step(format!(
-                    "Looking up the latest Alloy release at {}",
-                    github.github_api_url
-                ));
-                let version = github.latest()?;
-                detail(format!("latest is {}", version.tag()));
-                Ok(version)
-            }
-        }
-    }
-}
-
-/// Print the highest stable Alloy version (vX.Y.Z, no draft, no prerelease), by version not date.
-///
-/// Lists every release of grafana/alloy through the GitHub API, following pagination; sends
-/// GITHUB_TOKEN when set (for the rate limit).
-#[derive(Args, Debug)]
-pub struct Latest {
-    #[command(flatten)]
-    pub github: GithubArgs,
-}
-
-impl Latest {
-    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
-        println!("{}", self.github.latest()?);
-        Ok(())
+    pub fn latest(&self, http: &Http) -> anyhow::Result<Version> {
+        latest(http, &self.api_url, self.token.as_deref())
     }
 }
 

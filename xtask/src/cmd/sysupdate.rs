@@ -1,0 +1,48 @@
+//! `cargo xtask sysupdate`.
+
+use clap::Args;
+use xshell::Shell;
+
+use super::args::{parse_yes_no, BaseUrlArgs};
+use crate::arch::Arch;
+use crate::contract::Channel;
+use crate::host::sysupdate::transfer_file;
+use crate::util::http::Http;
+use crate::verify::signatures_published;
+
+/// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
+///
+/// Install it as /etc/sysupdate.alloy.d/alloy.transfer (systemd 257+) and alloy.conf (252) and
+/// run `systemd-sysupdate -C alloy update`.
+#[derive(Args, Debug)]
+pub struct Sysupdate {
+    /// Architecture of the host
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: Arch,
+
+    #[command(flatten)]
+    pub base_url: BaseUrlArgs,
+
+    /// Which index the host follows: stable (<URL>/SHA256SUMS) or rc (<URL>/rc/SHA256SUMS,
+    /// release candidates, which systemd orders above their release: never mix them)
+    #[arg(long, value_enum, default_value = "stable")]
+    pub channel: Channel,
+
+    /// Verify=yes (SHA256SUMS.gpg must be valid) or no [default: yes when the channel's SHA256SUMS.gpg exists]
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    pub verify: Option<bool>,
+}
+
+impl Sysupdate {
+    /// The transfer file for the channel, `Verify=` as given or from whether the channel's
+    /// index is signed.
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let channel_url = self.channel.base_url(self.base_url.checked()?);
+        let verify = match self.verify {
+            Some(verify) => verify,
+            None => signatures_published(&Http::new(), &channel_url)?,
+        };
+        print!("{}", transfer_file(&channel_url, self.arch, verify));
+        Ok(())
+    }
+}
