@@ -54,6 +54,24 @@ pub const USER: &str = "alloy";
 pub const CONFIG_FILE: &str = "/etc/alloy/config.alloy";
 pub const ENVIRONMENT_FILE: &str = "/etc/default/alloy";
 
+/// Refuses a public base URL that would not name the same folder everywhere it is written:
+/// a `#` or `?` ends the path (`<base>/SHA256SUMS` would be fetched from elsewhere), and
+/// anything but printable ASCII (a space, a newline that would start a line of its own in a
+/// transfer file) is no URL. A `%` is allowed: it is escaped where systemd would expand it.
+pub fn check_base_url(url: &str) -> anyhow::Result<()> {
+    if let Some(c) = url.chars().find(|c| matches!(c, '#' | '?')) {
+        bail!(
+            "the base URL {url:?} has a {c:?}, which would end its path: hosts would fetch <base>/SHA256SUMS from somewhere else. Give the folder's URL without a query or fragment"
+        );
+    }
+    if let Some(c) = url.chars().find(|c| !c.is_ascii_graphic()) {
+        bail!(
+            "the base URL {url:?} has the character {c:?}: give it percent-encoded (a space is %20)"
+        );
+    }
+    Ok(())
+}
+
 /// What an image file name says: `alloy-1.10.2-amd64.raw`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageName {
@@ -214,6 +232,19 @@ mod tests {
             ImageName::match_pattern(Arch::Amd64).replace("@v", "1.10.2"),
             "alloy-1.10.2-amd64.raw"
         );
+    }
+
+    #[test]
+    fn a_base_url_with_a_query_fragment_or_blank_is_refused() {
+        check_base_url("https://b.example/a%20b/").unwrap();
+        for bad in [
+            "https://b.example/?x=1",
+            "https://b.example/#top",
+            "https://b.example/a b",
+            "https://b.example/\nVerify=no",
+        ] {
+            assert!(check_base_url(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

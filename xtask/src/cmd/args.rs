@@ -112,10 +112,12 @@ pub struct BaseUrlArgs {
 }
 
 impl BaseUrlArgs {
-    /// The base URL, checked (https, or plain http on loopback).
+    /// The base URL, checked (https, or plain http on loopback; no query or fragment).
     pub fn checked(&self) -> anyhow::Result<&str> {
         use anyhow::Context;
-        http::check_url(&self.base_url).context("--base-url / SYSEXT_BASE_URL")?;
+        http::check_url(&self.base_url)
+            .and_then(|()| crate::contract::check_base_url(&self.base_url))
+            .context("--base-url / SYSEXT_BASE_URL")?;
         Ok(&self.base_url)
     }
 }

@@ -140,7 +140,11 @@ impl Build {
         http::check_url(&self.releases_url).context("ALLOY_RELEASES_URL")?;
         // Every tool before any network access: a missing packer is named before a download.
         let packer = Packer::new(sh, self.format, self.source_date_epoch, self.ext4_fill)?;
-        let cache = fetch::Cache::new(fetch::cache_dir(self.cache_home, self.home)?);
+        let http = self.downloads.http();
+        let cache = fetch::Cache::new(
+            fetch::cache_root(self.cache_home, self.home)?,
+            http.limits().max_download,
+        );
         let version = self.version.resolve(&self.github)?;
         let out_dir = self.out_dir.unwrap_or_else(crate::default_dist);
         std::fs::create_dir_all(&out_dir)
@@ -150,7 +154,7 @@ impl Build {
                 origin,
                 releases_url: self.releases_url,
                 cache,
-                http: self.downloads.http(),
+                http,
             },
             packer,
             autostart: !self.no_autostart,

@@ -11,6 +11,12 @@ pub(crate) fn base(url: &str) -> &str {
     url.trim_end_matches('/')
 }
 
+/// `text` with every `%` doubled: systemd expands `%` specifiers in unit files and in sysupdate
+/// transfer files (`%m` machine id, `%H` hostname, `%b` boot id, ...), and `%%` is a literal `%`.
+pub fn escape_specifiers(text: &str) -> String {
+    text.replace('%', "%%")
+}
+
 /// The transfer file: sysupdate lists `<base>/SHA256SUMS`, picks the highest `alloy-@v-<arch>.raw`,
 /// downloads it into /opt/extensions/alloy and points /etc/extensions/alloy.raw at it.
 /// `base_url` is the channel's folder ([`Channel::base_url`]).
@@ -38,7 +44,7 @@ CurrentSymlink={CURRENT_LINK}
 InstancesMax=2
 Mode=0644
 ",
-        base = base(base_url),
+        base = escape_specifiers(base(base_url)),
         transfer = TRANSFER_PATHS[0],
         conf = TRANSFER_PATHS[1],
     )
@@ -152,6 +158,18 @@ mod tests {
             get(&unsigned, "Source", "MatchPattern"),
             "alloy-@v-amd64.raw"
         );
+    }
+
+    /// A `%` in the base URL reaches sysupdate as a `%`, never as a specifier that would send
+    /// every host's machine id, hostname or boot id to the bucket.
+    #[test]
+    fn percent_signs_in_the_base_url_are_not_specifiers() {
+        let text = transfer_file("https://b.example/a%20b/%m%H%b", Arch::Amd64, true);
+        assert_eq!(
+            get(&ini(&text), "Source", "Path"),
+            "https://b.example/a%%20b/%%m%%H%%b/"
+        );
+        assert_eq!(escape_specifiers("100%"), "100%%");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use anyhow::Context;
 use xshell::cmd;
 
 use super::Job;
-use crate::util::tools;
+use crate::util::{sandbox, tools};
 
 pub const COMPRESSOR: &str = "lz4hc,9";
 pub const PCLUSTER_BYTES: u32 = 128 * 1024;
@@ -36,14 +36,12 @@ pub(super) fn mkfs_erofs(job: &Job) -> anyhow::Result<()> {
     let pcluster = format!("-C{PCLUSTER_BYTES}");
     let timestamp = format!("-T{epoch}");
     let uuid = format!("-U{uuid}");
-    cmd!(
+    let mkfs_erofs = cmd!(
         sh,
         "{mkfs} --quiet --all-root -x-1 {timestamp} {uuid} {compress} {pcluster} {dest} {root}"
     )
-    .env_remove("SOURCE_DATE_EPOCH") // -T says it
-    .quiet()
-    .run()
-    .with_context(|| {
+    .env_remove("SOURCE_DATE_EPOCH"); // -T says it
+    sandbox::output(mkfs_erofs).with_context(|| {
         format!(
             "mkfs.erofs failed to pack {} into {}",
             root.display(),

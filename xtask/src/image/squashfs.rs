@@ -20,7 +20,7 @@ use anyhow::Context;
 use xshell::cmd;
 
 use super::Job;
-use crate::util::tools;
+use crate::util::{sandbox, tools};
 
 pub const ZSTD_LEVEL: u32 = 18;
 pub const BLOCK_SIZE: &str = "1M";
@@ -33,21 +33,19 @@ pub(super) fn mksquashfs(job: &Job) -> anyhow::Result<()> {
     let Job {
         sh, tools, dest, ..
     } = *job;
-    let mksquashfs = tools.path(tools::MKSQUASHFS);
+    let program = tools.path(tools::MKSQUASHFS);
     let epoch = job.params.epoch.to_string();
     let root = &job.tree.root;
     let level = ZSTD_LEVEL.to_string();
-    cmd!(
+    let mksquashfs = cmd!(
         sh,
-        "{mksquashfs} {root} {dest} -noappend -quiet -no-progress -reproducible
+        "{program} {root} {dest} -noappend -quiet -no-progress -reproducible
             -all-root -no-xattrs -all-time {epoch} -mkfs-time {epoch}
             -comp zstd -Xcompression-level {level} -b {BLOCK_SIZE} -mem {MEMORY}"
     )
     // mksquashfs refuses SOURCE_DATE_EPOCH together with the options above.
-    .env_remove("SOURCE_DATE_EPOCH")
-    .quiet()
-    .run()
-    .with_context(|| {
+    .env_remove("SOURCE_DATE_EPOCH");
+    sandbox::output(mksquashfs).with_context(|| {
         format!(
             "mksquashfs failed to pack {} into {}",
             root.display(),

@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::zip_layout::{self, MAX_DIRECTORY};
 use crate::util::handoff::relay;
 
 /// Larger than any Alloy binary; a zip that inflates beyond it is refused.
 const MAX_BINARY_SIZE: u64 = 2 << 30;
+
+/// Up to this many entries, a zip that should hold one is parsed to name what it holds.
+const NAMED_ENTRIES: u64 = 16;
 
 /// The one file in a verified release zip, checked, and still inside the zip.
 pub struct BinaryEntry<'f> {
@@ -26,8 +30,28 @@ impl<'f> BinaryEntry<'f> {
     /// were verified. Refuses an archive that holds anything else: more entries (two of the
     /// same name too), directories, links, or any other name (`../`, absolute paths).
     pub fn open(file: &'f File, zip: &Path, expected: &str) -> anyhow::Result<BinaryEntry<'f>> {
-        let mut archive = zip::ZipArchive::new(BufReader::new(file))
-            .with_context(|| format!("{} is not a valid zip archive", zip.display()))?;
+        let not_a_zip = || format!("{} is not a valid zip archive", zip.display());
+        // The end records first: how much directory there is to parse, before any of it is.
+        let size = file.metadata().with_context(not_a_zip)?.len();
+        let directory = zip_layout::directory(file, size).with_context(not_a_zip)?;
+        if directory.entries != 1
+            && (directory.entries > NAMED_ENTRIES || directory.size > MAX_DIRECTORY)
+        {
+            bail!(
+                "{} must hold exactly one file, {expected:?}, but its directory declares {} entries in {} bytes; refusing it",
+                zip.display(),
+                directory.entries,
+                directory.size
+            );
+        }
+        if directory.size > MAX_DIRECTORY {
+            bail!(
+                "{}'s central directory is {} bytes, more than one entry can need ({MAX_DIRECTORY}); refusing it",
+                zip.display(),
+                directory.size
+            );
+        }
+        let mut archive = zip::ZipArchive::new(BufReader::new(file)).with_context(not_a_zip)?;
         // The zip crate lists one entry per name: two entries of one name would pass as one.
         if archive.has_duplicate_names() {
             bail!(
@@ -63,7 +87,26 @@ impl<'f> BinaryEntry<'f> {
             );
         }
         let size = entry.size();
+        let crate_view = (entry.header_start(), entry.name_raw().to_vec());
         drop(entry);
+        // The one entry as its own records say, the local header agreeing with the directory,
+        // and the zip crate reading the same directory we did.
+        let central = zip_layout::central_entry(file, &directory)
+            .and_then(|central| zip_layout::check_agreement(file, &central).map(|()| central))
+            .with_context(|| {
+                format!(
+                    "{} is not a consistent zip archive; refusing it",
+                    zip.display()
+                )
+            })?;
+        if (central.local_offset, central.name.clone(), central.size)
+            != (crate_view.0, crate_view.1, size)
+        {
+            bail!(
+                "{} reads differently depending on the reader (its directory is ambiguous); refusing it",
+                zip.display()
+            );
+        }
         if size > MAX_BINARY_SIZE {
             bail!(
                 "{expected} in {} inflates to {size} bytes, beyond {MAX_BINARY_SIZE}; refusing it",
@@ -227,13 +270,75 @@ mod tests {
     }
 
     /// The central directory's uncompressed size of the one entry, set to `size`.
+    /// Offset of the first record with `signature` in `bytes`.
+    fn record(bytes: &[u8], signature: [u8; 4]) -> usize {
+        (0..bytes.len() - 4)
+            .find(|&i| bytes[i..i + 4] == signature)
+            .expect("a record")
+    }
+
+    const LOCAL: [u8; 4] = [0x50, 0x4b, 0x03, 0x04];
+    const CENTRAL: [u8; 4] = [0x50, 0x4b, 0x01, 0x02];
+
+    /// The uncompressed size of the one entry set to `size`, in the central directory and the
+    /// local header alike: the records agree, and only inflating can tell.
     fn declare_size(zip: &Path, size: u32) {
         let mut bytes = std::fs::read(zip).unwrap();
-        let at = (0..bytes.len() - 4)
-            .find(|&i| bytes[i..i + 4] == [0x50, 0x4b, 0x01, 0x02])
-            .expect("a central directory header");
-        bytes[at + 24..at + 28].copy_from_slice(&size.to_le_bytes());
+        let central = record(&bytes, CENTRAL);
+        bytes[central + 24..central + 28].copy_from_slice(&size.to_le_bytes());
+        let local = record(&bytes, LOCAL);
+        bytes[local + 22..local + 26].copy_from_slice(&size.to_le_bytes());
         std::fs::write(zip, bytes).unwrap();
+    }
+
+    /// A local header that says other than the central directory (what `unzip -t` calls
+    /// broken) is refused, naming the field; so is a directory declaring a million entries,
+    /// before any of them is parsed.
+    #[test]
+    fn records_that_disagree_or_declare_too_much_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.zip");
+        make_zip(&good, |w| {
+            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(&vec![7u8; 5000]).unwrap();
+        });
+        let bytes = std::fs::read(&good).unwrap();
+        let local = record(&bytes, LOCAL);
+        let central = record(&bytes, CENTRAL);
+        type Patch = fn(&mut Vec<u8>, usize, usize);
+        let cases: [(&str, Patch, &str); 5] = [
+            ("method", |b, l, _| b[l + 8] = 0, "compression method 0"),
+            ("size", |b, l, _| b[l + 22] ^= 1, "says size"),
+            ("compressed", |b, l, _| b[l + 18] ^= 1, "compressed size"),
+            ("crc", |b, l, _| b[l + 14] ^= 1, "CRC-32"),
+            ("name", |b, l, _| b[l + 30] = b'X', "the name"),
+        ];
+        for (name, patch, expected) in cases {
+            let mut patched = bytes.clone();
+            patch(&mut patched, local, central);
+            let zip = dir.path().join(format!("{name}.zip"));
+            std::fs::write(&zip, patched).unwrap();
+            let err = format!(
+                "{:#}",
+                extract(&zip, "alloy-linux-amd64", &dir.path().join(name)).unwrap_err()
+            );
+            assert!(err.contains("not a consistent zip"), "{name}: {err}");
+            assert!(err.contains(expected), "{name}: {err}");
+        }
+
+        // The end record of a zip that declares a million entries: refused from its 22 bytes.
+        let mut declared = bytes.clone();
+        let end = record(&declared, [0x50, 0x4b, 0x05, 0x06]);
+        declared[end + 8..end + 10].copy_from_slice(&0xfffe_u16.to_le_bytes());
+        declared[end + 10..end + 12].copy_from_slice(&0xfffe_u16.to_le_bytes());
+        let zip = dir.path().join("many.zip");
+        std::fs::write(&zip, declared).unwrap();
+        let err = format!(
+            "{:#}",
+            extract(&zip, "alloy-linux-amd64", &dir.path().join("many")).unwrap_err()
+        );
+        assert!(err.contains("declares 65534 entries"), "{err}");
     }
 
     /// An entry must inflate to exactly the size the zip's directory declares (which sizes the

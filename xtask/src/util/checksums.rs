@@ -33,7 +33,10 @@ impl FromStr for Digest {
     fn from_str(text: &str) -> anyhow::Result<Digest> {
         let text = text.trim();
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("{text:?} is not a SHA-256 digest (64 hexadecimal digits)");
+            bail!(
+                "{} is not a SHA-256 digest (64 hexadecimal digits)",
+                shown(text)
+            );
         }
         let mut bytes = [0u8; 32];
         for (i, byte) in bytes.iter_mut().enumerate() {
@@ -50,32 +53,82 @@ pub struct SumLine {
     pub name: String,
 }
 
-/// Parses `sha256sum` output: `<64 hex>  <name>` or `<64 hex> *<name>` per line.
-/// Blank lines are ignored; anything else malformed is an error naming the line.
+/// How much of an offending line an error shows: enough to recognise it, never megabytes.
+const SHOWN_LINE: usize = 80;
+
+/// A line for an error message: cut at [`SHOWN_LINE`] characters, with its length said.
+pub fn shown(line: &str) -> String {
+    if line.chars().count() <= SHOWN_LINE {
+        return format!("{line:?}");
+    }
+    let cut: String = line.chars().take(SHOWN_LINE).collect();
+    format!("{cut:?}... ({} bytes in all)", line.len())
+}
+
+/// Parses `sha256sum` output, as `sha256sum -c` reads it: `<64 hex>  <name>` (text mode) or
+/// `<64 hex> *<name>` (binary mode) per line; a line starting with `\` holds an escaped name
+/// (`\\` a backslash, `\n` a newline, `\r` a carriage return), as GNU sha256sum writes
+/// names holding those. Blank lines and `#` comments are skipped; anything else malformed is an
+/// error naming the line (cut short).
 pub fn parse(text: &str) -> anyhow::Result<Vec<SumLine>> {
-    let mut entries = Vec::new();
+    let mut lines = Vec::new();
     for (number, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+        if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
-        let parsed = line.get(..64).zip(line.get(64..)).and_then(|(hex, rest)| {
-            let name = rest
-                .strip_prefix("  ")
-                .or_else(|| rest.strip_prefix(" *"))?;
-            Some((hex.parse::<Digest>().ok()?, name))
-        });
-        match parsed {
-            Some((digest, name)) if !name.is_empty() => entries.push(SumLine {
-                digest,
-                name: name.to_string(),
-            }),
-            _ => bail!(
-                "line {} is not in sha256sum format (\"<64 hex digits>  <file name>\"): {line:?}",
-                number + 1
+        match parse_line(line) {
+            Some(parsed) => lines.push(parsed),
+            None => bail!(
+                "line {} is not in sha256sum format (\"<64 hex digits>  <file name>\"): {}",
+                number + 1,
+                shown(line)
             ),
         }
     }
-    Ok(entries)
+    Ok(lines)
+}
+
+fn parse_line(line: &str) -> Option<SumLine> {
+    let (escaped, rest) = match line.strip_prefix('\\') {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    let hex = rest.get(..64)?;
+    let name = rest
+        .get(64..)?
+        .strip_prefix("  ")
+        .or_else(|| rest.get(64..)?.strip_prefix(" *"))?;
+    let name = if escaped {
+        unescape(name)?
+    } else {
+        name.to_string()
+    };
+    if name.is_empty() {
+        return None;
+    }
+    Some(SumLine {
+        digest: hex.parse().ok()?,
+        name,
+    })
+}
+
+/// GNU sha256sum's escapes in a name: `\\`, `\n`, `\r`; any other is malformed.
+fn unescape(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            '\\' => '\\',
+            'n' => '\n',
+            'r' => '\r',
+            _ => return None,
+        });
+    }
+    Some(out)
 }
 
 /// The digest listed for `name`, if any. Two different digests for one name are an error.
@@ -125,9 +178,17 @@ impl Sums {
     }
 }
 
-/// One line exactly as `sha256sum` writes it (text mode, two spaces).
+/// One line exactly as `sha256sum` writes it (text mode, two spaces; a name holding a
+/// backslash, newline or carriage return escaped, the line then starting with `\\`).
 pub fn line(digest: &Digest, name: &str) -> String {
-    format!("{digest}  {name}\n")
+    if !name.contains(['\\', '\n', '\r']) {
+        return format!("{digest}  {name}\n");
+    }
+    let escaped = name
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r");
+    format!("\\{digest}  {escaped}\n")
 }
 
 /// A writer that hashes everything written through it.
@@ -259,6 +320,43 @@ mod tests {
                 "{text:?}: {err}"
             );
         }
+    }
+
+    /// What GNU sha256sum (coreutils 9.1) writes for names with a newline and a backslash, and
+    /// comments, read as `sha256sum -c` reads them; and written back the same way.
+    #[test]
+    fn escaped_names_and_comments_are_read_as_sha256sum_does() {
+        let text = format!(
+            "# made by sha256sum\n\\{EMPTY}  name\\nwith newline\n\\{EMPTY}  back\\\\slash\n{EMPTY}  plain\n"
+        );
+        let lines = parse(&text).unwrap();
+        let names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["name\nwith newline", "back\\slash", "plain"]);
+        for parsed in &lines {
+            let written = line(&parsed.digest, &parsed.name);
+            assert_eq!(
+                parse(&written).unwrap(),
+                std::slice::from_ref(parsed),
+                "{written:?}"
+            );
+        }
+        assert_eq!(
+            line(&hash_bytes(b""), "a\nb"),
+            format!("\\{EMPTY}  a\\nb\n")
+        );
+        // An escape GNU does not write is malformed, not guessed.
+        assert!(parse(&format!("\\{EMPTY}  a\\tb\n")).is_err());
+    }
+
+    /// A malformed line of megabytes is named, not echoed whole.
+    #[test]
+    fn a_long_malformed_line_is_cut_in_the_error() {
+        let long = "x".repeat(5 << 20);
+        let err = parse(&long).unwrap_err().to_string();
+        assert!(err.len() < 300, "{} bytes of error", err.len());
+        assert!(err.contains("(5242880 bytes in all)"), "{err}");
+        let err = "y".repeat(1000).parse::<Digest>().unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
     }
 
     #[test]

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::checksums::BUFFER_SIZE;
+use super::safedir::SafeDir;
 
 /// Copies through one large buffer (std's copy uses 8 KiB, too small for 400 MB binaries).
 pub fn copy_stream(reader: &mut impl Read, writer: &mut impl Write) -> io::Result<u64> {
     let mut buffer = vec![0u8; BUFFER_SIZE];
     let mut total = 0u64;
     loop {
+        super::interrupt::check_io()?;
         let n = match reader.read(&mut buffer) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
@@ -152,45 +154,129 @@ impl WorkDir {
     }
 }
 
-/// A file being written beside its final name (a download in the cache), locked while it
-/// lives like a [`WorkDir`], removed when dropped or on Ctrl-C/SIGTERM unless persisted.
+/// A file being written beside its final name in a [`SafeDir`] (a download in the cache),
+/// locked while it lives like a [`WorkDir`], removed when dropped or on Ctrl-C/SIGTERM unless
+/// persisted.
 pub struct PartialFile {
-    // Its descriptor holds the lock. Removed before the clean-up is forgotten, as in WorkDir.
-    file: tempfile::NamedTempFile,
+    // Its descriptor holds the lock; the name is removed before the clean-up is forgotten.
+    file: File,
+    dir: SafeDir,
+    name: String,
+    persisted: bool,
     _on_interrupt: super::interrupt::OnInterrupt,
 }
 
+/// A name no other run picks: our pid, the time and a counter.
+fn unique_name(suffix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{TEMP_PREFIX}{}-{nanos:x}-{count}{suffix}",
+        std::process::id()
+    )
+}
+
 impl PartialFile {
-    /// A new empty file in `dir`, its name ending in `suffix`.
-    pub fn new(dir: &Path, suffix: &str) -> anyhow::Result<PartialFile> {
-        let _dir_lock = lock_dir(dir)?;
-        remove_abandoned(dir);
-        let file = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .suffix(suffix)
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a file in {}", dir.display()))?;
-        let on_interrupt = super::interrupt::remove_on_interrupt(file.path());
-        flock(file.as_file(), false)
-            .with_context(|| format!("locking {}", file.path().display()))?;
+    /// A new empty file in `dir`, its name ending in `suffix`. Leftovers of killed runs (whose
+    /// lock nobody holds) are removed first, with the directory locked meanwhile.
+    pub fn new(dir: &SafeDir, suffix: &str) -> anyhow::Result<PartialFile> {
+        let shown = dir.path().display();
+        let dir_lock = dir.lock_handle()?;
+        flock(&dir_lock, true).with_context(|| format!("locking {shown}"))?;
+        for leftover in dir.names().unwrap_or_default() {
+            let Some(name) = leftover.to_str().filter(|n| n.starts_with(TEMP_PREFIX)) else {
+                continue;
+            };
+            if let Ok(super::safedir::Found::File(file)) = dir.open_file(name) {
+                if flock(&file, false).unwrap_or(false) {
+                    let _ = dir.remove(name);
+                }
+            }
+        }
+        let name = unique_name(suffix);
+        let file = dir
+            .create_new(&name)
+            .with_context(|| format!("creating a file in {shown}"))?;
+        flock(&file, false).with_context(|| format!("locking {shown}/{name}"))?;
+        let on_interrupt = {
+            let (dir, name) = (dir.try_clone()?, name.clone());
+            super::interrupt::on_interrupt(move || {
+                let _ = dir.remove(&name);
+            })
+        };
         Ok(PartialFile {
             file,
+            dir: dir.try_clone()?,
+            name,
+            persisted: false,
             _on_interrupt: on_interrupt,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        self.file.path()
+    /// Where it is, for messages.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(&self.name)
     }
 
     pub fn as_file(&self) -> &File {
-        self.file.as_file()
+        &self.file
     }
 
-    /// Renames the file to `dest`.
-    pub fn persist(self, dest: &Path) -> Result<File, tempfile::PersistError> {
-        self.file.persist(dest)
+    /// Renames the file to `dest` in its directory.
+    pub fn persist(mut self, dest: &str) -> io::Result<()> {
+        self.dir.rename(&self.name, dest)?;
+        self.persisted = true;
+        Ok(())
     }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = self.dir.remove(&self.name);
+        }
+    }
+}
+
+/// Reads a small file we wrote earlier (a checksum beside an image) as text: `None` when it
+/// is missing, an error when it is not a regular file of ours (a FIFO would hang us, a link to
+/// /dev/zero fill our memory) or larger than `limit` bytes.
+pub fn read_own_small_file(path: &Path, limit: u64) -> anyhow::Result<Option<String>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            anyhow::bail!("{} is a symbolic link; not read", path.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = meta.uid() == unsafe { libc::geteuid() };
+    if !meta.is_file() || !ours || meta.len() > limit {
+        anyhow::bail!(
+            "{} is not a small regular file of ours ({} bytes, uid {}); not read",
+            path.display(),
+            meta.len(),
+            meta.uid()
+        );
+    }
+    let mut text = String::new();
+    file.take(limit)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(text))
 }
 
 /// Makes `path`'s content durable before it is renamed into place.
@@ -255,8 +341,9 @@ fn run_install_steps(out_dir: &Path, steps: Vec<InstallStep>) -> anyhow::Result<
 }
 
 /// Moves a finished file and its checksum file from the work directory into `out_dir`, so
-/// that the two never disagree whenever the process dies (see [`install_steps`]). Returns the
-/// file's new path.
+/// that the two never disagree whenever the process dies (see [`install_steps`]), nor when
+/// another build installs into the same directory (its lock is held across all the steps).
+/// Nothing is installed after a signal. Returns the file's new path.
 pub fn install_with_checksum(
     out_dir: &Path,
     file: (PathBuf, &str),
@@ -265,7 +352,10 @@ pub fn install_with_checksum(
     sync_file(&file.0)?;
     sync_file(&checksum.0)?;
     let installed = out_dir.join(file.1);
-    run_install_steps(out_dir, install_steps(file, checksum))?;
+    let _dir_lock = lock_dir(out_dir)?;
+    super::interrupt::while_installing(|| {
+        run_install_steps(out_dir, install_steps(file, checksum))
+    })?;
     Ok(installed)
 }
 
@@ -273,19 +363,23 @@ pub fn install_with_checksum(
 /// alone (hashing the old image costs seconds, and it is being replaced anyway): no checksum,
 /// or one that names another file. `None` when there is no image, or it looks whole.
 pub fn incomplete_pair(out_dir: &Path, name: &str, checksum_name: &str) -> Option<String> {
-    if !out_dir.join(name).exists() {
+    if out_dir.join(name).symlink_metadata().is_err() {
         return None;
     }
-    match fs::read_to_string(out_dir.join(checksum_name)) {
-        Err(_) => Some(format!(
+    match read_own_small_file(&out_dir.join(checksum_name), CHECKSUM_FILE_LIMIT) {
+        Ok(None) => Some(format!(
             "it has no {checksum_name} (a build was interrupted)"
         )),
-        Ok(text) if text.split_whitespace().nth(1) != Some(name) => {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(Some(text)) if text.split_whitespace().nth(1) != Some(name) => {
             Some(format!("{checksum_name} does not describe it"))
         }
-        Ok(_) => None,
+        Ok(Some(_)) => None,
     }
 }
+
+/// A checksum file is one line: anything longer is not one of ours.
+const CHECKSUM_FILE_LIMIT: u64 = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -344,7 +438,9 @@ mod tests {
 
         // Our own work dir is live to every other build, and a partial download too.
         let other = WorkDir::new(out.path()).unwrap();
-        let partial = PartialFile::new(out.path(), "-z.partial").unwrap();
+        let out_name = out.path().file_name().unwrap().to_str().unwrap();
+        let safe = SafeDir::open(out.path().parent().unwrap(), out_name).unwrap();
+        let partial = PartialFile::new(&safe, "-z.partial").unwrap();
         assert!(work.path().is_dir());
         assert!(partial.path().is_file());
 
@@ -362,9 +458,70 @@ mod tests {
         drop(work);
         assert!(!path.exists());
         let partial_path = partial.path().to_path_buf();
-        partial.persist(&out.path().join("z")).unwrap();
+        partial.persist("z").unwrap();
         assert!(!partial_path.exists());
         assert!(out.path().join("z").is_file());
+    }
+
+    /// A partial download left by a killed run (nobody holds its lock) is removed by the next
+    /// one, a live one is kept, and a partial file that is not persisted is gone when dropped.
+    #[test]
+    fn partial_files_sweep_the_abandoned_and_vanish_unless_persisted() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = SafeDir::open(home.path(), "cache").unwrap();
+        let abandoned = dir.path().join(format!("{TEMP_PREFIX}1-old.partial"));
+        fs::write(&abandoned, "half").unwrap();
+        let live = dir.path().join(format!("{TEMP_PREFIX}2-live.partial"));
+        fs::write(&live, "downloading").unwrap();
+        let mut holder = hold_lock_elsewhere(&live);
+        let partial = PartialFile::new(&dir, "-x.partial").unwrap();
+        assert!(!abandoned.exists());
+        assert!(live.exists());
+        let path = partial.path();
+        assert!(path.is_file());
+        drop(partial);
+        assert!(!path.exists());
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+    }
+
+    /// Reading the old checksum beside an image never hangs on a FIFO, never follows a link
+    /// (to /dev/zero, which would fill memory), and stops at the limit.
+    #[test]
+    fn small_files_are_read_only_when_regular_ours_and_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b'x'; 5000]).unwrap();
+        let good = dir.path().join("good");
+        fs::write(&good, "abc  x.raw\n").unwrap();
+        for refused in [&fifo, &zero, &big] {
+            assert!(
+                read_own_small_file(refused, CHECKSUM_FILE_LIMIT).is_err(),
+                "{}",
+                refused.display()
+            );
+        }
+        assert_eq!(
+            read_own_small_file(&good, CHECKSUM_FILE_LIMIT)
+                .unwrap()
+                .as_deref(),
+            Some("abc  x.raw\n")
+        );
+        assert_eq!(
+            read_own_small_file(&dir.path().join("absent"), 10).unwrap(),
+            None
+        );
+        std::fs::write(dir.path().join("x.raw"), "image").unwrap();
+        let why = incomplete_pair(dir.path(), "x.raw", "fifo").unwrap();
+        assert!(why.contains("not a small regular file"), "{why}");
     }
 
     /// The checksum file in `out` either is missing or describes the file beside it.

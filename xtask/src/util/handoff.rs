@@ -72,6 +72,7 @@ fn feed(
 ) -> Result<(), Fed> {
     loop {
         // A new buffer is calloc'd: no fill loop, which a debug build (`cargo xtask`) runs slowly.
+        super::interrupt::check_io().map_err(Fed::Read)?;
         let mut chunk = empty.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
         let mut filled = 0;
         while filled < CHUNK {

@@ -5,11 +5,12 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use ureq::http::{StatusCode, Uri};
 
+use super::awake::Awake;
 use super::checksums::{Digest, HashingWriter, BUFFER_SIZE};
 use super::progress::Transfer;
 use super::retry::Backoff;
@@ -323,8 +324,10 @@ impl Http {
     }
 
     /// Reads `body` to its end into `sink`, counting from `done` bytes already had: at most
-    /// `ceiling` bytes in all, and abandoning the transfer when it averages fewer than
-    /// `min_bytes_per_sec` over a window. `too_large` words the refusal.
+    /// `ceiling` bytes in all. A transfer that averages fewer than `min_bytes_per_sec` over a
+    /// window, or brings nothing for a window, or breaks, is worth another try, which resumes
+    /// from what was had; time the process was stopped does not count ([`Awake`]).
+    /// `too_large` words the refusal.
     fn pump(
         &self,
         url: &str,
@@ -340,53 +343,49 @@ impl Http {
             ..
         } = self.limits;
         let mut buffer = vec![0u8; BUFFER_SIZE];
-        let mut window_start = Instant::now();
+        let mut window_start = Awake::now();
         let mut window_bytes = 0u64;
-        let mut last_byte = Instant::now();
-        let no_progress = |bytes: u64, seconds: f64, done: u64| {
-            Failure::Fatal(anyhow!(
-                "{url} made no real progress: {bytes} bytes in the last {seconds:.1}s (under {min_bytes_per_sec} bytes/s), after {done} bytes; abandoned it. Check the network or the server, then run again"
+        let stalled = |bytes: u64, seconds: f64, done: u64| {
+            Failure::Retry(anyhow!(
+                "{url} made no real progress: {bytes} bytes in the last {seconds:.1}s (under {min_bytes_per_sec} bytes/s), after {done} bytes"
             ))
         };
         loop {
+            super::interrupt::check().map_err(|stop| Failure::Fatal(stop.into()))?;
             // At most one byte past the ceiling: enough to know it was passed.
-            let room = (ceiling + 1 - done.min(ceiling + 1)).min(buffer.len() as u64) as usize;
-            let read = body.read(&mut buffer[..room.max(1)]);
-            let n = match read {
+            let room = ceiling
+                .saturating_add(1)
+                .saturating_sub(done)
+                .min(buffer.len() as u64) as usize;
+            let n = match body.read(&mut buffer[..room.max(1)]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The read timeout is the window: nothing at all came for that long.
-                Err(_) if last_byte.elapsed() >= window => {
-                    return Err(no_progress(0, last_byte.elapsed().as_secs_f64(), done))
-                }
+                // Nothing for a whole read timeout, or the connection broke: try again from here.
                 Err(e) => {
-                    return Err(Failure::Retry(
-                        anyhow!(e).context(format!("connection to {url} broke after {done} bytes")),
-                    ))
+                    return Err(Failure::Retry(anyhow!(e).context(format!(
+                        "the transfer from {url} broke after {done} bytes"
+                    ))))
                 }
             };
-            if n > 0 {
-                last_byte = Instant::now();
-            }
-            window_bytes += n as u64;
+            window_bytes = window_bytes.saturating_add(n as u64);
             let elapsed = window_start.elapsed();
             if n > 0 && elapsed >= window {
                 let wanted = (min_bytes_per_sec as f64 * elapsed.as_secs_f64()) as u64;
                 if window_bytes < wanted {
-                    let done = done + n as u64;
-                    return Err(no_progress(window_bytes, elapsed.as_secs_f64(), done));
+                    let done = done.saturating_add(n as u64);
+                    return Err(stalled(window_bytes, elapsed.as_secs_f64(), done));
                 }
-                window_start = Instant::now();
+                window_start = Awake::now();
                 window_bytes = 0;
             }
             if n == 0 {
                 return Ok(done);
             }
-            if done + n as u64 > ceiling {
+            let Some(total) = done.checked_add(n as u64).filter(|&t| t <= ceiling) else {
                 return Err(Failure::Fatal(too_large(ceiling)));
-            }
+            };
             sink(&buffer[..n])?;
-            done += n as u64;
+            done = total;
         }
     }
 
@@ -522,7 +521,15 @@ impl Http {
                         .map_err(|e| Failure::Fatal(e.into()))?;
                 }
                 let start = writer.written();
-                let total = content_length(&response).map(|len| len + start);
+                let total = match content_length(&response).map(|len| len.checked_add(start)) {
+                    Some(None) => {
+                        return Err(Failure::Fatal(anyhow!(
+                            "{url} announces a Content-Length that, after the {start} bytes already had, is beyond any size; refusing it"
+                        )))
+                    }
+                    Some(Some(total)) => Some(total),
+                    None => None,
+                };
                 if let Some(total) = total.filter(|&total| total > ceiling) {
                     return Err(Failure::Fatal(anyhow!(
                         "{url} announces {total} bytes (Content-Length), more than the {ceiling}-byte ceiling ({}) for a release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",

@@ -1,6 +1,9 @@
-//! Ctrl-C, SIGTERM and SIGHUP: stop every process we started, run the registered clean-ups
-//! (work directories, private GNUPGHOMEs and their agents), then exit 128 + the signal
-//! (130 for Ctrl-C, 143 for SIGTERM).
+//! Ctrl-C, SIGTERM and SIGHUP: nothing is installed any more ([`while_installing`]), every
+//! process we started is stopped and the main thread's work with it (long loops ask [`check`]),
+//! then the registered clean-ups run (work directories, private GNUPGHOMEs and their agents),
+//! and the process exits 128 + the signal (130 for Ctrl-C, 143 for SIGTERM). Stopping first
+//! means no step still reads a file the clean-up removes: a packer that found its tree gone
+//! could otherwise finish "successfully" with empty files.
 //!
 //! signal-hook's handler only writes to a pipe; a thread of ours reads it and cleans up there,
 //! where it may allocate, spawn `gpgconf` and remove trees (none of which a handler may do).
@@ -11,7 +14,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,53 @@ static CLEANUPS: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// The signal received, or 0.
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+/// Held while finished outputs are moved into place; `true` once the clean-up has begun, after
+/// which nothing is installed.
+static INSTALLS: Mutex<bool> = Mutex::new(false);
+/// Set when the main thread has stopped its work after a signal (it is parked for good).
+static MAIN_STOPPED: AtomicBool = AtomicBool::new(false);
+/// How long the clean-up waits for the main thread to stop before removing files anyway (it may
+/// be blocked in a network read, which touches no work file).
+const MAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// The error of a step stopped because a signal arrived.
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped by signal {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// `Err` once a signal arrived: loops that read or write for long call this between chunks,
+/// so the work stops before the clean-up removes what it reads.
+pub fn check() -> Result<(), Interrupted> {
+    match received() {
+        Some(signal) => Err(Interrupted(signal)),
+        None => Ok(()),
+    }
+}
+
+/// [`check`] as an I/O error, for readers and writers.
+pub fn check_io() -> std::io::Result<()> {
+    check().map_err(std::io::Error::other)
+}
+
+/// Runs `install` (renaming finished outputs into place) unless a signal arrived: the clean-up
+/// waits for an install under way to finish, and none starts after it began.
+pub fn while_installing<T>(install: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let closed = INSTALLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *closed {
+        return Err(Interrupted(received().unwrap_or(0)).into());
+    }
+    check()?;
+    install()
+}
 
 /// The registry, even after a panic elsewhere while it was held: it is only ever pushed to and
 /// filtered, so it stays consistent.
@@ -90,6 +140,7 @@ pub fn exit_unless_interrupted(
         report();
         return code;
     }
+    MAIN_STOPPED.store(true, Ordering::SeqCst);
     loop {
         std::thread::park();
     }
@@ -155,10 +206,22 @@ pub fn remove_path(path: &Path) {
     };
 }
 
-/// Stops our children, then runs every registered clean-up, newest first. The lock is kept to
+/// Closes installing, stops our children and waits (a while) for the main thread to stop its
+/// own work, then runs every registered clean-up, newest first. The registry's lock is kept to
 /// the end: an owner that finishes meanwhile waits instead of racing the removal.
 fn clean_up() {
-    stop_descendants();
+    *INSTALLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+    // Again and again: the main thread may start one more child before it notices.
+    let deadline = Instant::now() + MAIN_GRACE;
+    loop {
+        stop_descendants();
+        if MAIN_STOPPED.load(Ordering::SeqCst) || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut cleanups = cleanups();
     while let Some((_, action)) = cleanups.pop() {
         action();

@@ -1,5 +1,6 @@
 //! Plumbing the pipeline steps share; nothing here knows about Alloy or images.
 
+pub mod awake;
 pub mod checksums;
 pub mod files;
 pub mod handoff;
@@ -7,6 +8,7 @@ pub mod http;
 pub mod interrupt;
 pub mod progress;
 pub mod retry;
+pub mod safedir;
 pub mod sandbox;
 pub mod timings;
 pub mod tools;

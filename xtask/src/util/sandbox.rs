@@ -1,9 +1,10 @@
-//! Running a tool on input we do not trust (a crafted image) within bounds: a cap on its
-//! address space, on what it may print and on how long it may take. Whichever runs out, the tool
-//! is stopped and the caller is told which.
+//! The processes we start: each dies with us ([`die_with_us`]: a killed xtask leaves no packer
+//! or tool running), and a tool run on input we do not trust (a crafted image) runs within
+//! bounds ([`run_bounded`]): a cap on its address space, on what it may print and on how long it
+//! may take. Whichever runs out, the tool is stopped and the caller is told which.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output as StdOutput, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -59,10 +60,66 @@ enum Stop {
     Lost(std::io::Error),
 }
 
+/// Makes the process `command` starts get SIGKILL when the thread that starts it ends (for our
+/// children, started from threads that wait for them, that is when this process ends, however
+/// it ends: SIGKILL included). A parent gone before the child could ask fails the spawn.
+pub fn die_with_us(command: &mut Command) {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let ask = move || {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid are async-signal-safe and touch only the
+        // child; nothing is allocated between fork and exec.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec and calls only async-signal-safe functions.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(ask);
+    }
+}
+
+/// Runs an xshell command to its end, dying with us ([`die_with_us`]): its output, or an error
+/// naming the command, how it ended and the end of what it said on stderr.
+pub fn output(cmd: xshell::Cmd<'_>) -> anyhow::Result<StdOutput> {
+    let shown = cmd.to_string();
+    let mut command = Command::from(cmd);
+    die_with_us(&mut command);
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {shown}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: String = stderr
+            .trim()
+            .chars()
+            .rev()
+            .take(STDERR_SHOWN)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!("{shown} failed ({}): {tail}", output.status);
+    }
+    Ok(output)
+}
+
+/// How much of a failed tool's stderr an error shows: the end, where tools say what went wrong.
+const STDERR_SHOWN: usize = 2000;
+
 /// Runs `command` within `bounds`; stops it (and says so) when one runs out.
 pub fn run_bounded(mut command: Command, bounds: Bounds) -> anyhow::Result<Output> {
     let shown = format!("{command:?}");
     limit_memory(&mut command, bounds.memory);
+    die_with_us(&mut command);
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -243,6 +300,42 @@ mod tests {
         let head = run_bounded(Command::new("yes"), bounds(6, Overflow::Head, LONG)).unwrap();
         assert_eq!(head.stdout, b"y\ny\ny\n");
         assert_eq!(head.success, None);
+    }
+
+    /// A child asked to die with us gets SIGKILL when the thread that started it ends.
+    #[test]
+    fn children_die_with_the_thread_that_started_them() {
+        let pid = std::thread::spawn(|| {
+            let mut sleeper = Command::new("sleep");
+            sleeper.arg("60");
+            die_with_us(&mut sleeper);
+            sleeper.spawn().unwrap().id() as i32
+        })
+        .join()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Gone, or a zombie waiting for a wait() that will not come (this process reaps it at
+        // exit): either way, no longer running.
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string));
+            if stat.is_empty() || state.as_deref() == Some("Z") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sleep {pid} still runs: {stat}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        let sh = xshell::Shell::new().unwrap();
+        let err = output(xshell::cmd!(sh, "sh -c 'echo broken >&2; exit 3'"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("broken") && err.contains("exit status: 3"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::{Job, Streamed};
 use crate::payload::stage::{StagedKind, StagedTree};
 use crate::util::files::copy_stream;
 use crate::util::handoff::{self, Chunks};
+use crate::util::sandbox;
 use crate::util::tools::{self, Toolbox};
 use libext2fs::{FileWriter, Libext2fs, Session};
 
@@ -128,13 +129,11 @@ fn make_filesystem(job: &Job) -> anyhow::Result<u64> {
     let extended = format!("root_owner=0:0,hash_seed={hash_seed},lazy_itable_init=0,nodiscard");
     // e2fsprogs 1.47.1 and later read SOURCE_DATE_EPOCH before E2FSPROGS_FAKE_TIME (and an
     // empty one as time 0): both say the epoch, whatever our own environment holds.
-    cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 -I 256 -N {inodes} -m 0 -L alloy -U {uuid} -E {extended} {dest}")
+    let mkfs = cmd!(sh, "{mkfs} -q -F -t ext4 -b 4096 -I 256 -N {inodes} -m 0 -L alloy -U {uuid} -E {extended} {dest}")
         .env("MKE2FS_CONFIG", &conf)
         .env("E2FSPROGS_FAKE_TIME", &epoch)
-        .env("SOURCE_DATE_EPOCH", &epoch)
-        .quiet()
-        .run()
-        .with_context(|| format!("mkfs.ext4 failed on {}", dest.display()))?;
+        .env("SOURCE_DATE_EPOCH", &epoch);
+    sandbox::output(mkfs).with_context(|| format!("mkfs.ext4 failed on {}", dest.display()))?;
     Ok(size)
 }
 
@@ -142,9 +141,10 @@ fn make_filesystem(job: &Job) -> anyhow::Result<u64> {
 /// bad write. It fsyncs the image first (e2fsck flushes what it opens), so the build runs it
 /// while it hashes the image.
 pub fn check(tools: &Toolbox, image: &Path) -> anyhow::Result<()> {
-    let check = std::process::Command::new(tools.path(tools::E2FSCK))
-        .args(["-f", "-n"])
-        .arg(image)
+    let mut e2fsck = std::process::Command::new(tools.path(tools::E2FSCK));
+    e2fsck.args(["-f", "-n"]).arg(image);
+    sandbox::die_with_us(&mut e2fsck);
+    let check = e2fsck
         .stdin(std::process::Stdio::null())
         .output()
         .context("running e2fsck")?;
@@ -178,20 +178,16 @@ pub(super) fn fill_with_debugfs(job: &Job) -> anyhow::Result<()> {
     std::fs::write(&script, debugfs_script(tree, params.epoch))
         .with_context(|| format!("writing {}", script.display()))?;
     let _cwd = sh.push_dir(&tree.root);
-    let output = cmd!(sh, "{debugfs} -n -w -f {script} {dest}")
-        // debugfs stamps the superblock's last-write time from the clock, unless told.
-        .env("E2FSPROGS_FAKE_TIME", params.epoch.to_string())
-        .quiet()
-        .ignore_status()
-        .output()
-        .context("running debugfs")?;
+    // debugfs stamps the superblock's last-write time from the clock, unless told.
+    let fill = cmd!(sh, "{debugfs} -n -w -f {script} {dest}")
+        .env("E2FSPROGS_FAKE_TIME", params.epoch.to_string());
+    let output = sandbox::output(fill).context("running debugfs")?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors = debugfs_errors(&stderr);
-    if !output.status.success() || !errors.is_empty() {
+    if !errors.is_empty() {
         bail!(
-            "debugfs failed to fill {} ({}): {}",
+            "debugfs failed to fill {}: {}",
             dest.display(),
-            output.status,
             errors.join("; ")
         );
     }
