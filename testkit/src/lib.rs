@@ -5,14 +5,17 @@
 pub mod http;
 pub mod mirror;
 
+use std::collections::HashMap;
+use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Listens on a free loopback port and serves each connection on a thread of its own with
-/// `serve` and the shared `state`, until the process exits. Returns the address.
-pub fn listen<S: Send + 'static>(
-    state: Arc<Mutex<S>>,
-    serve: fn(TcpStream, &Mutex<S>) -> std::io::Result<()>,
+/// `serve` and the shared `state` (a `Mutex` where serving changes it), until the process
+/// exits. Returns the address.
+pub fn listen<S: ?Sized + Send + Sync + 'static>(
+    state: Arc<S>,
+    serve: fn(TcpStream, &S) -> std::io::Result<()>,
 ) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -25,4 +28,35 @@ pub fn listen<S: Send + 'static>(
         }
     });
     address
+}
+
+/// The head of an HTTP request: its method, its path (with the query) and its headers, named in
+/// lower case. A connection closed before a request line reads as an empty method and `/`.
+pub(crate) struct Head {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+}
+
+pub(crate) fn read_head(reader: &mut impl BufRead) -> std::io::Result<Head> {
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut words = request_line.split_whitespace();
+    let method = words.next().unwrap_or("").to_string();
+    let path = words.next().unwrap_or("/").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    Ok(Head {
+        method,
+        path,
+        headers,
+    })
 }
