@@ -1,13 +1,34 @@
-//! Loopback servers shared by the tests and the benchmark: [`mirror::Mirror`], a release
-//! mirror that behaves like GitHub (and misbehaves on request), and [`http::Server`], which
-//! serves fixed answers and records every request (a fake GitHub API, a bucket's public domain).
+//! What the tests of every package share, and the loopback servers the benchmark uses too:
+//! - [`mirror::Mirror`], a release mirror that behaves like GitHub (and misbehaves on request),
+//!   and [`http::Server`], which serves fixed answers and records every request (a fake GitHub
+//!   API, a bucket's public domain);
+//! - [`fixture::Release`]: fixture releases of a small C program that behaves like Alloy;
+//! - [`Run`] and [`Workspace`]: running `xtask`, whose path each package's tests pass in (cargo
+//!   tells only xtask's own tests where it is);
+//! - [`s3::S3`]: a real S3 server process on loopback, and proxies that cut or corrupt uploads;
+//! - [`host::Host`]: a Flatcar-like host booted with systemd-nspawn on a [`debian`] root;
+//! - [`ext4`], [`gpg`], [`process`]: reading images, throwaway keys, processes and signals.
 
+pub mod debian;
+pub mod ext4;
+pub mod fixture;
+pub mod gpg;
+pub mod host;
 pub mod http;
 pub mod mirror;
+pub mod process;
+pub mod s3;
+
+mod run;
+mod workspace;
+
+pub use run::{checked_output, checked_output_bytes, checked_output_with_input, tool, Run};
+pub use workspace::Workspace;
 
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Listens on a free loopback port and serves each connection on a thread of its own with
@@ -59,4 +80,17 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> std::io::Result<Head> {
         path,
         headers,
     })
+}
+
+/// The binary `name` that cargo built beside `own` (a test's own `CARGO_BIN_EXE_*`): how the
+/// tests of another package find `xtask`. Fails the test, saying how to build it, when it is
+/// not there.
+pub fn beside_own_binary(own: &str, name: &str) -> PathBuf {
+    let path = Path::new(own).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: `cargo test --workspace` builds it, or `cargo build -p {name}`",
+        path.display()
+    );
+    path
 }

@@ -2,14 +2,14 @@
 //! releases API: paginated by Link headers, out of date order, with drafts, prereleases and tags
 //! that are not versions.
 
-mod support;
-
 use std::process::Command;
 
-use support::fixture::Release;
-use support::http::{Answer, Server};
-use support::mirror::Mirror;
-use support::{Run, Workspace, XTASK};
+use xtask_testkit::fixture::Release;
+use xtask_testkit::http::{Answer, Server};
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::Run;
+
+use crate::support::{workspace, XTASK};
 
 const FIRST: &str = "/repos/grafana/alloy/releases?per_page=100";
 
@@ -177,7 +177,7 @@ fn build_latest_builds_the_version_latest_finds() {
     let api = fake_github();
     let mirror = Mirror::start();
     mirror.add_release(&Release::new("1.10.2"));
-    let ws = Workspace::new();
+    let ws = workspace();
     let run = Run::from_command(
         ws.command(&mirror.base_url)
             .env("GITHUB_API_URL", &api.url)

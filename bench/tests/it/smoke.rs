@@ -1,16 +1,15 @@
 //! `cargo xtask bench` runs end to end on a small generated release (it measures the `xtask`
 //! binary beside its own, which `cargo test --workspace` builds).
 
-#[path = "../../xtask/tests/support/mod.rs"]
-mod support;
-
 use std::process::Command;
+
+use xtask_testkit::Run;
 
 /// A quick benchmark run completes and writes results that parse. No timing is asserted.
 #[test]
 fn bench_smoke_run_writes_markdown_and_json() {
     let out = tempfile::tempdir().unwrap();
-    let run = support::Run::from_command(
+    let run = Run::from_command(
         Command::new(env!("CARGO_BIN_EXE_xtask-bench"))
             .args(["--size-mb", "4", "--runs", "1", "--out"])
             .arg(out.path()),

@@ -2,18 +2,16 @@
 //! says it is Flatcar, with Flatcar's ensure-sysext.service, booted by systemd-nspawn with
 //! systemd as PID 1. A unit inside reports on alloy.service and powers the container off.
 
-mod support;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use support::fixture::Release;
-use support::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
-use support::mirror::Mirror;
-use support::Workspace;
+use xtask_testkit::fixture::Release;
+use xtask_testkit::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::process::require_root;
+use xtask_testkit::Workspace;
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+use crate::support::{workspace, IMAGE, VERSION};
 
 /// Runs inside the container once it has booted: waits (bounded) for alloy.service, writes what
 /// the test asserts on as KEY=VALUE lines, reloads Alloy, and powers off.
@@ -76,31 +74,11 @@ mv "$out.tmp" "$out"
 systemctl poweroff
 "#;
 
-#[test]
-fn apt_mirror_comes_from_either_sources_format() {
-    let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\nTypes: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n";
-    use support::debian::apt_mirror;
-    assert_eq!(
-        apt_mirror(deb822).as_deref(),
-        Some("http://mirror.example/debian")
-    );
-    let one_line =
-        "# deb http://old/\ndeb [arch=amd64] http://ftp.de.debian.org/debian bookworm main\n";
-    assert_eq!(
-        apt_mirror(one_line).as_deref(),
-        Some("http://ftp.de.debian.org/debian")
-    );
-    assert_eq!(
-        apt_mirror("deb https://packages.cloud.google.com/apt x main\n"),
-        None
-    );
-}
-
 fn build(args: &[&str]) -> (Workspace, PathBuf) {
     let release = Release::new(VERSION);
     let mirror = Mirror::start();
     mirror.add_release(&release);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, args).assert_ok();
     let image = ws.image(IMAGE);
     (ws, image)
@@ -189,7 +167,7 @@ fn runs_alloy_unprivileged_and_keeps_config_edits_across_boots(suite: &Suite) {
 
 #[test]
 fn a_flatcar_like_host_runs_alloy_unprivileged_and_keeps_config_edits_across_boots() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+    if !require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
         return;
     }
     runs_alloy_unprivileged_and_keeps_config_edits_across_boots(&BOOKWORM);
@@ -198,7 +176,7 @@ fn a_flatcar_like_host_runs_alloy_unprivileged_and_keeps_config_edits_across_boo
 /// The same on systemd 257, Flatcar stable's: the hardening, Upholds= and the static user.
 #[test]
 fn on_systemd_257_alloy_runs_unprivileged_and_keeps_config_edits_across_boots() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+    if !require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
         return;
     }
     runs_alloy_unprivileged_and_keeps_config_edits_across_boots(&TRIXIE);
@@ -206,7 +184,7 @@ fn on_systemd_257_alloy_runs_unprivileged_and_keeps_config_edits_across_boots() 
 
 #[test]
 fn built_with_no_autostart_alloy_is_installed_but_stays_inactive() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+    if !require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
         return;
     }
     let (_ws, image) = build(&["--no-autostart"]);
@@ -231,7 +209,7 @@ fn built_with_no_autostart_alloy_is_installed_but_stays_inactive() {
 
 #[test]
 fn state_left_by_the_dynamic_user_of_earlier_images_moves_to_the_alloy_user() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+    if !require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
         return;
     }
     let (_ws, image) = build(&[]);

@@ -1,17 +1,18 @@
 //! What the image brings to run Alloy as a service, checked with systemd's own tools on files
 //! taken out of built images.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::fixture::Release;
-use support::mirror::Mirror;
-use support::{ext4_cat, ext4_inodes, Workspace};
+use xtask_testkit::ext4;
+use xtask_testkit::fixture::Release;
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::process::require_root;
+use xtask_testkit::Workspace;
 
-const VERSION: &str = "1.10.2";
+use crate::support::{workspace, VERSION};
+
 const UNIT: &str = "/usr/lib/systemd/system/alloy.service";
 const SETUP_UNIT: &str = "/usr/lib/systemd/system/alloy-setup.service";
 const SYSUSERS: &str = "/usr/lib/sysusers.d/alloy.conf";
@@ -33,13 +34,13 @@ fn built(args: &[&str]) -> (Workspace, Release) {
     let release = Release::new(VERSION);
     let mirror = Mirror::start();
     mirror.add_release(&release);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, args).assert_ok();
     (ws, release)
 }
 
 fn text(image: &Path, path: &str) -> String {
-    String::from_utf8(ext4_cat(image, path)).unwrap()
+    String::from_utf8(ext4::cat(image, path)).unwrap()
 }
 
 /// Copies `paths` out of the image into `root`, keeping their place and a 0644 mode.
@@ -47,7 +48,7 @@ fn extract(image: &Path, root: &Path, paths: &[&str]) {
     for path in paths {
         let disk = root.join(path.trim_start_matches('/'));
         std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-        std::fs::write(&disk, ext4_cat(image, path)).unwrap();
+        std::fs::write(&disk, ext4::cat(image, path)).unwrap();
     }
 }
 
@@ -57,7 +58,7 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
     let amd64 = ws.image("alloy-1.10.2-amd64.raw");
     for arch in ["amd64", "arm64"] {
         let image = ws.image(&format!("alloy-1.10.2-{arch}.raw"));
-        let inodes = ext4_inodes(&image);
+        let inodes = ext4::inodes(&image);
         for path in SERVICE_FILES.iter().chain([&AUTOSTART]) {
             let inode = inodes
                 .iter()
@@ -96,7 +97,7 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
 fn no_autostart_leaves_out_only_the_drop_in() {
     let (ws, _) = built(&["--no-autostart"]);
     let image = ws.image("alloy-1.10.2-amd64.raw");
-    let paths: Vec<String> = ext4_inodes(&image).into_iter().map(|i| i.path).collect();
+    let paths: Vec<String> = ext4::inodes(&image).into_iter().map(|i| i.path).collect();
     for path in SERVICE_FILES {
         assert!(paths.iter().any(|p| p == path), "{path} missing: {paths:?}");
     }
@@ -223,7 +224,7 @@ fn owner_mode(path: &Path) -> (u32, u32, u32) {
 
 #[test]
 fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edits() {
-    if !support::require_root("setup_makes_the_alloy_user (creates root-owned files)") {
+    if !require_root("setup_makes_the_alloy_user (creates root-owned files)") {
         return;
     }
     let (ws, _) = built(&[]);
@@ -271,11 +272,11 @@ fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edit
     let environment = root.join("etc/default/alloy");
     assert_eq!(
         std::fs::read(&config).unwrap(),
-        ext4_cat(&image, DEFAULT_CONFIG)
+        ext4::cat(&image, DEFAULT_CONFIG)
     );
     assert_eq!(
         std::fs::read(&environment).unwrap(),
-        ext4_cat(&image, DEFAULT_ENVIRONMENT)
+        ext4::cat(&image, DEFAULT_ENVIRONMENT)
     );
     // Root writes, the alloy group reads, nobody else does.
     assert_eq!(owner_mode(&etc_alloy), (0o750, 0, alloy));
@@ -298,7 +299,7 @@ fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edit
     assert_eq!(owner_mode(&config), (0o640, 0, alloy));
     assert_eq!(
         std::fs::read(&environment).unwrap(),
-        ext4_cat(&image, DEFAULT_ENVIRONMENT)
+        ext4::cat(&image, DEFAULT_ENVIRONMENT)
     );
     assert_eq!(owner_mode(&environment), (0o640, 0, alloy));
 }

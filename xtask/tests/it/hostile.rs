@@ -5,19 +5,18 @@
 //! cleanly naming the problem (or, where nothing is wrong on the way, succeed with the right
 //! answer), print nothing from the host, write nothing outside and leave TMPDIR empty.
 
-mod support;
-
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::fixture::{fake_alloy, sha256_hex, Release};
-use support::http::{Answer, Server};
-use support::mirror::Mirror;
-use support::{tool, Run, Workspace, XTASK};
+use xtask_testkit::fixture::{fake_alloy, sha256_hex, Release};
+use xtask_testkit::http::{Answer, Server};
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::process::require_root;
+use xtask_testkit::{tool, Run};
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+use crate::support::{workspace, FORMATS, IMAGE, VERSION, XTASK};
+
 const RELEASE_DIR: &str = "usr/lib/extension-release.d";
 const RELEASE_FILE: &str = "usr/lib/extension-release.d/extension-release.alloy";
 const GOOD_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n";
@@ -573,21 +572,21 @@ fn hostile_images_are_refused(format: &'static str) {
 
 #[test]
 fn hostile_ext4_images_are_refused() {
-    if support::require_root("hostile_ext4_images_are_refused") {
+    if require_root("hostile_ext4_images_are_refused") {
         hostile_images_are_refused("ext4");
     }
 }
 
 #[test]
 fn hostile_squashfs_images_are_refused() {
-    if support::require_root("hostile_squashfs_images_are_refused") {
+    if require_root("hostile_squashfs_images_are_refused") {
         hostile_images_are_refused("squashfs");
     }
 }
 
 #[test]
 fn hostile_erofs_images_are_refused() {
-    if support::require_root("hostile_erofs_images_are_refused") {
+    if require_root("hostile_erofs_images_are_refused") {
         hostile_images_are_refused("erofs");
     }
 }
@@ -621,7 +620,7 @@ fn patch_name(image: &Path, (before, from, after): (&[u8], &[u8], &[u8]), to: &[
 /// wrote there).
 #[test]
 fn names_with_slashes_dots_or_nul_are_refused() {
-    if !support::require_root("names_with_slashes_dots_or_nul_are_refused") {
+    if !require_root("names_with_slashes_dots_or_nul_are_refused") {
         return;
     }
     let host = Host::new();
@@ -737,8 +736,8 @@ fn built_images_pass_inspect_and_verify_within_the_limits() {
     mirror.add_release(&release);
     let binary = release.binary("amd64");
     let head: String = binary[..64].iter().map(|b| format!("{b:02x}")).collect();
-    for format in support::FORMATS {
-        let ws = Workspace::new();
+    for format in FORMATS {
+        let ws = workspace();
         ws.build(&mirror.base_url, VERSION, &["--format", format])
             .assert_ok();
         let image = ws.image(IMAGE);

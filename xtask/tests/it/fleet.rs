@@ -1,18 +1,15 @@
 //! `cargo xtask sysupdate` and `cargo xtask butane`: what they print parses (YAML by a real YAML
 //! parser, the transfer file as systemd reads it), and the pinned hash is the built image's.
 
-mod support;
-
-use xtask::host::unit_file::{self, Entry};
-
 use std::process::Command;
 
-use support::fixture::{self, Release};
-use support::http::{Answer, Server};
-use support::mirror::Mirror;
-use support::{Run, Workspace, XTASK};
+use xtask::host::unit_file::{self, Entry};
+use xtask_testkit::fixture::{self, Release};
+use xtask_testkit::http::{Answer, Server};
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::{Run, Workspace};
 
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+use crate::support::{workspace, IMAGE, XTASK};
 
 fn xtask(args: &[&str]) -> Run {
     Run::from_command(
@@ -63,7 +60,7 @@ fn value<'a>(entries: &'a [Entry], section: &str, key: &str) -> &'a str {
 fn built() -> Workspace {
     let mirror = Mirror::start();
     mirror.add_release(&Release::new("1.10.2"));
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, "1.10.2", &[]).assert_ok();
     ws
 }

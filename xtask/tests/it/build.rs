@@ -1,18 +1,15 @@
 //! `cargo xtask build` end to end, against a fixture release on a loopback mirror that behaves
 //! like GitHub and can misbehave.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::fixture::{self, Release};
-use support::mirror::{Fault, Mirror};
-use support::{ext4_cat, ext4_inodes, ext4_stat, Workspace};
+use xtask_testkit::fixture::{self, Release};
+use xtask_testkit::mirror::{Fault, Mirror};
+use xtask_testkit::process::require_root;
+use xtask_testkit::{ext4, tool, Run};
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+use crate::support::{assert_sha256sum_accepts, workspace, CHECKSUM, IMAGE, VERSION, XTASK};
 
 fn mirror_with(release: &Release) -> Mirror {
     let mirror = Mirror::start();
@@ -24,7 +21,7 @@ fn mirror_with(release: &Release) -> Mirror {
 fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let ws = workspace();
     let run = ws.build(&mirror.base_url, "v1.10.2", &[]);
     run.assert_ok();
     assert_eq!(
@@ -50,29 +47,19 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
         std::fs::read_to_string(ws.image(CHECKSUM)).unwrap(),
         format!("{digest}  {IMAGE}\n")
     );
-    let check = Command::new("sha256sum")
-        .arg("-c")
-        .arg(CHECKSUM)
-        .current_dir(&ws.out)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_sha256sum_accepts(&ws);
 
     // Inside: the binary (whatever mode the zip gave it) as 0755, the metadata, and all of it 0:0.
-    assert_eq!(ext4_cat(&image, "/usr/bin/alloy"), release.binary("amd64"));
+    assert_eq!(ext4::cat(&image, "/usr/bin/alloy"), release.binary("amd64"));
     assert_eq!(
-        String::from_utf8(ext4_cat(
+        String::from_utf8(ext4::cat(
             &image,
             "/usr/lib/extension-release.d/extension-release.alloy"
         ))
         .unwrap(),
         "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
     );
-    let inodes = ext4_inodes(&image);
+    let inodes = ext4::inodes(&image);
     let paths: Vec<&str> = inodes.iter().map(|i| i.path.as_str()).collect();
     for expected in [
         "/",
@@ -98,12 +85,12 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
     assert_eq!(alloy.mode, 0o100755);
 
     // Read-only image: no journal, no reserved blocks; sized to its content.
-    let stat = ext4_stat(&image, "/usr/bin/alloy");
+    let stat = ext4::stat(&image, "/usr/bin/alloy");
     assert!(
         stat.contains("ctime: 0x65920080:00000000"),
         "every time is 2024-01-01 by default:\n{stat}"
     );
-    let super_block = Command::new(support::tool("dumpe2fs"))
+    let super_block = Command::new(tool("dumpe2fs"))
         .arg("-h")
         .arg(&image)
         .output()
@@ -126,21 +113,21 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
 fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
-    let first = Workspace::new();
+    let first = workspace();
     first.build(&mirror.base_url, VERSION, &[]).assert_ok();
     std::thread::sleep(std::time::Duration::from_millis(1100)); // a different clock second
 
     // The second build: another directory, an empty cache, and (when we can) another user.
-    let second = Workspace::new();
+    let second = workspace();
     let mut command = second.command(&mirror.base_url);
-    if support::require_root("building as an unprivileged user") {
+    if require_root("building as an unprivileged user") {
         std::fs::set_permissions(second.tmp.path(), std::fs::Permissions::from_mode(0o777))
             .unwrap();
         // setpriv from util-linux: run as nobody, with no supplementary groups.
         let mut as_nobody = Command::new("setpriv");
         as_nobody
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(support::XTASK);
+            .arg(XTASK);
         as_nobody
             .env("XDG_CACHE_HOME", &second.cache)
             .env("ALLOY_RELEASES_URL", &mirror.base_url)
@@ -148,7 +135,7 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
         as_nobody.env_remove("SOURCE_DATE_EPOCH");
         command = as_nobody;
     }
-    support::Run::from_command(
+    Run::from_command(
         command
             .arg("build")
             .arg(VERSION)
@@ -162,13 +149,13 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
         a == b,
         "images differ between two builds of the same release"
     );
-    for inode in ext4_inodes(&second.image(IMAGE)) {
+    for inode in ext4::inodes(&second.image(IMAGE)) {
         assert_eq!((inode.uid, inode.gid), (0, 0), "{inode:?}");
     }
 
     // SOURCE_DATE_EPOCH is honoured: another epoch, other timestamps, other bytes.
-    let third = Workspace::new();
-    let run = support::Run::from_command(
+    let third = workspace();
+    let run = Run::from_command(
         third
             .command(&mirror.base_url)
             .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -178,7 +165,7 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
     run.assert_ok();
     let c = std::fs::read(third.image(IMAGE)).unwrap();
     assert!(a != c, "SOURCE_DATE_EPOCH had no effect");
-    let stat = ext4_stat(&third.image(IMAGE), "/usr/bin/alloy");
+    let stat = ext4::stat(&third.image(IMAGE), "/usr/bin/alloy");
     assert!(stat.contains("mtime: 0x6553f100:00000000"), "{stat}");
 }
 
@@ -186,7 +173,7 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
 fn both_architectures_in_one_run() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(
         &mirror.base_url,
         VERSION,
@@ -202,7 +189,7 @@ fn both_architectures_in_one_run() {
             "alloy-1.10.2-arm64.raw.sha256"
         ]
     );
-    let metadata = ext4_cat(
+    let metadata = ext4::cat(
         &ws.image("alloy-1.10.2-arm64.raw"),
         "/usr/lib/extension-release.d/extension-release.alloy",
     );
@@ -217,7 +204,7 @@ fn retries_server_errors_then_succeeds() {
     let mirror = mirror_with(&release);
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(3));
     mirror.fault(VERSION, "SHA256SUMS", Fault::ServerErrors(2));
-    let ws = Workspace::new();
+    let ws = workspace();
     let run = ws.build(&mirror.base_url, VERSION, &[]);
     run.assert_ok();
     assert!(
@@ -239,7 +226,7 @@ fn resumes_a_body_cut_short_with_a_range_request() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnce);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
     let requests = mirror.requests_for("/objects/v1.10.2/alloy-linux-amd64.zip");
     assert_eq!(requests.len(), 2, "{requests:?}");
@@ -250,7 +237,7 @@ fn resumes_a_body_cut_short_with_a_range_request() {
     );
     assert_eq!(requests[1].status, 206);
     assert_eq!(
-        ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
         release.binary("amd64")
     );
 }
@@ -260,7 +247,7 @@ fn starts_over_when_the_server_cannot_resume() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnceNoRanges);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
     let statuses: Vec<u16> = mirror
         .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
@@ -269,7 +256,7 @@ fn starts_over_when_the_server_cannot_resume() {
         .collect();
     assert_eq!(statuses, [200, 200]);
     assert_eq!(
-        ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
         release.binary("amd64")
     );
 }
@@ -394,7 +381,7 @@ fn each_failure_mode_has_a_clear_error_and_leaves_no_output() {
     for (name, setup, needles) in cases {
         let mirror = mirror_with(&good);
         setup(&mirror);
-        let ws = Workspace::new();
+        let ws = workspace();
         let run = ws.build(&mirror.base_url, VERSION, &[]);
         let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
         eprintln!("case: {name}");
@@ -444,7 +431,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn a_failed_build_never_replaces_a_good_earlier_output() {
     let good = Release::new(VERSION);
     let mirror = mirror_with(&good);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
     let image_before = std::fs::read(ws.image(IMAGE)).unwrap();
     let sum_before = std::fs::read(ws.image(CHECKSUM)).unwrap();
@@ -468,7 +455,7 @@ fn an_interrupted_build_leaves_no_output_and_the_next_build_cleans_up() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::Stall);
-    let ws = Workspace::new();
+    let ws = workspace();
     // A good earlier output is there: the killed build must not touch it.
     std::fs::create_dir_all(&ws.out).unwrap();
     std::fs::write(ws.image(IMAGE), b"earlier image").unwrap();
@@ -526,7 +513,7 @@ fn an_interrupted_build_leaves_no_output_and_the_next_build_cleans_up() {
 #[test]
 fn bad_versions_are_refused_before_any_network_access() {
     let mirror = Mirror::start();
-    let ws = Workspace::new();
+    let ws = workspace();
     for version in [
         "1.10",
         "../x",
@@ -551,7 +538,7 @@ fn bad_versions_are_refused_before_any_network_access() {
 fn release_candidates_build_with_the_v_stripped_from_file_names() {
     let release = Release::new("1.11.0-rc.1");
     let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, "v1.11.0-rc.1", &[]).assert_ok();
     assert_eq!(
         ws.out_names(),
@@ -570,7 +557,7 @@ fn release_candidates_build_with_the_v_stripped_from_file_names() {
 
 #[test]
 fn plain_http_is_refused_unless_loopback() {
-    let ws = Workspace::new();
+    let ws = workspace();
     let run = ws.build("http://example.com/releases", VERSION, &[]);
     run.assert_fails_with(&["refusing plain http://", "example.com"]);
     assert!(ws.out_names().is_empty());
@@ -580,7 +567,7 @@ fn plain_http_is_refused_unless_loopback() {
 fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
     let zip_requests = || {
         mirror
@@ -620,10 +607,10 @@ fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
 fn builds_offline_from_a_local_zip() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
-    let online = Workspace::new();
+    let online = workspace();
     online.build(&mirror.base_url, VERSION, &[]).assert_ok();
 
-    let ws = Workspace::new();
+    let ws = workspace();
     std::fs::create_dir_all(ws.tmp.path().join("media")).unwrap();
     let zip = ws.tmp.path().join("media/alloy-linux-amd64.zip");
     std::fs::write(&zip, &release.assets["alloy-linux-amd64.zip"]).unwrap();
@@ -638,7 +625,7 @@ fn builds_offline_from_a_local_zip() {
         .assert_ok();
     assert!(std::fs::read(ws.image(IMAGE)).unwrap() == std::fs::read(online.image(IMAGE)).unwrap());
 
-    let other = Workspace::new();
+    let other = workspace();
     other
         .build(
             offline,
@@ -648,7 +635,7 @@ fn builds_offline_from_a_local_zip() {
         .assert_ok();
     assert_eq!(other.out_names(), [IMAGE, CHECKSUM]);
 
-    let wrong = Workspace::new();
+    let wrong = workspace();
     let bad_digest = fixture::sha256_hex(b"something else");
     wrong
         .build(
@@ -659,7 +646,7 @@ fn builds_offline_from_a_local_zip() {
         .assert_fails_with(&["checksum mismatch", &bad_digest, &digest]);
     assert!(wrong.out_names().is_empty());
 
-    let missing = Workspace::new();
+    let missing = workspace();
     missing
         .build(offline, VERSION, &["--zip", zip_arg])
         .assert_fails_with(&["--sha256"]);

@@ -9,18 +9,18 @@
 //! The real systemd-sysupdate and systemd-pull (257) come from `scripts/build-sysupdate.sh`
 //! (cached; `scripts/install-deps.sh --test` runs it) and are bound into the host.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use support::fixture::{sha256_hex, Release};
-use support::host::{run, Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
-use support::http::{Answer, Server};
-use support::mirror::Mirror;
-use support::{Workspace, XTASK};
+use xtask_testkit::fixture::{sha256_hex, Release};
+use xtask_testkit::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
+use xtask_testkit::http::{Answer, Server};
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::{checked_output as run, Workspace};
+
+use crate::support::{workspace, XTASK};
 
 const INSTALLED: &str = "1.10.2";
 const RELEASE: &str = "1.11.0";
@@ -280,7 +280,7 @@ impl Bucket {
 /// The images of the three versions, built by `cargo xtask build` from fixture releases.
 fn build_images() -> (Workspace, BTreeMap<&'static str, Vec<u8>>) {
     let mirror = Mirror::start();
-    let ws = Workspace::new();
+    let ws = workspace();
     let mut images = BTreeMap::new();
     for version in [INSTALLED, RELEASE, CANDIDATE] {
         mirror.add_release(&Release::new(version));
@@ -666,7 +666,7 @@ fn assert_private(report: &Report) {
 }
 
 fn require_root() -> bool {
-    support::require_root(
+    xtask_testkit::process::require_root(
         "booting a Flatcar-like host (systemd-nspawn, loop devices) and updating it",
     )
 }

@@ -2,16 +2,15 @@
 //! private mount namespace, and the merged `/usr/bin/alloy` runs; a host whose os-release does not
 //! match refuses the image; for each image format. Needs root (loop devices, mounts): CI runs it as root.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::fixture::Release;
-use support::mirror::Mirror;
-use support::{require_root, Run, Workspace, FORMATS};
+use xtask_testkit::fixture::Release;
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::process::require_root;
+use xtask_testkit::{Run, Workspace};
 
-const VERSION: &str = "1.10.2";
+use crate::support::{workspace, FORMATS, VERSION};
 
 /// Runs inside `unshare --mount`: a private tmpfs on /run keeps the host's /run/extensions and
 /// sysext state out of it; the root is made a shared bind mount, or the merge would stay inside
@@ -60,7 +59,7 @@ fn built_image(arch: &str, format: &str) -> (Workspace, std::path::PathBuf) {
     let release = Release::new(VERSION);
     let mirror = Mirror::start();
     mirror.add_release(&release);
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(
         &mirror.base_url,
         VERSION,

@@ -3,21 +3,18 @@
 //! entries that are not files. Each must end promptly and cleanly, with a message that says
 //! what happened, without a retry storm for what retrying cannot fix, and leave nothing behind.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fixture::{self, Release};
-use support::mirror::{Fault, Mirror};
-use support::{ext4_cat, Run, Workspace, XTASK};
+use xtask_testkit::fixture::{self, Release};
+use xtask_testkit::mirror::{Fault, Mirror};
+use xtask_testkit::{ext4, Run, Workspace};
 
-const VERSION: &str = "1.10.2";
+use crate::support::{workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+
 const ZIP: &str = "alloy-linux-amd64.zip";
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
 
 /// Short enough for tests, long enough for a loaded machine: a second per progress window.
 const WINDOW_MS: &str = "1000";
@@ -116,7 +113,7 @@ fn an_endless_zip_is_cut_at_the_ceiling_and_not_retried() {
             claimed_length: None,
         },
     );
-    let ws = Workspace::new();
+    let ws = workspace();
     let (run, took) = build(
         &ws,
         &mirror,
@@ -144,7 +141,7 @@ fn a_claimed_length_over_the_ceiling_is_refused_before_reading() {
             claimed_length: Some(3 << 30),
         },
     );
-    let ws = Workspace::new();
+    let ws = workspace();
     let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
     run.assert_fails_with(&[
         "announces 3221225472 bytes (Content-Length), more than the 2147483648-byte ceiling",
@@ -197,7 +194,7 @@ fn sha256sums_that_are_endless_oversized_or_not_text_are_refused_at_once() {
     for (name, setup, needle) in cases {
         let mirror = mirror_with(&Release::new(VERSION));
         setup(&mirror);
-        let ws = Workspace::new();
+        let ws = workspace();
         let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
         run.assert_fails_with(&[needle, "SHA256SUMS"]);
         assert_eq!(statuses(&mirror, sums_object), [200], "{name}: not retried");
@@ -212,7 +209,7 @@ fn a_crawling_or_stalled_zip_is_abandoned_after_the_progress_window() {
     for fault in [Fault::Crawl { every_ms: 20 }, Fault::Stall] {
         let mirror = mirror_with(&Release::new(VERSION));
         mirror.fault(VERSION, ZIP, fault.clone());
-        let ws = Workspace::new();
+        let ws = workspace();
         let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
         run.assert_fails_with(&["made no real progress", "under 1024 bytes/s", "abandoned"]);
         assert_eq!(
@@ -234,7 +231,7 @@ fn a_206_from_the_wrong_offset_is_never_appended() {
     for start in [0, half + 1, 7] {
         let mirror = mirror_with(&release);
         mirror.fault(VERSION, ZIP, Fault::CutOnceThenWrongRange { start });
-        let ws = Workspace::new();
+        let ws = workspace();
         let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
         run.assert_ok();
         assert!(
@@ -257,7 +254,7 @@ fn a_206_from_the_wrong_offset_is_never_appended() {
             "start {start}"
         );
         assert_eq!(
-            ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+            ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
             release.binary("amd64")
         );
         assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
@@ -274,7 +271,7 @@ fn a_redirect_off_loopback_to_plain_http_is_refused_before_connecting() {
             asset,
             Fault::RedirectTo("http://192.0.2.1/alloy.zip".into()),
         );
-        let ws = Workspace::new();
+        let ws = workspace();
         let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
         run.assert_fails_with(&[
             &format!(
@@ -326,7 +323,7 @@ fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
     ];
     for (name, make, said) in cases {
         let mirror = mirror_with(&release);
-        let ws = Workspace::new();
+        let ws = workspace();
         let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
         std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
         make(&cached);
@@ -347,7 +344,7 @@ fn an_unusable_cache_is_bypassed_and_said_once() {
     let release = Release::new(VERSION);
     let mirror = mirror_with(&release);
 
-    let blocked = Workspace::new();
+    let blocked = workspace();
     let cached = blocked.cache.join("alloy-sysext/v1.10.2").join(ZIP);
     std::fs::create_dir_all(cached.join("inside")).unwrap();
     let (run, _) = build(&blocked, &mirror, &[], Duration::from_secs(60));
@@ -356,7 +353,7 @@ fn an_unusable_cache_is_bypassed_and_said_once() {
     assert!(cached.join("inside").is_dir(), "nothing inside is removed");
 
     // The cache root is a file: no directory can be made there (even by root).
-    let unwritable = Workspace::new();
+    let unwritable = workspace();
     std::fs::create_dir_all(unwritable.cache.parent().unwrap()).unwrap();
     std::fs::write(&unwritable.cache, b"not a directory").unwrap();
     let (run, _) = build(
@@ -458,7 +455,7 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
 /// Redirects are followed by hand now: the token goes on to the same origin, never to another.
 #[test]
 fn a_redirect_carries_the_github_token_only_within_its_origin() {
-    use support::http::{Answer, Server};
+    use xtask_testkit::http::{Answer, Server};
     let first = "/repos/grafana/alloy/releases?per_page=100";
     let list = serde_json::to_vec(&serde_json::json!([{
         "tag_name": "v1.10.2", "name": "v1.10.2", "draft": false, "prerelease": false,

@@ -1,0 +1,32 @@
+//! What xtask's own tests share: the binary under test, the fixture release's version and the
+//! names of its image, and every image format.
+
+use std::process::Command;
+
+use xtask_testkit::{checked_output, Workspace};
+
+/// The `xtask` binary: cargo tells xtask's own tests where it built it.
+pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+
+/// The fixture release most tests build.
+pub const VERSION: &str = "1.10.2";
+pub const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+pub const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+
+/// Every image format `xtask build --format` makes; tests that hold for all loop over these.
+pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
+
+/// A private place for [`XTASK`] to build in.
+pub fn workspace() -> Workspace {
+    Workspace::new(XTASK)
+}
+
+/// `sha256sum -c` accepts the workspace's [`CHECKSUM`] in its output directory.
+pub fn assert_sha256sum_accepts(ws: &Workspace) {
+    checked_output(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(CHECKSUM)
+            .current_dir(&ws.out),
+    );
+}
