@@ -10,6 +10,8 @@ pub struct Run {
     pub success: bool,
     pub stdout: String,
     pub stderr: String,
+    /// The case of a table the run belongs to, which its failures name.
+    case: String,
 }
 
 impl Run {
@@ -25,14 +27,21 @@ impl Run {
             success: output.status.success(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            case: String::new(),
         }
+    }
+
+    /// The same run, its assertions' failures naming `case` (a row of a table of cases).
+    pub fn case(mut self, case: &str) -> Run {
+        self.case = format!("{case}: ");
+        self
     }
 
     pub fn assert_ok(&self) -> &Run {
         assert!(
             self.success,
-            "expected success\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout, self.stderr
+            "{}expected success\n--- stdout\n{}\n--- stderr\n{}",
+            self.case, self.stdout, self.stderr
         );
         self
     }
@@ -41,13 +50,14 @@ impl Run {
     pub fn assert_fails_with(&self, needles: &[&str]) -> &Run {
         assert!(
             !self.success,
-            "expected failure\n--- stdout\n{}\n--- stderr\n{}",
-            self.stdout, self.stderr
+            "{}expected failure\n--- stdout\n{}\n--- stderr\n{}",
+            self.case, self.stdout, self.stderr
         );
         for needle in needles {
             assert!(
                 self.stderr.contains(needle),
-                "stderr lacks {needle:?}\n--- stderr\n{}",
+                "{}stderr lacks {needle:?}\n--- stderr\n{}",
+                self.case,
                 self.stderr
             );
         }

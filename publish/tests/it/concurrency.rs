@@ -42,11 +42,7 @@ fn publish_in_concurrent_pairs(
             .collect();
         for child in children {
             let output = child.wait_with_output().unwrap();
-            let run = Run {
-                success: output.status.success(),
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            };
+            let run = Run::from_output(&output);
             assert_no_secret(&run);
             run.assert_ok();
             runs.push(run);

@@ -261,130 +261,148 @@ fn starts_over_when_the_server_cannot_resume() {
     );
 }
 
+/// How a broken release differs from the good fixture release.
+enum Broken {
+    /// The mirror answers for this asset with this fault.
+    Fault(&'static str, Fault),
+    /// The mirror does not have this asset.
+    Missing(&'static str),
+    /// The zip holds other bytes; SHA256SUMS still lists the good zip.
+    Tampered,
+    /// SHA256SUMS has no line for the zip.
+    Unlisted,
+    /// The zip holds these entries (name, content), and SHA256SUMS is true to it.
+    Zip(&'static [(&'static str, Entry)]),
+}
+
+/// What an entry of a [`Broken::Zip`] holds.
+enum Entry {
+    /// The fixture's Alloy for amd64.
+    Alloy,
+    /// The fixture's Alloy for arm64.
+    AlloyForArm64,
+    Bytes(&'static [u8]),
+}
+
+/// The digest of the good release's zip, where a message must name it.
+const GOOD_ZIP_DIGEST: &str = "<the good zip's sha256>";
+
+/// Each broken release: its name, how it is broken, and what the build must say.
+const BROKEN_RELEASES: &[(&str, Broken, &[&str])] = &[
+    (
+        "version that does not exist",
+        Broken::Fault("SHA256SUMS", Fault::NotFound),
+        &["404 Not Found", "does not exist", "v1.10.2"],
+    ),
+    (
+        "asset that does not exist",
+        Broken::Missing("alloy-linux-amd64.zip"),
+        &["404 Not Found", "alloy-linux-amd64.zip does not exist"],
+    ),
+    (
+        "server that keeps failing",
+        Broken::Fault("alloy-linux-amd64.zip", Fault::ServerErrors(100)),
+        &["giving up", "after 6 attempts", "500 Internal Server Error"],
+    ),
+    (
+        "wrong checksum",
+        Broken::Tampered,
+        &[
+            "checksum mismatch",
+            "expected sha256 <the good zip's sha256>",
+        ],
+    ),
+    (
+        "missing SHA256SUMS line",
+        Broken::Unlisted,
+        &["has no line for alloy-linux-amd64.zip"],
+    ),
+    (
+        "archive with an extra entry",
+        Broken::Zip(&[
+            ("alloy-linux-amd64", Entry::Alloy),
+            ("install.sh", Entry::Bytes(b"curl | sh")),
+        ]),
+        &["must hold exactly one file", "\"install.sh\""],
+    ),
+    (
+        "archive with a path traversal",
+        Broken::Zip(&[("../../alloy-linux-amd64", Entry::Alloy)]),
+        &["must hold exactly one file", "../../alloy-linux-amd64"],
+    ),
+    (
+        "binary for the wrong architecture",
+        Broken::Zip(&[("alloy-linux-amd64", Entry::AlloyForArm64)]),
+        &[
+            "not an Alloy binary for amd64",
+            "for AArch64, not for x86-64",
+        ],
+    ),
+    (
+        "not an executable at all",
+        Broken::Zip(&[(
+            "alloy-linux-amd64",
+            Entry::Bytes(b"<html>Bad gateway</html>"),
+        )]),
+        &["not an ELF file"],
+    ),
+];
+
+impl Broken {
+    /// Makes `mirror`, which serves the good release, serve this broken one.
+    fn apply(&self, mirror: &Mirror) {
+        let mut release = Release::new(VERSION);
+        let zip = "alloy-linux-amd64.zip";
+        match self {
+            Broken::Fault(asset, fault) => return mirror.fault(VERSION, asset, fault.clone()),
+            Broken::Missing(asset) => return mirror.remove(VERSION, asset),
+            Broken::Tampered => {
+                let bytes = fixture::zip_of(&[("alloy-linux-amd64", b"tampered", 0o755)]);
+                release.assets.insert(zip.into(), bytes);
+            }
+            Broken::Unlisted => {
+                let mut listed = release.assets.clone();
+                listed.remove(zip);
+                let sums = fixture::sha256sums(&listed);
+                release
+                    .assets
+                    .insert("SHA256SUMS".into(), sums.into_bytes());
+            }
+            Broken::Zip(entries) => {
+                let contents: Vec<(&str, Vec<u8>)> = entries
+                    .iter()
+                    .map(|(name, entry)| match entry {
+                        Entry::Alloy => (*name, fixture::fake_alloy(VERSION, "amd64")),
+                        Entry::AlloyForArm64 => (*name, fixture::fake_alloy(VERSION, "arm64")),
+                        Entry::Bytes(bytes) => (*name, bytes.to_vec()),
+                    })
+                    .collect();
+                let entries: Vec<(&str, &[u8], u32)> = contents
+                    .iter()
+                    .map(|(name, bytes)| (*name, bytes.as_slice(), 0o755))
+                    .collect();
+                release = release.with_zip("amd64", fixture::zip_of(&entries));
+            }
+        }
+        mirror.add_release(&release);
+    }
+}
+
 /// Each broken release fails with a message that says what is wrong, and leaves nothing behind.
 #[test]
 fn each_failure_mode_has_a_clear_error_and_leaves_no_output() {
     let good = Release::new(VERSION);
-    let binary = good.binary("amd64");
     let zip_sum = fixture::sha256_hex(&good.assets["alloy-linux-amd64.zip"]);
-
-    type Setup = Box<dyn Fn(&Mirror)>;
-    let cases: Vec<(&str, Setup, Vec<String>)> = vec![
-        (
-            "version that does not exist",
-            Box::new(|m: &Mirror| m.fault(VERSION, "SHA256SUMS", Fault::NotFound)),
-            vec![
-                "404 Not Found".into(),
-                "does not exist".into(),
-                "v1.10.2".into(),
-            ],
-        ),
-        (
-            "asset that does not exist",
-            Box::new(|m: &Mirror| m.remove(VERSION, "alloy-linux-amd64.zip")),
-            vec![
-                "404 Not Found".into(),
-                "alloy-linux-amd64.zip does not exist".into(),
-            ],
-        ),
-        (
-            "server that keeps failing",
-            Box::new(|m: &Mirror| {
-                m.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(100))
-            }),
-            vec![
-                "giving up".into(),
-                "after 6 attempts".into(),
-                "500 Internal Server Error".into(),
-            ],
-        ),
-        (
-            "wrong checksum",
-            Box::new(move |m: &Mirror| {
-                let mut release = Release::new(VERSION);
-                release.assets.insert(
-                    "alloy-linux-amd64.zip".into(),
-                    fixture::zip_of(&[("alloy-linux-amd64", b"tampered", 0o755)]),
-                );
-                m.add_release(&release); // SHA256SUMS still lists the good zip
-            }),
-            vec![
-                "checksum mismatch".into(),
-                format!("expected sha256 {zip_sum}"),
-            ],
-        ),
-        (
-            "missing SHA256SUMS line",
-            Box::new(|m: &Mirror| {
-                let mut release = Release::new(VERSION);
-                release.assets.remove("alloy-linux-amd64.zip");
-                let sums = fixture::sha256sums(&release.assets);
-                let mut release = Release::new(VERSION);
-                release
-                    .assets
-                    .insert("SHA256SUMS".into(), sums.into_bytes());
-                m.add_release(&release);
-            }),
-            vec!["has no line for alloy-linux-amd64.zip".into()],
-        ),
-        (
-            "archive with an extra entry",
-            Box::new({
-                let binary = binary.clone();
-                move |m: &Mirror| {
-                    let zip = fixture::zip_of(&[
-                        ("alloy-linux-amd64", &binary, 0o755),
-                        ("install.sh", b"curl | sh", 0o755),
-                    ]);
-                    m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-                }
-            }),
-            vec!["must hold exactly one file".into(), "\"install.sh\"".into()],
-        ),
-        (
-            "archive with a path traversal",
-            Box::new({
-                let binary = binary.clone();
-                move |m: &Mirror| {
-                    let zip = fixture::zip_of(&[("../../alloy-linux-amd64", &binary, 0o755)]);
-                    m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-                }
-            }),
-            vec![
-                "must hold exactly one file".into(),
-                "../../alloy-linux-amd64".into(),
-            ],
-        ),
-        (
-            "binary for the wrong architecture",
-            Box::new(|m: &Mirror| {
-                let arm = fixture::fake_alloy(VERSION, "arm64");
-                let zip = fixture::zip_of(&[("alloy-linux-amd64", &arm, 0o755)]);
-                m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-            }),
-            vec![
-                "not an Alloy binary for amd64".into(),
-                "for AArch64, not for x86-64".into(),
-            ],
-        ),
-        (
-            "not an executable at all",
-            Box::new(|m: &Mirror| {
-                let zip =
-                    fixture::zip_of(&[("alloy-linux-amd64", b"<html>Bad gateway</html>", 0o755)]);
-                m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-            }),
-            vec!["not an ELF file".into()],
-        ),
-    ];
-
-    for (name, setup, needles) in cases {
-        let mirror = mirror_with(&good);
-        setup(&mirror);
+    for (name, broken, needles) in BROKEN_RELEASES {
+        let mirror = Mirror::with_release(&good);
+        broken.apply(&mirror);
         let ws = workspace();
-        let run = ws.build(&mirror.base_url, VERSION, &[]);
+        let run = ws.build(&mirror.base_url, VERSION, &[]).case(name);
+        let needles: Vec<String> = needles
+            .iter()
+            .map(|n| n.replace(GOOD_ZIP_DIGEST, &zip_sum))
+            .collect();
         let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
-        eprintln!("case: {name}");
         run.assert_fails_with(&needles);
         assert!(
             ws.out_names().is_empty(),

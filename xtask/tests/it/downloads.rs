@@ -50,11 +50,7 @@ fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Du
     }
     let elapsed = started.elapsed();
     let output = child.wait_with_output().unwrap();
-    let run = Run {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let run = Run::from_output(&output);
     (run, elapsed)
 }
 
