@@ -16,12 +16,18 @@ use crate::support::{workspace, CHECKSUM, IMAGE, VERSION, XTASK};
 const ZIP: &str = "alloy-linux-amd64.zip";
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
 
+/// A body that never ends, with no Content-Length.
+const ENDLESS: Fault = Fault::Endless {
+    claimed_length: None,
+};
+
 /// Short enough for tests, long enough for a loaded machine: a second per progress window.
 const WINDOW_MS: &str = "1000";
 
-fn mirror_with(release: &Release) -> Mirror {
-    let mirror = Mirror::start();
-    mirror.add_release(release);
+/// The fixture release, its `asset` misbehaving as `fault`.
+fn mirror_with_fault(asset: &str, fault: Fault) -> Mirror {
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    mirror.fault(VERSION, asset, fault);
     mirror
 }
 
@@ -50,16 +56,11 @@ fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Du
     }
     let elapsed = started.elapsed();
     let output = child.wait_with_output().unwrap();
-    let run = Run::from_output(&output);
-    (run, elapsed)
+    (Run::from_output(&output), elapsed)
 }
 
 fn build(ws: &Workspace, mirror: &Mirror, args: &[&str], deadline: Duration) -> (Run, Duration) {
-    let mut command = ws.command(&mirror.base_url);
-    command
-        .args(["build", VERSION, "--out-dir"])
-        .arg(&ws.out)
-        .args(args);
+    let mut command = ws.build_command(&mirror.base_url, VERSION, args);
     run_within(&mut command, &ws.tmp.path().join("tmp"), deadline)
 }
 
@@ -80,17 +81,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Nothing in the output directory, the cache or TMPDIR.
-fn assert_nothing_left(ws: &Workspace) {
-    assert_eq!(ws.out_names(), Vec::<String>::new(), "output directory");
-    assert_eq!(files_under(&ws.cache), Vec::<PathBuf>::new(), "cache");
-    assert_eq!(
-        files_under(&ws.tmp.path().join("tmp")),
-        Vec::<PathBuf>::new(),
-        "TMPDIR"
-    );
-}
-
 fn statuses(mirror: &Mirror, suffix: &str) -> Vec<u16> {
     mirror
         .requests_for(suffix)
@@ -99,123 +89,135 @@ fn statuses(mirror: &Mirror, suffix: &str) -> Vec<u16> {
         .collect()
 }
 
+/// How a build must end when retrying cannot help: what it says, the one answer the mirror
+/// gave for a path (it did not retry), and the most seconds it may take.
+struct Refused<'a> {
+    says: &'a [&'a str],
+    path: &'a str,
+    statuses: &'a [u16],
+    within: u64,
+}
+
+/// A build with `args` against `mirror` ends as `refused` says, and leaves nothing in the
+/// output directory, the cache or TMPDIR.
+fn assert_refused(case: &str, mirror: &Mirror, args: &[&str], refused: Refused) {
+    let ws = workspace();
+    let (run, took) = build(&ws, mirror, args, Duration::from_secs(60));
+    run.case(case).assert_fails_with(refused.says);
+    let statuses = statuses(mirror, refused.path);
+    assert_eq!(statuses, refused.statuses, "{case}: not retried");
+    let within = Duration::from_secs(refused.within);
+    assert!(took < within, "{case} took {took:?}");
+    assert_eq!(
+        ws.out_names(),
+        Vec::<String>::new(),
+        "{case}: output directory"
+    );
+    assert_eq!(
+        files_under(&ws.cache),
+        Vec::<PathBuf>::new(),
+        "{case}: cache"
+    );
+    let tmp = files_under(&ws.tmp.path().join("tmp"));
+    assert_eq!(tmp, Vec::<PathBuf>::new(), "{case}: TMPDIR");
+}
+
 #[test]
 fn an_endless_zip_is_cut_at_the_ceiling_and_not_retried() {
-    let mirror = mirror_with(&Release::new(VERSION));
-    mirror.fault(
-        VERSION,
-        ZIP,
-        Fault::Endless {
-            claimed_length: None,
-        },
-    );
-    let ws = workspace();
-    let (run, took) = build(
-        &ws,
-        &mirror,
-        &["--max-download-bytes", "1MiB"],
-        Duration::from_secs(60),
-    );
-    run.assert_fails_with(&[
-        "sends more than 1048576 bytes",
-        "--max-download-bytes",
-        "refusing it",
-    ]);
-    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "not retried");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert_nothing_left(&ws);
+    let mirror = mirror_with_fault(ZIP, ENDLESS);
+    let refused = Refused {
+        says: &[
+            "sends more than 1048576 bytes",
+            "--max-download-bytes",
+            "refusing it",
+        ],
+        path: ZIP_OBJECT,
+        statuses: &[200],
+        within: 20,
+    };
+    let args = ["--max-download-bytes", "1MiB"];
+    assert_refused("an endless zip", &mirror, &args, refused);
 }
 
 #[test]
 fn a_claimed_length_over_the_ceiling_is_refused_before_reading() {
-    let mirror = mirror_with(&Release::new(VERSION));
     // 3 GiB claimed, over the default 2 GiB ceiling: refused on the headers alone.
-    mirror.fault(
-        VERSION,
-        ZIP,
-        Fault::Endless {
-            claimed_length: Some(3 << 30),
-        },
-    );
-    let ws = workspace();
-    let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-    run.assert_fails_with(&[
-        "announces 3221225472 bytes (Content-Length), more than the 2147483648-byte ceiling",
-        "ALLOY_SYSEXT_MAX_DOWNLOAD",
-    ]);
-    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "not retried");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert_nothing_left(&ws);
+    let claimed_length = Some(3 << 30);
+    let mirror = mirror_with_fault(ZIP, Fault::Endless { claimed_length });
+    let refused = Refused {
+        says: &[
+            "announces 3221225472 bytes (Content-Length), more than the 2147483648-byte ceiling",
+            "ALLOY_SYSEXT_MAX_DOWNLOAD",
+        ],
+        path: ZIP_OBJECT,
+        statuses: &[200],
+        within: 20,
+    };
+    assert_refused("a 3 GiB Content-Length", &mirror, &[], refused);
+}
+
+/// What a SHA256SUMS that is no checksum list is made of.
+enum Sums {
+    /// A body that never ends.
+    Endless,
+    /// 70,000 well-formed lines: far more than a release lists.
+    Oversized,
+    Bytes(&'static [u8]),
 }
 
 #[test]
 fn sha256sums_that_are_endless_oversized_or_not_text_are_refused_at_once() {
-    let sums_object = "/objects/v1.10.2/SHA256SUMS";
-    type Setup = Box<dyn Fn(&Mirror)>;
-    let cases: Vec<(&str, Setup, &str)> = vec![
-        (
-            "endless",
-            Box::new(|m: &Mirror| {
-                m.fault(
-                    VERSION,
-                    "SHA256SUMS",
-                    Fault::Endless {
-                        claimed_length: None,
-                    },
-                )
-            }),
-            "is larger than 4194304 bytes",
-        ),
+    let cases: [(&str, Sums, &str); 4] = [
+        ("endless", Sums::Endless, "is larger than 4194304 bytes"),
         (
             "oversized",
-            Box::new(|m: &Mirror| {
-                let line = format!("{}  filler\n", fixture::sha256_hex(b""));
-                m.add(VERSION, "SHA256SUMS", line.repeat(70_000).into_bytes())
-            }),
+            Sums::Oversized,
             "bytes (Content-Length), far more than the small file it should be (at most 4194304)",
         ),
         (
             "not UTF-8",
-            Box::new(|m: &Mirror| {
-                m.add(VERSION, "SHA256SUMS", b"\xff\xfe binary \x00\x9f".to_vec())
-            }),
+            Sums::Bytes(b"\xff\xfe binary \x00\x9f"),
             "is not UTF-8 text",
         ),
         (
             "not a checksum list",
-            Box::new(|m: &Mirror| m.add(VERSION, "SHA256SUMS", b"<html>hi</html>\n".to_vec())),
+            Sums::Bytes(b"<html>hi</html>\n"),
             "is not in sha256sum format",
         ),
     ];
-    for (name, setup, needle) in cases {
-        let mirror = mirror_with(&Release::new(VERSION));
-        setup(&mirror);
-        let ws = workspace();
-        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_fails_with(&[needle, "SHA256SUMS"]);
-        assert_eq!(statuses(&mirror, sums_object), [200], "{name}: not retried");
+    for (name, sums, needle) in cases {
+        let mirror = Mirror::with_release(&Release::new(VERSION));
+        match sums {
+            Sums::Endless => mirror.fault(VERSION, "SHA256SUMS", ENDLESS),
+            Sums::Oversized => {
+                let line = format!("{}  filler\n", fixture::sha256_hex(b""));
+                mirror.add(VERSION, "SHA256SUMS", line.repeat(70_000).into_bytes());
+            }
+            Sums::Bytes(bytes) => mirror.add(VERSION, "SHA256SUMS", bytes.to_vec()),
+        }
+        let refused = Refused {
+            says: &[needle, "SHA256SUMS"],
+            path: "/objects/v1.10.2/SHA256SUMS",
+            statuses: &[200],
+            within: 20,
+        };
+        assert_refused(name, &mirror, &[], refused);
         assert!(mirror.requests_for(ZIP_OBJECT).is_empty(), "{name}");
-        assert!(took < Duration::from_secs(20), "{name} took {took:?}");
-        assert_nothing_left(&ws);
     }
 }
 
 #[test]
 fn a_crawling_or_stalled_zip_is_abandoned_after_the_progress_window() {
     for fault in [Fault::Crawl { every_ms: 20 }, Fault::Stall] {
-        let mirror = mirror_with(&Release::new(VERSION));
-        mirror.fault(VERSION, ZIP, fault.clone());
-        let ws = workspace();
-        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_fails_with(&["made no real progress", "under 1024 bytes/s", "abandoned"]);
-        assert_eq!(
-            statuses(&mirror, ZIP_OBJECT),
-            [200],
-            "{fault:?}: not retried"
-        );
-        // One window, plus a read's worth: nowhere near the minute a real one gets.
-        assert!(took < Duration::from_secs(15), "{fault:?} took {took:?}");
-        assert_nothing_left(&ws);
+        let name = format!("{fault:?}");
+        let refused = Refused {
+            says: &["made no real progress", "under 1024 bytes/s", "abandoned"],
+            path: ZIP_OBJECT,
+            statuses: &[200],
+            // One window, plus a read's worth: nowhere near the minute a real one gets.
+            within: 15,
+        };
+        assert_refused(&name, &mirror_with_fault(ZIP, fault), &[], refused);
     }
 }
 
@@ -225,7 +227,7 @@ fn a_206_from_the_wrong_offset_is_never_appended() {
     let zip_len = release.assets[ZIP].len();
     let half = zip_len / 2;
     for start in [0, half + 1, 7] {
-        let mirror = mirror_with(&release);
+        let mirror = Mirror::with_release(&release);
         mirror.fault(VERSION, ZIP, Fault::CutOnceThenWrongRange { start });
         let ws = workspace();
         let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
@@ -261,29 +263,23 @@ fn a_206_from_the_wrong_offset_is_never_appended() {
 fn a_redirect_off_loopback_to_plain_http_is_refused_before_connecting() {
     // 192.0.2.1 is TEST-NET-1: nothing answers there, so connecting would hang for 30 s.
     for asset in [ZIP, "SHA256SUMS"] {
-        let mirror = mirror_with(&Release::new(VERSION));
-        mirror.fault(
-            VERSION,
-            asset,
-            Fault::RedirectTo("http://192.0.2.1/alloy.zip".into()),
+        let fault = Fault::RedirectTo("http://192.0.2.1/alloy.zip".into());
+        let mirror = mirror_with_fault(asset, fault);
+        let from = format!(
+            "refusing the redirect from {}/v1.10.2/{asset}",
+            mirror.base_url
         );
-        let ws = workspace();
-        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_fails_with(&[
-            &format!(
-                "refusing the redirect from {}/v1.10.2/{asset}",
-                mirror.base_url
-            ),
-            "to http://192.0.2.1/alloy.zip",
-            "refusing plain http://",
-        ]);
-        assert_eq!(
-            statuses(&mirror, &format!("/download/v1.10.2/{asset}")),
-            [302],
-            "{asset}: not retried"
-        );
-        assert!(took < Duration::from_secs(10), "{asset} took {took:?}");
-        assert_nothing_left(&ws);
+        let refused = Refused {
+            says: &[
+                &from,
+                "to http://192.0.2.1/alloy.zip",
+                "refusing plain http://",
+            ],
+            path: &format!("/download/v1.10.2/{asset}"),
+            statuses: &[302],
+            within: 10,
+        };
+        assert_refused(asset, &mirror, &[], refused);
     }
 }
 
@@ -318,7 +314,7 @@ fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
         ),
     ];
     for (name, make, said) in cases {
-        let mirror = mirror_with(&release);
+        let mirror = Mirror::with_release(&release);
         let ws = workspace();
         let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
         std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
@@ -338,7 +334,7 @@ fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
 #[test]
 fn an_unusable_cache_is_bypassed_and_said_once() {
     let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let mirror = Mirror::with_release(&release);
 
     let blocked = workspace();
     let cached = blocked.cache.join("alloy-sysext/v1.10.2").join(ZIP);
@@ -391,9 +387,7 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
     let image_name = IMAGE;
     let cases: Vec<(Fault, Vec<&str>, &str)> = vec![
         (
-            Fault::Endless {
-                claimed_length: None,
-            },
+            ENDLESS,
             vec!["--max-download-bytes", "1MiB"],
             "sends more than 1048576 bytes",
         ),
