@@ -288,6 +288,16 @@ impl Host {
     pub fn path(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
+
+    /// The images installed under /opt/extensions/alloy, sorted.
+    pub fn installed_images(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path("/opt/extensions/alloy"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// Waits for `child` to exit within `timeout`; else stops it (SIGTERM, ten seconds' grace, then

@@ -9,7 +9,7 @@ use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::mirror::Mirror;
 use xtask_testkit::{Run, Workspace};
 
-use crate::support::{workspace, IMAGE, XTASK};
+use crate::support::{parse_yaml, workspace, IMAGE, XTASK};
 
 fn xtask(args: &[&str]) -> Run {
     Run::from_command(
@@ -19,31 +19,6 @@ fn xtask(args: &[&str]) -> Run {
             .env_remove("GITHUB_TOKEN")
             .env_remove("GITHUB_API_URL"),
     )
-}
-
-/// YAML -> JSON with PyYAML (python3-yaml, installed by install-deps.sh --test).
-fn parse_yaml(text: &str) -> serde_json::Value {
-    let output = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("running python3 (bash scripts/install-deps.sh --test installs python3-yaml)");
-    assert!(
-        output.status.success(),
-        "not YAML: {}\n{text}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// `[Section]` key=value triples, as systemd reads a transfer file: the library's own reader.

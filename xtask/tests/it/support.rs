@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use xtask_testkit::{checked_output, Workspace};
+use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
 
 /// The `xtask` binary: cargo tells xtask's own tests where it built it.
 pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
@@ -29,4 +29,12 @@ pub fn assert_sha256sum_accepts(ws: &Workspace) {
             .arg(CHECKSUM)
             .current_dir(&ws.out),
     );
+}
+
+/// YAML -> JSON with PyYAML (python3-yaml, installed by install-deps.sh --test).
+pub fn parse_yaml(text: &str) -> serde_json::Value {
+    let to_json = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
+    let mut python = Command::new("/usr/bin/python3");
+    let json = checked_output_with_input(python.args(["-c", to_json]), text.as_bytes());
+    serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{e}: not YAML?\n{text}"))
 }
