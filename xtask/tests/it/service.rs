@@ -6,12 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use xtask_testkit::ext4;
-use xtask_testkit::fixture::Release;
-use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::require_root;
-use xtask_testkit::Workspace;
 
-use crate::support::{workspace, VERSION};
+use crate::support::built;
 
 const UNIT: &str = "/usr/lib/systemd/system/alloy.service";
 const SETUP_UNIT: &str = "/usr/lib/systemd/system/alloy-setup.service";
@@ -30,15 +27,6 @@ const SERVICE_FILES: [&str; 6] = [
     DEFAULT_ENVIRONMENT,
 ];
 
-fn built(args: &[&str]) -> (Workspace, Release) {
-    let release = Release::new(VERSION);
-    let mirror = Mirror::start();
-    mirror.add_release(&release);
-    let ws = workspace();
-    ws.build(&mirror.base_url, VERSION, args).assert_ok();
-    (ws, release)
-}
-
 fn text(image: &Path, path: &str) -> String {
     String::from_utf8(ext4::cat(image, path)).unwrap()
 }
@@ -54,7 +42,7 @@ fn extract(image: &Path, root: &Path, paths: &[&str]) {
 
 #[test]
 fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
-    let (ws, _) = built(&["--arch", "amd64", "--arch", "arm64"]);
+    let ws = built(&["--arch", "amd64", "--arch", "arm64"]);
     let amd64 = ws.image("alloy-1.10.2-amd64.raw");
     for arch in ["amd64", "arm64"] {
         let image = ws.image(&format!("alloy-1.10.2-{arch}.raw"));
@@ -95,7 +83,7 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
 
 #[test]
 fn no_autostart_leaves_out_only_the_drop_in() {
-    let (ws, _) = built(&["--no-autostart"]);
+    let ws = built(&["--no-autostart"]);
     let image = ws.image("alloy-1.10.2-amd64.raw");
     let paths: Vec<String> = ext4::inodes(&image).into_iter().map(|i| i.path).collect();
     for path in SERVICE_FILES {
@@ -160,7 +148,7 @@ fn analyze_verify(root: &Path) -> (bool, String) {
 
 #[test]
 fn systemd_analyze_verify_accepts_the_unit_and_the_drop_in() {
-    let (ws, _) = built(&[]);
+    let ws = built(&[]);
     let image = ws.image("alloy-1.10.2-amd64.raw");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
@@ -227,7 +215,7 @@ fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edit
     if !require_root("setup_makes_the_alloy_user (creates root-owned files)") {
         return;
     }
-    let (ws, _) = built(&[]);
+    let ws = built(&[]);
     let image = ws.image("alloy-1.10.2-amd64.raw");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");

@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use xtask_testkit::fixture::Release;
+use xtask_testkit::mirror::Mirror;
 use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
 
 /// The `xtask` binary: cargo tells xtask's own tests where it built it.
@@ -19,6 +21,15 @@ pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
 /// A private place for [`XTASK`] to build in.
 pub fn workspace() -> Workspace {
     Workspace::new(XTASK)
+}
+
+/// The fixture release of [`VERSION`], served by a mirror of its own and built with
+/// `xtask build VERSION ARGS...` in a new workspace.
+pub fn built(args: &[&str]) -> Workspace {
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    let ws = workspace();
+    ws.build(&mirror.base_url, VERSION, args).assert_ok();
+    ws
 }
 
 /// `sha256sum -c` accepts the workspace's [`CHECKSUM`] in its output directory.
