@@ -71,8 +71,8 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
-        let state = Arc::new(Mutex::new(State::default()));
-        let url = format!("http://{}", crate::listen(state.clone(), serve));
+        let (address, state) = crate::start(serve);
+        let url = format!("http://{address}");
         Server { url, state }
     }
 

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Listens on a free loopback port and serves each connection on a thread of its own with
 /// `serve` and the shared `state` (a `Mutex` where serving changes it), until the process
@@ -49,6 +49,15 @@ pub fn listen<S: ?Sized + Send + Sync + 'static>(
         }
     });
     address
+}
+
+/// A server for `serve`, with fresh state, on a free loopback port: its address, and the state
+/// it shares with the test.
+pub(crate) fn start<S: Default + Send + 'static>(
+    serve: fn(TcpStream, &Mutex<S>) -> std::io::Result<()>,
+) -> (SocketAddr, Arc<Mutex<S>>) {
+    let state = Arc::new(Mutex::new(S::default()));
+    (listen(state.clone(), serve), state)
 }
 
 /// The head of an HTTP request: its method, its path (with the query) and its headers, named in

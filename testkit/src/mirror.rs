@@ -64,17 +64,18 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    pub fn start() -> Mirror {
-        let state = Arc::new(Mutex::new(State::default()));
-        let base_url = format!("http://{}/download", crate::listen(state.clone(), serve));
-        Mirror { base_url, state }
-    }
-
     /// A mirror serving `release`.
     pub fn with_release(release: &impl Assets) -> Mirror {
         let mirror = Mirror::start();
         mirror.add_release(release);
         mirror
+    }
+
+    /// A mirror serving nothing yet.
+    pub fn start() -> Mirror {
+        let (address, state) = crate::start(serve);
+        let base_url = format!("http://{address}/download");
+        Mirror { base_url, state }
     }
 
     /// Serves every asset of `release` under `v<VERSION>/`.

@@ -3,7 +3,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Whether this process may use loop devices and mount namespaces. Root-only tests call this:
@@ -130,33 +130,44 @@ pub fn wait_for_file(path: &Path, seconds: u64, what: &str) {
 }
 
 /// A child in a process group of its own, which goes with all its group when dropped: a
-/// failing test leaves nothing running.
+/// failing test leaves nothing running. Its stdout is discarded, its stderr kept in a log.
 pub struct Group {
     pub child: Child,
     pub pid: i32,
+    log: tempfile::NamedTempFile,
 }
 
 impl Group {
     pub fn spawn(command: &mut Command) -> Group {
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = command
             .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
         let pid = child.id() as i32;
-        Group { child, pid }
+        Group { child, pid, log }
     }
 
-    /// Waits until `path` exists, failing the test after `seconds`; `Err` with the child's
-    /// status if it ended first.
-    pub fn until_file(&mut self, path: &Path, seconds: u64) -> Result<(), ExitStatus> {
+    /// What the child printed on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+
+    /// Waits until `path` exists (a wrapper the child runs touches it when `what` starts),
+    /// failing the test after `seconds`, or with the child's log if it ends first.
+    pub fn until_file(&mut self, path: &Path, seconds: u64, what: &str) {
         let mut ended = None;
-        wait_for(seconds, &format!("{} appearing", path.display()), || {
+        wait_for(seconds, what, || {
             ended = self.child.try_wait().unwrap();
             ended.is_some() || path.exists()
         });
-        match ended {
-            Some(status) if !path.exists() => Err(status),
-            _ => Ok(()),
+        if let (Some(status), false) = (ended, path.exists()) {
+            panic!(
+                "the process ended ({status}) before {what}:\n{}",
+                self.log()
+            );
         }
     }
 

@@ -46,6 +46,12 @@ impl Run {
         self
     }
 
+    /// Asserts a success whose error output (where progress and notes go) contains every one
+    /// of `needles`.
+    pub fn assert_ok_saying(&self, needles: &[&str]) -> &Run {
+        self.assert_ok().assert_stderr_has(needles)
+    }
+
     /// Asserts a failure whose error output contains every one of `needles`.
     pub fn assert_fails_with(&self, needles: &[&str]) -> &Run {
         assert!(
@@ -53,6 +59,10 @@ impl Run {
             "{}expected failure\n--- stdout\n{}\n--- stderr\n{}",
             self.case, self.stdout, self.stderr
         );
+        self.assert_stderr_has(needles)
+    }
+
+    fn assert_stderr_has(&self, needles: &[&str]) -> &Run {
         for needle in needles {
             assert!(
                 self.stderr.contains(needle),

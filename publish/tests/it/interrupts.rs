@@ -2,7 +2,7 @@
 //! left behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use xtask_testkit::fixture::Release;
 use xtask_testkit::gpg::TestKey;
@@ -40,19 +40,13 @@ fn interrupt_a_publish_while_it_signs(signal: &str, group: bool, expected_code: 
             tool("gpg").display()
         ),
     );
-    let log = std::fs::File::create(tmp.path().join("publish.log")).unwrap();
     let mut command = publish_command(&s3.endpoint, &dir, &[]);
     command
         .env("SYSEXT_GPG_KEY", &key.secret)
         .env("TMPDIR", &private_tmp)
-        .env("PATH", path_with_first(&bin))
-        .stdout(Stdio::null())
-        .stderr(log);
+        .env("PATH", path_with_first(&bin));
     let mut publish = Group::spawn(&mut command);
-    if let Err(status) = publish.until_file(&signing, 60) {
-        let log = std::fs::read_to_string(tmp.path().join("publish.log")).unwrap();
-        panic!("publish ended ({status}) before it signed:\n{log}");
-    }
+    publish.until_file(&signing, 60, "signing");
     let gpg_pid: i32 = std::fs::read_to_string(&signing)
         .unwrap()
         .trim()
@@ -116,7 +110,7 @@ fn interrupt_a_publish_while_it_signs(signal: &str, group: bool, expected_code: 
 
     publish.signal(signal, group);
     let status = publish.wait(30);
-    let log = std::fs::read_to_string(tmp.path().join("publish.log")).unwrap();
+    let log = publish.log();
     assert_eq!(status.code(), Some(expected_code), "{status}\n{log}");
     assert_empty(&private_tmp);
     let running = processes_mentioning(&home.display().to_string());
@@ -164,14 +158,9 @@ fn sigterm_during_verify_stops_the_inspection_and_leaves_nothing_in_tmpdir() {
         .arg(&s3.public_url)
         .env_remove("SYSEXT_BASE_URL")
         .env("TMPDIR", &private_tmp)
-        .env("PATH", path_with_first(&bin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("PATH", path_with_first(&bin));
     let mut verify = Group::spawn(&mut command);
-
-    if let Err(status) = verify.until_file(&inspecting, 60) {
-        panic!("verify ended ({status}) before it inspected");
-    }
+    verify.until_file(&inspecting, 60, "the inspection");
     assert!(
         std::fs::read_dir(&private_tmp).unwrap().count() > 0,
         "verify downloads into TMPDIR: nothing there to clean up?"

@@ -6,22 +6,28 @@ use std::process::Command;
 
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
-use xtask_testkit::process::require_root;
-use xtask_testkit::{ext4, tool, Run};
+use xtask_testkit::process::{require_root, wait_for};
+use xtask_testkit::{ext4, tool, Run, Workspace};
 
 use crate::support::{assert_sha256sum_accepts, workspace, CHECKSUM, IMAGE, VERSION, XTASK};
 
-fn mirror_with(release: &Release) -> Mirror {
-    let mirror = Mirror::start();
-    mirror.add_release(release);
-    mirror
+const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
+
+/// The fixture release, a mirror serving it, and a workspace to build it in.
+fn fixture() -> (Release, Mirror, Workspace) {
+    let release = Release::new(VERSION);
+    (release.clone(), Mirror::with_release(&release), workspace())
+}
+
+/// The statuses the mirror answered the zip's object with, in order.
+fn zip_statuses(mirror: &Mirror) -> Vec<u16> {
+    let requests = mirror.requests_for(ZIP_OBJECT);
+    requests.iter().map(|r| r.status).collect()
 }
 
 #[test]
 fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let ws = workspace();
+    let (release, mirror, ws) = fixture();
     let run = ws.build(&mirror.base_url, "v1.10.2", &[]);
     run.assert_ok();
     assert_eq!(
@@ -111,9 +117,7 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
 
 #[test]
 fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let first = workspace();
+    let (_, mirror, first) = fixture();
     first.build(&mirror.base_url, VERSION, &[]).assert_ok();
     std::thread::sleep(std::time::Duration::from_millis(1100)); // a different clock second
 
@@ -171,9 +175,7 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
 
 #[test]
 fn both_architectures_in_one_run() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let ws = workspace();
+    let (_, mirror, ws) = fixture();
     ws.build(
         &mirror.base_url,
         VERSION,
@@ -200,35 +202,22 @@ fn both_architectures_in_one_run() {
 
 #[test]
 fn retries_server_errors_then_succeeds() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (_, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(3));
     mirror.fault(VERSION, "SHA256SUMS", Fault::ServerErrors(2));
-    let ws = workspace();
-    let run = ws.build(&mirror.base_url, VERSION, &[]);
-    run.assert_ok();
-    assert!(
-        run.stderr.contains("500"),
-        "the retries are reported:\n{}",
-        run.stderr
-    );
-    let statuses: Vec<u16> = mirror
-        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(statuses, [500, 500, 500, 200]);
+    // The retries are reported.
+    ws.build(&mirror.base_url, VERSION, &[])
+        .assert_ok_saying(&["500"]);
+    assert_eq!(zip_statuses(&mirror), [500, 500, 500, 200]);
     assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
 }
 
 #[test]
 fn resumes_a_body_cut_short_with_a_range_request() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (release, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnce);
-    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
-    let requests = mirror.requests_for("/objects/v1.10.2/alloy-linux-amd64.zip");
+    let requests = mirror.requests_for(ZIP_OBJECT);
     assert_eq!(requests.len(), 2, "{requests:?}");
     let half = release.assets["alloy-linux-amd64.zip"].len() / 2;
     assert_eq!(
@@ -244,17 +233,10 @@ fn resumes_a_body_cut_short_with_a_range_request() {
 
 #[test]
 fn starts_over_when_the_server_cannot_resume() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (release, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnceNoRanges);
-    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
-    let statuses: Vec<u16> = mirror
-        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(statuses, [200, 200]);
+    assert_eq!(zip_statuses(&mirror), [200, 200]);
     assert_eq!(
         ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
         release.binary("amd64")
@@ -447,9 +429,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_failed_build_never_replaces_a_good_earlier_output() {
-    let good = Release::new(VERSION);
-    let mirror = mirror_with(&good);
-    let ws = workspace();
+    let (_, mirror, ws) = fixture();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
     let image_before = std::fs::read(ws.image(IMAGE)).unwrap();
     let sum_before = std::fs::read(ws.image(CHECKSUM)).unwrap();
@@ -470,32 +450,20 @@ fn a_failed_build_never_replaces_a_good_earlier_output() {
 
 #[test]
 fn an_interrupted_build_leaves_no_output_and_the_next_build_cleans_up() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (release, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::Stall);
-    let ws = workspace();
     // A good earlier output is there: the killed build must not touch it.
     std::fs::create_dir_all(&ws.out).unwrap();
     std::fs::write(ws.image(IMAGE), b"earlier image").unwrap();
     std::fs::write(ws.image(CHECKSUM), b"earlier checksum").unwrap();
     let mut child = ws
-        .command(&mirror.base_url)
-        .args(["build", VERSION, "--out-dir"])
-        .arg(&ws.out)
+        .build_command(&mirror.base_url, VERSION, &[])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while mirror
-        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-        .is_empty()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the build never reached the download"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for(30, "the build reaching the download", || {
+        !mirror.requests_for(ZIP_OBJECT).is_empty()
+    });
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
@@ -554,8 +522,7 @@ fn bad_versions_are_refused_before_any_network_access() {
 
 #[test]
 fn release_candidates_build_with_the_v_stripped_from_file_names() {
-    let release = Release::new("1.11.0-rc.1");
-    let mirror = mirror_with(&release);
+    let mirror = Mirror::with_release(&Release::new("1.11.0-rc.1"));
     let ws = workspace();
     ws.build(&mirror.base_url, "v1.11.0-rc.1", &[]).assert_ok();
     assert_eq!(
@@ -583,23 +550,16 @@ fn plain_http_is_refused_unless_loopback() {
 
 #[test]
 fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let ws = workspace();
+    let (release, mirror, ws) = fixture();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
-    let zip_requests = || {
-        mirror
-            .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-            .len()
-    };
+    let zip_requests = || mirror.requests_for(ZIP_OBJECT).len();
     assert_eq!(zip_requests(), 1);
     let cached = ws.cache.join("alloy-sysext/v1.10.2/alloy-linux-amd64.zip");
     assert!(cached.is_file());
 
     // Warm: SHA256SUMS is fetched again, the zip is not.
-    let run = ws.build(&mirror.base_url, VERSION, &[]);
-    run.assert_ok();
-    assert!(run.stderr.contains("using cached"), "{}", run.stderr);
+    ws.build(&mirror.base_url, VERSION, &[])
+        .assert_ok_saying(&["using cached"]);
     assert_eq!(zip_requests(), 1);
 
     // A corrupted cache entry is noticed and replaced.
@@ -607,13 +567,8 @@ fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&cached, &bytes).unwrap();
-    let run = ws.build(&mirror.base_url, VERSION, &[]);
-    run.assert_ok();
-    assert!(
-        run.stderr.contains("does not match SHA256SUMS"),
-        "{}",
-        run.stderr
-    );
+    ws.build(&mirror.base_url, VERSION, &[])
+        .assert_ok_saying(&["does not match SHA256SUMS"]);
     assert_eq!(zip_requests(), 2);
     assert_eq!(
         std::fs::read(&cached).unwrap(),
@@ -623,9 +578,7 @@ fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
 
 #[test]
 fn builds_offline_from_a_local_zip() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let online = workspace();
+    let (release, mirror, online) = fixture();
     online.build(&mirror.base_url, VERSION, &[]).assert_ok();
 
     let ws = workspace();
