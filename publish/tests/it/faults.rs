@@ -4,13 +4,24 @@
 use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::s3::{CuttingProxy, BUCKET, S3};
 
-use crate::support::{assert_no_dangling_checksum, fabricate, publish_command, run};
+use crate::support::{assert_no_dangling_checksum, fabricate, publish_command, run, SMALL_PARTS};
+
+/// A bucket, and an image of 1.10.2 to publish: `size` bytes made from `seed`.
+fn bucket_and_image(size: usize, seed: u8) -> (S3, tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = fabricate(dir.path(), "1.10.2", "amd64", size, seed);
+    (S3::start(), dir, bytes)
+}
+
+/// No multipart upload is left pending, and no checksum points at a missing or other image.
+fn assert_clean(s3: &S3) {
+    assert!(s3.pending_parts().is_empty(), "{:?}", s3.pending_parts());
+    assert_no_dangling_checksum(s3);
+}
 
 #[test]
 fn a_connection_cut_mid_upload_is_retried_and_never_leaves_a_dangling_checksum() {
-    let s3 = S3::start();
-    let dir = tempfile::tempdir().unwrap();
-    let bytes = fabricate(dir.path(), "1.10.2", "amd64", 3 << 20, 1);
+    let (s3, dir, bytes) = bucket_and_image(3 << 20, 1);
 
     // Cut once, in the middle of the image's body: the upload is retried and lands whole.
     let proxy = CuttingProxy::start(&s3.endpoint, 1 << 20, false);
@@ -32,45 +43,26 @@ fn a_connection_cut_mid_upload_is_retried_and_never_leaves_a_dangling_checksum()
     // The same through multipart: parts are cut, the upload is aborted, nothing is left.
     fabricate(dir.path(), "1.10.4", "amd64", 12 << 20, 3);
     let mut multipart = publish_command(&always.url, dir.path(), &["1.10.4"]);
-    multipart
-        .env("ALLOY_SYSEXT_MULTIPART_THRESHOLD", "1048576")
-        .env("ALLOY_SYSEXT_PART_SIZE", "5242880");
-    let failed = run(&mut multipart);
-    assert!(!failed.success, "{}", failed.stderr);
-    assert!(failed.stderr.contains("in 3 parts"), "{}", failed.stderr);
+    run(multipart.envs(SMALL_PARTS)).assert_fails_with(&["in 3 parts"]);
     assert_eq!(s3.object("alloy-1.10.4-amd64.raw"), None);
-    assert!(s3.pending_parts().is_empty(), "{:?}", s3.pending_parts());
-    assert_no_dangling_checksum(&s3);
+    assert_clean(&s3);
 }
 
 #[test]
 fn large_images_go_up_in_equal_parts_and_arrive_whole() {
-    let s3 = S3::start();
-    let dir = tempfile::tempdir().unwrap();
-    let bytes = fabricate(dir.path(), "1.10.2", "amd64", 12 << 20, 7);
+    let (s3, dir, bytes) = bucket_and_image(12 << 20, 7);
     // One cut along the way: a part is retried.
     let proxy = CuttingProxy::start(&s3.endpoint, 7 << 20, false);
     let mut command = publish_command(&proxy.url, dir.path(), &["-v"]);
-    command
-        .env("ALLOY_SYSEXT_MULTIPART_THRESHOLD", "1048576")
-        .env("ALLOY_SYSEXT_PART_SIZE", "5242880");
-    let published = run(&mut command);
-    published.assert_ok();
-    assert!(
-        published.stderr.contains("3 parts of 5242880 bytes"),
-        "{}",
-        published.stderr
-    );
+    let published = run(command.envs(SMALL_PARTS));
+    published.assert_ok_saying(&["3 parts of 5242880 bytes"]);
     assert_eq!(s3.object("alloy-1.10.2-amd64.raw"), Some(bytes));
-    assert!(s3.pending_parts().is_empty(), "{:?}", s3.pending_parts());
-    assert_no_dangling_checksum(&s3);
+    assert_clean(&s3);
 }
 
 #[test]
 fn a_body_corrupted_on_the_way_is_refused_by_the_server_and_nothing_is_stored() {
-    let s3 = S3::start();
-    let dir = tempfile::tempdir().unwrap();
-    let bytes = fabricate(dir.path(), "1.10.2", "amd64", 3 << 20, 1);
+    let (s3, dir, bytes) = bucket_and_image(3 << 20, 1);
     let proxy = CuttingProxy::corrupting(&s3.endpoint, 2 << 20);
     let failed = run(&mut publish_command(&proxy.url, dir.path(), &[]));
     assert_eq!(proxy.cuts(), 1, "the proxy never flipped a bit");

@@ -20,6 +20,15 @@ fn publish_signed(s3: &S3, dir: &Path, args: &[&str], key: &TestKey) -> Run {
     run
 }
 
+/// A signed publish that signs SHA256SUMS anew, with `key`.
+fn assert_signs(s3: &S3, dir: &Path, args: &[&str], key: &TestKey) -> Run {
+    let run = publish_signed(s3, dir, args, key);
+    run.assert_ok();
+    assert!(run.stdout.contains("signed and uploaded"), "{}", run.stdout);
+    assert_signed_by(s3, key);
+    run
+}
+
 /// The row of verify's table for `name`.
 fn row<'a>(run: &'a Run, name: &str) -> &'a str {
     run.stdout
@@ -36,9 +45,7 @@ fn a_signing_key_makes_publish_sign_sha256sums_and_verify_keyring_checks_it() {
     let s3 = S3::start();
     let keyring = key.public.to_str().unwrap();
 
-    let first = publish_signed(&s3, &ws.out, &["1.10.2"], &key);
-    first.assert_ok();
-    assert_signed_by(&s3, &key);
+    let first = assert_signs(&s3, &ws.out, &["1.10.2"], &key);
     assert!(
         !other.signed(
             &s3.object("SHA256SUMS").unwrap(),
@@ -46,11 +53,7 @@ fn a_signing_key_makes_publish_sign_sha256sums_and_verify_keyring_checks_it() {
         ),
         "gpgv accepts any key"
     );
-    assert!(
-        first.stdout.contains(&key.fingerprint) && first.stdout.contains("signed and uploaded"),
-        "{}",
-        first.stdout
-    );
+    assert!(first.stdout.contains(&key.fingerprint), "{}", first.stdout);
     let meta = s3.metadata("SHA256SUMS.gpg");
     assert!(meta.contains("application/pgp-signature"), "{meta}");
     assert!(
@@ -125,14 +128,7 @@ fn a_signing_key_makes_publish_sign_sha256sums_and_verify_keyring_checks_it() {
     let failed = verify(&s3.public_url, &["1.10.2", "--keyring", keyring]);
     failed.assert_fails_with(&["failed verification: SHA256SUMS.gpg"]);
     assert!(row(&failed, "SHA256SUMS.gpg").contains("FAILED"));
-    let repaired = publish_signed(&s3, next.path(), &[], &key);
-    repaired.assert_ok();
-    assert!(
-        repaired.stdout.contains("signed and uploaded"),
-        "{}",
-        repaired.stdout
-    );
-    assert_signed_by(&s3, &key);
+    assert_signs(&s3, next.path(), &[], &key);
     verify(&s3.public_url, &["1.10.2", "--keyring", keyring]).assert_ok();
 
     // SHA256SUMS changed without signing it again: verify --keyring fails on the signature
@@ -226,14 +222,7 @@ fn a_bad_signing_key_fails_before_any_upload_and_is_never_shown() {
     assert!(s3.object("SHA256SUMS").is_some());
     assert_eq!(s3.object("SHA256SUMS.gpg"), None);
     // With the key, a publish with nothing new adds the missing signature.
-    let signed = publish_signed(&s3, dir.path(), &[], &key);
-    signed.assert_ok();
-    assert!(
-        signed.stdout.contains("signed and uploaded"),
-        "{}",
-        signed.stdout
-    );
-    assert_signed_by(&s3, &key);
+    assert_signs(&s3, dir.path(), &[], &key);
     // A new key replaces a signature made by the old one.
     let rotated = TestKey::new("rotated");
     publish_signed(&s3, dir.path(), &[], &rotated).assert_ok();

@@ -18,6 +18,12 @@ pub const PUBLISH: &str = env!("CARGO_BIN_EXE_xtask-publish");
 pub static XTASK: LazyLock<std::path::PathBuf> =
     LazyLock::new(|| beside_own_binary(PUBLISH, "xtask"));
 
+/// Multipart above 1 MiB, in parts of 5 MiB (the smallest S3 takes): large uploads, small tests.
+pub const SMALL_PARTS: [(&str, &str); 2] = [
+    ("ALLOY_SYSEXT_MULTIPART_THRESHOLD", "1048576"),
+    ("ALLOY_SYSEXT_PART_SIZE", "5242880"),
+];
+
 /// `xtask publish ARGS` with the test server's keys, nothing inherited that matters.
 pub fn publish_command(endpoint: &str, dir: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(PUBLISH);

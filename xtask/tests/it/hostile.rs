@@ -566,6 +566,14 @@ fn fill_wide_ext4(image: &Path, mountpoint: &Path) {
     );
 }
 
+/// Says how many of the `tried` were handled as required, and fails with every one of
+/// `failures` (each naming its case) if any was not.
+fn assert_all_handled(what: &str, tried: usize, failures: &[String]) {
+    let handled = tried - failures.len();
+    eprintln!("{what}: {tried} tried, {handled} handled as required");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 /// Checks one bounded inspect against what it must lead to; `Err` says what went wrong.
 fn check(name: &str, outcome: &Bounded, expect: &Expect) -> Result<(), String> {
     if !outcome.broken.is_empty() {
@@ -637,12 +645,8 @@ fn hostile_images_are_refused(format: &str) {
             failures.push(problems.join("\n"));
         }
     }
-    eprintln!(
-        "{format}: {} crafted images tried, {} handled as required",
-        images.len(),
-        images.len() - failures.len()
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    let what = format!("{format}: crafted images inspected");
+    assert_all_handled(&what, images.len(), &failures);
 }
 
 #[test]
@@ -795,11 +799,7 @@ fn names_with_slashes_dots_or_nul_are_refused() {
             }
         }
     }
-    eprintln!(
-        "names: {tried} runs of inspect and verify on crafted names, {} refused as required",
-        tried - failures.len()
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_all_handled("names: runs of inspect and verify", tried, &failures);
 }
 
 /// Images built by `xtask build` still inspect and verify, under the same limits.
@@ -893,11 +893,7 @@ fn images_with_random_damage_never_crash_or_hang() {
             }
         }
     }
-    eprintln!(
-        "random damage: {tried} damaged images inspected, {} ended cleanly",
-        tried - broken.len()
-    );
-    assert!(broken.is_empty(), "{}", broken.join("\n\n"));
+    assert_all_handled("random damage: damaged images inspected", tried, &broken);
 }
 
 /// A reader that hangs is stopped at the deadline, one that floods at the output cap: both

@@ -462,18 +462,8 @@ fn assert_moved_to(host: &Host, report: &Report, requested: &[String], expected:
         Some(started.as_str()),
         "{report}"
     );
-    assert!(
-        report
-            .get("after_binary")
-            .starts_with(&format!("alloy, version v{expected} ")),
-        "{report}"
-    );
+    assert_on(report, ("after_binary", "link"), expected);
     assert_eq!(report.get("after_exe"), "/usr/bin/alloy", "{report}");
-    assert_eq!(
-        report.get("link"),
-        format!("/opt/extensions/alloy/{}", image(expected)),
-        "{report}"
-    );
     assert_eq!(report.get("extensions_after").trim(), "alloy", "{report}");
     // A second run finds nothing newer: no restart.
     assert_eq!(report.get("second_update"), "ok", "{report}");
@@ -483,12 +473,7 @@ fn assert_moved_to(host: &Host, report: &Report, requested: &[String], expected:
     // since the newer image counts as installed.
     let rollback = report.get("rollback_pid");
     assert!(rollback != "0" && rollback != after, "{report}");
-    assert!(
-        report
-            .get("rollback_binary")
-            .starts_with(&format!("alloy, version v{INSTALLED} ")),
-        "{report}"
-    );
+    assert_on(report, ("rollback_binary", "rollback_link"), INSTALLED);
     assert_eq!(
         events(report, rollback)
             .first()
@@ -497,11 +482,6 @@ fn assert_moved_to(host: &Host, report: &Report, requested: &[String], expected:
         "{report}"
     );
     assert_eq!(report.get("rollback_update"), "ok", "{report}");
-    assert_eq!(
-        report.get("rollback_link"),
-        format!("/opt/extensions/alloy/{}", image(INSTALLED)),
-        "{report}"
-    );
     assert_eq!(report.get("rollback_final_pid"), rollback, "{report}");
 
     // The operator's config edit is intact, and the previous image is kept for a rollback.
@@ -519,6 +499,15 @@ fn assert_moved_to(host: &Host, report: &Report, requested: &[String], expected:
         requested.iter().any(|p| p.ends_with("/SHA256SUMS.gpg")),
         "{requested:?}"
     );
+}
+
+/// The report's `binary` key says Alloy `version` runs, and its `link` key that
+/// /etc/extensions/alloy.raw leads to that version's image.
+fn assert_on(report: &Report, (binary, link): (&str, &str), version: &str) {
+    let banner = format!("alloy, version v{version} ");
+    assert!(report.get(binary).starts_with(&banner), "{report}");
+    let installed = format!("/opt/extensions/alloy/{}", image(version));
+    assert_eq!(report.get(link), installed, "{report}");
 }
 
 /// The gid the state log reports for `pid`.
@@ -575,11 +564,18 @@ fn assert_private(report: &Report) {
     );
 }
 
+/// A stable host of `suite`, merging as `merge` says, updated: Alloy moved to the release and
+/// its secrets stayed private.
+fn updated_to_the_release(suite: &Suite, merge: Merge) -> Option<Updated> {
+    let update = boot_and_update(suite, merge, "stable", Trusted)?;
+    update.assert_moved_to(RELEASE);
+    assert_private(&update.report);
+    Some(update)
+}
+
 #[test]
 fn on_systemd_252_an_update_moves_the_running_alloy_to_the_new_release_and_secrets_stay_private() {
-    if let Some(update) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "stable", Trusted) {
-        update.assert_moved_to(RELEASE);
-        assert_private(&update.report);
+    if let Some(update) = updated_to_the_release(&BOOKWORM, Merge::EnsureSysext) {
         // A stable host never looks at the rc folder, where 1.11.0-rc.1 waits.
         let requested = update.requested;
         assert!(
@@ -593,14 +589,11 @@ fn on_systemd_252_an_update_moves_the_running_alloy_to_the_new_release_and_secre
 fn a_host_on_the_rc_channel_gets_the_release_candidate() {
     if let Some(update) = boot_and_update(&BOOKWORM, Merge::EnsureSysext, "rc", Trusted) {
         update.assert_moved_to(CANDIDATE);
-        let requested = update.requested;
-        assert!(
-            requested.iter().any(|p| p == "/rc/SHA256SUMS"),
-            "{requested:?}"
-        );
         // Its index is the rc folder's only; the stable one is not read at all.
+        let requested = update.requested;
+        let asked = |path: &str| requested.iter().any(|p| p == path);
         assert!(
-            !requested.iter().any(|p| p == "/SHA256SUMS"),
+            asked("/rc/SHA256SUMS") && !asked("/SHA256SUMS"),
             "{requested:?}"
         );
     }
@@ -608,24 +601,17 @@ fn a_host_on_the_rc_channel_gets_the_release_candidate() {
 
 #[test]
 fn on_systemd_257_an_update_moves_the_running_alloy_to_the_new_release() {
-    if let Some(update) = boot_and_update(&TRIXIE, Merge::EnsureSysext, "stable", Trusted) {
-        update.assert_moved_to(RELEASE);
-        assert_private(&update.report);
-    }
+    updated_to_the_release(&TRIXIE, Merge::EnsureSysext);
 }
 
 #[test]
 fn with_extensions_merged_before_init_as_newer_flatcar_alloy_starts_and_updates() {
-    if let Some(update) = boot_and_update(&TRIXIE, Merge::BeforeInit, "stable", Trusted) {
-        let ensure_sysext = update
-            .host
-            .path("/etc/systemd/system/ensure-sysext.service");
+    if let Some(update) = updated_to_the_release(&TRIXIE, Merge::BeforeInit) {
+        let ensure_sysext = "/etc/systemd/system/ensure-sysext.service";
         assert!(
-            !ensure_sysext.exists(),
+            !update.host.path(ensure_sysext).exists(),
             "this variant must not have Flatcar's ensure-sysext.service"
         );
-        update.assert_moved_to(RELEASE);
-        assert_private(&update.report);
     }
 }
 
@@ -657,17 +643,7 @@ fn an_index_signed_by_another_key_is_refused_and_the_running_alloy_stays() {
     assert_ne!(before, "0", "{report}");
     assert_eq!(report.get("after_pid"), before, "{report}");
     assert_eq!(report.get("final_pid"), before, "{report}");
-    assert!(
-        report
-            .get("after_binary")
-            .starts_with(&format!("alloy, version v{INSTALLED} ")),
-        "{report}"
-    );
-    assert_eq!(
-        report.get("link"),
-        format!("/opt/extensions/alloy/{}", image(INSTALLED)),
-        "{report}"
-    );
+    assert_on(&report, ("after_binary", "link"), INSTALLED);
     assert_eq!(host.installed_images(), [image(INSTALLED)], "{report}");
     // It got as far as the signature, and no image was downloaded.
     assert!(
