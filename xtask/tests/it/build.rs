@@ -9,7 +9,9 @@ use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::process::{require_root, wait_for};
 use xtask_testkit::{ext4, tool, Run, Workspace};
 
-use crate::support::{assert_sha256sum_accepts, workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::support::{
+    assert_sha256sum_accepts, files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK,
+};
 
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
 
@@ -394,7 +396,7 @@ fn each_failure_mode_has_a_clear_error_and_leaves_no_output() {
         // Nothing half-downloaded or unverified is left in the cache either: only zips that
         // match their SHA256SUMS line (a well-formed zip with the wrong content is still the
         // release asset, and it is refused again at extraction on the next build).
-        for cached in walk(&ws.cache).into_iter().filter(|p| p.is_file()) {
+        for cached in files_under(&ws.cache) {
             let name_in_cache = cached.file_name().unwrap().to_str().unwrap();
             assert_eq!(
                 name_in_cache, "alloy-linux-amd64.zip",
@@ -412,19 +414,6 @@ fn each_failure_mode_has_a_clear_error_and_leaves_no_output() {
 
 fn mirror_sums(mirror: &Mirror) -> Vec<u8> {
     mirror.file(VERSION, "SHA256SUMS").unwrap_or_default()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            found.push(entry.path());
-            if entry.path().is_dir() {
-                found.extend(walk(&entry.path()));
-            }
-        }
-    }
-    found
 }
 
 #[test]

@@ -11,7 +11,7 @@ use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::{ext4, Run, Workspace};
 
-use crate::support::{workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::support::{files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
@@ -62,23 +62,6 @@ fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Du
 fn build(ws: &Workspace, mirror: &Mirror, args: &[&str], deadline: Duration) -> (Run, Duration) {
     let mut command = ws.build_command(&mirror.base_url, VERSION, args);
     run_within(&mut command, &ws.tmp.path().join("tmp"), deadline)
-}
-
-/// Every file (not directory) under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 fn statuses(mirror: &Mirror, suffix: &str) -> Vec<u16> {

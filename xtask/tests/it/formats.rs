@@ -6,19 +6,13 @@ use std::process::Command;
 
 use xtask_testkit::fixture::Release;
 use xtask_testkit::mirror::Mirror;
-use xtask_testkit::{tool, Run, Workspace};
+use xtask_testkit::{checked_output as output, tool, Run, Workspace};
 
-use crate::support::{workspace, FORMATS, IMAGE, VERSION, XTASK};
-
-const RELEASE_FILE: &str = "usr/lib/extension-release.d/extension-release.alloy";
-/// How extension-release begins (later lines may be added, e.g. EXTENSION_RELOAD_MANAGER=1).
-const EXTENSION_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n";
+use crate::support::{workspace, EXTENSION_RELEASE, FORMATS, IMAGE, RELEASE_FILE, VERSION, XTASK};
 
 fn mirror() -> (Release, Mirror) {
     let release = Release::new(VERSION);
-    let mirror = Mirror::start();
-    mirror.add_release(&release);
-    (release, mirror)
+    (release.clone(), Mirror::with_release(&release))
 }
 
 fn build(mirror: &Mirror, format: &str) -> Workspace {
@@ -27,16 +21,6 @@ fn build(mirror: &Mirror, format: &str) -> Workspace {
         .assert_ok();
     assert_eq!(ws.out_names(), [IMAGE, &format!("{IMAGE}.sha256")]);
     ws
-}
-
-fn output(command: &mut Command) -> String {
-    let output = command.output().expect("running a tool");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 fn magic(image: &Path) -> Vec<u8> {

@@ -15,11 +15,9 @@ use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::{path_with_first, require_root, write_script};
 use xtask_testkit::{checked_output, tool, Run};
 
-use crate::support::{workspace, FORMATS, IMAGE, VERSION, XTASK};
+use crate::support::{workspace, EXTENSION_RELEASE, FORMATS, IMAGE, RELEASE_FILE, VERSION, XTASK};
 
 const RELEASE_DIR: &str = "usr/lib/extension-release.d";
-const RELEASE_FILE: &str = "usr/lib/extension-release.d/extension-release.alloy";
-const GOOD_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n";
 /// What xtask runs under: far below what an unbounded read of a 3 GiB file would take.
 const MEMORY_LIMIT: &str = "--as=536870912";
 const DEADLINE_SECONDS: &str = "60";
@@ -39,7 +37,7 @@ impl Host {
         std::fs::create_dir_all(&release).unwrap();
         std::fs::write(
             release.join("extension-release.alloy"),
-            format!("{GOOD_RELEASE}SECRET={marker}\n"),
+            format!("{EXTENSION_RELEASE}SECRET={marker}\n"),
         )
         .unwrap();
         Host { dir, marker }
@@ -158,7 +156,7 @@ fn verify(image: &Path, host: &Host) -> Bounded {
 fn good_tree(root: &Path) {
     std::fs::create_dir_all(root.join(RELEASE_DIR)).unwrap();
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
-    std::fs::write(root.join(RELEASE_FILE), GOOD_RELEASE).unwrap();
+    std::fs::write(root.join(RELEASE_FILE), EXTENSION_RELEASE).unwrap();
     std::fs::write(root.join("usr/bin/alloy"), fake_alloy(VERSION, "amd64")).unwrap();
     set_mode(&root.join("usr/bin/alloy"), 0o755);
 }
@@ -606,7 +604,7 @@ fn check(name: &str, outcome: &Bounded, expect: &Expect) -> Result<(), String> {
             if value["alloy"]["size"].as_u64() != Some(size)
                 || !head.starts_with("7f454c46")
                 || head.len() != 128
-                || release != GOOD_RELEASE
+                || release != EXTENSION_RELEASE
             {
                 return Err(format!("{name}: read wrong: {value}"));
             }
@@ -763,7 +761,7 @@ fn names_with_slashes_dots_or_nul_are_refused() {
             std::fs::write(
                 root.join("usr/bin")
                     .join(String::from_utf8(placeholder.clone()).unwrap()),
-                format!("{GOOD_RELEASE}SECRET={}\n", host.marker),
+                format!("{EXTENSION_RELEASE}SECRET={}\n", host.marker),
             )
             .unwrap();
             let image = work.path().join(format!("names-{format}-{i}.raw"));
@@ -826,7 +824,7 @@ fn built_images_pass_inspect_and_verify_within_the_limits() {
             value["extension_release"]
                 .as_str()
                 .unwrap()
-                .starts_with(GOOD_RELEASE),
+                .starts_with(EXTENSION_RELEASE),
             "{value}"
         );
         let verified = verify(&image, &host);

@@ -5,8 +5,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use xtask_testkit::ext4;
 use xtask_testkit::process::require_root;
+use xtask_testkit::{checked_output, ext4};
 
 use crate::support::built;
 
@@ -26,10 +26,6 @@ const SERVICE_FILES: [&str; 6] = [
     DEFAULT_CONFIG,
     DEFAULT_ENVIRONMENT,
 ];
-
-fn text(image: &Path, path: &str) -> String {
-    String::from_utf8(ext4::cat(image, path)).unwrap()
-}
 
 /// Copies `paths` out of the image into `root`, keeping their place and a 0644 mode.
 fn extract(image: &Path, root: &Path, paths: &[&str]) {
@@ -58,16 +54,20 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
                 "{inode:?}"
             );
             // The texts do not depend on the architecture.
-            assert_eq!(text(&image, path), text(&amd64, path), "{arch}: {path}");
+            assert_eq!(
+                ext4::text(&image, path),
+                ext4::text(&amd64, path),
+                "{arch}: {path}"
+            );
         }
         assert!(
-            text(&image, RELEASE_FILE)
+            ext4::text(&image, RELEASE_FILE)
                 .lines()
                 .any(|l| l == "EXTENSION_RELOAD_MANAGER=1"),
             "{arch}"
         );
     }
-    let unit = text(&amd64, UNIT);
+    let unit = ext4::text(&amd64, UNIT);
     for line in [
         "User=alloy",
         "Requires=alloy-setup.service",
@@ -78,7 +78,10 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
     }
-    assert_eq!(text(&amd64, AUTOSTART), "[Unit]\nUpholds=alloy.service\n");
+    assert_eq!(
+        ext4::text(&amd64, AUTOSTART),
+        "[Unit]\nUpholds=alloy.service\n"
+    );
 }
 
 #[test]
@@ -94,7 +97,7 @@ fn no_autostart_leaves_out_only_the_drop_in() {
         "{paths:?}"
     );
     // The unit is still shipped, so the manager should still learn about it after a merge.
-    assert!(text(&image, RELEASE_FILE).contains("EXTENSION_RELOAD_MANAGER=1\n"));
+    assert!(ext4::text(&image, RELEASE_FILE).contains("EXTENSION_RELOAD_MANAGER=1\n"));
 }
 
 /// A root for `systemd-analyze verify --root`: the host's own units (so that sysinit.target and
@@ -172,17 +175,10 @@ fn systemd_analyze_verify_accepts_the_unit_and_the_drop_in() {
 }
 
 fn run_in_root(root: &Path, tool: &str, args: &[&str]) {
-    let output = Command::new(tool)
-        .arg(format!("--root={}", root.display()))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("running {tool} (bash scripts/install-deps.sh --test installs systemd): {e}")
-        });
-    assert!(
-        output.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    checked_output(
+        Command::new(tool)
+            .arg(format!("--root={}", root.display()))
+            .args(args),
     );
 }
 

@@ -1,6 +1,7 @@
 //! What xtask's own tests share: the binary under test, the fixture release's version and the
 //! names of its image, and every image format.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use xtask_testkit::fixture::Release;
@@ -14,6 +15,11 @@ pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 pub const VERSION: &str = "1.10.2";
 pub const IMAGE: &str = "alloy-1.10.2-amd64.raw";
 pub const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+
+/// Where every image holds its extension-release (no leading slash), and how that begins for
+/// amd64 (later lines may follow, e.g. EXTENSION_RELOAD_MANAGER=1).
+pub const RELEASE_FILE: &str = "usr/lib/extension-release.d/extension-release.alloy";
+pub const EXTENSION_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n";
 
 /// Every image format `xtask build --format` makes; tests that hold for all loop over these.
 pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
@@ -48,4 +54,21 @@ pub fn parse_yaml(text: &str) -> serde_json::Value {
     let mut python = Command::new("/usr/bin/python3");
     let json = checked_output_with_input(python.args(["-c", to_json]), text.as_bytes());
     serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{e}: not YAML?\n{text}"))
+}
+
+/// Every file (not directory) under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }
