@@ -7,7 +7,7 @@ use std::process::Command;
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::process::{require_root, wait_for};
-use xtask_testkit::{ext4, tool, Run, Workspace};
+use xtask_testkit::{ext4, Run, Workspace};
 
 use crate::support::{
     assert_sha256sum_accepts, files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK,
@@ -98,12 +98,7 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
         stat.contains("ctime: 0x65920080:00000000"),
         "every time is 2024-01-01 by default:\n{stat}"
     );
-    let super_block = Command::new(tool("dumpe2fs"))
-        .arg("-h")
-        .arg(&image)
-        .output()
-        .unwrap();
-    let super_block = String::from_utf8_lossy(&super_block.stdout);
+    let super_block = ext4::superblock(&image);
     assert!(!super_block.contains("has_journal"), "{super_block}");
     assert!(
         super_block.contains("Reserved block count:     0"),

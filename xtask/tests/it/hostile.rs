@@ -390,11 +390,14 @@ const CASES: &[Case] = &[
         Craft::Directory(RELEASE_FILE),
         Expect::Fails(&["extension-release.alloy is a directory, not a regular file"]),
     ),
-    case(
-        "usr/bin/alloy links to the host's bash (an ELF that would pass)",
-        Craft::Link("usr/bin/alloy", Target::Host("/usr/bin/bash")),
-        Expect::Fails(&["/usr/bin/alloy is a symbolic link to \"/usr/bin/bash\""]),
-    ),
+    Case {
+        verify_too: true,
+        ..case(
+            "usr/bin/alloy links to the host's bash (an ELF that would pass)",
+            Craft::Link("usr/bin/alloy", Target::Host("/usr/bin/bash")),
+            Expect::Fails(&["/usr/bin/alloy is a symbolic link to \"/usr/bin/bash\""]),
+        )
+    },
     case(
         "usr/bin/alloy is a FIFO",
         Craft::Node("usr/bin/alloy", "p", "", ""),
