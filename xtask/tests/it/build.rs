@@ -1,30 +1,35 @@
 //! `cargo xtask build` end to end, against a fixture release on a loopback mirror that behaves
 //! like GitHub and can misbehave.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::fixture::{self, Release};
-use support::mirror::{Fault, Mirror};
-use support::{ext4_cat, ext4_inodes, ext4_stat, Workspace};
+use xtask_testkit::fixture::{self, Release};
+use xtask_testkit::mirror::{Fault, Mirror};
+use xtask_testkit::process::{require_root, wait_for};
+use xtask_testkit::{ext4, Run, Workspace};
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+use crate::support::{
+    assert_sha256sum_accepts, files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK,
+};
 
-fn mirror_with(release: &Release) -> Mirror {
-    let mirror = Mirror::start();
-    mirror.add_release(release);
-    mirror
+const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
+
+/// The fixture release, a mirror serving it, and a workspace to build it in.
+fn fixture() -> (Release, Mirror, Workspace) {
+    let release = Release::new(VERSION);
+    (release.clone(), Mirror::with_release(&release), workspace())
+}
+
+/// The statuses the mirror answered the zip's object with, in order.
+fn zip_statuses(mirror: &Mirror) -> Vec<u16> {
+    let requests = mirror.requests_for(ZIP_OBJECT);
+    requests.iter().map(|r| r.status).collect()
 }
 
 #[test]
 fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let (release, mirror, ws) = fixture();
     let run = ws.build(&mirror.base_url, "v1.10.2", &[]);
     run.assert_ok();
     assert_eq!(
@@ -50,29 +55,19 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
         std::fs::read_to_string(ws.image(CHECKSUM)).unwrap(),
         format!("{digest}  {IMAGE}\n")
     );
-    let check = Command::new("sha256sum")
-        .arg("-c")
-        .arg(CHECKSUM)
-        .current_dir(&ws.out)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_sha256sum_accepts(&ws);
 
     // Inside: the binary (whatever mode the zip gave it) as 0755, the metadata, and all of it 0:0.
-    assert_eq!(ext4_cat(&image, "/usr/bin/alloy"), release.binary("amd64"));
+    assert_eq!(ext4::cat(&image, "/usr/bin/alloy"), release.binary("amd64"));
     assert_eq!(
-        String::from_utf8(ext4_cat(
+        String::from_utf8(ext4::cat(
             &image,
             "/usr/lib/extension-release.d/extension-release.alloy"
         ))
         .unwrap(),
         "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n"
     );
-    let inodes = ext4_inodes(&image);
+    let inodes = ext4::inodes(&image);
     let paths: Vec<&str> = inodes.iter().map(|i| i.path.as_str()).collect();
     for expected in [
         "/",
@@ -98,17 +93,12 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
     assert_eq!(alloy.mode, 0o100755);
 
     // Read-only image: no journal, no reserved blocks; sized to its content.
-    let stat = ext4_stat(&image, "/usr/bin/alloy");
+    let stat = ext4::stat(&image, "/usr/bin/alloy");
     assert!(
         stat.contains("ctime: 0x65920080:00000000"),
         "every time is 2024-01-01 by default:\n{stat}"
     );
-    let super_block = Command::new(support::tool("dumpe2fs"))
-        .arg("-h")
-        .arg(&image)
-        .output()
-        .unwrap();
-    let super_block = String::from_utf8_lossy(&super_block.stdout);
+    let super_block = ext4::superblock(&image);
     assert!(!super_block.contains("has_journal"), "{super_block}");
     assert!(
         super_block.contains("Reserved block count:     0"),
@@ -124,23 +114,21 @@ fn builds_a_verified_root_owned_image_that_sha256sum_accepts() {
 
 #[test]
 fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let first = Workspace::new();
+    let (_, mirror, first) = fixture();
     first.build(&mirror.base_url, VERSION, &[]).assert_ok();
     std::thread::sleep(std::time::Duration::from_millis(1100)); // a different clock second
 
     // The second build: another directory, an empty cache, and (when we can) another user.
-    let second = Workspace::new();
+    let second = workspace();
     let mut command = second.command(&mirror.base_url);
-    if support::require_root("building as an unprivileged user") {
+    if require_root("building as an unprivileged user") {
         std::fs::set_permissions(second.tmp.path(), std::fs::Permissions::from_mode(0o777))
             .unwrap();
         // setpriv from util-linux: run as nobody, with no supplementary groups.
         let mut as_nobody = Command::new("setpriv");
         as_nobody
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(support::XTASK);
+            .arg(XTASK);
         as_nobody
             .env("XDG_CACHE_HOME", &second.cache)
             .env("ALLOY_RELEASES_URL", &mirror.base_url)
@@ -148,7 +136,7 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
         as_nobody.env_remove("SOURCE_DATE_EPOCH");
         command = as_nobody;
     }
-    support::Run::from_command(
+    Run::from_command(
         command
             .arg("build")
             .arg(VERSION)
@@ -162,13 +150,13 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
         a == b,
         "images differ between two builds of the same release"
     );
-    for inode in ext4_inodes(&second.image(IMAGE)) {
+    for inode in ext4::inodes(&second.image(IMAGE)) {
         assert_eq!((inode.uid, inode.gid), (0, 0), "{inode:?}");
     }
 
     // SOURCE_DATE_EPOCH is honoured: another epoch, other timestamps, other bytes.
-    let third = Workspace::new();
-    let run = support::Run::from_command(
+    let third = workspace();
+    let run = Run::from_command(
         third
             .command(&mirror.base_url)
             .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -178,15 +166,13 @@ fn same_release_gives_the_same_bytes_across_directories_times_and_users() {
     run.assert_ok();
     let c = std::fs::read(third.image(IMAGE)).unwrap();
     assert!(a != c, "SOURCE_DATE_EPOCH had no effect");
-    let stat = ext4_stat(&third.image(IMAGE), "/usr/bin/alloy");
+    let stat = ext4::stat(&third.image(IMAGE), "/usr/bin/alloy");
     assert!(stat.contains("mtime: 0x6553f100:00000000"), "{stat}");
 }
 
 #[test]
 fn both_architectures_in_one_run() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let (_, mirror, ws) = fixture();
     ws.build(
         &mirror.base_url,
         VERSION,
@@ -202,7 +188,7 @@ fn both_architectures_in_one_run() {
             "alloy-1.10.2-arm64.raw.sha256"
         ]
     );
-    let metadata = ext4_cat(
+    let metadata = ext4::cat(
         &ws.image("alloy-1.10.2-arm64.raw"),
         "/usr/lib/extension-release.d/extension-release.alloy",
     );
@@ -213,35 +199,22 @@ fn both_architectures_in_one_run() {
 
 #[test]
 fn retries_server_errors_then_succeeds() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (_, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(3));
     mirror.fault(VERSION, "SHA256SUMS", Fault::ServerErrors(2));
-    let ws = Workspace::new();
-    let run = ws.build(&mirror.base_url, VERSION, &[]);
-    run.assert_ok();
-    assert!(
-        run.stderr.contains("500"),
-        "the retries are reported:\n{}",
-        run.stderr
-    );
-    let statuses: Vec<u16> = mirror
-        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(statuses, [500, 500, 500, 200]);
+    // The retries are reported.
+    ws.build(&mirror.base_url, VERSION, &[])
+        .assert_ok_saying(&["500"]);
+    assert_eq!(zip_statuses(&mirror), [500, 500, 500, 200]);
     assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
 }
 
 #[test]
 fn resumes_a_body_cut_short_with_a_range_request() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (release, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnce);
-    let ws = Workspace::new();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
-    let requests = mirror.requests_for("/objects/v1.10.2/alloy-linux-amd64.zip");
+    let requests = mirror.requests_for(ZIP_OBJECT);
     assert_eq!(requests.len(), 2, "{requests:?}");
     let half = release.assets["alloy-linux-amd64.zip"].len() / 2;
     assert_eq!(
@@ -250,154 +223,165 @@ fn resumes_a_body_cut_short_with_a_range_request() {
     );
     assert_eq!(requests[1].status, 206);
     assert_eq!(
-        ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
         release.binary("amd64")
     );
 }
 
 #[test]
 fn starts_over_when_the_server_cannot_resume() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (release, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::CutOnceNoRanges);
-    let ws = Workspace::new();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
-    let statuses: Vec<u16> = mirror
-        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-        .iter()
-        .map(|r| r.status)
-        .collect();
-    assert_eq!(statuses, [200, 200]);
+    assert_eq!(zip_statuses(&mirror), [200, 200]);
     assert_eq!(
-        ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
         release.binary("amd64")
     );
+}
+
+/// How a broken release differs from the good fixture release.
+enum Broken {
+    /// The mirror answers for this asset with this fault.
+    Fault(&'static str, Fault),
+    /// The mirror does not have this asset.
+    Missing(&'static str),
+    /// The zip holds other bytes; SHA256SUMS still lists the good zip.
+    Tampered,
+    /// SHA256SUMS has no line for the zip.
+    Unlisted,
+    /// The zip holds these entries (name, content), and SHA256SUMS is true to it.
+    Zip(&'static [(&'static str, Entry)]),
+}
+
+/// What an entry of a [`Broken::Zip`] holds.
+enum Entry {
+    /// The fixture's Alloy for amd64.
+    Alloy,
+    /// The fixture's Alloy for arm64.
+    AlloyForArm64,
+    Bytes(&'static [u8]),
+}
+
+/// The digest of the good release's zip, where a message must name it.
+const GOOD_ZIP_DIGEST: &str = "<the good zip's sha256>";
+
+/// Each broken release: its name, how it is broken, and what the build must say.
+const BROKEN_RELEASES: &[(&str, Broken, &[&str])] = &[
+    (
+        "version that does not exist",
+        Broken::Fault("SHA256SUMS", Fault::NotFound),
+        &["404 Not Found", "does not exist", "v1.10.2"],
+    ),
+    (
+        "asset that does not exist",
+        Broken::Missing("alloy-linux-amd64.zip"),
+        &["404 Not Found", "alloy-linux-amd64.zip does not exist"],
+    ),
+    (
+        "server that keeps failing",
+        Broken::Fault("alloy-linux-amd64.zip", Fault::ServerErrors(100)),
+        &["giving up", "after 6 attempts", "500 Internal Server Error"],
+    ),
+    (
+        "wrong checksum",
+        Broken::Tampered,
+        &[
+            "checksum mismatch",
+            "expected sha256 <the good zip's sha256>",
+        ],
+    ),
+    (
+        "missing SHA256SUMS line",
+        Broken::Unlisted,
+        &["has no line for alloy-linux-amd64.zip"],
+    ),
+    (
+        "archive with an extra entry",
+        Broken::Zip(&[
+            ("alloy-linux-amd64", Entry::Alloy),
+            ("install.sh", Entry::Bytes(b"curl | sh")),
+        ]),
+        &["must hold exactly one file", "\"install.sh\""],
+    ),
+    (
+        "archive with a path traversal",
+        Broken::Zip(&[("../../alloy-linux-amd64", Entry::Alloy)]),
+        &["must hold exactly one file", "../../alloy-linux-amd64"],
+    ),
+    (
+        "binary for the wrong architecture",
+        Broken::Zip(&[("alloy-linux-amd64", Entry::AlloyForArm64)]),
+        &[
+            "not an Alloy binary for amd64",
+            "for AArch64, not for x86-64",
+        ],
+    ),
+    (
+        "not an executable at all",
+        Broken::Zip(&[(
+            "alloy-linux-amd64",
+            Entry::Bytes(b"<html>Bad gateway</html>"),
+        )]),
+        &["not an ELF file"],
+    ),
+];
+
+impl Broken {
+    /// Makes `mirror`, which serves the good release, serve this broken one.
+    fn apply(&self, mirror: &Mirror) {
+        let mut release = Release::new(VERSION);
+        let zip = "alloy-linux-amd64.zip";
+        match self {
+            Broken::Fault(asset, fault) => return mirror.fault(VERSION, asset, fault.clone()),
+            Broken::Missing(asset) => return mirror.remove(VERSION, asset),
+            Broken::Tampered => {
+                let bytes = fixture::zip_of(&[("alloy-linux-amd64", b"tampered", 0o755)]);
+                release.assets.insert(zip.into(), bytes);
+            }
+            Broken::Unlisted => {
+                let mut listed = release.assets.clone();
+                listed.remove(zip);
+                let sums = fixture::sha256sums(&listed);
+                release
+                    .assets
+                    .insert("SHA256SUMS".into(), sums.into_bytes());
+            }
+            Broken::Zip(entries) => {
+                let contents: Vec<(&str, Vec<u8>)> = entries
+                    .iter()
+                    .map(|(name, entry)| match entry {
+                        Entry::Alloy => (*name, fixture::fake_alloy(VERSION, "amd64")),
+                        Entry::AlloyForArm64 => (*name, fixture::fake_alloy(VERSION, "arm64")),
+                        Entry::Bytes(bytes) => (*name, bytes.to_vec()),
+                    })
+                    .collect();
+                let entries: Vec<(&str, &[u8], u32)> = contents
+                    .iter()
+                    .map(|(name, bytes)| (*name, bytes.as_slice(), 0o755))
+                    .collect();
+                release = release.with_zip("amd64", fixture::zip_of(&entries));
+            }
+        }
+        mirror.add_release(&release);
+    }
 }
 
 /// Each broken release fails with a message that says what is wrong, and leaves nothing behind.
 #[test]
 fn each_failure_mode_has_a_clear_error_and_leaves_no_output() {
     let good = Release::new(VERSION);
-    let binary = good.binary("amd64");
     let zip_sum = fixture::sha256_hex(&good.assets["alloy-linux-amd64.zip"]);
-
-    type Setup = Box<dyn Fn(&Mirror)>;
-    let cases: Vec<(&str, Setup, Vec<String>)> = vec![
-        (
-            "version that does not exist",
-            Box::new(|m: &Mirror| m.fault(VERSION, "SHA256SUMS", Fault::NotFound)),
-            vec![
-                "404 Not Found".into(),
-                "does not exist".into(),
-                "v1.10.2".into(),
-            ],
-        ),
-        (
-            "asset that does not exist",
-            Box::new(|m: &Mirror| m.remove(VERSION, "alloy-linux-amd64.zip")),
-            vec![
-                "404 Not Found".into(),
-                "alloy-linux-amd64.zip does not exist".into(),
-            ],
-        ),
-        (
-            "server that keeps failing",
-            Box::new(|m: &Mirror| {
-                m.fault(VERSION, "alloy-linux-amd64.zip", Fault::ServerErrors(100))
-            }),
-            vec![
-                "giving up".into(),
-                "after 6 attempts".into(),
-                "500 Internal Server Error".into(),
-            ],
-        ),
-        (
-            "wrong checksum",
-            Box::new(move |m: &Mirror| {
-                let mut release = Release::new(VERSION);
-                release.assets.insert(
-                    "alloy-linux-amd64.zip".into(),
-                    fixture::zip_of(&[("alloy-linux-amd64", b"tampered", 0o755)]),
-                );
-                m.add_release(&release); // SHA256SUMS still lists the good zip
-            }),
-            vec![
-                "checksum mismatch".into(),
-                format!("expected sha256 {zip_sum}"),
-            ],
-        ),
-        (
-            "missing SHA256SUMS line",
-            Box::new(|m: &Mirror| {
-                let mut release = Release::new(VERSION);
-                release.assets.remove("alloy-linux-amd64.zip");
-                let sums = fixture::sha256sums(&release.assets);
-                let mut release = Release::new(VERSION);
-                release
-                    .assets
-                    .insert("SHA256SUMS".into(), sums.into_bytes());
-                m.add_release(&release);
-            }),
-            vec!["has no line for alloy-linux-amd64.zip".into()],
-        ),
-        (
-            "archive with an extra entry",
-            Box::new({
-                let binary = binary.clone();
-                move |m: &Mirror| {
-                    let zip = fixture::zip_of(&[
-                        ("alloy-linux-amd64", &binary, 0o755),
-                        ("install.sh", b"curl | sh", 0o755),
-                    ]);
-                    m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-                }
-            }),
-            vec!["must hold exactly one file".into(), "\"install.sh\"".into()],
-        ),
-        (
-            "archive with a path traversal",
-            Box::new({
-                let binary = binary.clone();
-                move |m: &Mirror| {
-                    let zip = fixture::zip_of(&[("../../alloy-linux-amd64", &binary, 0o755)]);
-                    m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-                }
-            }),
-            vec![
-                "must hold exactly one file".into(),
-                "../../alloy-linux-amd64".into(),
-            ],
-        ),
-        (
-            "binary for the wrong architecture",
-            Box::new(|m: &Mirror| {
-                let arm = fixture::fake_alloy(VERSION, "arm64");
-                let zip = fixture::zip_of(&[("alloy-linux-amd64", &arm, 0o755)]);
-                m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-            }),
-            vec![
-                "not an Alloy binary for amd64".into(),
-                "for AArch64, not for x86-64".into(),
-            ],
-        ),
-        (
-            "not an executable at all",
-            Box::new(|m: &Mirror| {
-                let zip =
-                    fixture::zip_of(&[("alloy-linux-amd64", b"<html>Bad gateway</html>", 0o755)]);
-                m.add_release(&Release::new(VERSION).with_zip("amd64", zip));
-            }),
-            vec!["not an ELF file".into()],
-        ),
-    ];
-
-    for (name, setup, needles) in cases {
-        let mirror = mirror_with(&good);
-        setup(&mirror);
-        let ws = Workspace::new();
-        let run = ws.build(&mirror.base_url, VERSION, &[]);
+    for (name, broken, needles) in BROKEN_RELEASES {
+        let mirror = Mirror::with_release(&good);
+        broken.apply(&mirror);
+        let ws = workspace();
+        let run = ws.build(&mirror.base_url, VERSION, &[]).case(name);
+        let needles: Vec<String> = needles
+            .iter()
+            .map(|n| n.replace(GOOD_ZIP_DIGEST, &zip_sum))
+            .collect();
         let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
-        eprintln!("case: {name}");
         run.assert_fails_with(&needles);
         assert!(
             ws.out_names().is_empty(),
@@ -407,7 +391,7 @@ fn each_failure_mode_has_a_clear_error_and_leaves_no_output() {
         // Nothing half-downloaded or unverified is left in the cache either: only zips that
         // match their SHA256SUMS line (a well-formed zip with the wrong content is still the
         // release asset, and it is refused again at extraction on the next build).
-        for cached in walk(&ws.cache).into_iter().filter(|p| p.is_file()) {
+        for cached in files_under(&ws.cache) {
             let name_in_cache = cached.file_name().unwrap().to_str().unwrap();
             assert_eq!(
                 name_in_cache, "alloy-linux-amd64.zip",
@@ -427,24 +411,9 @@ fn mirror_sums(mirror: &Mirror) -> Vec<u8> {
     mirror.file(VERSION, "SHA256SUMS").unwrap_or_default()
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            found.push(entry.path());
-            if entry.path().is_dir() {
-                found.extend(walk(&entry.path()));
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn a_failed_build_never_replaces_a_good_earlier_output() {
-    let good = Release::new(VERSION);
-    let mirror = mirror_with(&good);
-    let ws = Workspace::new();
+    let (_, mirror, ws) = fixture();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
     let image_before = std::fs::read(ws.image(IMAGE)).unwrap();
     let sum_before = std::fs::read(ws.image(CHECKSUM)).unwrap();
@@ -465,32 +434,20 @@ fn a_failed_build_never_replaces_a_good_earlier_output() {
 
 #[test]
 fn an_interrupted_build_leaves_no_output_and_the_next_build_cleans_up() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let (release, mirror, ws) = fixture();
     mirror.fault(VERSION, "alloy-linux-amd64.zip", Fault::Stall);
-    let ws = Workspace::new();
     // A good earlier output is there: the killed build must not touch it.
     std::fs::create_dir_all(&ws.out).unwrap();
     std::fs::write(ws.image(IMAGE), b"earlier image").unwrap();
     std::fs::write(ws.image(CHECKSUM), b"earlier checksum").unwrap();
     let mut child = ws
-        .command(&mirror.base_url)
-        .args(["build", VERSION, "--out-dir"])
-        .arg(&ws.out)
+        .build_command(&mirror.base_url, VERSION, &[])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while mirror
-        .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-        .is_empty()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the build never reached the download"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for(30, "the build reaching the download", || {
+        !mirror.requests_for(ZIP_OBJECT).is_empty()
+    });
     std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
@@ -526,7 +483,7 @@ fn an_interrupted_build_leaves_no_output_and_the_next_build_cleans_up() {
 #[test]
 fn bad_versions_are_refused_before_any_network_access() {
     let mirror = Mirror::start();
-    let ws = Workspace::new();
+    let ws = workspace();
     for version in [
         "1.10",
         "../x",
@@ -549,9 +506,8 @@ fn bad_versions_are_refused_before_any_network_access() {
 
 #[test]
 fn release_candidates_build_with_the_v_stripped_from_file_names() {
-    let release = Release::new("1.11.0-rc.1");
-    let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let mirror = Mirror::with_release(&Release::new("1.11.0-rc.1"));
+    let ws = workspace();
     ws.build(&mirror.base_url, "v1.11.0-rc.1", &[]).assert_ok();
     assert_eq!(
         ws.out_names(),
@@ -570,7 +526,7 @@ fn release_candidates_build_with_the_v_stripped_from_file_names() {
 
 #[test]
 fn plain_http_is_refused_unless_loopback() {
-    let ws = Workspace::new();
+    let ws = workspace();
     let run = ws.build("http://example.com/releases", VERSION, &[]);
     run.assert_fails_with(&["refusing plain http://", "example.com"]);
     assert!(ws.out_names().is_empty());
@@ -578,23 +534,16 @@ fn plain_http_is_refused_unless_loopback() {
 
 #[test]
 fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let ws = Workspace::new();
+    let (release, mirror, ws) = fixture();
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
-    let zip_requests = || {
-        mirror
-            .requests_for("/objects/v1.10.2/alloy-linux-amd64.zip")
-            .len()
-    };
+    let zip_requests = || mirror.requests_for(ZIP_OBJECT).len();
     assert_eq!(zip_requests(), 1);
     let cached = ws.cache.join("alloy-sysext/v1.10.2/alloy-linux-amd64.zip");
     assert!(cached.is_file());
 
     // Warm: SHA256SUMS is fetched again, the zip is not.
-    let run = ws.build(&mirror.base_url, VERSION, &[]);
-    run.assert_ok();
-    assert!(run.stderr.contains("using cached"), "{}", run.stderr);
+    ws.build(&mirror.base_url, VERSION, &[])
+        .assert_ok_saying(&["using cached"]);
     assert_eq!(zip_requests(), 1);
 
     // A corrupted cache entry is noticed and replaced.
@@ -602,13 +551,8 @@ fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&cached, &bytes).unwrap();
-    let run = ws.build(&mirror.base_url, VERSION, &[]);
-    run.assert_ok();
-    assert!(
-        run.stderr.contains("does not match SHA256SUMS"),
-        "{}",
-        run.stderr
-    );
+    ws.build(&mirror.base_url, VERSION, &[])
+        .assert_ok_saying(&["does not match SHA256SUMS"]);
     assert_eq!(zip_requests(), 2);
     assert_eq!(
         std::fs::read(&cached).unwrap(),
@@ -618,12 +562,10 @@ fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
 
 #[test]
 fn builds_offline_from_a_local_zip() {
-    let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
-    let online = Workspace::new();
+    let (release, mirror, online) = fixture();
     online.build(&mirror.base_url, VERSION, &[]).assert_ok();
 
-    let ws = Workspace::new();
+    let ws = workspace();
     std::fs::create_dir_all(ws.tmp.path().join("media")).unwrap();
     let zip = ws.tmp.path().join("media/alloy-linux-amd64.zip");
     std::fs::write(&zip, &release.assets["alloy-linux-amd64.zip"]).unwrap();
@@ -638,7 +580,7 @@ fn builds_offline_from_a_local_zip() {
         .assert_ok();
     assert!(std::fs::read(ws.image(IMAGE)).unwrap() == std::fs::read(online.image(IMAGE)).unwrap());
 
-    let other = Workspace::new();
+    let other = workspace();
     other
         .build(
             offline,
@@ -648,7 +590,7 @@ fn builds_offline_from_a_local_zip() {
         .assert_ok();
     assert_eq!(other.out_names(), [IMAGE, CHECKSUM]);
 
-    let wrong = Workspace::new();
+    let wrong = workspace();
     let bad_digest = fixture::sha256_hex(b"something else");
     wrong
         .build(
@@ -659,7 +601,7 @@ fn builds_offline_from_a_local_zip() {
         .assert_fails_with(&["checksum mismatch", &bad_digest, &digest]);
     assert!(wrong.out_names().is_empty());
 
-    let missing = Workspace::new();
+    let missing = workspace();
     missing
         .build(offline, VERSION, &["--zip", zip_arg])
         .assert_fails_with(&["--sha256"]);

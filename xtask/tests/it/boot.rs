@@ -2,18 +2,12 @@
 //! says it is Flatcar, with Flatcar's ensure-sysext.service, booted by systemd-nspawn with
 //! systemd as PID 1. A unit inside reports on alloy.service and powers the container off.
 
-mod support;
-
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
-use support::fixture::Release;
-use support::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
-use support::mirror::Mirror;
-use support::Workspace;
+use xtask_testkit::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
+use xtask_testkit::process::require_root;
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+use crate::support::{built, IMAGE, VERSION};
 
 /// Runs inside the container once it has booted: waits (bounded) for alloy.service, writes what
 /// the test asserts on as KEY=VALUE lines, reloads Alloy, and powers off.
@@ -76,34 +70,26 @@ mv "$out.tmp" "$out"
 systemctl poweroff
 "#;
 
-#[test]
-fn apt_mirror_comes_from_either_sources_format() {
-    let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\nTypes: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n";
-    use support::debian::apt_mirror;
-    assert_eq!(
-        apt_mirror(deb822).as_deref(),
-        Some("http://mirror.example/debian")
-    );
-    let one_line =
-        "# deb http://old/\ndeb [arch=amd64] http://ftp.de.debian.org/debian bookworm main\n";
-    assert_eq!(
-        apt_mirror(one_line).as_deref(),
-        Some("http://ftp.de.debian.org/debian")
-    );
-    assert_eq!(
-        apt_mirror("deb https://packages.cloud.google.com/apt x main\n"),
-        None
-    );
+/// A Flatcar-like host of `suite` (named after `label`) with the image built with `args`
+/// installed; None, saying so, where the test cannot run (not root, outside CI).
+fn host_with_image(suite: &Suite, label: &str, args: &[&str]) -> Option<Host> {
+    if !require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+        return None;
+    }
+    let ws = built(args);
+    let host = Host::new(suite, label, Merge::EnsureSysext, REPORT_SCRIPT);
+    host.install_image(&ws.image(IMAGE));
+    Some(host)
 }
 
-fn build(args: &[&str]) -> (Workspace, PathBuf) {
-    let release = Release::new(VERSION);
-    let mirror = Mirror::start();
-    mirror.add_release(&release);
-    let ws = Workspace::new();
-    ws.build(&mirror.base_url, VERSION, args).assert_ok();
-    let image = ws.image(IMAGE);
-    (ws, image)
+/// The state directory and what Alloy wrote there are plain files of `uid` (not
+/// DynamicUser='s link into /var/lib/private).
+fn assert_state_owned_by(host: &Host, uid: &str) {
+    for path in ["/var/lib/alloy", "/var/lib/alloy/data/fake-alloy.log"] {
+        let meta = std::fs::symlink_metadata(host.path(path)).unwrap();
+        assert!(!meta.file_type().is_symlink(), "{path}");
+        assert_eq!(meta.uid().to_string(), uid, "{path}");
+    }
 }
 
 /// Asserts Alloy runs as a non-root user in the journal's group, and returns its uid.
@@ -135,10 +121,10 @@ fn assert_running_unprivileged(report: &Report) -> String {
 /// Boots a host of `suite` twice: Alloy runs unprivileged, reads what it is there to read,
 /// reloads, and keeps the operator's edit and its state across boots.
 fn runs_alloy_unprivileged_and_keeps_config_edits_across_boots(suite: &Suite) {
-    let (_ws, image) = build(&[]);
     let label = format!("autostart-{}", suite.name);
-    let host = Host::new(suite, &label, Merge::EnsureSysext, REPORT_SCRIPT);
-    host.install_image(&image);
+    let Some(host) = host_with_image(suite, &label, &[]) else {
+        return;
+    };
 
     let first = host.boot();
     let uid = assert_running_unprivileged(&first);
@@ -165,13 +151,7 @@ fn runs_alloy_unprivileged_and_keeps_config_edits_across_boots(suite: &Suite) {
         ],
         "{first}"
     );
-    // The state directory is a plain directory of the static user (not DynamicUser='s link
-    // into /var/lib/private), and so is what Alloy wrote there.
-    for path in ["/var/lib/alloy", "/var/lib/alloy/data/fake-alloy.log"] {
-        let meta = std::fs::symlink_metadata(host.path(path)).unwrap();
-        assert!(!meta.file_type().is_symlink(), "{path}");
-        assert_eq!(meta.uid().to_string(), uid, "{path}");
-    }
+    assert_state_owned_by(&host, &uid);
 
     // The operator edits the config; the second boot keeps the edit and the state.
     let edited = format!("{seeded}\n// edited by the operator\n");
@@ -189,34 +169,20 @@ fn runs_alloy_unprivileged_and_keeps_config_edits_across_boots(suite: &Suite) {
 
 #[test]
 fn a_flatcar_like_host_runs_alloy_unprivileged_and_keeps_config_edits_across_boots() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
-        return;
-    }
     runs_alloy_unprivileged_and_keeps_config_edits_across_boots(&BOOKWORM);
 }
 
 /// The same on systemd 257, Flatcar stable's: the hardening, Upholds= and the static user.
 #[test]
 fn on_systemd_257_alloy_runs_unprivileged_and_keeps_config_edits_across_boots() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
-        return;
-    }
     runs_alloy_unprivileged_and_keeps_config_edits_across_boots(&TRIXIE);
 }
 
 #[test]
 fn built_with_no_autostart_alloy_is_installed_but_stays_inactive() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+    let Some(host) = host_with_image(&BOOKWORM, "no-autostart", &["--no-autostart"]) else {
         return;
-    }
-    let (_ws, image) = build(&["--no-autostart"]);
-    let host = Host::new(
-        &BOOKWORM,
-        "no-autostart",
-        Merge::EnsureSysext,
-        REPORT_SCRIPT,
-    );
-    host.install_image(&image);
+    };
     let report = host.boot();
     assert_eq!(report.get("extensions").trim(), "alloy", "{report}");
     // Merged and known to the manager, but nobody started it.
@@ -231,17 +197,9 @@ fn built_with_no_autostart_alloy_is_installed_but_stays_inactive() {
 
 #[test]
 fn state_left_by_the_dynamic_user_of_earlier_images_moves_to_the_alloy_user() {
-    if !support::require_root("booting a Flatcar-like host (systemd-nspawn, loop devices)") {
+    let Some(host) = host_with_image(&BOOKWORM, "from-dynamic-user", &[]) else {
         return;
-    }
-    let (_ws, image) = build(&[]);
-    let host = Host::new(
-        &BOOKWORM,
-        "from-dynamic-user",
-        Merge::EnsureSysext,
-        REPORT_SCRIPT,
-    );
-    host.install_image(&image);
+    };
     // What DynamicUser= left on a host that ran an earlier image: the state in
     // /var/lib/private/alloy, owned by a uid that no longer exists, and a link to it.
     let private = host.path("/var/lib/private/alloy/data");
@@ -268,9 +226,5 @@ fn state_left_by_the_dynamic_user_of_earlier_images_moves_to_the_alloy_user() {
         states.get(1).is_some_and(|s| s.starts_with("started ")),
         "{report}"
     );
-    for path in ["/var/lib/alloy", "/var/lib/alloy/data/fake-alloy.log"] {
-        let meta = std::fs::symlink_metadata(host.path(path)).unwrap();
-        assert!(!meta.file_type().is_symlink(), "{path}");
-        assert_eq!(meta.uid().to_string(), uid, "{path}");
-    }
+    assert_state_owned_by(&host, &uid);
 }

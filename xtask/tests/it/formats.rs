@@ -1,44 +1,26 @@
 //! `cargo xtask build --format squashfs|erofs`: images checked with their own tools, without
 //! mounting; every format reproducible; and `cargo xtask inspect` reading all three.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::fixture::Release;
-use support::mirror::Mirror;
-use support::{tool, Workspace};
+use xtask_testkit::fixture::Release;
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::{checked_output as output, tool, Run, Workspace};
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const RELEASE_FILE: &str = "usr/lib/extension-release.d/extension-release.alloy";
-/// How extension-release begins (later lines may be added, e.g. EXTENSION_RELOAD_MANAGER=1).
-const EXTENSION_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n";
+use crate::support::{workspace, EXTENSION_RELEASE, FORMATS, IMAGE, RELEASE_FILE, VERSION, XTASK};
 
 fn mirror() -> (Release, Mirror) {
     let release = Release::new(VERSION);
-    let mirror = Mirror::start();
-    mirror.add_release(&release);
-    (release, mirror)
+    (release.clone(), Mirror::with_release(&release))
 }
 
 fn build(mirror: &Mirror, format: &str) -> Workspace {
-    let ws = Workspace::new();
+    let ws = workspace();
     ws.build(&mirror.base_url, VERSION, &["--format", format])
         .assert_ok();
     assert_eq!(ws.out_names(), [IMAGE, &format!("{IMAGE}.sha256")]);
     ws
-}
-
-fn output(command: &mut Command) -> String {
-    let output = command.output().expect("running a tool");
-    assert!(
-        output.status.success(),
-        "{command:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 fn magic(image: &Path) -> Vec<u8> {
@@ -162,7 +144,7 @@ fn erofs_images_are_root_owned_lz4hc_with_a_fixed_uuid_and_check_clean() {
 #[test]
 fn every_format_is_reproducible() {
     let (_release, mirror) = mirror();
-    for format in support::FORMATS {
+    for format in FORMATS {
         let first = build(&mirror, format);
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let second = build(&mirror, format);
@@ -170,8 +152,8 @@ fn every_format_is_reproducible() {
         let b = std::fs::read(second.image(IMAGE)).unwrap();
         assert!(a == b, "{format}: two builds differ");
 
-        let third = Workspace::new();
-        support::Run::from_command(
+        let third = workspace();
+        Run::from_command(
             third
                 .command(&mirror.base_url)
                 .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -190,10 +172,10 @@ fn inspect_reads_every_format_without_mounting() {
     let binary = release.binary("amd64");
     let head: String = binary[..64].iter().map(|b| format!("{b:02x}")).collect();
     let mut releases = Vec::new();
-    for format in support::FORMATS {
+    for format in FORMATS {
         let ws = build(&mirror, format);
-        let run = support::Run::from_command(
-            Command::new(support::XTASK)
+        let run = Run::from_command(
+            Command::new(XTASK)
                 .args(["inspect", "--json"])
                 .arg(ws.image(IMAGE)),
         );
@@ -217,11 +199,7 @@ fn inspect_reads_every_format_without_mounting() {
         assert_eq!(alloy["head_hex"], head.as_str(), "{format}");
 
         // Text for people says the same.
-        let text = support::Run::from_command(
-            Command::new(support::XTASK)
-                .arg("inspect")
-                .arg(ws.image(IMAGE)),
-        );
+        let text = Run::from_command(Command::new(XTASK).arg("inspect").arg(ws.image(IMAGE)));
         text.assert_ok();
         assert!(
             text.stdout.contains(&format!("format: {format}")),
@@ -250,11 +228,7 @@ fn inspect_reads_every_format_without_mounting() {
             .arg(&image)
             .args(["-quiet", "-no-progress", "-all-root"]),
     );
-    let run = support::Run::from_command(
-        Command::new(support::XTASK)
-            .args(["inspect", "--json"])
-            .arg(&image),
-    );
+    let run = Run::from_command(Command::new(XTASK).args(["inspect", "--json"]).arg(&image));
     run.assert_ok();
     let value: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(value["format"], "squashfs");
@@ -266,7 +240,7 @@ fn inspect_reads_every_format_without_mounting() {
     // Something that is no image at all is refused, naming it.
     let zip = empty.path().join("alloy.zip");
     std::fs::write(&zip, &release.assets["alloy-linux-amd64.zip"]).unwrap();
-    support::Run::from_command(Command::new(support::XTASK).arg("inspect").arg(&zip))
+    Run::from_command(Command::new(XTASK).arg("inspect").arg(&zip))
         .assert_fails_with(&["alloy.zip", "is not an ext4, squashfs or erofs image"]);
 }
 
@@ -280,8 +254,8 @@ fn a_missing_packer_is_named_with_its_package_before_downloading() {
         ("squashfs", "mksquashfs (package squashfs-tools)"),
         ("erofs", "mkfs.erofs (package erofs-utils)"),
     ] {
-        let ws = Workspace::new();
-        let run = support::Run::from_command(
+        let ws = workspace();
+        let run = Run::from_command(
             ws.command(&mirror.base_url)
                 .env("PATH", empty.path())
                 .args(["build", VERSION, "--format", format, "--out-dir"])

@@ -1,9 +1,9 @@
-//! Fixture releases made by the tests: a real small ELF that behaves like Alloy, zipped the way
-//! Grafana zips it, with a SHA256SUMS beside it.
+//! Fixture releases made by the tests: a real small ELF that behaves like Alloy
+//! (`testkit/fixtures/fake-alloy.c`), zipped the way Grafana zips it, with a SHA256SUMS beside it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -12,6 +12,8 @@ use zip::write::SimpleFileOptions;
 
 pub const EM_AARCH64: u16 = 183;
 
+const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/fake-alloy.c");
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -19,37 +21,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn fixture_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-static COMPILE: Mutex<()> = Mutex::new(());
+/// The fake Alloy of each version, compiled once per test process (a fifth of a second each).
+static COMPILED: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
 
 /// The fake Alloy, compiled statically for this (x86-64) host. For arm64 the ELF header says
 /// AArch64: enough for the architecture checks, which is all an arm64 fixture is used for here.
 pub fn fake_alloy(version: &str, arch: &str) -> Vec<u8> {
-    let _guard = COMPILE.lock().unwrap_or_else(|e| e.into_inner());
-    // From the workspace root, so that other packages (publish, bench) can share this module.
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/tests/fixtures/fake-alloy.c");
-    // Cached per version and per source text, so that editing the fixture rebuilds it.
-    let source_digest = sha256_hex(&std::fs::read(&source).unwrap());
-    let out = fixture_dir().join(format!("fake-alloy-{version}-{}", &source_digest[..16]));
-    if !out.exists() {
-        let tmp = out.with_extension("tmp");
-        let status = Command::new("cc")
-            .args(["-static", "-Os", "-s", "-o"])
-            .arg(&tmp)
-            .arg(format!("-DALLOY_VERSION=\"{version}\""))
-            .arg("-DALLOY_PLATFORM=\"linux/amd64\"")
-            .arg(&source)
-            .status()
-            .expect("running cc (install gcc and libc6-dev: bash scripts/install-deps.sh --test)");
-        assert!(status.success(), "compiling {}", source.display());
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    let mut elf = std::fs::read(&out).unwrap();
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut elf = compiled
+        .get_or_insert_with(HashMap::new)
+        .entry(version.to_string())
+        .or_insert_with(|| compile(version))
+        .clone();
     assert_eq!(&elf[..4], b"\x7fELF");
     match arch {
         "amd64" => {}
@@ -57,6 +40,21 @@ pub fn fake_alloy(version: &str, arch: &str) -> Vec<u8> {
         other => panic!("no fixture for {other}"),
     }
     elf
+}
+
+fn compile(version: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("alloy");
+    let status = Command::new("cc")
+        .args(["-static", "-Os", "-s", "-o"])
+        .arg(&out)
+        .arg(format!("-DALLOY_VERSION=\"{version}\""))
+        .arg("-DALLOY_PLATFORM=\"linux/amd64\"")
+        .arg(Path::new(SOURCE))
+        .status()
+        .expect("running cc (install gcc and libc6-dev: bash scripts/install-deps.sh --test)");
+    assert!(status.success(), "compiling {SOURCE}");
+    std::fs::read(&out).unwrap()
 }
 
 /// A zip holding the given entries (name, bytes, unix mode), deflated like Grafana's.
@@ -73,6 +71,7 @@ pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
     writer.finish().unwrap().into_inner()
 }
 
+/// A `sha256sum` line for every asset but SHA256SUMS itself.
 pub fn sha256sums(assets: &BTreeMap<String, Vec<u8>>) -> String {
     assets
         .iter()
@@ -88,7 +87,7 @@ pub struct Release {
     pub assets: BTreeMap<String, Vec<u8>>,
 }
 
-impl xtask_testkit::mirror::Assets for Release {
+impl crate::mirror::Assets for Release {
     fn version(&self) -> &str {
         &self.version
     }
@@ -132,5 +131,12 @@ impl Release {
         self.assets.insert(format!("alloy-linux-{arch}.zip"), zip);
         self.refresh_sums();
         self
+    }
+
+    /// Replaces the zip of `arch` with one holding `bytes` as its binary (mode 0755), keeping
+    /// SHA256SUMS true to it.
+    pub fn with_binary(self, arch: &str, bytes: &[u8]) -> Release {
+        let zip = zip_of(&[(&format!("alloy-linux-{arch}"), bytes, 0o755)]);
+        self.with_zip(arch, zip)
     }
 }

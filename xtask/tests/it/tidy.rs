@@ -1,9 +1,9 @@
 //! The README stays in step with the code: every flag `cargo xtask build --help` shows is in
 //! the README's option table, and every flag the table names exists.
 
-mod support;
-
 use std::process::Command;
+
+use crate::support::XTASK;
 
 /// `--flag` words in `text` (letters, digits and dashes after two dashes).
 fn flags(text: &str) -> Vec<String> {
@@ -35,7 +35,7 @@ fn the_readme_option_table_matches_build_help() {
         .filter(|f| f != "--help")
         .collect();
 
-    let help = Command::new(support::XTASK)
+    let help = Command::new(XTASK)
         .args(["build", "--help"])
         .output()
         .unwrap();

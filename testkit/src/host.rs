@@ -9,7 +9,7 @@
 //!   its initrd; no ensure-sysext.service.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Longest a boot may take, report and poweroff included, before the container is killed.
@@ -89,23 +89,10 @@ ExecStart=/bin/sh /root/alloy-report.sh
 WantedBy=multi-user.target
 ";
 
-pub fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The minimal Debian root of `suite` (debootstrap, cached: [`super::debian::root`]).
+/// The minimal Debian root of `suite` (debootstrap, cached: [`crate::debian::root`]).
 pub fn debian_root(suite: &Suite) -> PathBuf {
     let packages: Vec<&str> = suite.packages.split(',').collect();
-    let root = super::debian::root(suite.name, &packages);
+    let root = crate::debian::root(suite.name, &packages);
     assert!(
         root.join("usr/lib/systemd/systemd").exists(),
         "{} has no systemd",
@@ -138,6 +125,40 @@ fn loop_device_binds() -> Vec<String> {
     binds
 }
 
+/// The report unit running `report_script`, and what merges extensions the way `merge` says.
+fn install_units(root: &Path, merge: Merge, report_script: &str) {
+    let units = root.join("etc/systemd/system");
+    std::fs::write(units.join("alloy-report.service"), REPORT_UNIT).unwrap();
+    std::fs::write(root.join("root/alloy-report.sh"), report_script).unwrap();
+    let mut wants = vec![(
+        "multi-user.target.wants",
+        "alloy-report.service",
+        "../alloy-report.service",
+    )];
+    match merge {
+        Merge::EnsureSysext => {
+            std::fs::write(units.join("ensure-sysext.service"), ENSURE_SYSEXT).unwrap();
+            wants.push((
+                "sysinit.target.wants",
+                "systemd-sysext.service",
+                "/usr/lib/systemd/system/systemd-sysext.service",
+            ));
+            wants.push((
+                "sysinit.target.wants",
+                "ensure-sysext.service",
+                "../ensure-sysext.service",
+            ));
+        }
+        Merge::BeforeInit => {
+            std::fs::write(root.join("root/merge-then-init.sh"), MERGE_THEN_INIT).unwrap();
+        }
+    }
+    for (wants, unit, target) in wants {
+        std::fs::create_dir_all(units.join(wants)).unwrap();
+        std::os::unix::fs::symlink(target, units.join(wants).join(unit)).unwrap();
+    }
+}
+
 /// One Flatcar-like host: a private copy of a Debian root, its state kept across boots.
 pub struct Host {
     pub tmp: tempfile::TempDir,
@@ -153,7 +174,7 @@ impl Host {
         let base = debian_root(suite);
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
-        run(Command::new("cp").arg("-a").arg(&base).arg(&root));
+        crate::checked_output(Command::new("cp").arg("-a").arg(&base).arg(&root));
 
         // Flatcar's identity, which is what the image's extension-release matches.
         let os_release = "ID=flatcar\nNAME=\"Flatcar-like boot test\"\nSYSEXT_LEVEL=1.0\n";
@@ -161,36 +182,7 @@ impl Host {
             let _ = std::fs::remove_file(root.join(path));
             std::fs::write(root.join(path), os_release).unwrap();
         }
-        let units = root.join("etc/systemd/system");
-        std::fs::write(units.join("alloy-report.service"), REPORT_UNIT).unwrap();
-        std::fs::write(root.join("root/alloy-report.sh"), report_script).unwrap();
-        let mut wants = vec![(
-            "multi-user.target.wants",
-            "alloy-report.service",
-            "../alloy-report.service",
-        )];
-        match merge {
-            Merge::EnsureSysext => {
-                std::fs::write(units.join("ensure-sysext.service"), ENSURE_SYSEXT).unwrap();
-                wants.push((
-                    "sysinit.target.wants",
-                    "systemd-sysext.service",
-                    "/usr/lib/systemd/system/systemd-sysext.service",
-                ));
-                wants.push((
-                    "sysinit.target.wants",
-                    "ensure-sysext.service",
-                    "../ensure-sysext.service",
-                ));
-            }
-            Merge::BeforeInit => {
-                std::fs::write(root.join("root/merge-then-init.sh"), MERGE_THEN_INIT).unwrap();
-            }
-        }
-        for (wants, unit, target) in wants {
-            std::fs::create_dir_all(units.join(wants)).unwrap();
-            std::os::unix::fs::symlink(target, units.join(wants).join(unit)).unwrap();
-        }
+        install_units(&root, merge, report_script);
         let name = format!("alloy-{label}-{}", std::process::id());
         Host {
             tmp,
@@ -232,53 +224,14 @@ impl Host {
         let console_path = self.tmp.path().join(format!("console-{}.log", self.name));
         let console = std::fs::File::create(&console_path).unwrap();
         let started = Instant::now();
-        let mut command = Command::new("systemd-nspawn");
-        command
-            .args(["--register=no", "--keep-unit", "--console=pipe"])
-            // On SIGTERM (a timed-out boot), nspawn kills the container's init, and with it
-            // every process in the container's PID namespace.
-            .arg("--kill-signal=SIGKILL")
-            .arg(format!("--machine={}", self.name))
-            .arg("-D")
-            .arg(&self.root)
-            .args(loop_device_binds())
-            .args(&self.binds);
-        match self.merge {
-            Merge::EnsureSysext => {
-                command.arg("--boot");
-            }
-            // No --boot: nspawn runs this command as PID 1, which execs systemd.
-            Merge::BeforeInit => {
-                command.args(["/bin/sh", "/root/merge-then-init.sh"]);
-            }
-        }
-        let mut child = command
+        let mut child = self
+            .nspawn()
             .stdin(Stdio::null())
             .stdout(console.try_clone().unwrap())
             .stderr(console)
             .spawn()
             .expect("running systemd-nspawn (bash scripts/install-deps.sh --test installs systemd-container)");
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if started.elapsed() > BOOT_TIMEOUT {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                let grace = Instant::now();
-                while grace.elapsed() < Duration::from_secs(10) {
-                    if child.try_wait().unwrap().is_some() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = wait_or_stop(&mut child, BOOT_TIMEOUT);
         let journal = std::fs::read_to_string(&journal_path).unwrap_or_default();
         let context = || {
             format!(
@@ -307,9 +260,66 @@ impl Host {
         Report { text, journal }
     }
 
+    /// systemd-nspawn for this host, booting it the way its [`Merge`] says.
+    fn nspawn(&self) -> Command {
+        let mut command = Command::new("systemd-nspawn");
+        command
+            .args(["--register=no", "--keep-unit", "--console=pipe"])
+            // On SIGTERM (a timed-out boot), nspawn kills the container's init, and with it
+            // every process in the container's PID namespace.
+            .arg("--kill-signal=SIGKILL")
+            .arg(format!("--machine={}", self.name))
+            .arg("-D")
+            .arg(&self.root)
+            .args(loop_device_binds())
+            .args(&self.binds);
+        match self.merge {
+            Merge::EnsureSysext => {
+                command.arg("--boot");
+            }
+            // No --boot: nspawn runs this command as PID 1, which execs systemd.
+            Merge::BeforeInit => {
+                command.args(["/bin/sh", "/root/merge-then-init.sh"]);
+            }
+        }
+        command
+    }
+
     pub fn path(&self, path: &str) -> PathBuf {
         self.root.join(path.trim_start_matches('/'))
     }
+
+    /// The images installed under /opt/extensions/alloy, sorted.
+    pub fn installed_images(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path("/opt/extensions/alloy"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// Waits for `child` to exit within `timeout`; else stops it (SIGTERM, ten seconds' grace, then
+/// SIGKILL) and returns None.
+fn wait_or_stop(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() <= timeout {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let grace = Instant::now();
+    while grace.elapsed() < Duration::from_secs(10) && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 pub struct Report {

@@ -2,14 +2,14 @@
 //! releases API: paginated by Link headers, out of date order, with drafts, prereleases and tags
 //! that are not versions.
 
-mod support;
-
 use std::process::Command;
 
-use support::fixture::Release;
-use support::http::{Answer, Server};
-use support::mirror::Mirror;
-use support::{Run, Workspace, XTASK};
+use xtask_testkit::fixture::Release;
+use xtask_testkit::http::{Answer, Server};
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::Run;
+
+use crate::support::{workspace, XTASK};
 
 const FIRST: &str = "/repos/grafana/alloy/releases?per_page=100";
 
@@ -24,47 +24,46 @@ fn release(tag: &str, draft: bool, prerelease: bool) -> serde_json::Value {
     })
 }
 
-/// Three pages, newest first as GitHub lists them: the highest version (1.10.2) is on page 2,
-/// after a patch release of an older line published later (1.9.9).
+/// Releases as (tag, draft, prerelease), three pages, newest first as GitHub lists them: the
+/// highest version (1.10.2) is on page 2, after a patch release of an older line published
+/// later (1.9.9).
+const PAGES: [&[(&str, bool, bool)]; 3] = [
+    &[
+        ("v2.0.0", true, false),
+        ("v1.11.0-rc.1", false, true),
+        ("v1.9.9", false, false),
+        ("helm-chart-3.0.0", false, false),
+    ],
+    &[
+        ("v1.10.2", false, false),
+        ("v1.12.0", false, true),
+        ("1.99.0", false, false),
+    ],
+    &[("v1.10.1", false, false), ("v1.3.4", false, false)],
+];
+
+/// A fake GitHub API serving [`PAGES`], linked by Link headers as GitHub links them.
 fn fake_github() -> Server {
     let api = Server::start();
-    let page = |n: u32| format!("{FIRST}&page={n}");
-    let link = |next: Option<u32>, last: u32| {
-        let mut parts = Vec::new();
-        if let Some(n) = next {
-            parts.push(format!("<{}{}>; rel=\"next\"", api.url, page(n)));
-        }
-        parts.push(format!("<{}{}>; rel=\"last\"", api.url, page(last)));
-        parts.join(", ")
+    let page = |n: usize| match n {
+        1 => FIRST.to_string(),
+        n => format!("{FIRST}&page={n}"),
     };
-    let body = |releases: Vec<serde_json::Value>| serde_json::to_vec(&releases).unwrap();
-    api.answer(
-        FIRST,
-        Answer::ok(body(vec![
-            release("v2.0.0", true, false),
-            release("v1.11.0-rc.1", false, true),
-            release("v1.9.9", false, false),
-            release("helm-chart-3.0.0", false, false),
-        ]))
-        .header("Link", &link(Some(2), 3)),
-    );
-    api.answer(
-        &page(2),
-        Answer::ok(body(vec![
-            release("v1.10.2", false, false),
-            release("v1.12.0", false, true),
-            release("1.99.0", false, false),
-        ]))
-        .header("Link", &link(Some(3), 3)),
-    );
-    api.answer(
-        &page(3),
-        Answer::ok(body(vec![
-            release("v1.10.1", false, false),
-            release("v1.3.4", false, false),
-        ]))
-        .header("Link", &link(None, 3)),
-    );
+    let last = PAGES.len();
+    for (i, releases) in PAGES.iter().enumerate() {
+        let n = i + 1;
+        let mut links = Vec::new();
+        if n < last {
+            links.push(format!("<{}{}>; rel=\"next\"", api.url, page(n + 1)));
+        }
+        links.push(format!("<{}{}>; rel=\"last\"", api.url, page(last)));
+        let releases: Vec<serde_json::Value> = releases
+            .iter()
+            .map(|(tag, draft, prerelease)| release(tag, *draft, *prerelease))
+            .collect();
+        let body = serde_json::to_vec(&releases).unwrap();
+        api.answer(&page(n), Answer::ok(body).header("Link", &links.join(", ")));
+    }
     api
 }
 
@@ -177,7 +176,7 @@ fn build_latest_builds_the_version_latest_finds() {
     let api = fake_github();
     let mirror = Mirror::start();
     mirror.add_release(&Release::new("1.10.2"));
-    let ws = Workspace::new();
+    let ws = workspace();
     let run = Run::from_command(
         ws.command(&mirror.base_url)
             .env("GITHUB_API_URL", &api.url)
@@ -185,8 +184,7 @@ fn build_latest_builds_the_version_latest_finds() {
             .args(["build", "latest", "--out-dir"])
             .arg(&ws.out),
     );
-    run.assert_ok();
-    assert!(run.stderr.contains("latest is v1.10.2"), "{}", run.stderr);
+    run.assert_ok_saying(&["latest is v1.10.2"]);
     assert_eq!(
         ws.out_names(),
         ["alloy-1.10.2-amd64.raw", "alloy-1.10.2-amd64.raw.sha256"]

@@ -3,24 +3,22 @@
 //! 1.47.0).
 //!
 //! No container registry is reachable here, so the base image is the debootstrap root of Debian 13
-//! (cached, support::debian) imported into podman; the crates come vendored (`cargo vendor`,
+//! (cached, xtask_testkit::debian) imported into podman; the crates come vendored (`cargo vendor`,
 //! cached per Cargo.lock) and the release from a loopback mirror. `podman build
 //! --isolation=chroot` needs no container runtime, only root.
-
-mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use support::debian::{cache_dir, run};
-use support::fixture::{sha256_hex, Release};
-use support::mirror::Mirror;
-use support::{ext4_stat, Workspace};
+use xtask_testkit::debian::cache_dir;
+use xtask_testkit::fixture::{sha256_hex, Release};
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::process::require_root;
+use xtask_testkit::{checked_output as run, ext4, Run};
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+use crate::support::{workspace, CHECKSUM, IMAGE, VERSION};
+
 /// The Containerfile's default base is debian:13.
 const SUITE: &str = "trixie";
 /// Not the default epoch, so that the build argument is seen to reach the build.
@@ -37,14 +35,14 @@ fn repository() -> PathBuf {
 }
 
 fn podman() -> PathBuf {
-    support::tool("podman")
+    xtask_testkit::tool("podman")
 }
 
 /// The base image: the Debian 13 root imported into podman, tagged after the root and the
 /// packages in it (its dpkg status), so that it is imported once per root. Then podman's layer
 /// cache keeps the Containerfile's package step on top of it until install-deps.sh changes.
 fn base_image() -> String {
-    let root = support::debian::root(SUITE, &[]);
+    let root = xtask_testkit::debian::root(SUITE, &[]);
     let status = std::fs::read(root.join("var/lib/dpkg/status")).unwrap();
     let tag = format!(
         "localhost/alloy-sysext-test-base:{}-{}",
@@ -130,7 +128,7 @@ fn names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn the_containerfile_builds_the_same_ext4_bytes_as_the_host() {
-    if !support::require_root("podman build (--isolation=chroot) of the Containerfile") {
+    if !require_root("podman build (--isolation=chroot) of the Containerfile") {
         return;
     }
     let started = Instant::now();
@@ -139,8 +137,8 @@ fn the_containerfile_builds_the_same_ext4_bytes_as_the_host() {
     mirror.add_release(&release);
 
     // On the host, with the host's e2fsprogs.
-    let ws = Workspace::new();
-    support::Run::from_command(
+    let ws = workspace();
+    Run::from_command(
         ws.command(&mirror.base_url)
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .args(["build", VERSION, "--out-dir"])
@@ -230,7 +228,7 @@ fn the_containerfile_builds_the_same_ext4_bytes_as_the_host() {
         std::fs::read_to_string(ws.image(CHECKSUM)).unwrap()
     );
     // SOURCE_DATE_EPOCH reached the build: 1735689600 is 0x67748580.
-    let stat = ext4_stat(&dist.join(IMAGE), "/usr/bin/alloy");
+    let stat = ext4::stat(&dist.join(IMAGE), "/usr/bin/alloy");
     assert!(stat.contains("ctime: 0x67748580:00000000"), "{stat}");
     eprintln!("container test: {:.1?}", started.elapsed());
 }

@@ -3,28 +3,31 @@
 //! entries that are not files. Each must end promptly and cleanly, with a message that says
 //! what happened, without a retry storm for what retrying cannot fix, and leave nothing behind.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fixture::{self, Release};
-use support::mirror::{Fault, Mirror};
-use support::{ext4_cat, Run, Workspace, XTASK};
+use xtask_testkit::fixture::{self, Release};
+use xtask_testkit::mirror::{Fault, Mirror};
+use xtask_testkit::{ext4, Run, Workspace};
 
-const VERSION: &str = "1.10.2";
+use crate::support::{files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+
 const ZIP: &str = "alloy-linux-amd64.zip";
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+
+/// A body that never ends, with no Content-Length.
+const ENDLESS: Fault = Fault::Endless {
+    claimed_length: None,
+};
 
 /// Short enough for tests, long enough for a loaded machine: a second per progress window.
 const WINDOW_MS: &str = "1000";
 
-fn mirror_with(release: &Release) -> Mirror {
-    let mirror = Mirror::start();
-    mirror.add_release(release);
+/// The fixture release, its `asset` misbehaving as `fault`.
+fn mirror_with_fault(asset: &str, fault: Fault) -> Mirror {
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    mirror.fault(VERSION, asset, fault);
     mirror
 }
 
@@ -53,49 +56,12 @@ fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Du
     }
     let elapsed = started.elapsed();
     let output = child.wait_with_output().unwrap();
-    let run = Run {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
-    (run, elapsed)
+    (Run::from_output(&output), elapsed)
 }
 
 fn build(ws: &Workspace, mirror: &Mirror, args: &[&str], deadline: Duration) -> (Run, Duration) {
-    let mut command = ws.command(&mirror.base_url);
-    command
-        .args(["build", VERSION, "--out-dir"])
-        .arg(&ws.out)
-        .args(args);
+    let mut command = ws.build_command(&mirror.base_url, VERSION, args);
     run_within(&mut command, &ws.tmp.path().join("tmp"), deadline)
-}
-
-/// Every file (not directory) under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if entry.file_type().unwrap().is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
-/// Nothing in the output directory, the cache or TMPDIR.
-fn assert_nothing_left(ws: &Workspace) {
-    assert_eq!(ws.out_names(), Vec::<String>::new(), "output directory");
-    assert_eq!(files_under(&ws.cache), Vec::<PathBuf>::new(), "cache");
-    assert_eq!(
-        files_under(&ws.tmp.path().join("tmp")),
-        Vec::<PathBuf>::new(),
-        "TMPDIR"
-    );
 }
 
 fn statuses(mirror: &Mirror, suffix: &str) -> Vec<u16> {
@@ -106,123 +72,141 @@ fn statuses(mirror: &Mirror, suffix: &str) -> Vec<u16> {
         .collect()
 }
 
+/// How a build must end when retrying cannot help: what it says, the one answer the mirror
+/// gave for a path (it did not retry), and the most seconds it may take.
+struct Refused<'a> {
+    says: &'a [&'a str],
+    path: &'a str,
+    statuses: &'a [u16],
+    within: u64,
+}
+
+/// A build with `args` against `mirror` ends as `refused` says, and leaves nothing in the
+/// output directory, the cache or TMPDIR.
+fn assert_refused(case: &str, mirror: &Mirror, args: &[&str], refused: Refused) {
+    let ws = workspace();
+    let (run, took) = build(&ws, mirror, args, Duration::from_secs(60));
+    run.case(case).assert_fails_with(refused.says);
+    let statuses = statuses(mirror, refused.path);
+    assert_eq!(statuses, refused.statuses, "{case}: not retried");
+    let within = Duration::from_secs(refused.within);
+    assert!(took < within, "{case} took {took:?}");
+    assert_eq!(
+        ws.out_names(),
+        Vec::<String>::new(),
+        "{case}: output directory"
+    );
+    assert_eq!(
+        files_under(&ws.cache),
+        Vec::<PathBuf>::new(),
+        "{case}: cache"
+    );
+    let tmp = files_under(&ws.tmp.path().join("tmp"));
+    assert_eq!(tmp, Vec::<PathBuf>::new(), "{case}: TMPDIR");
+}
+
 #[test]
 fn an_endless_zip_is_cut_at_the_ceiling_and_not_retried() {
-    let mirror = mirror_with(&Release::new(VERSION));
-    mirror.fault(
-        VERSION,
-        ZIP,
-        Fault::Endless {
-            claimed_length: None,
-        },
-    );
-    let ws = Workspace::new();
-    let (run, took) = build(
-        &ws,
-        &mirror,
-        &["--max-download-bytes", "1MiB"],
-        Duration::from_secs(60),
-    );
-    run.assert_fails_with(&[
-        "sends more than 1048576 bytes",
-        "--max-download-bytes",
-        "refusing it",
-    ]);
-    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "not retried");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert_nothing_left(&ws);
+    let mirror = mirror_with_fault(ZIP, ENDLESS);
+    let refused = Refused {
+        says: &[
+            "sends more than 1048576 bytes",
+            "--max-download-bytes",
+            "refusing it",
+        ],
+        path: ZIP_OBJECT,
+        statuses: &[200],
+        within: 20,
+    };
+    let args = ["--max-download-bytes", "1MiB"];
+    assert_refused("an endless zip", &mirror, &args, refused);
 }
 
 #[test]
 fn a_claimed_length_over_the_ceiling_is_refused_before_reading() {
-    let mirror = mirror_with(&Release::new(VERSION));
     // 3 GiB claimed, over the default 2 GiB ceiling: refused on the headers alone.
-    mirror.fault(
-        VERSION,
-        ZIP,
-        Fault::Endless {
-            claimed_length: Some(3 << 30),
-        },
-    );
-    let ws = Workspace::new();
-    let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-    run.assert_fails_with(&[
-        "announces 3221225472 bytes (Content-Length), more than the 2147483648-byte ceiling",
-        "ALLOY_SYSEXT_MAX_DOWNLOAD",
-    ]);
-    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "not retried");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert_nothing_left(&ws);
+    let claimed_length = Some(3 << 30);
+    let mirror = mirror_with_fault(ZIP, Fault::Endless { claimed_length });
+    let refused = Refused {
+        says: &[
+            "announces 3221225472 bytes (Content-Length), more than the 2147483648-byte ceiling",
+            "ALLOY_SYSEXT_MAX_DOWNLOAD",
+        ],
+        path: ZIP_OBJECT,
+        statuses: &[200],
+        within: 20,
+    };
+    assert_refused("a 3 GiB Content-Length", &mirror, &[], refused);
+}
+
+/// What a SHA256SUMS that is no checksum list is made of.
+enum Sums {
+    /// A body that never ends.
+    Endless,
+    /// 70,000 well-formed lines: far more than a release lists.
+    Oversized,
+    Bytes(&'static [u8]),
 }
 
 #[test]
 fn sha256sums_that_are_endless_oversized_or_not_text_are_refused_at_once() {
-    let sums_object = "/objects/v1.10.2/SHA256SUMS";
-    type Setup = Box<dyn Fn(&Mirror)>;
-    let cases: Vec<(&str, Setup, &str)> = vec![
-        (
-            "endless",
-            Box::new(|m: &Mirror| {
-                m.fault(
-                    VERSION,
-                    "SHA256SUMS",
-                    Fault::Endless {
-                        claimed_length: None,
-                    },
-                )
-            }),
-            "is larger than 4194304 bytes",
-        ),
+    let cases: [(&str, Sums, &str); 4] = [
+        ("endless", Sums::Endless, "is larger than 4194304 bytes"),
         (
             "oversized",
-            Box::new(|m: &Mirror| {
-                let line = format!("{}  filler\n", fixture::sha256_hex(b""));
-                m.add(VERSION, "SHA256SUMS", line.repeat(70_000).into_bytes())
-            }),
+            Sums::Oversized,
             "bytes (Content-Length), far more than the small file it should be (at most 4194304)",
         ),
         (
             "not UTF-8",
-            Box::new(|m: &Mirror| {
-                m.add(VERSION, "SHA256SUMS", b"\xff\xfe binary \x00\x9f".to_vec())
-            }),
+            Sums::Bytes(b"\xff\xfe binary \x00\x9f"),
             "is not UTF-8 text",
         ),
         (
             "not a checksum list",
-            Box::new(|m: &Mirror| m.add(VERSION, "SHA256SUMS", b"<html>hi</html>\n".to_vec())),
+            Sums::Bytes(b"<html>hi</html>\n"),
             "is not in sha256sum format",
         ),
     ];
-    for (name, setup, needle) in cases {
-        let mirror = mirror_with(&Release::new(VERSION));
-        setup(&mirror);
-        let ws = Workspace::new();
-        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_fails_with(&[needle, "SHA256SUMS"]);
-        assert_eq!(statuses(&mirror, sums_object), [200], "{name}: not retried");
+    for (name, sums, needle) in cases {
+        let mirror = Mirror::with_release(&Release::new(VERSION));
+        match sums {
+            Sums::Endless => mirror.fault(VERSION, "SHA256SUMS", ENDLESS),
+            Sums::Oversized => {
+                let line = format!("{}  filler\n", fixture::sha256_hex(b""));
+                mirror.add(VERSION, "SHA256SUMS", line.repeat(70_000).into_bytes());
+            }
+            Sums::Bytes(bytes) => mirror.add(VERSION, "SHA256SUMS", bytes.to_vec()),
+        }
+        let refused = Refused {
+            says: &[needle, "SHA256SUMS"],
+            path: "/objects/v1.10.2/SHA256SUMS",
+            statuses: &[200],
+            within: 20,
+        };
+        assert_refused(name, &mirror, &[], refused);
         assert!(mirror.requests_for(ZIP_OBJECT).is_empty(), "{name}");
-        assert!(took < Duration::from_secs(20), "{name} took {took:?}");
-        assert_nothing_left(&ws);
     }
 }
 
+/// A transfer that makes no progress for a window is tried again, from what it had, and given
+/// up after the attempts run out, saying so.
 #[test]
-fn a_crawling_or_stalled_zip_is_abandoned_after_the_progress_window() {
+fn a_crawling_or_stalled_zip_is_retried_then_abandoned() {
     for fault in [Fault::Crawl { every_ms: 20 }, Fault::Stall] {
-        let mirror = mirror_with(&Release::new(VERSION));
-        mirror.fault(VERSION, ZIP, fault.clone());
-        let ws = Workspace::new();
-        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_fails_with(&["made no real progress", "under 1024 bytes/s", "abandoned"]);
-        assert_eq!(
-            statuses(&mirror, ZIP_OBJECT),
-            [200],
-            "{fault:?}: not retried"
-        );
-        // One window, plus a read's worth: nowhere near the minute a real one gets.
-        assert!(took < Duration::from_secs(15), "{fault:?} took {took:?}");
-        assert_nothing_left(&ws);
+        let name = format!("{fault:?}");
+        let refused = Refused {
+            says: &[
+                "made no real progress",
+                "under 1024 bytes/s",
+                "after 6 attempts",
+            ],
+            path: ZIP_OBJECT,
+            statuses: &[200, 200, 200, 200, 200, 200],
+            // Six windows and the backoff between them: nowhere near what real ones take.
+            within: 60,
+        };
+        assert_refused(&name, &mirror_with_fault(ZIP, fault), &[], refused);
     }
 }
 
@@ -232,16 +216,11 @@ fn a_206_from_the_wrong_offset_is_never_appended() {
     let zip_len = release.assets[ZIP].len();
     let half = zip_len / 2;
     for start in [0, half + 1, 7] {
-        let mirror = mirror_with(&release);
+        let mirror = Mirror::with_release(&release);
         mirror.fault(VERSION, ZIP, Fault::CutOnceThenWrongRange { start });
-        let ws = Workspace::new();
+        let ws = workspace();
         let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_ok();
-        assert!(
-            run.stderr.contains("starting over without a range"),
-            "{}",
-            run.stderr
-        );
+        run.assert_ok_saying(&["starting over without a range"]);
         let requests = mirror.requests_for(ZIP_OBJECT);
         let seen: Vec<(u16, Option<String>)> = requests
             .iter()
@@ -257,7 +236,7 @@ fn a_206_from_the_wrong_offset_is_never_appended() {
             "start {start}"
         );
         assert_eq!(
-            ext4_cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+            ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
             release.binary("amd64")
         );
         assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
@@ -268,29 +247,23 @@ fn a_206_from_the_wrong_offset_is_never_appended() {
 fn a_redirect_off_loopback_to_plain_http_is_refused_before_connecting() {
     // 192.0.2.1 is TEST-NET-1: nothing answers there, so connecting would hang for 30 s.
     for asset in [ZIP, "SHA256SUMS"] {
-        let mirror = mirror_with(&Release::new(VERSION));
-        mirror.fault(
-            VERSION,
-            asset,
-            Fault::RedirectTo("http://192.0.2.1/alloy.zip".into()),
+        let fault = Fault::RedirectTo("http://192.0.2.1/alloy.zip".into());
+        let mirror = mirror_with_fault(asset, fault);
+        let from = format!(
+            "refusing the redirect from {}/v1.10.2/{asset}",
+            mirror.base_url
         );
-        let ws = Workspace::new();
-        let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_fails_with(&[
-            &format!(
-                "refusing the redirect from {}/v1.10.2/{asset}",
-                mirror.base_url
-            ),
-            "to http://192.0.2.1/alloy.zip",
-            "refusing plain http://",
-        ]);
-        assert_eq!(
-            statuses(&mirror, &format!("/download/v1.10.2/{asset}")),
-            [302],
-            "{asset}: not retried"
-        );
-        assert!(took < Duration::from_secs(10), "{asset} took {took:?}");
-        assert_nothing_left(&ws);
+        let refused = Refused {
+            says: &[
+                &from,
+                "to http://192.0.2.1/alloy.zip",
+                "refusing plain http://",
+            ],
+            path: &format!("/download/v1.10.2/{asset}"),
+            statuses: &[302],
+            within: 10,
+        };
+        assert_refused(asset, &mirror, &[], refused);
     }
 }
 
@@ -325,14 +298,13 @@ fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
         ),
     ];
     for (name, make, said) in cases {
-        let mirror = mirror_with(&release);
-        let ws = Workspace::new();
+        let mirror = Mirror::with_release(&release);
+        let ws = workspace();
         let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
         std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
         make(&cached);
         let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
-        run.assert_ok();
-        assert!(run.stderr.contains(said), "{name}: {}", run.stderr);
+        run.case(name).assert_ok_saying(&[said]);
         assert_eq!(statuses(&mirror, ZIP_OBJECT), [200], "{name}");
         let meta = std::fs::symlink_metadata(&cached).unwrap();
         assert!(meta.file_type().is_file(), "{name}: {meta:?}");
@@ -345,18 +317,17 @@ fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
 #[test]
 fn an_unusable_cache_is_bypassed_and_said_once() {
     let release = Release::new(VERSION);
-    let mirror = mirror_with(&release);
+    let mirror = Mirror::with_release(&release);
 
-    let blocked = Workspace::new();
+    let blocked = workspace();
     let cached = blocked.cache.join("alloy-sysext/v1.10.2").join(ZIP);
     std::fs::create_dir_all(cached.join("inside")).unwrap();
     let (run, _) = build(&blocked, &mirror, &[], Duration::from_secs(60));
-    run.assert_ok();
-    assert!(run.stderr.contains("cannot remove"), "{}", run.stderr);
+    run.assert_ok_saying(&["cannot remove"]);
     assert!(cached.join("inside").is_dir(), "nothing inside is removed");
 
     // The cache root is a file: no directory can be made there (even by root).
-    let unwritable = Workspace::new();
+    let unwritable = workspace();
     std::fs::create_dir_all(unwritable.cache.parent().unwrap()).unwrap();
     std::fs::write(&unwritable.cache, b"not a directory").unwrap();
     let (run, _) = build(
@@ -398,9 +369,7 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
     let image_name = IMAGE;
     let cases: Vec<(Fault, Vec<&str>, &str)> = vec![
         (
-            Fault::Endless {
-                claimed_length: None,
-            },
+            ENDLESS,
             vec!["--max-download-bytes", "1MiB"],
             "sends more than 1048576 bytes",
         ),
@@ -439,14 +408,12 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
         let object = format!("/objects/v{VERSION}/{image_name}");
         let expected: &[u16] = match fault {
             Fault::RedirectTo(_) => &[],
+            // A crawl is retried (from what it had, were ranges answered), then given up.
+            Fault::Crawl { .. } => &[200, 200, 200, 200, 200, 200],
             _ => &[200],
         };
-        assert_eq!(
-            statuses(&mirror, &object),
-            expected,
-            "{fault:?}: not retried"
-        );
-        assert!(took < Duration::from_secs(20), "{fault:?} took {took:?}");
+        assert_eq!(statuses(&mirror, &object), expected, "{fault:?}");
+        assert!(took < Duration::from_secs(60), "{fault:?} took {took:?}");
         assert_eq!(
             files_under(&tmp.path().join("tmp")),
             Vec::<PathBuf>::new(),
@@ -458,7 +425,7 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
 /// Redirects are followed by hand now: the token goes on to the same origin, never to another.
 #[test]
 fn a_redirect_carries_the_github_token_only_within_its_origin() {
-    use support::http::{Answer, Server};
+    use xtask_testkit::http::{Answer, Server};
     let first = "/repos/grafana/alloy/releases?per_page=100";
     let list = serde_json::to_vec(&serde_json::json!([{
         "tag_name": "v1.10.2", "name": "v1.10.2", "draft": false, "prerelease": false,

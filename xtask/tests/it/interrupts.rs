@@ -2,21 +2,14 @@
 //! it exits 128 + signal. Work directories belong to whoever holds their lock, not to a pid;
 //! an image left without its checksum is noticed and replaced.
 
-mod support;
-
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use support::fixture::Release;
-use support::mirror::Mirror;
-use support::{
-    path_with_first, processes_with_env, send_signal, wait_for_file, wait_with_deadline,
-    write_script, KillGroupOnDrop, Workspace,
-};
+use xtask_testkit::fixture::Release;
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::process::{environ, path_with_first, slow_wrapper, wait_for_file, Group, Mark};
+use xtask_testkit::Workspace;
 
-const VERSION: &str = "1.10.2";
-const IMAGE: &str = "alloy-1.10.2-amd64.raw";
-const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+use crate::support::{assert_sha256sum_accepts, workspace, CHECKSUM, IMAGE, VERSION};
 
 /// Signals a `format` build once its (wrapped, sleeping) `tool` runs (a packer, or ext4's
 /// e2fsck, which runs while the image is hashed), and checks that
@@ -29,42 +22,23 @@ fn interrupt_a_build_while_it_packs(
     group: bool,
     expected_code: i32,
 ) {
-    let mirror = Mirror::start();
-    mirror.add_release(&Release::new(VERSION));
-    let ws = Workspace::new();
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    let ws = workspace();
     let wrappers = ws.tmp.path().join("bin");
     let packing = ws.tmp.path().join("packing");
     // A packer that takes its time (and starts a child of its own), so the signal finds it busy.
-    write_script(
-        &wrappers,
-        tool,
-        &format!(
-            "#!/bin/sh\ntouch '{}'\nsleep 60\nexec '{}' \"$@\"\n",
-            packing.display(),
-            support::tool(tool).display()
-        ),
-    );
+    slow_wrapper(&wrappers, tool, &packing);
     // Every process of this build inherits the mark, whoever its parent is by now.
-    let mark = format!("ALLOY_SYSEXT_TEST_RUN={}", ws.tmp.path().display());
-    let (mark_name, mark_value) = mark.split_once('=').unwrap();
-    let mut command = ws.command(&mirror.base_url);
-    command
-        .args(["build", VERSION, "--format", format, "--out-dir"])
-        .arg(&ws.out)
+    let mark = Mark::new(ws.tmp.path());
+    let mut command = ws.build_command(&mirror.base_url, VERSION, &["--format", format]);
+    mark.on(&mut command)
         .env("PATH", path_with_first(&wrappers))
-        .env(mark_name, mark_value)
         // Secrets a build never needs: no tool it runs may see them.
         .env("R2_SECRET_ACCESS_KEY", "r2-secret-for-the-test")
         .env("SYSEXT_GPG_KEY", "-----BEGIN PGP PRIVATE KEY BLOCK-----")
-        .env("AWS_ACCESS_KEY_ID", "aws-key-for-the-test")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0);
-    let mut xtask = command.spawn().unwrap();
-    let pid = xtask.id() as i32;
-    let _group = KillGroupOnDrop(pid);
-
-    wait_for_file(&packing, 120, "packing");
+        .env("AWS_ACCESS_KEY_ID", "aws-key-for-the-test");
+    let mut xtask = Group::spawn(&mut command);
+    xtask.until_file(&packing, 120, "packing");
     assert!(
         ws.out_names()
             .iter()
@@ -72,12 +46,11 @@ fn interrupt_a_build_while_it_packs(
         "no work directory while packing: {:?}",
         ws.out_names()
     );
-    let packer = processes_with_env(&mark);
+    let packer = mark.processes();
     assert!(packer.len() >= 2, "packer not running: {packer:?}");
     // xtask's own /proc environ is what it was started with; what it passes on is what counts.
-    for (pid, command) in packer.iter().filter(|(p, _)| *p != pid) {
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-        let environ = String::from_utf8_lossy(&environ);
+    for (pid, command) in packer.iter().filter(|(p, _)| *p != xtask.pid) {
+        let environ = environ(*pid);
         for secret in [
             "R2_SECRET_ACCESS_KEY",
             "SYSEXT_GPG_KEY",
@@ -86,11 +59,11 @@ fn interrupt_a_build_while_it_packs(
             assert!(!environ.contains(secret), "{secret} reached {command}");
         }
     }
-    send_signal(signal, if group { -pid } else { pid });
-    let status = wait_with_deadline(&mut xtask, 30);
+    xtask.signal(signal, group);
+    let status = xtask.wait(30);
 
     assert_eq!(status.code(), Some(expected_code), "{status}");
-    let left = processes_with_env(&mark);
+    let left = mark.processes();
     assert!(left.is_empty(), "processes left running: {left:?}");
     assert_eq!(ws.out_names(), Vec::<String>::new(), "left in the out dir");
 }
@@ -123,12 +96,16 @@ fn hold_lock(path: &std::path::Path) -> std::process::Child {
     child
 }
 
+/// The fixture release on a mirror, and a workspace whose output directory exists already.
+fn mirror_and_out_dir() -> (Mirror, Workspace) {
+    let ws = workspace();
+    std::fs::create_dir_all(&ws.out).unwrap();
+    (Mirror::with_release(&Release::new(VERSION)), ws)
+}
+
 #[test]
 fn a_build_keeps_work_dirs_whose_lock_is_held_and_removes_the_others() {
-    let mirror = Mirror::start();
-    mirror.add_release(&Release::new(VERSION));
-    let ws = Workspace::new();
-    std::fs::create_dir_all(&ws.out).unwrap();
+    let (mirror, ws) = mirror_and_out_dir();
     // A pid that cannot run here, but a live lock: a build in another PID namespace.
     let live = ws.out.join(".alloy-sysext-tmp-4294967294-live");
     // A pid that always runs here (init), but no lock: a killed build's.
@@ -152,27 +129,13 @@ fn a_build_keeps_work_dirs_whose_lock_is_held_and_removes_the_others() {
 
 #[test]
 fn an_image_left_without_its_checksum_is_noticed_and_replaced() {
-    let mirror = Mirror::start();
-    mirror.add_release(&Release::new(VERSION));
-    let ws = Workspace::new();
-    std::fs::create_dir_all(&ws.out).unwrap();
+    let (mirror, ws) = mirror_and_out_dir();
     // What a kill between the two renames used to leave, at worst: a new image, no checksum.
     std::fs::write(ws.image(IMAGE), "an image whose checksum never arrived").unwrap();
 
-    let run = ws.build(&mirror.base_url, VERSION, &["--format", "squashfs"]);
-    run.assert_ok();
-    assert!(
-        run.stderr
-            .contains(&format!("replacing {IMAGE}: it has no {CHECKSUM}")),
-        "{}",
-        run.stderr
-    );
+    let replacing = format!("replacing {IMAGE}: it has no {CHECKSUM}");
+    ws.build(&mirror.base_url, VERSION, &["--format", "squashfs"])
+        .assert_ok_saying(&[&replacing]);
     assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
-    let check = Command::new("sha256sum")
-        .arg("-c")
-        .arg(CHECKSUM)
-        .current_dir(&ws.out)
-        .output()
-        .unwrap();
-    assert!(check.status.success(), "{check:?}");
+    assert_sha256sum_accepts(&ws);
 }

@@ -1,5 +1,5 @@
-//! Minimal Debian roots made with debootstrap, for the tests that boot a host (boot.rs) or build
-//! in a container (container.rs). Made once per suite and package list, and kept in
+//! Minimal Debian roots made with debootstrap, for the tests that boot a host ([`crate::host`])
+//! or build in a container. Made once per suite and package list, and kept in
 //! ~/.cache/alloy-sysext-tests/: debootstrap takes about a minute, a cached root nothing.
 
 use std::path::{Path, PathBuf};
@@ -45,19 +45,6 @@ fn host_apt_mirror() -> String {
     apt_mirror(&sources).unwrap_or_else(|| "http://deb.debian.org/debian".to_string())
 }
 
-/// Runs a command to completion, failing the test with its output if it fails.
-pub fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// One debootstrap at a time in this process; other processes are handled by the rename.
 static DEBOOTSTRAP: Mutex<()> = Mutex::new(());
 
@@ -84,12 +71,12 @@ pub fn root(suite: &str, packages: &[&str]) -> PathBuf {
         // Bounded: a stalled mirror fails the test instead of hanging it.
         debootstrap
             .arg("900")
-            .arg(super::tool("debootstrap"))
+            .arg(crate::tool("debootstrap"))
             .arg("--variant=minbase");
         if !packages.is_empty() {
             debootstrap.arg(format!("--include={}", packages.join(",")));
         }
-        run(debootstrap.arg(suite).arg(&building).arg(&mirror));
+        crate::checked_output(debootstrap.arg(suite).arg(&building).arg(&mirror));
         eprintln!(
             "debootstrap {suite} from {mirror}: {:.0?}",
             started.elapsed()
@@ -101,4 +88,28 @@ pub fn root(suite: &str, packages: &[&str]) -> PathBuf {
     }
     assert!(root.join("usr/bin/dpkg").exists(), "{}", root.display());
     root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apt_mirror;
+
+    #[test]
+    fn apt_mirror_comes_from_either_sources_format() {
+        let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\nTypes: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n";
+        assert_eq!(
+            apt_mirror(deb822).as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        let one_line =
+            "# deb http://old/\ndeb [arch=amd64] http://ftp.de.debian.org/debian bookworm main\n";
+        assert_eq!(
+            apt_mirror(one_line).as_deref(),
+            Some("http://ftp.de.debian.org/debian")
+        );
+        assert_eq!(
+            apt_mirror("deb https://packages.cloud.google.com/apt x main\n"),
+            None
+        );
+    }
 }

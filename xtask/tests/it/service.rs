@@ -1,17 +1,15 @@
 //! What the image brings to run Alloy as a service, checked with systemd's own tools on files
 //! taken out of built images.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::fixture::Release;
-use support::mirror::Mirror;
-use support::{ext4_cat, ext4_inodes, Workspace};
+use xtask_testkit::process::require_root;
+use xtask_testkit::{checked_output, ext4};
 
-const VERSION: &str = "1.10.2";
+use crate::support::built;
+
 const UNIT: &str = "/usr/lib/systemd/system/alloy.service";
 const SETUP_UNIT: &str = "/usr/lib/systemd/system/alloy-setup.service";
 const SYSUSERS: &str = "/usr/lib/sysusers.d/alloy.conf";
@@ -29,35 +27,22 @@ const SERVICE_FILES: [&str; 6] = [
     DEFAULT_ENVIRONMENT,
 ];
 
-fn built(args: &[&str]) -> (Workspace, Release) {
-    let release = Release::new(VERSION);
-    let mirror = Mirror::start();
-    mirror.add_release(&release);
-    let ws = Workspace::new();
-    ws.build(&mirror.base_url, VERSION, args).assert_ok();
-    (ws, release)
-}
-
-fn text(image: &Path, path: &str) -> String {
-    String::from_utf8(ext4_cat(image, path)).unwrap()
-}
-
 /// Copies `paths` out of the image into `root`, keeping their place and a 0644 mode.
 fn extract(image: &Path, root: &Path, paths: &[&str]) {
     for path in paths {
         let disk = root.join(path.trim_start_matches('/'));
         std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
-        std::fs::write(&disk, ext4_cat(image, path)).unwrap();
+        std::fs::write(&disk, ext4::cat(image, path)).unwrap();
     }
 }
 
 #[test]
 fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
-    let (ws, _) = built(&["--arch", "amd64", "--arch", "arm64"]);
+    let ws = built(&["--arch", "amd64", "--arch", "arm64"]);
     let amd64 = ws.image("alloy-1.10.2-amd64.raw");
     for arch in ["amd64", "arm64"] {
         let image = ws.image(&format!("alloy-1.10.2-{arch}.raw"));
-        let inodes = ext4_inodes(&image);
+        let inodes = ext4::inodes(&image);
         for path in SERVICE_FILES.iter().chain([&AUTOSTART]) {
             let inode = inodes
                 .iter()
@@ -69,16 +54,20 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
                 "{inode:?}"
             );
             // The texts do not depend on the architecture.
-            assert_eq!(text(&image, path), text(&amd64, path), "{arch}: {path}");
+            assert_eq!(
+                ext4::text(&image, path),
+                ext4::text(&amd64, path),
+                "{arch}: {path}"
+            );
         }
         assert!(
-            text(&image, RELEASE_FILE)
+            ext4::text(&image, RELEASE_FILE)
                 .lines()
                 .any(|l| l == "EXTENSION_RELOAD_MANAGER=1"),
             "{arch}"
         );
     }
-    let unit = text(&amd64, UNIT);
+    let unit = ext4::text(&amd64, UNIT);
     for line in [
         "User=alloy",
         "Requires=alloy-setup.service",
@@ -89,14 +78,17 @@ fn both_architectures_carry_the_service_its_defaults_and_the_autostart() {
     ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
     }
-    assert_eq!(text(&amd64, AUTOSTART), "[Unit]\nUpholds=alloy.service\n");
+    assert_eq!(
+        ext4::text(&amd64, AUTOSTART),
+        "[Unit]\nUpholds=alloy.service\n"
+    );
 }
 
 #[test]
 fn no_autostart_leaves_out_only_the_drop_in() {
-    let (ws, _) = built(&["--no-autostart"]);
+    let ws = built(&["--no-autostart"]);
     let image = ws.image("alloy-1.10.2-amd64.raw");
-    let paths: Vec<String> = ext4_inodes(&image).into_iter().map(|i| i.path).collect();
+    let paths: Vec<String> = ext4::inodes(&image).into_iter().map(|i| i.path).collect();
     for path in SERVICE_FILES {
         assert!(paths.iter().any(|p| p == path), "{path} missing: {paths:?}");
     }
@@ -105,7 +97,7 @@ fn no_autostart_leaves_out_only_the_drop_in() {
         "{paths:?}"
     );
     // The unit is still shipped, so the manager should still learn about it after a merge.
-    assert!(text(&image, RELEASE_FILE).contains("EXTENSION_RELOAD_MANAGER=1\n"));
+    assert!(ext4::text(&image, RELEASE_FILE).contains("EXTENSION_RELOAD_MANAGER=1\n"));
 }
 
 /// A root for `systemd-analyze verify --root`: the host's own units (so that sysinit.target and
@@ -159,7 +151,7 @@ fn analyze_verify(root: &Path) -> (bool, String) {
 
 #[test]
 fn systemd_analyze_verify_accepts_the_unit_and_the_drop_in() {
-    let (ws, _) = built(&[]);
+    let ws = built(&[]);
     let image = ws.image("alloy-1.10.2-amd64.raw");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
@@ -183,17 +175,10 @@ fn systemd_analyze_verify_accepts_the_unit_and_the_drop_in() {
 }
 
 fn run_in_root(root: &Path, tool: &str, args: &[&str]) {
-    let output = Command::new(tool)
-        .arg(format!("--root={}", root.display()))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("running {tool} (bash scripts/install-deps.sh --test installs systemd): {e}")
-        });
-    assert!(
-        output.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
+    checked_output(
+        Command::new(tool)
+            .arg(format!("--root={}", root.display()))
+            .args(args),
     );
 }
 
@@ -223,10 +208,10 @@ fn owner_mode(path: &Path) -> (u32, u32, u32) {
 
 #[test]
 fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edits() {
-    if !support::require_root("setup_makes_the_alloy_user (creates root-owned files)") {
+    if !require_root("setup_makes_the_alloy_user (creates root-owned files)") {
         return;
     }
-    let (ws, _) = built(&[]);
+    let ws = built(&[]);
     let image = ws.image("alloy-1.10.2-amd64.raw");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
@@ -271,11 +256,11 @@ fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edit
     let environment = root.join("etc/default/alloy");
     assert_eq!(
         std::fs::read(&config).unwrap(),
-        ext4_cat(&image, DEFAULT_CONFIG)
+        ext4::cat(&image, DEFAULT_CONFIG)
     );
     assert_eq!(
         std::fs::read(&environment).unwrap(),
-        ext4_cat(&image, DEFAULT_ENVIRONMENT)
+        ext4::cat(&image, DEFAULT_ENVIRONMENT)
     );
     // Root writes, the alloy group reads, nobody else does.
     assert_eq!(owner_mode(&etc_alloy), (0o750, 0, alloy));
@@ -298,7 +283,7 @@ fn setup_makes_the_alloy_user_and_seeds_etc_privately_keeping_the_operators_edit
     assert_eq!(owner_mode(&config), (0o640, 0, alloy));
     assert_eq!(
         std::fs::read(&environment).unwrap(),
-        ext4_cat(&image, DEFAULT_ENVIRONMENT)
+        ext4::cat(&image, DEFAULT_ENVIRONMENT)
     );
     assert_eq!(owner_mode(&environment), (0o640, 0, alloy));
 }

@@ -2,16 +2,13 @@
 //! private mount namespace, and the merged `/usr/bin/alloy` runs; a host whose os-release does not
 //! match refuses the image; for each image format. Needs root (loop devices, mounts): CI runs it as root.
 
-mod support;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::fixture::Release;
-use support::mirror::Mirror;
-use support::{require_root, Run, Workspace, FORMATS};
+use xtask_testkit::process::require_root;
+use xtask_testkit::{Run, Workspace};
 
-const VERSION: &str = "1.10.2";
+use crate::support::{built, FORMATS, VERSION};
 
 /// Runs inside `unshare --mount`: a private tmpfs on /run keeps the host's /run/extensions and
 /// sysext state out of it; the root is made a shared bind mount, or the merge would stay inside
@@ -56,17 +53,9 @@ fn merge(image: &Path, id: &str, level: &str) -> Run {
     run
 }
 
-fn built_image(arch: &str, format: &str) -> (Workspace, std::path::PathBuf) {
-    let release = Release::new(VERSION);
-    let mirror = Mirror::start();
-    mirror.add_release(&release);
-    let ws = Workspace::new();
-    ws.build(
-        &mirror.base_url,
-        VERSION,
-        &["--arch", arch, "--format", format],
-    )
-    .assert_ok();
+/// The fixture release built for `arch` in `format`: the workspace and the image's path.
+fn built_image(arch: &str, format: &str) -> (Workspace, PathBuf) {
+    let ws = built(&["--arch", arch, "--format", format]);
     let image = ws.image(&format!("alloy-{VERSION}-{arch}.raw"));
     (ws, image)
 }
@@ -77,14 +66,8 @@ fn systemd_sysext_merges_the_image_on_a_flatcar_host_and_alloy_runs() {
         return;
     }
     for format in FORMATS {
-        let (_ws, image) = built_image("amd64", format);
-        let run = merge(&image, "flatcar", "1.0");
-        run.assert_ok();
-        assert!(
-            run.stderr.contains("Merged extensions into"),
-            "{format}: {}",
-            run.stderr
-        );
+        let run = merge(&built_image("amd64", format).1, "flatcar", "1.0").case(format);
+        run.assert_ok_saying(&["Merged extensions into"]);
         let merged = run.stdout.split("--- merged").nth(1).unwrap_or_default();
         assert!(
             merged.contains("extension-release.alloy"),
@@ -111,30 +94,24 @@ fn systemd_sysext_refuses_the_image_on_hosts_it_was_not_built_for() {
     for format in FORMATS {
         let (_ws, amd64) = built_image("amd64", format);
         for (id, level) in [("debian", "1.0"), ("flatcar", "2.0")] {
-            let run = merge(&amd64, id, level);
-            run.assert_ok();
-            assert!(
-                run.stderr.contains("ignored due to incompatible version"),
-                "{format} on ID={id} SYSEXT_LEVEL={level}:\n{}",
-                run.stderr
-            );
-            assert!(
-                run.stdout.contains("no merged alloy"),
-                "{format} on ID={id} SYSEXT_LEVEL={level}:\n{}",
-                run.stdout
-            );
+            let case = format!("{format} on ID={id} SYSEXT_LEVEL={level}");
+            assert_ignored(&amd64, id, level, &case);
         }
     }
     // An arm64 image on this x86-64 host is refused for its ARCHITECTURE=.
     if std::env::consts::ARCH == "x86_64" {
         let (_ws, arm64) = built_image("arm64", "ext4");
-        let run = merge(&arm64, "flatcar", "1.0");
-        run.assert_ok();
-        assert!(
-            run.stderr.contains("ignored due to incompatible version"),
-            "{}",
-            run.stderr
-        );
-        assert!(run.stdout.contains("no merged alloy"), "{}", run.stdout);
+        assert_ignored(&arm64, "flatcar", "1.0", "arm64 on x86-64");
     }
+}
+
+/// systemd-sysext ignores `image` on a host of `id` and `level`: nothing is merged.
+fn assert_ignored(image: &Path, id: &str, level: &str, case: &str) {
+    let run = merge(image, id, level).case(case);
+    run.assert_ok_saying(&["ignored due to incompatible version"]);
+    assert!(
+        run.stdout.contains("no merged alloy"),
+        "{case}:\n{}",
+        run.stdout
+    );
 }

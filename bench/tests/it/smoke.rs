@@ -1,16 +1,15 @@
 //! `cargo xtask bench` runs end to end on a small generated release (it measures the `xtask`
 //! binary beside its own, which `cargo test --workspace` builds).
 
-#[path = "../../xtask/tests/support/mod.rs"]
-mod support;
-
 use std::process::Command;
+
+use xtask_testkit::Run;
 
 /// A quick benchmark run completes and writes results that parse. No timing is asserted.
 #[test]
 fn bench_smoke_run_writes_markdown_and_json() {
     let out = tempfile::tempdir().unwrap();
-    let run = support::Run::from_command(
+    let run = Run::from_command(
         Command::new(env!("CARGO_BIN_EXE_xtask-bench"))
             .args(["--size-mb", "4", "--runs", "1", "--out"])
             .arg(out.path()),
@@ -29,6 +28,7 @@ fn bench_smoke_run_writes_markdown_and_json() {
         names,
         [
             "xtask cold ext4",
+            "xtask cold ext4 (debugfs -n)",
             "xtask warm ext4",
             "plain ext4",
             "xtask cold squashfs",
@@ -42,6 +42,19 @@ fn bench_smoke_run_writes_markdown_and_json() {
         assert!(c["phases_s"]["pack"].as_f64().is_some(), "{c}");
     }
     assert_eq!(json["targets"].as_array().unwrap().len(), 10);
+    // The debugfs contender fills the same image the in-process fill does.
+    let image = |name: &str| {
+        json["contenders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["image_bytes"].clone())
+    };
+    assert_eq!(
+        image("xtask cold ext4"),
+        image("xtask cold ext4 (debugfs -n)")
+    );
     assert!(json["inflate_floor_s"].as_f64().unwrap() > 0.0, "{json}");
     assert!(json["hash_floor_s"].as_f64().unwrap() > 0.0, "{json}");
     // Staged: the 4 MB binary, its metadata and the service files.

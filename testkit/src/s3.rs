@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 pub const ACCESS_KEY: &str = "AKIDALLOYSYSEXTTEST";
 /// Distinctive, so that a search of any output for it cannot match by accident.
@@ -40,14 +39,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// One s3s-fs process with one bucket, and a public HTTP view of that bucket.
 pub struct S3 {
     pub endpoint: String,
@@ -70,7 +61,9 @@ impl S3 {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting s3s-fs");
-        wait_for_port(port);
+        crate::process::wait_for(20, &format!("s3s-fs listening on {port}"), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         let public_url = serve_dir(root.path().join(BUCKET));
         S3 {
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -148,35 +141,17 @@ fn base64_url(bytes: &[u8]) -> String {
 
 /// Serves the files of `dir` read-only over HTTP on loopback: `GET /<name>`.
 pub fn serve_dir(dir: PathBuf) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let dir = dir.clone();
-            std::thread::spawn(move || {
-                let _ = serve_file(stream, &dir);
-            });
-        }
-    });
-    url
+    let dir: Arc<Path> = Arc::from(dir.as_path());
+    format!("http://{}", crate::listen(dir, serve_file))
 }
 
 fn serve_file(stream: TcpStream, dir: &Path) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-                break;
-            }
-        }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-        let name = path.trim_start_matches('/');
+    // Keep-alive: requests one after another, until the client closes the connection.
+    while !reader.fill_buf()?.is_empty() {
+        let head = crate::read_head(&mut reader)?;
+        let name = head.path.trim_start_matches('/');
         let file = (!name.is_empty() && !name.contains('/') && !name.starts_with('.'))
             .then(|| std::fs::File::open(dir.join(name)).ok())
             .flatten();
@@ -198,6 +173,7 @@ fn serve_file(stream: TcpStream, dir: &Path) -> std::io::Result<()> {
         }
         stream.flush()?;
     }
+    Ok(())
 }
 
 /// A TCP proxy to `target` that cuts a connection once this many request bytes passed.
@@ -223,14 +199,18 @@ impl CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let cuts = Arc::new(AtomicU64::new(0));
-        let armed = Arc::new(AtomicBool::new(true));
-        let counter = cuts.clone();
+        let plan = Arc::new(Plan {
+            after,
+            always,
+            corrupt,
+            armed: AtomicBool::new(true),
+            cuts: cuts.clone(),
+        });
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
-                let (cuts, armed) = (counter.clone(), armed.clone());
                 let (client_read, server_write) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 // server -> client, as is
@@ -240,39 +220,8 @@ impl CuttingProxy {
                     let _ = to_client.shutdown(Shutdown::Both);
                 });
                 // client -> server, counted and cut
-                std::thread::spawn(move || {
-                    let (mut from_client, mut to_server) = (client_read, server_write);
-                    let mut buffer = vec![0u8; 16 * 1024];
-                    let mut passed = 0u64;
-                    loop {
-                        let n = match from_client.read(&mut buffer) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if passed + n as u64 > after
-                            && (always || armed.swap(false, Ordering::SeqCst))
-                        {
-                            if corrupt {
-                                buffer[(after - passed) as usize] ^= 0x01;
-                                cuts.fetch_add(1, Ordering::SeqCst);
-                                if to_server.write_all(&buffer[..n]).is_err() {
-                                    break;
-                                }
-                                passed += n as u64;
-                                continue;
-                            }
-                            let _ = to_server.write_all(&buffer[..(after - passed) as usize]);
-                            cuts.fetch_add(1, Ordering::SeqCst);
-                            break;
-                        }
-                        if to_server.write_all(&buffer[..n]).is_err() {
-                            break;
-                        }
-                        passed += n as u64;
-                    }
-                    let _ = to_server.shutdown(Shutdown::Both);
-                    let _ = from_client.shutdown(Shutdown::Both);
-                });
+                let plan = plan.clone();
+                std::thread::spawn(move || plan.forward(client_read, server_write));
             }
         });
         CuttingProxy { url, cuts }
@@ -280,6 +229,50 @@ impl CuttingProxy {
 
     pub fn cuts(&self) -> u64 {
         self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+/// What a [`CuttingProxy`] does to what clients send.
+struct Plan {
+    /// Bytes of a connection that pass before it is cut (or its next byte flipped).
+    after: u64,
+    /// Every connection, or only the first that gets that far (while `armed`).
+    always: bool,
+    armed: AtomicBool,
+    /// Flip one bit instead of cutting.
+    corrupt: bool,
+    /// Connections cut (or bytes flipped) so far.
+    cuts: Arc<AtomicU64>,
+}
+
+impl Plan {
+    /// Copies a client's bytes to the server, cutting or corrupting them as planned.
+    fn forward(&self, mut from_client: TcpStream, mut to_server: TcpStream) {
+        let mut buffer = vec![0u8; 16 * 1024];
+        let mut passed = 0u64;
+        loop {
+            let n = match from_client.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let due = passed + n as u64 > self.after
+                && (self.always || self.armed.swap(false, Ordering::SeqCst));
+            if due && !self.corrupt {
+                let _ = to_server.write_all(&buffer[..(self.after - passed) as usize]);
+                self.cuts.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if due {
+                buffer[(self.after - passed) as usize] ^= 0x01;
+                self.cuts.fetch_add(1, Ordering::SeqCst);
+            }
+            if to_server.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+            passed += n as u64;
+        }
+        let _ = to_server.shutdown(Shutdown::Both);
+        let _ = from_client.shutdown(Shutdown::Both);
     }
 }
 

@@ -1,0 +1,13 @@
+//! `cargo xtask publish` and `cargo xtask verify` against a real S3 server process (s3s-fs) on
+//! loopback, with the bucket's files served over HTTP as the public domain would serve them: one
+//! test binary, one module per concern (`cargo test -p xtask-publish --test it -- signing::`).
+
+mod support;
+
+mod concurrency;
+mod faults;
+mod interrupts;
+mod settings;
+mod signing;
+mod uploads;
+mod verify;

@@ -1,0 +1,74 @@
+//! What xtask's own tests share: the binary under test, the fixture release's version and the
+//! names of its image, and every image format.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use xtask_testkit::fixture::Release;
+use xtask_testkit::mirror::Mirror;
+use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
+
+/// The `xtask` binary: cargo tells xtask's own tests where it built it.
+pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+
+/// The fixture release most tests build.
+pub const VERSION: &str = "1.10.2";
+pub const IMAGE: &str = "alloy-1.10.2-amd64.raw";
+pub const CHECKSUM: &str = "alloy-1.10.2-amd64.raw.sha256";
+
+/// Where every image holds its extension-release (no leading slash), and how that begins for
+/// amd64 (later lines may follow, e.g. EXTENSION_RELOAD_MANAGER=1).
+pub const RELEASE_FILE: &str = "usr/lib/extension-release.d/extension-release.alloy";
+pub const EXTENSION_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n";
+
+/// Every image format `xtask build --format` makes; tests that hold for all loop over these.
+pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
+
+/// A private place for [`XTASK`] to build in.
+pub fn workspace() -> Workspace {
+    Workspace::new(XTASK)
+}
+
+/// The fixture release of [`VERSION`], served by a mirror of its own and built with
+/// `xtask build VERSION ARGS...` in a new workspace.
+pub fn built(args: &[&str]) -> Workspace {
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    let ws = workspace();
+    ws.build(&mirror.base_url, VERSION, args).assert_ok();
+    ws
+}
+
+/// `sha256sum -c` accepts the workspace's [`CHECKSUM`] in its output directory.
+pub fn assert_sha256sum_accepts(ws: &Workspace) {
+    checked_output(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg(CHECKSUM)
+            .current_dir(&ws.out),
+    );
+}
+
+/// YAML -> JSON with PyYAML (python3-yaml, installed by install-deps.sh --test).
+pub fn parse_yaml(text: &str) -> serde_json::Value {
+    let to_json = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
+    let mut python = Command::new("/usr/bin/python3");
+    let json = checked_output_with_input(python.args(["-c", to_json]), text.as_bytes());
+    serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{e}: not YAML?\n{text}"))
+}
+
+/// Every file (not directory) under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
