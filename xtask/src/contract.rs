@@ -135,7 +135,7 @@ pub fn checksum_name(file: &str) -> String {
 /// Which published stream a host follows. Release candidates never enter the stable index:
 /// systemd orders `1.11.0-rc.1` above `1.11.0`, so one rc in the index hosts read would move
 /// every auto-updating host onto it and then hold it there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Channel {
     /// Releases only (X.Y.Z), at the bucket's top level.
     #[default]

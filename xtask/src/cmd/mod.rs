@@ -9,6 +9,7 @@ pub mod check;
 pub mod inspect;
 pub mod latest;
 pub mod member;
+pub mod missing;
 pub mod sysupdate;
 pub mod verify;
 
@@ -31,6 +32,7 @@ pub enum Command {
     Publish(member::Publish),
     Verify(verify::Verify),
     Latest(latest::Latest),
+    Missing(missing::Missing),
     Sysupdate(sysupdate::Sysupdate),
     Butane(butane::Butane),
     Inspect(inspect::Inspect),
@@ -45,6 +47,7 @@ impl Command {
             Command::Publish(command) => command.member.run(sh, "xtask-publish"),
             Command::Verify(command) => command.run(sh),
             Command::Latest(command) => command.run(sh),
+            Command::Missing(command) => command.run(sh),
             Command::Sysupdate(command) => command.run(sh),
             Command::Butane(command) => command.run(sh),
             Command::Inspect(command) => command.run(sh),

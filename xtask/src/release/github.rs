@@ -25,6 +25,15 @@ pub struct ReleaseInfo {
     pub draft: bool,
     #[serde(default)]
     pub prerelease: bool,
+    /// What is attached so far: GitHub lists a release before its assets are all uploaded.
+    #[serde(default)]
+    pub assets: Vec<AssetInfo>,
+}
+
+/// The fields of a release asset that matter here.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AssetInfo {
+    pub name: String,
 }
 
 /// The version of a published stable release: not a draft, not a prerelease, tagged `vX.Y.Z`.
@@ -183,6 +192,7 @@ mod tests {
             tag_name: tag.into(),
             draft,
             prerelease,
+            assets: Vec::new(),
         }
     }
 

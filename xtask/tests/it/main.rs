@@ -14,6 +14,7 @@ mod hostile;
 mod interrupts;
 mod latest;
 mod merge;
+mod missing;
 mod service;
 mod tidy;
 mod upgrade;
