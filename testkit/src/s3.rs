@@ -1,6 +1,7 @@
 //! A real S3-compatible server on loopback (`s3s-fs`, which checks `x-amz-checksum-sha256` and
 //! honours `If-None-Match`/`If-Match`), the bucket's "public domain" (a static HTTP server over
-//! the same files), and a TCP proxy that can cut connections mid-body.
+//! the same objects, with their stored Content-Type), and a TCP proxy that can cut connections
+//! mid-body.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -64,7 +65,7 @@ impl S3 {
         crate::process::wait_for(20, &format!("s3s-fs listening on {port}"), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        let public_url = serve_dir(root.path().join(BUCKET));
+        let public_url = serve_bucket(root.path().to_path_buf());
         S3 {
             endpoint: format!("http://127.0.0.1:{port}"),
             public_url,
@@ -139,30 +140,57 @@ fn base64_url(bytes: &[u8]) -> String {
     out
 }
 
-/// Serves the files of `dir` read-only over HTTP on loopback: `GET /<name>`.
-pub fn serve_dir(dir: PathBuf) -> String {
-    let dir: Arc<Path> = Arc::from(dir.as_path());
-    format!("http://{}", crate::listen(dir, serve_file))
+/// Serves the objects of s3s-fs's bucket under `root` read-only over HTTP on loopback, as the
+/// bucket's public domain does: `GET /<key>` (folders included, `rc/SHA256SUMS`), with the
+/// Content-Type the object was stored with.
+pub fn serve_bucket(root: PathBuf) -> String {
+    let root: Arc<Path> = Arc::from(root.as_path());
+    format!("http://{}", crate::listen(root, serve_object))
 }
 
-fn serve_file(stream: TcpStream, dir: &Path) -> std::io::Result<()> {
+/// The file of an object key under the bucket, if the key is one a client may ask for: no
+/// empty, hidden (s3s-fs's own files) or `..` component.
+fn object_file(root: &Path, key: &str) -> Option<PathBuf> {
+    let plain = |part: &str| !part.is_empty() && !part.starts_with('.');
+    if !key.split('/').all(plain) {
+        return None;
+    }
+    let path = root.join(BUCKET).join(key);
+    path.is_file().then_some(path)
+}
+
+/// The Content-Type s3s-fs stored for `key`, if any.
+fn stored_content_type(root: &Path, key: &str) -> Option<String> {
+    let name = format!(
+        ".bucket-{}.object-{}.metadata.json",
+        base64_url(BUCKET.as_bytes()),
+        base64_url(key.as_bytes())
+    );
+    let text = std::fs::read_to_string(root.join(name)).ok()?;
+    let metadata: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(metadata.get("content_type")?.as_str()?.to_string())
+}
+
+fn serve_object(stream: TcpStream, root: &Path) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
     // Keep-alive: requests one after another, until the client closes the connection.
     while !reader.fill_buf()?.is_empty() {
         let head = crate::read_head(&mut reader)?;
-        let name = head.path.trim_start_matches('/');
-        let file = (!name.is_empty() && !name.contains('/') && !name.starts_with('.'))
-            .then(|| std::fs::File::open(dir.join(name)).ok())
-            .flatten();
-        match file {
+        let path = head.path.split('?').next().unwrap_or("");
+        let key = path.trim_start_matches('/');
+        match object_file(root, key).and_then(|p| std::fs::File::open(p).ok()) {
             Some(mut file) => {
                 let len = file.metadata()?.len();
+                let content_type = stored_content_type(root, key)
+                    .unwrap_or_else(|| "application/octet-stream".to_string());
                 write!(
                     stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: {content_type}\r\n\r\n"
                 )?;
-                std::io::copy(&mut file, &mut stream)?;
+                if head.method != "HEAD" {
+                    std::io::copy(&mut file, &mut stream)?;
+                }
             }
             None => {
                 write!(

@@ -18,6 +18,9 @@ use crate::util::progress::{mib, step};
 use crate::util::tools::{self, Tool};
 use crate::version::Version;
 
+mod audit;
+pub use audit::{audit, Audit};
+
 /// What to verify: the images of one architecture in one channel's folder, one version or all
 /// its index lists, and with a keyring the index's signature.
 #[derive(Clone, Debug)]
@@ -79,8 +82,10 @@ const TEXT_LIMIT: u64 = 16 << 20;
 pub struct Verdict {
     base: String,
     rows: Vec<Row>,
-    /// A signature is published, and no keyring was given to check it.
-    unchecked_signature: bool,
+    /// Signatures that are published and went unchecked, no keyring being given.
+    unchecked_signatures: Vec<String>,
+    /// What readers should know besides the rows (a channel with nothing published).
+    notes: Vec<String>,
 }
 
 impl Verdict {
@@ -101,29 +106,42 @@ impl Verdict {
                 row.result()
             ));
         }
-        if self.unchecked_signature {
+        let (is, was) = match self.unchecked_signatures.len() {
+            1 => ("is", "was"),
+            _ => ("are", "were"),
+        };
+        if !self.unchecked_signatures.is_empty() {
             text.push_str(&format!(
-                "\n{SIGNATURE_NAME} is published but was not checked: pass --keyring FILE\n"
+                "\n{} {is} published but {was} not checked: pass --keyring FILE\n",
+                self.unchecked_signatures.join(" and ")
             ));
+        }
+        for note in &self.notes {
+            text.push_str(&format!("\n{note}\n"));
         }
         text
     }
 
-    /// An error naming every artifact that failed, if any did.
+    /// An error naming every artifact that failed and what was wrong with it, if any did.
     pub fn result(&self) -> anyhow::Result<()> {
-        let failed: Vec<&str> = self
+        let failed: Vec<&Row> = self
             .rows
             .iter()
             .filter(|r| !r.problems.is_empty())
-            .map(|r| r.name.as_str())
             .collect();
         if !failed.is_empty() {
+            let names: Vec<&str> = failed.iter().map(|r| r.name.as_str()).collect();
+            let why: Vec<String> = failed
+                .iter()
+                .map(|r| format!("  {}: {}", r.name, r.problems.join("; ")))
+                .collect();
             bail!(
-                "{} of {} artifact(s) at {} failed verification: {} (see the table above)",
+                "{} of {} artifact(s) at {} failed verification: {} (see the table above)\n{}",
                 failed.len(),
                 self.rows.len(),
                 self.base,
-                failed.join(", ")
+                names.join(", "),
+                why.join("\n")
             );
         }
         Ok(())
@@ -171,16 +189,22 @@ impl Index {
     }
 }
 
+/// Fails, saying what to give, when the keyring cannot be read: before any download.
+fn open_keyring(keyring: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(keyring).with_context(|| {
+        format!(
+            "reading --keyring {}: give the public key that signs SHA256SUMS (gpg --export KEYID > FILE)",
+            keyring.display()
+        )
+    })?;
+    Ok(())
+}
+
 /// Verifies what `request` names, downloading each image to a private temporary file.
 pub fn verify(http: &Http, request: &Request) -> anyhow::Result<Verdict> {
     let base = request.base.as_str();
     if let Some(keyring) = &request.keyring {
-        std::fs::File::open(keyring).with_context(|| {
-            format!(
-                "reading --keyring {}: give the public key that signs SHA256SUMS (gpg --export KEYID > FILE)",
-                keyring.display()
-            )
-        })?;
+        open_keyring(keyring)?;
     }
     let index = Index::fetch(http, base);
     let names = index.names(base, request.version.as_ref(), request.arch)?;
@@ -196,7 +220,7 @@ pub fn verify(http: &Http, request: &Request) -> anyhow::Result<Verdict> {
             work.path(),
         ));
     }
-    let mut unchecked_signature = false;
+    let mut unchecked_signatures = Vec::new();
     match &request.keyring {
         Some(keyring) => {
             step(format!(
@@ -211,12 +235,17 @@ pub fn verify(http: &Http, request: &Request) -> anyhow::Result<Verdict> {
                 work.path(),
             ));
         }
-        None => unchecked_signature = signatures_published(http, base).unwrap_or(false),
+        None => {
+            if signatures_published(http, base).unwrap_or(false) {
+                unchecked_signatures.push(SIGNATURE_NAME.to_string());
+            }
+        }
     }
     Ok(Verdict {
         base: base.to_string(),
         rows,
-        unchecked_signature,
+        unchecked_signatures,
+        notes: Vec::new(),
     })
 }
 
@@ -302,6 +331,31 @@ fn digest_problems(
     problems
 }
 
+/// What the image's `.raw.sha256` (fetched beside `url`) and the index say about an image
+/// named `name` whose bytes hash to `digest`.
+fn published_digest_problems(
+    http: &Http,
+    url: &str,
+    name: &str,
+    digest: &Digest,
+    index: Result<&Vec<SumLine>, &anyhow::Error>,
+) -> Vec<String> {
+    let checksum_url = checksum_name(url);
+    let checksum_file = match http.get_text(&checksum_url, http::SMALL_FILE_LIMIT) {
+        Ok(text) => Sums::parse(&text, checksum_name(name))
+            .and_then(|sums| sums.get(name))
+            .map_err(|e| format!("{e:#}")),
+        Err(e) if e.downcast_ref::<NotFound>().is_some() => {
+            Err(format!("no {name}.sha256 ({checksum_url} answered 404)"))
+        }
+        Err(e) => Err(format!("{name}.sha256: {e:#}")),
+    };
+    let index = index
+        .map(|entries| entries.as_slice())
+        .map_err(|e| format!("{e:#}"));
+    digest_problems(name, digest, checksum_file, index)
+}
+
 fn verify_one(
     http: &Http,
     base: &str,
@@ -327,21 +381,8 @@ fn verify_one(
     row.size = Some(size);
     row.digest = Some(digest);
 
-    let checksum_url = checksum_name(&url);
-    let checksum_file = match http.get_text(&checksum_url, http::SMALL_FILE_LIMIT) {
-        Ok(text) => Sums::parse(&text, checksum_name(name))
-            .and_then(|sums| sums.get(name))
-            .map_err(|e| format!("{e:#}")),
-        Err(e) if e.downcast_ref::<NotFound>().is_some() => {
-            Err(format!("no {name}.sha256 ({checksum_url} answered 404)"))
-        }
-        Err(e) => Err(format!("{name}.sha256: {e:#}")),
-    };
-    let index = index
-        .map(|entries| entries.as_slice())
-        .map_err(|e| format!("{e:#}"));
     row.problems
-        .extend(digest_problems(name, &digest, checksum_file, index));
+        .extend(published_digest_problems(http, &url, name, &digest, index));
 
     match ImageName::parse(name) {
         None => row

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod audit;
 mod concurrency;
 mod faults;
 mod interrupts;

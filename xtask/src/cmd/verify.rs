@@ -9,17 +9,25 @@ use super::args::{BaseUrlArgs, DownloadArgs};
 use crate::arch::Arch;
 use crate::contract::{check_channel, Channel};
 use crate::util::tools;
-use crate::verify::{self, Request};
+use crate::verify::{self, Audit, Request, Verdict};
 use crate::version::Version;
 
 /// Check published images from their public URL: digest against the .raw.sha256 and the
 /// SHA256SUMS line, extension-release fields, and usr/bin/alloy (present, executable, an ELF
 /// of the right architecture). Reads images without mounting them; prints one row per image
 /// (and one for SHA256SUMS.gpg with --keyring) and fails if any check fails.
+///
+/// With --all, the whole bucket: both channels, both architectures. Where --keyring proves a
+/// channel's SHA256SUMS, each image is only hashed as it streams by (no copy on disk);
+/// otherwise each is downloaded and looked inside too.
 #[derive(Args, Debug)]
 pub struct Verify {
     /// Version to verify; without it, every image of --arch listed in the channel's SHA256SUMS
     pub version: Option<Version>,
+
+    /// Audit the whole bucket: every image in SHA256SUMS and rc/SHA256SUMS, every architecture
+    #[arg(long, conflicts_with_all = ["version", "arch", "channel"])]
+    pub all: bool,
 
     /// Architecture to verify
     #[arg(long, value_enum, default_value = "amd64")]
@@ -44,6 +52,23 @@ pub struct Verify {
 
 impl Verify {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let verdict = if self.all {
+            let audit = Audit {
+                base: self.base_url.checked()?.trim_end_matches('/').to_string(),
+                keyring: self.keyring,
+            };
+            tools::preflight(sh, &audit.tools())?;
+            verify::audit(&self.downloads.http(), &audit)?
+        } else {
+            self.one_channel(sh)?
+        };
+        println!();
+        print!("{}", verdict.table());
+        verdict.result()
+    }
+
+    /// VERSION, or every image of --arch, in one channel.
+    fn one_channel(self, sh: &Shell) -> anyhow::Result<Verdict> {
         let channel = match (&self.version, self.channel) {
             (Some(version), Some(channel)) => {
                 check_channel(version, channel)?;
@@ -59,9 +84,6 @@ impl Verify {
             keyring: self.keyring,
         };
         tools::preflight(sh, &request.tools())?;
-        let verdict = verify::verify(&self.downloads.http(), &request)?;
-        println!();
-        print!("{}", verdict.table());
-        verdict.result()
+        verify::verify(&self.downloads.http(), &request)
     }
 }

@@ -482,9 +482,28 @@ impl Http {
         shown: &str,
         label: &str,
     ) -> anyhow::Result<(Digest, u64)> {
+        self.stream(url, file, shown, label)
+    }
+
+    /// The SHA-256 and size of what `url` serves, hashed as it streams by and kept nowhere (no
+    /// copy on disk): for checks that need only the digest. Same limits and retries as
+    /// [`Http::download_to`].
+    pub fn hash(&self, url: &str, label: &str) -> anyhow::Result<(Digest, u64)> {
+        self.stream(url, io::sink(), "nowhere", label)
+    }
+
+    /// Streams `url` into `sink` (`shown` in messages), hashing on the way, at most
+    /// [`Limits::max_download`] bytes, resuming or starting over as the server allows.
+    fn stream<S: Sink>(
+        &self,
+        url: &str,
+        sink: S,
+        shown: &str,
+        label: &str,
+    ) -> anyhow::Result<(Digest, u64)> {
         check_url(url)?;
         let ceiling = self.limits.max_download;
-        let mut writer = HashingWriter::new(file);
+        let mut writer = HashingWriter::new(sink);
         let mut transfer: Option<Transfer> = None;
         // Set when a server answered a Range request with the wrong bytes: ask for all of it.
         let mut ranges_broken = false;
@@ -525,9 +544,9 @@ impl Http {
                     )));
                 } else if writer.written() > 0 {
                     // 200 (no range support, or we asked for everything): start over.
-                    let file = writer.start_over();
-                    file.set_len(0)
-                        .and_then(|_| file.rewind())
+                    writer
+                        .start_over()
+                        .truncate()
                         .map_err(|e| Failure::Fatal(e.into()))?;
                 }
                 let start = writer.written();
@@ -580,6 +599,24 @@ impl Http {
             transfer.finish(size);
         }
         Ok((digest, size))
+    }
+}
+
+/// Where a streamed body goes: a file, emptied when a transfer starts over, or nowhere.
+trait Sink: Write {
+    fn truncate(&mut self) -> io::Result<()>;
+}
+
+impl Sink for &File {
+    fn truncate(&mut self) -> io::Result<()> {
+        self.set_len(0)?;
+        self.rewind()
+    }
+}
+
+impl Sink for io::Sink {
+    fn truncate(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
