@@ -12,7 +12,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat, Length};
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_http_client::tls;
 use sha2::{Digest as _, Sha256};
@@ -159,6 +159,31 @@ pub const SIGNATURE: Metadata = Metadata {
     cache_control: INDEX.cache_control,
 };
 
+/// The page people read (`index.html`) and its data for scripts (`index.json`): rewritten with
+/// every release, like the index.
+pub const PAGE_HTML: Metadata = Metadata {
+    content_type: "text/html; charset=utf-8",
+    cache_control: INDEX.cache_control,
+};
+pub const PAGE_JSON: Metadata = Metadata {
+    content_type: "application/json",
+    cache_control: INDEX.cache_control,
+};
+
+/// An object directly in the bucket's folder, as a listing gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The key without the folder's prefix.
+    pub name: String,
+    pub size: u64,
+    /// When it was written (RFC 3339, to the second, UTC); for a versioned object, when it
+    /// was published, since it is never written again.
+    pub last_modified: Option<String>,
+}
+
+/// A listing of more pages than this (1000 keys each) is not this project's bucket folder.
+const MAX_LIST_PAGES: usize = 100;
+
 /// What a conditional write did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {
@@ -173,6 +198,16 @@ pub enum Precondition {
     Absent,
     /// Replace only this version: `If-Match: <etag>`.
     Matches(String),
+}
+
+impl Precondition {
+    /// The header that carries it, as verbose output shows it.
+    pub fn header(&self) -> String {
+        match self {
+            Precondition::Absent => "If-None-Match: *".to_string(),
+            Precondition::Matches(etag) => format!("If-Match: {etag}"),
+        }
+    }
 }
 
 pub struct Bucket {
@@ -452,6 +487,45 @@ impl Bucket {
             hasher.update(&chunk);
         }
         Ok(Some((Digest(hasher.finalize().into()), size)))
+    }
+
+    /// The objects directly in the folder (not those of a subfolder such as `rc/`), every
+    /// page of the listing.
+    pub async fn list(&self) -> anyhow::Result<Vec<Listed>> {
+        let what = format!("listing s3://{}/{}", self.name, self.prefix);
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let output = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.name)
+                .prefix(&self.prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| explain(e, &what, self))?;
+            for object in output.contents() {
+                let Some(name) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                listed.push(Listed {
+                    name: name.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: object.last_modified().and_then(|t| {
+                        DateTime::from_secs(t.secs())
+                            .fmt(DateTimeFormat::DateTime)
+                            .ok()
+                    }),
+                });
+            }
+            match output.next_continuation_token() {
+                Some(next) if output.is_truncated() == Some(true) => token = Some(next.into()),
+                _ => return Ok(listed),
+            }
+        }
+        bail!("{what}: still more after {MAX_LIST_PAGES} pages, which is not this project's folder; check --prefix")
     }
 
     /// The size the server reports for an object, or `None` when there is none.

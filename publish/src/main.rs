@@ -12,6 +12,7 @@ mod index;
 mod local;
 mod multipart;
 mod objects;
+mod page;
 mod signature;
 
 use std::collections::HashSet;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use xtask::arch::Arch;
-use xtask::contract::{Channel, INDEX_NAME, SIGNATURE_NAME};
+use xtask::contract::{Channel, DEFAULT_BASE_URL, INDEX_NAME, PAGE_NAME, SIGNATURE_NAME};
 use xtask::runtime::{exit_code, refuse_secrets_on_argv};
 use xtask::signing::{Signer, SIGNING_KEY_ENV};
 use xtask::util::checksums::{self, SumLine};
@@ -64,6 +65,11 @@ pub struct PublishArgs {
     /// Folder inside the bucket to publish under (e.g. sysext/); release candidates go to its rc/
     #[arg(long, value_name = "P")]
     pub prefix: Option<String>,
+
+    /// Public base URL the bucket (with --prefix) is served at: the page's Butane snippets and
+    /// index.json download from it
+    #[arg(long, env = "SYSEXT_BASE_URL", default_value = DEFAULT_BASE_URL, value_name = "URL")]
+    pub base_url: String,
 
     /// Say more about each request (never the secret key)
     #[arg(long, short)]
@@ -158,6 +164,9 @@ impl PublishArgs {
         archs.dedup();
         // Settings first: a missing key or bucket is reported before any file is even hashed.
         let settings = bucket::settings(self.given())?;
+        xtask::util::http::check_url(&self.base_url)
+            .and_then(|()| xtask::contract::check_base_url(&self.base_url))
+            .context("--base-url / SYSEXT_BASE_URL (nothing was uploaded)")?;
         // The signing key too: a key that cannot sign fails here, before any upload.
         let signer = match self
             .env
@@ -192,7 +201,12 @@ impl PublishArgs {
             .enable_all()
             .build()
             .context("starting the async runtime for the S3 client")?;
-        runtime.block_on(publish(&settings, &images, signer.as_ref(), &uploads))
+        let target = Target {
+            settings: &settings,
+            channel,
+            public_base: self.base_url.trim_end_matches('/'),
+        };
+        runtime.block_on(publish(&target, &images, signer.as_ref(), &uploads))
     }
 
     /// The bucket settings as given: flags (or their variables), then the environment's keys.
@@ -215,15 +229,25 @@ impl PublishArgs {
     }
 }
 
+/// Where a publish goes: the bucket's channel folder, and where the public reads it.
+struct Target<'a> {
+    settings: &'a Settings,
+    channel: Channel,
+    /// The public base URL of the bucket's top folder, without a trailing slash.
+    public_base: &'a str,
+}
+
 /// Publishes `images` to the bucket: everything is checked before the first write, then each
-/// image goes up before its checksum, both before the index, and the signature last.
+/// image goes up before its checksum, both before the index, then the signature, and the page
+/// last.
 async fn publish(
-    settings: &Settings,
+    target_folder: &Target<'_>,
     images: &[LocalImage],
     signer: Option<&Signer>,
     uploads: &Uploads,
 ) -> anyhow::Result<()> {
-    let bucket = Bucket::new(settings);
+    let bucket = Bucket::new(target_folder.settings);
+    let settings = target_folder.settings;
     let target = format!("s3://{}/{}", bucket.name, bucket.prefix);
     step(format!("Publishing to {target} at {}", bucket.endpoint));
     if uploads.verbose {
@@ -252,6 +276,9 @@ async fn publish(
         Some(signer) => Some(signature::sign_index(&bucket, signer, uploads.verbose).await?),
         None => None,
     };
+    let channel = target_folder.channel;
+    let page_changed =
+        page::update_page(&bucket, channel, target_folder.public_base, uploads.verbose).await?;
 
     println!();
     println!("{:<34} {:>10}  {:<64}  result", "image", "size", "sha256");
@@ -265,6 +292,15 @@ async fn publish(
         );
     }
     println!("\nindex: {target}{INDEX_NAME}");
+    println!(
+        "page: {}/{PAGE_NAME} ({})",
+        channel.base_url(target_folder.public_base),
+        if page_changed {
+            "updated"
+        } else {
+            "already up to date"
+        }
+    );
     if let (Some(signed), Some(signer)) = (signed, signer) {
         println!(
             "signature: {target}{SIGNATURE_NAME} by key {} ({})",

@@ -19,6 +19,11 @@ pub const INDEX_NAME: &str = "SHA256SUMS";
 /// The detached signature of the index that `Verify=yes` requires.
 pub const SIGNATURE_NAME: &str = "SHA256SUMS.gpg";
 
+/// The page people read in each channel's folder, every release with its Butane snippet, and
+/// the same data for scripts. R2 serves no directory index: link to `<base>/index.html`.
+pub const PAGE_NAME: &str = "index.html";
+pub const PAGE_DATA_NAME: &str = "index.json";
+
 /// Where hosts download published images from: the bucket's public domain.
 pub const DEFAULT_BASE_URL: &str = "https://ghost-sysext-images.separationofconcerns.dev";
 

@@ -8,6 +8,7 @@ mod audit;
 mod concurrency;
 mod faults;
 mod interrupts;
+mod page;
 mod settings;
 mod signing;
 mod uploads;
