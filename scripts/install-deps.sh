@@ -19,6 +19,8 @@ if [ "$want_test" -eq 1 ]; then
   packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
   # xtask/tests/it/container.rs: podman builds the Containerfile on a base imported from a tar.
   packages+=(podman tar)
+  # publish/tests/it/page.rs: the bucket's page in headless Chromium, with a font to draw it.
+  packages+=(chromium fonts-dejavu-core)
 fi
 
 missing=()
