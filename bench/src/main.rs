@@ -5,6 +5,7 @@
 //! machine does not land on one contender only. The xtask measured is this very binary
 //! (target/debug/xtask as `cargo xtask` builds it), run directly, not through cargo.
 
+mod audit;
 mod measure;
 mod release;
 
@@ -32,6 +33,10 @@ const PHASES: [&str; 5] = ["download", "verify", "extract", "pack", "hash"];
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask bench", bin_name = "cargo xtask bench")]
 pub struct BenchOptions {
+    /// Something else to measure than the build
+    #[command(subcommand)]
+    pub other: Option<Other>,
+
     /// Size of the generated Alloy binary, in MB (Alloy's is ~420)
     #[arg(long, default_value_t = 420, value_name = "MB")]
     pub size_mb: u64,
@@ -50,8 +55,20 @@ pub struct BenchOptions {
     pub xtask: Option<PathBuf>,
 }
 
+/// What else the benchmark measures.
+#[derive(clap::Subcommand, Debug)]
+pub enum Other {
+    Audit(audit::AuditOptions),
+}
+
 fn main() -> std::process::ExitCode {
-    xtask::runtime::exit_code(run(BenchOptions::parse()))
+    let mut options = BenchOptions::parse();
+    xtask::runtime::exit_code(match options.other.take() {
+        Some(Other::Audit(audit)) => {
+            find_xtask(&options).and_then(|xtask| audit::run(audit, &xtask))
+        }
+        None => run(options),
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,6 +15,9 @@ pub struct Measured {
     /// The largest peak resident set of the process or any one descendant (the kernel keeps the
     /// maximum, not the sum), in KiB.
     pub max_rss_kib: u64,
+    /// Bytes the process and its waited-for descendants sent to storage (block output, counted
+    /// when written; a tmpfs counts none).
+    pub written_bytes: u64,
 }
 
 fn seconds(t: libc::timeval) -> f64 {
@@ -59,6 +62,7 @@ pub fn run(command: &mut Command, what: &str, log: &std::path::Path) -> anyhow::
         wall_s,
         cpu_s: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss as u64,
+        written_bytes: (usage.ru_oublock as u64).saturating_mul(512),
     })
 }
 

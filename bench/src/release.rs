@@ -1,5 +1,6 @@
-//! A generated, Alloy-sized release: a deterministic x86-64 ELF that deflates like a stripped Go
-//! binary, zipped the way Grafana zips it, with its SHA256SUMS.
+//! A generated, Alloy-sized release: a deterministic ELF (x86-64, or AArch64 for the audit's
+//! arm64 images) that deflates like a stripped Go binary, zipped the way Grafana zips it, with
+//! its SHA256SUMS.
 //!
 //! The content is a mix of 4 KiB chunks: incompressible ones (like compressed or hashed data in
 //! a Go binary), machine-code-like ones (basic blocks from a fixed set, hot ones more often, some
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use xtask::arch::Arch;
 use xtask::util::checksums;
 use xtask::util::files::copy_stream;
 
@@ -160,15 +162,15 @@ fn code_blocks(rng: &mut Rng) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A minimal ELF64 x86-64 executable header (what `elf::check_header` reads), then padding.
-fn elf_header() -> Vec<u8> {
+/// A minimal ELF64 executable header for `arch` (what `elf::check_header` reads), then padding.
+fn elf_header(arch: Arch) -> Vec<u8> {
     let mut h = vec![0u8; 64];
     h[..4].copy_from_slice(b"\x7fELF");
     h[4] = 2; // 64-bit
     h[5] = 1; // little-endian
     h[6] = 1; // version
     h[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    h[18..20].copy_from_slice(&xtask::arch::EM_X86_64.to_le_bytes());
+    h[18..20].copy_from_slice(&arch.elf_machine().to_le_bytes());
     h[20..24].copy_from_slice(&1u32.to_le_bytes());
     h[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
     h
@@ -196,15 +198,16 @@ fn zero_runs(size: u64) -> Vec<Range<u64>> {
         .collect()
 }
 
-/// Writes `size` bytes of generated binary to `out`.
-pub fn write_binary(out: &mut impl Write, size: u64) -> std::io::Result<()> {
+/// Writes `size` bytes of generated binary for `arch` to `out`: the same bytes but the header's
+/// machine.
+pub fn write_binary_for(out: &mut impl Write, size: u64, arch: Arch) -> std::io::Result<()> {
     let mut rng = Rng::new(0xA1107);
     let blocks = code_blocks(&mut rng);
     let mut zero_runs = zero_runs(size).into_iter().peekable();
     let zeros = [0u8; CHUNK];
     let mut written = 0u64;
     let mut chunk = Vec::with_capacity(CHUNK + 64);
-    let header = elf_header();
+    let header = elf_header(arch);
     out.write_all(&header)?;
     written += header.len() as u64;
     while written < size {
@@ -234,18 +237,27 @@ pub fn write_binary(out: &mut impl Write, size: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The release directory for a size: holds `alloy-linux-amd64.zip` and `SHA256SUMS`.
+/// The release directory for a size and architecture: holds `alloy-linux-<arch>.zip` and
+/// `SHA256SUMS`.
 pub struct GeneratedRelease {
     pub dir: PathBuf,
     pub binary_size: u64,
     pub zip_size: u64,
 }
 
-/// Makes (or reuses) the release under `cache`.
+/// Makes (or reuses) the amd64 release under `cache`.
 pub fn generate(cache: &Path, size_mb: u64) -> anyhow::Result<GeneratedRelease> {
+    generate_for(cache, size_mb, Arch::Amd64)
+}
+
+/// Makes (or reuses) the release of `arch` under `cache`.
+pub fn generate_for(cache: &Path, size_mb: u64, arch: Arch) -> anyhow::Result<GeneratedRelease> {
     let binary_size = size_mb * 1_000_000;
-    let dir = cache.join(format!("release-{size_mb}mb-v{GENERATOR_VERSION}"));
-    let zip_path = dir.join("alloy-linux-amd64.zip");
+    let dir = match arch {
+        Arch::Amd64 => cache.join(format!("release-{size_mb}mb-v{GENERATOR_VERSION}")),
+        other => cache.join(format!("release-{size_mb}mb-{other}-v{GENERATOR_VERSION}")),
+    };
+    let zip_path = dir.join(arch.release_zip());
     let sums_path = dir.join("SHA256SUMS");
     if !sums_path.exists() {
         xtask::util::progress::step(format!(
@@ -256,27 +268,27 @@ pub fn generate(cache: &Path, size_mb: u64) -> anyhow::Result<GeneratedRelease> 
             .prefix(".release-")
             .tempdir_in(cache)
             .with_context(|| format!("creating a directory in {}", cache.display()))?;
-        let binary = work.path().join("alloy-linux-amd64");
+        let binary = work.path().join(arch.release_binary());
         {
             let mut out = BufWriter::with_capacity(1 << 20, File::create(&binary)?);
-            write_binary(&mut out, binary_size)?;
+            write_binary_for(&mut out, binary_size, arch)?;
             out.flush()?;
         }
-        let zip = work.path().join("alloy-linux-amd64.zip");
+        let zip = work.path().join(arch.release_zip());
         let mut writer = zip::ZipWriter::new(File::create(&zip)?);
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
             .unix_permissions(0o755)
             .large_file(binary_size >= u32::MAX as u64)
             .last_modified_time(zip::DateTime::default());
-        writer.start_file("alloy-linux-amd64", options)?;
+        writer.start_file(arch.release_binary(), options)?;
         copy_stream(&mut File::open(&binary)?, &mut writer)?;
         writer.finish()?;
         std::fs::remove_file(&binary)?;
         let (digest, _) = checksums::hash_file(&zip)?;
         std::fs::write(
             work.path().join("SHA256SUMS"),
-            checksums::line(&digest, "alloy-linux-amd64.zip"),
+            checksums::line(&digest, &arch.release_zip()),
         )?;
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -301,12 +313,17 @@ mod tests {
     #[test]
     fn the_binary_is_deterministic_elf_and_deflates_like_go() {
         let mut a = Vec::new();
-        write_binary(&mut a, 4_000_000).unwrap();
+        write_binary_for(&mut a, 4_000_000, Arch::Amd64).unwrap();
         let mut b = Vec::new();
-        write_binary(&mut b, 4_000_000).unwrap();
+        write_binary_for(&mut b, 4_000_000, Arch::Amd64).unwrap();
         assert_eq!(a.len(), 4_000_000);
         assert!(a == b);
         xtask::release::elf::check_header(&a[..64], xtask::arch::Arch::Amd64).unwrap();
+        // The arm64 binary is the same bytes but the header's machine.
+        let mut arm = Vec::new();
+        write_binary_for(&mut arm, 4_000_000, Arch::Arm64).unwrap();
+        xtask::release::elf::check_header(&arm[..64], Arch::Arm64).unwrap();
+        assert_eq!(arm[64..], a[64..]);
 
         let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
         writer
@@ -343,7 +360,7 @@ mod tests {
         // 70 MB: two runs, one in each half; 4 MB (the smoke bench's): one.
         for (size, expected) in [(70_000_000u64, 2usize), (4_000_000, 1)] {
             let mut data = Vec::new();
-            write_binary(&mut data, size).unwrap();
+            write_binary_for(&mut data, size, Arch::Amd64).unwrap();
             assert_eq!(data.len() as u64, size);
             let runs = count_zero_runs(&data);
             println!("{size} bytes: zero runs (offset, blocks) {runs:x?}");

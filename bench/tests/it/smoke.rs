@@ -68,3 +68,52 @@ fn bench_smoke_run_writes_markdown_and_json() {
         run.stdout
     );
 }
+
+/// `cargo xtask bench audit` on a small bucket completes, and measures what the audit's two
+/// ways cost: hashed as they stream (nothing on disk) against downloaded and looked inside.
+#[test]
+fn bench_audit_smoke_run_writes_nothing_to_disk_where_a_signature_vouches() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Run::from_command(
+        Command::new(env!("CARGO_BIN_EXE_xtask-bench"))
+            .args([
+                "audit",
+                "--releases",
+                "3",
+                "--size-mb",
+                "4",
+                "--runs",
+                "1",
+                "--out",
+            ])
+            .arg(out.path()),
+    );
+    run.assert_ok();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("audit.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["images"], 6);
+    let ways = json["ways"].as_array().unwrap();
+    assert_eq!(ways.len(), 2);
+    let (signed, unsigned) = (&ways[0], &ways[1]);
+    assert_eq!(signed["keyring"], true);
+    let image = signed["bytes_per_image"].as_f64().unwrap();
+    assert!(image > 4e6, "{signed}");
+    // Counted as block output: the way that keeps copies writes every image once, the other
+    // none (a few KiB of signature checking at most).
+    let total = json["image_bytes"].as_f64().unwrap();
+    assert!(
+        unsigned["written_bytes"].as_f64().unwrap() >= total,
+        "{unsigned}: is target/ on a tmpfs, where writes are not counted?"
+    );
+    assert!(
+        signed["written_bytes"].as_f64().unwrap() < image,
+        "{signed}"
+    );
+    for way in ways {
+        assert!(way["wall_s"].as_f64().unwrap() > 0.0, "{way}");
+        assert!(way["peak_rss_kib"].as_f64().unwrap() > 1000.0, "{way}");
+    }
+    let markdown = std::fs::read_to_string(out.path().join("audit.md")).unwrap();
+    assert!(markdown.contains("| with --keyring"), "{markdown}");
+}
