@@ -304,6 +304,92 @@ impl Plan {
     }
 }
 
+/// A TCP proxy to `target` that holds back, once, the first request whose bytes contain a
+/// needle (a request line such as `GET /images/index.json`), until the test releases it: a
+/// publisher stopped at a chosen point while another runs.
+pub struct PausingProxy {
+    pub url: String,
+    gate: Arc<Gate>,
+}
+
+/// Whether the proxy is holding a request, and whether it may let it go.
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl PausingProxy {
+    pub fn start(target: &str, needle: &str) -> PausingProxy {
+        let target = target.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let gate = Arc::new(Gate::default());
+        let (needle, shared) = (needle.as_bytes().to_vec(), gate.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(Shutdown::Both);
+                });
+                let (gate, needle) = (shared.clone(), needle.clone());
+                std::thread::spawn(move || gate.forward(client, server, &needle));
+            }
+        });
+        PausingProxy { url, gate }
+    }
+
+    /// Waits (at most `seconds`) until a request is being held.
+    pub fn wait_until_holding(&self, seconds: u64) {
+        let state = self.gate.state.lock().unwrap();
+        let (state, timeout) = self
+            .gate
+            .changed
+            .wait_timeout_while(state, std::time::Duration::from_secs(seconds), |s| !s.0)
+            .unwrap();
+        assert!(
+            state.0 && !timeout.timed_out(),
+            "no request was held within {seconds} s"
+        );
+    }
+
+    /// Lets the held request (and every later one) through.
+    pub fn release(&self) {
+        self.gate.state.lock().unwrap().1 = true;
+        self.gate.changed.notify_all();
+    }
+}
+
+impl Gate {
+    fn forward(&self, mut from_client: TcpStream, mut to_server: TcpStream, needle: &[u8]) {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let n = match from_client.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if buffer[..n].windows(needle.len()).any(|w| w == needle) {
+                let mut state = self.state.lock().unwrap();
+                if !state.0 {
+                    state.0 = true;
+                    self.changed.notify_all();
+                }
+                let _released = self.changed.wait_while(state, |s| !s.1).unwrap();
+            }
+            if to_server.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(Shutdown::Both);
+        let _ = from_client.shutdown(Shutdown::Both);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

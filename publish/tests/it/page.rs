@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use xtask_testkit::fixture::sha256_hex;
-use xtask_testkit::s3::S3;
+use xtask_testkit::s3::{PausingProxy, S3};
 use xtask_testkit::Run;
 
 use xtask_testkit::gpg::TestKey;
@@ -144,6 +144,57 @@ fn two_publishers_racing_both_appear_on_the_page() {
         })
         .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+}
+
+/// The lost update, made to happen: publisher A has added its version to SHA256SUMS and read it
+/// for the page, and is held (by a proxy) just before it reads the page's ETag; meanwhile B
+/// publishes another version, page and all. A's page, made from the index before B's line,
+/// would then replace B's with a matching ETag: A must notice the index changed and make the
+/// page again.
+#[test]
+fn a_publisher_held_between_reading_the_index_and_writing_the_page_loses_nothing() {
+    let s3 = S3::start();
+    let dirs: Vec<tempfile::TempDir> = ["1.10.0", "1.10.1", "1.10.2"]
+        .iter()
+        .enumerate()
+        .map(|(i, version)| {
+            let dir = tempfile::tempdir().unwrap();
+            fabricate(dir.path(), version, "amd64", 20_000, i as u8 + 1);
+            dir
+        })
+        .collect();
+    publish_at(&s3, dirs[0].path(), &s3.public_url).assert_ok();
+
+    let proxy = PausingProxy::start(&s3.endpoint, "GET /images/index.json");
+    let held = publish_command(&proxy.url, dirs[1].path(), &[])
+        .env("SYSEXT_BASE_URL", &s3.public_url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    proxy.wait_until_holding(120);
+    publish_at(&s3, dirs[2].path(), &s3.public_url).assert_ok();
+    assert_eq!(
+        versions(&json(&s3, "index.json")),
+        ["1.10.2", "1.10.1", "1.10.0"]
+    );
+    proxy.release();
+    let held = Run::from_output(&held.wait_with_output().unwrap());
+    held.assert_ok();
+
+    assert_eq!(
+        versions(&json(&s3, "index.json")),
+        ["1.10.2", "1.10.1", "1.10.0"]
+    );
+    let html = text(&s3, "index.html");
+    for version in ["1.10.2", "1.10.1", "1.10.0"] {
+        assert!(
+            html.contains(&format!("<h2>Alloy {version}")),
+            "{version}:\n{html}"
+        );
+    }
+    // And it was the held publisher that noticed, as the race was set up for.
+    held.assert_ok_saying(&["SHA256SUMS changed while the page was written"]);
 }
 
 #[test]
