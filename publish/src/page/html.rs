@@ -92,6 +92,12 @@ pub fn render(page: &Page) -> String {
     for (i, release) in page.releases.iter().enumerate() {
         out.push_str(&release_section(page, release, i == 0));
     }
+    if page.omitted_releases > 0 {
+        out.push_str(&format!(
+            "<p>{} older releases are listed in <a href=\"{INDEX_NAME}\">{INDEX_NAME}</a>, not here.</p>\n",
+            page.omitted_releases
+        ));
+    }
     out.push_str(&others(page));
     out.push_str(&format!(
         "</main>\n<footer><p>Made by <code>cargo xtask publish</code> from this folder's \
@@ -210,6 +216,9 @@ fn others(page: &Page) -> String {
             escape(&line.name),
             escape(&line.digest.to_string())
         ));
+    }
+    if page.omitted_others > 0 {
+        out.push_str(&format!("<li>and {} more</li>\n", page.omitted_others));
     }
     out.push_str("</ul>\n</section>\n");
     out

@@ -50,6 +50,13 @@ impl Release {
     }
 }
 
+/// The most releases the page shows, the newest; a hundred releases is a few hundred KiB of
+/// page. An index listing more (anyone who can write to the bucket could make one) does not
+/// make publish build a page of hundreds of megabytes: the rest are counted, not shown.
+const MAX_RELEASES: usize = 500;
+/// The most other index lines the page shows.
+const MAX_OTHERS: usize = 100;
+
 /// Everything both files show, for one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
@@ -62,6 +69,9 @@ pub struct Page {
     pub releases: Vec<Release>,
     /// Index lines that name no image of this channel, shown as they are (escaped).
     pub others: Vec<SumLine>,
+    /// Releases and other lines the index lists beyond what the page shows.
+    pub omitted_releases: usize,
+    pub omitted_others: usize,
 }
 
 impl Page {
@@ -94,21 +104,27 @@ impl Page {
                 None => others.push(line.clone()),
             }
         }
+        let omitted_releases = releases.len().saturating_sub(MAX_RELEASES);
         let releases = releases
             .into_iter()
             .rev()
+            .take(MAX_RELEASES)
             .map(|(version, mut images)| {
                 images.sort_by_key(|i| i.name.arch);
                 images.dedup_by(|a, b| a.name == b.name);
                 Release { version, images }
             })
             .collect();
+        let omitted_others = others.len().saturating_sub(MAX_OTHERS);
+        others.truncate(MAX_OTHERS);
         Page {
             channel,
             url: channel.base_url(public_base),
             signed,
             releases,
             others,
+            omitted_releases,
+            omitted_others,
         }
     }
 
@@ -164,6 +180,7 @@ impl Page {
             "signature": self.signed.then(|| format!("{}/{SIGNATURE_NAME}", self.url)),
             "releases": releases,
             "other_entries": others,
+            "omitted": {"releases": self.omitted_releases, "other_entries": self.omitted_others},
         });
         serde_json::to_string_pretty(&value).expect("JSON values always serialize") + "\n"
     }
@@ -367,6 +384,35 @@ mod tests {
         let others: Vec<&str> = page.others.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(others, ["alloy-1.11.0-rc.1-amd64.raw", "<b>notes</b>.txt"]);
         assert_eq!(page.url, "https://b.example");
+    }
+
+    #[test]
+    fn a_huge_index_makes_a_bounded_page() {
+        let index: Vec<SumLine> = (0..MAX_RELEASES + 7)
+            .map(|patch| line(&format!("alloy-1.10.{patch}-amd64.raw")))
+            .chain((0..MAX_OTHERS + 3).map(|n| line(&format!("junk-{n}"))))
+            .collect();
+        let page = Page::new(Channel::Stable, "https://b.example", &index, &[], false);
+        assert_eq!(page.releases.len(), MAX_RELEASES);
+        assert_eq!(
+            page.releases[0].version.to_string(),
+            format!("1.10.{}", MAX_RELEASES + 6)
+        );
+        assert_eq!(
+            (
+                page.omitted_releases,
+                page.others.len(),
+                page.omitted_others
+            ),
+            (7, MAX_OTHERS, 3)
+        );
+        assert!(
+            page.html().contains("7 older releases"),
+            "{}",
+            page.html().len()
+        );
+        let json: serde_json::Value = serde_json::from_str(&page.json()).unwrap();
+        assert_eq!(json["omitted"]["releases"], 7);
     }
 
     #[test]
