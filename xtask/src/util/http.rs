@@ -361,12 +361,7 @@ impl Http {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Nothing for a whole read timeout (the window): try again from here.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                    ) =>
-                {
+                Err(e) if is_read_timeout(&e) => {
                     let elapsed = window_start.elapsed().as_secs_f64();
                     return Err(stalled(window_bytes, elapsed, done));
                 }
@@ -581,6 +576,18 @@ impl Http {
         }
         Ok((digest, size))
     }
+}
+
+/// Whether a body read failed because nothing came for a whole read timeout (ureq wraps its
+/// own timeout error into the I/O error it returns).
+fn is_read_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) || error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
 }
 
 fn content_length(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
