@@ -163,19 +163,23 @@ fn apply_zip64(record: &mut EntryRecord, extra: &[u8], with_offset: bool) -> any
     Ok(())
 }
 
+/// The name and the extra field of a header of `fixed` bytes whose name and extra lengths are
+/// the two 16-bit fields at `lengths`; `None` when the header is cut short.
+fn name_and_extra(bytes: &[u8], fixed: usize, lengths: usize) -> Option<(&[u8], &[u8])> {
+    let name_len = usize::from(u16_at(bytes, lengths));
+    let extra_len = usize::from(u16_at(bytes, lengths + 2));
+    let name = bytes.get(fixed..fixed + name_len)?;
+    let extra = bytes.get(fixed + name_len..fixed + name_len + extra_len)?;
+    Some((name, extra))
+}
+
 /// The central directory's one entry, read from `directory` (already bounded).
 pub fn central_entry(file: &File, directory: &Directory) -> anyhow::Result<EntryRecord> {
     let bytes = read_at(file, directory.offset, directory.size as usize)?;
     if bytes.len() < CENTRAL_SIZE || u32_at(&bytes, 0) != CENTRAL_SIGNATURE {
         bail!("its central directory does not start with an entry");
     }
-    let name_len = usize::from(u16_at(&bytes, 28));
-    let extra_len = usize::from(u16_at(&bytes, 30));
-    let name = bytes
-        .get(CENTRAL_SIZE..CENTRAL_SIZE + name_len)
-        .context("its central directory entry is cut short")?;
-    let extra = bytes
-        .get(CENTRAL_SIZE + name_len..CENTRAL_SIZE + name_len + extra_len)
+    let (name, extra) = name_and_extra(&bytes, CENTRAL_SIZE, 28)
         .context("its central directory entry is cut short")?;
     let mut record = EntryRecord {
         flags: u16_at(&bytes, 8),

@@ -226,9 +226,10 @@ impl PartialFile {
         &self.file
     }
 
-    /// Renames the file to `dest` in its directory.
-    pub fn persist(mut self, dest: &str) -> io::Result<()> {
-        self.dir.rename(&self.name, dest)?;
+    /// Renames the file to `dest` in its directory, unless a signal arrived (then it is
+    /// removed, as on any other failure).
+    pub fn persist(mut self, dest: &str) -> anyhow::Result<()> {
+        super::interrupt::while_installing(|| Ok(self.dir.rename(&self.name, dest)?))?;
         self.persisted = true;
         Ok(())
     }

@@ -361,12 +361,7 @@ impl Http {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // Nothing for a whole read timeout (the window): try again from here.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                    ) =>
-                {
+                Err(e) if is_read_timeout(&e) => {
                     let elapsed = window_start.elapsed().as_secs_f64();
                     return Err(stalled(window_bytes, elapsed, done));
                 }
@@ -519,52 +514,24 @@ impl Http {
             |_| {
                 let resume_from = if ranges_broken { 0 } else { writer.written() };
                 let response = self.get(url, resume_from)?;
-                let partial = response.status() == StatusCode::PARTIAL_CONTENT;
-                if partial && resume_from > 0 {
-                    // A 206 must hold exactly the bytes asked for; anything else is never appended.
-                    let range = response
-                        .headers()
-                        .get("content-range")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_content_range);
-                    if range.map(|(start, _, _)| start) != Some(resume_from) {
+                match check_resumed(url, &response, resume_from) {
+                    Err(Failure::Retry(error)) => {
                         ranges_broken = true;
-                        let said = response
-                            .headers()
-                            .get("content-range")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("no Content-Range");
-                        return Err(Failure::Retry(anyhow!(
-                            "{url} answered a request for bytes {resume_from}- with {said:?}; starting over without a range"
-                        )));
+                        return Err(Failure::Retry(error));
                     }
-                } else if partial {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{url} answered 206 Partial Content to a request for the whole file; refusing it"
-                    )));
-                } else if writer.written() > 0 {
-                    // 200 (no range support, or we asked for everything): start over.
-                    writer
-                        .start_over()
-                        .truncate()
-                        .map_err(|e| Failure::Fatal(e.into()))?;
+                    Err(fatal) => return Err(fatal),
+                    Ok(true) => {}
+                    Ok(false) if writer.written() > 0 => {
+                        // 200 (no range support, or we asked for everything): start over.
+                        writer
+                            .start_over()
+                            .truncate()
+                            .map_err(|e| Failure::Fatal(e.into()))?;
+                    }
+                    Ok(false) => {}
                 }
                 let start = writer.written();
-                let total = match content_length(&response).map(|len| len.checked_add(start)) {
-                    Some(None) => {
-                        return Err(Failure::Fatal(anyhow!(
-                            "{url} announces a Content-Length that, after the {start} bytes already had, is beyond any size; refusing it"
-                        )))
-                    }
-                    Some(Some(total)) => Some(total),
-                    None => None,
-                };
-                if let Some(total) = total.filter(|&total| total > ceiling) {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{url} announces {total} bytes (Content-Length), more than the {ceiling}-byte ceiling ({}) for a release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",
-                        super::progress::mib(ceiling)
-                    )));
-                }
+                let total = announced_total(url, &response, start, ceiling)?;
                 let transfer = transfer.get_or_insert_with(|| Transfer::new(label, total));
                 let mut body = response.into_body().into_with_config().reader();
                 let pumped = self.pump(url, &mut body, start, ceiling, &too_large, &mut |chunk| {
@@ -618,6 +585,75 @@ impl Sink for io::Sink {
     fn truncate(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Whether a body read failed because nothing came for a whole read timeout (ureq wraps its
+/// own timeout error into the I/O error it returns).
+fn is_read_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) || error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
+}
+
+/// Whether `response` continues the file from `resume_from` (a 206 holding exactly the bytes
+/// asked for: `true`) or holds all of it (a 200: `false`). A 206 from elsewhere is never
+/// appended: worth another try without a range.
+fn check_resumed(
+    url: &str,
+    response: &ureq::http::Response<ureq::Body>,
+    resume_from: u64,
+) -> Result<bool, Failure> {
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return Ok(false);
+    }
+    if resume_from == 0 {
+        return Err(Failure::Fatal(anyhow!(
+            "{url} answered 206 Partial Content to a request for the whole file; refusing it"
+        )));
+    }
+    let said = response
+        .headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok());
+    let start = said
+        .and_then(parse_content_range)
+        .map(|(start, _, _)| start);
+    if start != Some(resume_from) {
+        return Err(Failure::Retry(anyhow!(
+            "{url} answered a request for bytes {resume_from}- with {:?}; starting over without a range",
+            said.unwrap_or("no Content-Range")
+        )));
+    }
+    Ok(true)
+}
+
+/// The file's size as the answer announces it (its Content-Length after the `start` bytes
+/// already had), refused beyond `ceiling` or beyond any size.
+fn announced_total(
+    url: &str,
+    response: &ureq::http::Response<ureq::Body>,
+    start: u64,
+    ceiling: u64,
+) -> Result<Option<u64>, Failure> {
+    let Some(length) = content_length(response) else {
+        return Ok(None);
+    };
+    let Some(total) = length.checked_add(start) else {
+        return Err(Failure::Fatal(anyhow!(
+            "{url} announces a Content-Length that, after the {start} bytes already had, is beyond any size; refusing it"
+        )));
+    };
+    if total > ceiling {
+        return Err(Failure::Fatal(anyhow!(
+            "{url} announces {total} bytes (Content-Length), more than the {ceiling}-byte ceiling ({}) for a release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",
+            super::progress::mib(ceiling)
+        )));
+    }
+    Ok(Some(total))
 }
 
 fn content_length(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {

@@ -13,39 +13,20 @@ pub struct Tool {
     pub package: &'static str,
 }
 
-pub const MKFS_EXT4: Tool = Tool {
-    command: "mkfs.ext4",
-    package: "e2fsprogs",
-};
-pub const DEBUGFS: Tool = Tool {
-    command: "debugfs",
-    package: "e2fsprogs",
-};
-pub const E2FSCK: Tool = Tool {
-    command: "e2fsck",
-    package: "e2fsprogs",
-};
-pub const MKSQUASHFS: Tool = Tool {
-    command: "mksquashfs",
-    package: "squashfs-tools",
-};
-pub const UNSQUASHFS: Tool = Tool {
-    command: "unsquashfs",
-    package: "squashfs-tools",
-};
-pub const MKFS_EROFS: Tool = Tool {
-    command: "mkfs.erofs",
-    package: "erofs-utils",
-};
+impl Tool {
+    const fn new(command: &'static str, package: &'static str) -> Tool {
+        Tool { command, package }
+    }
+}
 
-pub const GPG: Tool = Tool {
-    command: "gpg",
-    package: "gnupg",
-};
-pub const GPGV: Tool = Tool {
-    command: "gpgv",
-    package: "gpgv",
-};
+pub const MKFS_EXT4: Tool = Tool::new("mkfs.ext4", "e2fsprogs");
+pub const DEBUGFS: Tool = Tool::new("debugfs", "e2fsprogs");
+pub const E2FSCK: Tool = Tool::new("e2fsck", "e2fsprogs");
+pub const MKSQUASHFS: Tool = Tool::new("mksquashfs", "squashfs-tools");
+pub const UNSQUASHFS: Tool = Tool::new("unsquashfs", "squashfs-tools");
+pub const MKFS_EROFS: Tool = Tool::new("mkfs.erofs", "erofs-utils");
+pub const GPG: Tool = Tool::new("gpg", "gnupg");
+pub const GPGV: Tool = Tool::new("gpgv", "gpgv");
 
 /// Where to look: the shell's `$PATH`, then the sbin directories that an unprivileged user's
 /// PATH often lacks on Debian, where e2fsprogs installs.

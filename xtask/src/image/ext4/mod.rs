@@ -164,23 +164,17 @@ pub fn check(tools: &Toolbox, image: &Path) -> anyhow::Result<()> {
 /// checksums of what it reads back, as the in-process fill does not). Every file must be on
 /// disk. Slower (debugfs copies the finished binary block by block); the same bytes.
 pub(super) fn fill_with_debugfs(job: &Job) -> anyhow::Result<()> {
-    let Job {
-        sh,
-        tools,
-        tree,
-        dest,
-        ref params,
-    } = *job;
-    let debugfs = tools.path(tools::DEBUGFS);
+    let (sh, tree, dest, epoch) = (job.sh, job.tree, job.dest, job.params.epoch);
+    let debugfs = job.tools.path(tools::DEBUGFS);
     make_filesystem(job)?;
     let work = dest.parent().context("image path has no directory")?;
     let script = work.join("debugfs.script");
-    std::fs::write(&script, debugfs_script(tree, params.epoch))
+    std::fs::write(&script, debugfs_script(tree, epoch))
         .with_context(|| format!("writing {}", script.display()))?;
     let _cwd = sh.push_dir(&tree.root);
     // debugfs stamps the superblock's last-write time from the clock, unless told.
     let fill = cmd!(sh, "{debugfs} -n -w -f {script} {dest}")
-        .env("E2FSPROGS_FAKE_TIME", params.epoch.to_string());
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string());
     let output = sandbox::output(fill).context("running debugfs")?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let errors = debugfs_errors(&stderr);
