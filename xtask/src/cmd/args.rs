@@ -125,7 +125,7 @@ impl BaseUrlArgs {
 /// Where `latest` is looked up, and with which token.
 #[derive(Args, Debug)]
 pub struct GithubArgs {
-    /// GitHub API root, for `latest` (GITHUB_TOKEN, when set, is sent to it)
+    /// GitHub API root, where Alloy's releases are listed (GITHUB_TOKEN, when set, is sent to it)
     #[arg(long, env = "GITHUB_API_URL", default_value = DEFAULT_GITHUB_API_URL, value_name = "URL")]
     pub github_api_url: String,
 
