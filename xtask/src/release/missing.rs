@@ -3,7 +3,7 @@
 //!
 //! What counts, from [`DEFAULT_SINCE`] up (or another floor):
 //! - a published `vX.Y.Z` that is not a prerelease goes to the stable channel, whatever line it
-//!   patches (1.9.5 after 1.10.0 included: operators pin lines);
+//!   patches (1.10.5 after 1.12.0 included: operators pin lines);
 //! - a `vX.Y.Z-rc.N` goes to the rc channel while its release `vX.Y.Z` is not out: once it is,
 //!   the candidate is superseded and hosts on rc wait for the next line's candidates anyway;
 //! - a version is on the bucket when its channel's index lists an image for every architecture
@@ -24,8 +24,8 @@ use crate::util::http::{self, Http, NotFound};
 use crate::version::Version;
 
 /// The oldest version considered: the 1.10 line, the first this project's payload was checked
-/// against (upstream's packaged unit at v1.10.2), and the first the bucket published. Every line
-/// from there on is watched for patches, so a backport on an older line is still built.
+/// against (upstream's packaged unit at v1.10.2). Every line from there on is watched for
+/// patches, so a backport on an older line is still built; lines before it are not.
 pub const DEFAULT_SINCE: &str = "1.10.0";
 
 /// The release's own checksum list, which every build reads besides the zip.
