@@ -184,16 +184,6 @@ impl Erofs {
             )
         };
         let header_len = inode_len + xattr_len;
-        if layout == FLAT_INLINE {
-            // As the kernel: the inline tail must end within the inode's block.
-            let block = self.block_size();
-            let tail = size % block;
-            let start = offset % block + header_len;
-            ensure!(
-                tail > 0 && start + tail <= block,
-                "an inode's inline data ({tail} bytes from {start}) crosses its block"
-            );
-        }
         Ok(Inode {
             offset,
             layout,
@@ -246,8 +236,16 @@ impl Erofs {
             bytes.extend(self.read(start, (until - offset) as usize)?);
         }
         if end > in_blocks {
+            // As the kernel (`erofs_map_blocks_flatmode`): the inline tail must end within
+            // the block it starts in.
+            let tail_at = inode.offset.saturating_add(inode.header_len);
+            let tail = inode.size - in_blocks;
+            ensure!(
+                tail_at % block + tail <= block,
+                "an inode's inline data ({tail} bytes at {tail_at}) crosses its block"
+            );
             let from = offset.max(in_blocks);
-            let start = (inode.offset + inode.header_len).saturating_add(from - in_blocks);
+            let start = tail_at.saturating_add(from - in_blocks);
             bytes.extend(self.read(start, (end - from) as usize)?);
         }
         Ok(bytes)
