@@ -87,7 +87,7 @@ impl Squashfs {
         if inode.fragment != NO_FRAGMENT {
             // As the kernel: a file whose size is whole blocks has no tail to keep apart.
             ensure!(
-                inode.size % u64::from(self.block_size) != 0,
+                !inode.size.is_multiple_of(u64::from(self.block_size)),
                 "a file of {} bytes (whole blocks) with a fragment",
                 inode.size
             );
