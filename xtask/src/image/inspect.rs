@@ -26,6 +26,8 @@ mod squashfs;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 
@@ -37,6 +39,10 @@ pub const HEAD_BYTES: usize = 64;
 
 /// The most extension-release may hold: ours is a few hundred bytes.
 pub const RELEASE_LIMIT: u64 = 16 << 10;
+
+/// How long inspecting one image may take: ours take milliseconds. Every structure read is
+/// bounded, but a crafted ext4 extent tree may name the same node many times over.
+pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The largest directory on the way that is read: ours hold a few entries.
 pub const DIRECTORY_LIMIT: usize = 4 << 20;
@@ -151,8 +157,41 @@ pub fn detect_format(head: &[u8]) -> Option<ImageFormat> {
 
 /// Inspects the image at `path`. Fails, naming each, when something other than a directory
 /// stands on the way to extension-release or the binary, or other than a regular file (within
-/// budget) at their place: see [`Refused`].
+/// budget) at their place: see [`Refused`]. Gives up after [`DEADLINE`].
 pub fn inspect(path: &Path) -> anyhow::Result<ImageContents> {
+    let owned = path.to_path_buf();
+    let what = format!("inspecting {}", path.display());
+    within(DEADLINE, &what, move || inspect_now(&owned))
+}
+
+/// Runs `work` on a thread of its own and waits at most `deadline` for it: then gives up
+/// (the thread goes on until the process ends; it holds only a file and bounded buffers).
+/// A panic in `work` is an error here, not a crash.
+fn within<T: Send + 'static>(
+    deadline: Duration,
+    what: &str,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("inspect".into())
+        .spawn(move || {
+            let _ = sender.send(work());
+        })
+        .with_context(|| format!("starting a thread for {what}"))?;
+    match receiver.recv_timeout(deadline) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => bail!(
+            "{what} took over {} s; gave up (a crafted image?)",
+            deadline.as_secs_f32()
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            bail!("{what} stopped without an answer (a bug: please report it)")
+        }
+    }
+}
+
+fn inspect_now(path: &Path) -> anyhow::Result<ImageContents> {
     let mut head = Vec::new();
     // Checked before opening: opening a FIFO would wait for a writer.
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
@@ -508,6 +547,35 @@ mod tests {
             detect_format(&ext4[..1081]),
             None,
             "short reads are not ext4"
+        );
+    }
+
+    #[test]
+    fn inspection_gives_up_at_its_deadline_and_survives_a_panic() {
+        let started = std::time::Instant::now();
+        let slow = within(Duration::from_millis(100), "sleeping", || {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        });
+        let error = slow.unwrap_err().to_string();
+        assert!(
+            error.contains("sleeping took over 0.1 s; gave up"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let broken = within(
+            Duration::from_secs(5),
+            "breaking",
+            || -> anyhow::Result<()> { panic!("on purpose") },
+        );
+        let error = broken.unwrap_err().to_string();
+        assert!(
+            error.contains("breaking stopped without an answer"),
+            "{error}"
+        );
+        assert_eq!(
+            within(Duration::from_secs(5), "adding", || Ok(1 + 1)).unwrap(),
+            2
         );
     }
 

@@ -189,7 +189,7 @@ pub enum Verdict {
     Unmounted { inspect_answered: bool },
 }
 
-/// Inspects `image` (in this process: a panic is caught and reported) and compares with what
+/// Inspects `image` (in this process: a panic is reported as a difference) and compares with what
 /// the kernel shows; `Err` says how they differ.
 pub fn compare(kernel: &mut Kernel, image: &Path, format: &str) -> Result<Verdict, String> {
     let inspected = std::panic::catch_unwind(|| xtask::image::inspect(image))
@@ -199,8 +199,13 @@ pub fn compare(kernel: &mut Kernel, image: &Path, format: &str) -> Result<Verdic
             inspect_answered: inspected.is_ok(),
         });
     };
-    let Ok(contents) = inspected else {
-        return Ok(Verdict::Refused);
+    let contents = match inspected {
+        Ok(contents) => contents,
+        // A panic in inspect's own thread ends it without an answer.
+        Err(e) if format!("{e:#}").contains("stopped without an answer") => {
+            return Err(format!("inspect panicked: {e:#}"))
+        }
+        Err(_) => return Ok(Verdict::Refused),
     };
     let mut differences = Vec::new();
     if let Some(why) = alloy_differs(&contents, &view.alloy) {
