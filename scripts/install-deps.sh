@@ -16,7 +16,8 @@ as_root() {
 # Debian package names; the build needs the first line, the tests the rest.
 packages=(e2fsprogs squashfs-tools erofs-utils ca-certificates)
 if [ "$want_test" -eq 1 ]; then
-  packages+=(gcc libc6-dev zip unzip curl util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
+  # time: GNU time measures the peak memory of xtask on hostile images (hostile.rs).
+  packages+=(gcc libc6-dev zip unzip curl time util-linux systemd systemd-container debootstrap debian-archive-keyring gnupg python3-venv python3-yaml shellcheck)
   # xtask/tests/it/container.rs: podman builds the Containerfile on a base imported from a tar.
   packages+=(podman tar)
   # publish/tests/it/page.rs: the bucket's page in headless Chromium, with a font to draw it.

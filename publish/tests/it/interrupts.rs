@@ -12,9 +12,9 @@ use xtask_testkit::process::{
     Group, Mark,
 };
 use xtask_testkit::s3::{S3, SECRET_KEY};
-use xtask_testkit::{tool, Workspace};
+use xtask_testkit::{tool, Run, Workspace};
 
-use crate::support::{fabricate, publish, publish_command, XTASK};
+use crate::support::{fabricate, publish_command, XTASK};
 
 /// Signals a signed publish while gpg signs (a wrapper that sleeps before the real gpg, first
 /// in PATH), with the key imported and its agent running, then looks for what could be left:
@@ -135,35 +135,43 @@ fn ctrl_c_during_signing_leaves_no_key_agent_or_secret_behind() {
     interrupt_a_publish_while_it_signs("INT", true, 130);
 }
 
+/// Inspection runs no tool any more (it reads images itself, in milliseconds); the signature
+/// check still does: SIGTERM while gpgv checks `SHA256SUMS.gpg`, with the private GNUPGHOME
+/// in TMPDIR.
 #[test]
-fn sigterm_during_verify_stops_the_inspection_and_leaves_nothing_in_tmpdir() {
+fn sigterm_during_verify_stops_the_signature_check_and_leaves_nothing_in_tmpdir() {
     let s3 = S3::start();
+    let key = TestKey::new("verified");
     let mirror = Mirror::with_release(&Release::new("1.10.3"));
     let ws = Workspace::new(&*XTASK);
     ws.build(&mirror.base_url, "1.10.3", &["--format", "squashfs"])
         .assert_ok();
-    publish(&s3, &ws.out, &["1.10.3"]).assert_ok();
+    let mut signed = publish_command(&s3.endpoint, &ws.out, &["1.10.3"]);
+    signed.env("SYSEXT_GPG_KEY", &key.secret);
+    Run::from_command(&mut signed).assert_ok();
 
     let tmp = tempfile::tempdir().unwrap();
     let private_tmp = tmp.path().join("tmp");
     std::fs::create_dir(&private_tmp).unwrap();
     let bin = tmp.path().join("bin");
-    let inspecting = tmp.path().join("inspecting");
-    slow_wrapper(&bin, "unsquashfs", &inspecting);
+    let checking = tmp.path().join("checking");
+    slow_wrapper(&bin, "gpgv", &checking);
     let mark = Mark::new(tmp.path());
     let mut command = Command::new(&*XTASK);
     mark.on(&mut command)
         .arg("verify")
         .arg("--base-url")
         .arg(&s3.public_url)
+        .arg("--keyring")
+        .arg(&key.public)
         .env_remove("SYSEXT_BASE_URL")
         .env("TMPDIR", &private_tmp)
         .env("PATH", path_with_first(&bin));
     let mut verify = Group::spawn(&mut command);
-    verify.until_file(&inspecting, 60, "the inspection");
+    verify.until_file(&checking, 60, "the signature check");
     assert!(
         std::fs::read_dir(&private_tmp).unwrap().count() > 0,
-        "verify downloads into TMPDIR: nothing there to clean up?"
+        "verify checks in a GNUPGHOME in TMPDIR: nothing there to clean up?"
     );
     verify.signal("TERM", false);
     let status = verify.wait(30);

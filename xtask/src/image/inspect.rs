@@ -1,19 +1,23 @@
 //! Looking inside a built image without mounting it: which filesystem it is, its
 //! extension-release, and `/usr/bin/alloy`'s owner, mode, size and first bytes. Used by
-//! `verify`; works as any user.
+//! `verify`; works as any user, on any machine: no external tool is run (no debugfs,
+//! unsquashfs or fsck.erofs).
 //!
-//! The image is untrusted: anyone who can write to the bucket may have crafted it. So inspection
-//! reads the two files it needs straight from the image and writes nothing anywhere: it walks
-//! the path one directory at a time (every step must be a real directory in the image, the end a
-//! regular file), never follows a link, reads at most [`RELEASE_LIMIT`] bytes of
-//! extension-release and [`HEAD_BYTES`] of the binary, caps every tool's output and gives every
-//! tool a deadline. Anything else standing on the way (a link, a FIFO, a device, a directory
-//! where a file belongs, a file over budget, an entry name with `/`, `..` or NUL) is refused,
-//! named, as an error.
+//! The image is untrusted: anyone who can write to the bucket may have crafted it. So
+//! inspection reads the filesystem's own structures from the superblock on, resolving the two
+//! paths it needs the way the kernel does, one directory at a time: every step must be a real
+//! directory in the image, the end a regular file; no link is followed; at most
+//! [`RELEASE_LIMIT`] bytes of extension-release and [`HEAD_BYTES`] of the binary are read, and
+//! at most [`DIRECTORY_LIMIT`] bytes of any directory on the way. Anything else standing on the
+//! way (a link, a FIFO, a device, a directory where a file belongs, a file over budget) is
+//! refused, named, as an error; so is anything the kernel might read differently from us: a
+//! directory holding a name no directory may hold (empty, with `/`, NUL or a newline, a second
+//! `.` or `..`), the name sought twice, names out of the order the kernel's lookup relies on,
+//! an index that leads elsewhere than the listing, an entry whose type is not its inode's.
+//! Every number read from the image is checked before it is used: no input panics.
 //!
-//! ext4 goes through `debugfs` by inode number, squashfs through `unsquashfs` listings limited
-//! to the path, and erofs through a small reader of our own (erofs-utils 1.5 can only extract
-//! whole trees, and trusts the names it writes).
+//! ext4 is read through `ext4-view`, squashfs and erofs by readers of our own (see each
+//! module for what it checks).
 
 mod erofs;
 mod ext4;
@@ -22,44 +26,51 @@ mod squashfs;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 
 use super::ImageFormat;
 use crate::payload::{ALLOY_PATH, EXTENSION_RELEASE_PATH};
-use crate::util::sandbox::{Bounds, Overflow};
-use crate::util::tools::{self, Tool};
 
 /// How many bytes of the binary [`inspect`] reads: enough for the ELF header.
 pub const HEAD_BYTES: usize = 64;
 
-/// The programs inspection uses, for every format: a command that inspects (verify) finds
-/// them before downloading anything. erofs is read by our own reader.
-pub const TOOLS: &[Tool] = &[tools::DEBUGFS, tools::UNSQUASHFS];
-
 /// The most extension-release may hold: ours is a few hundred bytes.
 pub const RELEASE_LIMIT: u64 = 16 << 10;
 
-/// The most any tool may print for one question (a directory listing, an inode's stat).
-pub const OUTPUT_LIMIT: usize = 4 << 20;
-
-/// How long any tool may take for one question.
+/// How long inspecting one image may take: ours take milliseconds. Every structure read is
+/// bounded, but a crafted ext4 extent tree may name the same node many times over.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The address space any tool may take (`RLIMIT_AS`): a crafted image may make a reader
-/// allocate what its tables claim. Ours need a few MiB and glibc's per-thread arenas.
-pub const TOOL_MEMORY: u64 = 1 << 30;
+/// The largest directory on the way that is read: ours hold a few entries.
+pub const DIRECTORY_LIMIT: usize = 4 << 20;
 
-/// The bounds of one question to a tool: at most `output` bytes of answer, [`DEADLINE`],
-/// [`TOOL_MEMORY`].
-fn bounds(output: usize, overflow: Overflow) -> Bounds {
-    Bounds {
-        output,
-        overflow,
-        deadline: DEADLINE,
-        memory: TOOL_MEMORY,
+/// Fails when the directory `dir` is larger than [`DIRECTORY_LIMIT`].
+fn directory_within_limit(dir: &Node) -> anyhow::Result<()> {
+    ensure!(
+        dir.size <= DIRECTORY_LIMIT as u64,
+        "the directory /{} is {} bytes, over the {DIRECTORY_LIMIT}-byte limit for a directory \
+         on the way (a crafted image?)",
+        dir.path,
+        dir.size
+    );
+    Ok(())
+}
+
+/// Whether a name is one no directory may hold, or one that reads differently in different
+/// places: empty, with `/`, NUL or a newline, or a second `.` or `..` (counted in `dots` across
+/// the directory).
+fn bad_name(name: &[u8], dots: &mut [u32; 2]) -> bool {
+    match name {
+        b"." => dots[0] = dots[0].saturating_add(1),
+        b".." => dots[1] = dots[1].saturating_add(1),
+        _ => {}
     }
+    name.is_empty()
+        || name.iter().any(|b| matches!(b, b'/' | 0 | b'\n'))
+        || dots.iter().any(|d| *d > 1)
 }
 
 /// What an image holds, as far as verifying it needs.
@@ -146,8 +157,41 @@ pub fn detect_format(head: &[u8]) -> Option<ImageFormat> {
 
 /// Inspects the image at `path`. Fails, naming each, when something other than a directory
 /// stands on the way to extension-release or the binary, or other than a regular file (within
-/// budget) at their place: see [`Refused`].
+/// budget) at their place: see [`Refused`]. Gives up after [`DEADLINE`].
 pub fn inspect(path: &Path) -> anyhow::Result<ImageContents> {
+    let owned = path.to_path_buf();
+    let what = format!("inspecting {}", path.display());
+    within(DEADLINE, &what, move || inspect_now(&owned))
+}
+
+/// Runs `work` on a thread of its own and waits at most `deadline` for it: then gives up
+/// (the thread goes on until the process ends; it holds only a file and bounded buffers).
+/// A panic in `work` is an error here, not a crash.
+fn within<T: Send + 'static>(
+    deadline: Duration,
+    what: &str,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("inspect".into())
+        .spawn(move || {
+            let _ = sender.send(work());
+        })
+        .with_context(|| format!("starting a thread for {what}"))?;
+    match receiver.recv_timeout(deadline) {
+        Ok(result) => result,
+        Err(RecvTimeoutError::Timeout) => bail!(
+            "{what} took over {} s; gave up (a crafted image?)",
+            deadline.as_secs_f32()
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            bail!("{what} stopped without an answer (a bug: please report it)")
+        }
+    }
+}
+
+fn inspect_now(path: &Path) -> anyhow::Result<ImageContents> {
     let mut head = Vec::new();
     // Checked before opening: opening a FIFO would wait for a writer.
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
@@ -169,9 +213,9 @@ pub fn inspect(path: &Path) -> anyhow::Result<ImageContents> {
         );
     };
     let contents = match format {
-        ImageFormat::Ext4 => ext4::Ext4::open(path).and_then(|mut t| read_contents(&mut t)),
+        ImageFormat::Ext4 => ext4::Ext4::open(file).and_then(|mut t| read_contents(&mut t)),
         ImageFormat::Squashfs => {
-            squashfs::Squashfs::open(path).and_then(|mut t| read_contents(&mut t))
+            squashfs::Squashfs::open(file).and_then(|mut t| read_contents(&mut t))
         }
         ImageFormat::Erofs => erofs::Erofs::open(file).and_then(|mut t| read_contents(&mut t)),
     };
@@ -255,6 +299,9 @@ pub enum Lookup {
     /// The directory holds an entry whose name no filesystem may hold (with `/`, NUL, or an
     /// extra `.`/`..`): the image was crafted, and its directory is refused as a whole.
     BadName(Vec<u8>),
+    /// The directory may read differently to the kernel than to us: why (`holds "alloy" 2
+    /// times`).
+    Ambiguous(String),
 }
 
 /// What a format's reader answers: the walk and the budgets are the same for every format.
@@ -283,6 +330,10 @@ pub enum What {
     /// The directory holds an entry with a name no filesystem may hold.
     BadName {
         name: String,
+    },
+    /// The directory may read differently to the kernel: why.
+    Ambiguous {
+        why: String,
     },
 }
 
@@ -315,6 +366,11 @@ impl std::fmt::Display for Refusal {
                 f,
                 "the directory {path} holds an entry named {name:?}, which no filesystem may \
                  hold (a crafted image?)"
+            ),
+            What::Ambiguous { why } => write!(
+                f,
+                "the directory {path} {why}; a host's kernel may read it differently from \
+                 inspect, so it is refused (a crafted image?)"
             ),
         }
     }
@@ -360,6 +416,13 @@ fn walk(
                     what: What::BadName {
                         name: String::from_utf8_lossy(&bad).into_owned(),
                     },
+                }))
+            }
+            Lookup::Ambiguous(why) => {
+                return Ok(Err(Refusal {
+                    path: format!("/{}", node.path),
+                    expected: "a directory",
+                    what: What::Ambiguous { why },
                 }))
             }
             Lookup::Found(child) => child,
@@ -427,7 +490,9 @@ fn read_contents(tree: &mut dyn Tree) -> anyhow::Result<Contents> {
                     bytes.len()
                 );
             }
-            Some(String::from_utf8_lossy(&bytes).into_owned())
+            let text = String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("/{release_path} is not UTF-8 text; not read"))?;
+            Some(text)
         }
     };
     let alloy = match walk(tree, ALLOY_PATH, None)? {
@@ -482,6 +547,35 @@ mod tests {
             detect_format(&ext4[..1081]),
             None,
             "short reads are not ext4"
+        );
+    }
+
+    #[test]
+    fn inspection_gives_up_at_its_deadline_and_survives_a_panic() {
+        let started = std::time::Instant::now();
+        let slow = within(Duration::from_millis(100), "sleeping", || {
+            std::thread::sleep(Duration::from_secs(5));
+            Ok(())
+        });
+        let error = slow.unwrap_err().to_string();
+        assert!(
+            error.contains("sleeping took over 0.1 s; gave up"),
+            "{error}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let broken = within(
+            Duration::from_secs(5),
+            "breaking",
+            || -> anyhow::Result<()> { panic!("on purpose") },
+        );
+        let error = broken.unwrap_err().to_string();
+        assert!(
+            error.contains("breaking stopped without an answer"),
+            "{error}"
+        );
+        assert_eq!(
+            within(Duration::from_secs(5), "adding", || Ok(1 + 1)).unwrap(),
+            2
         );
     }
 

@@ -12,6 +12,7 @@ mod fleet;
 mod formats;
 mod hostile;
 mod interrupts;
+mod kernel_view;
 mod latest;
 mod merge;
 mod missing;

@@ -12,15 +12,25 @@
 //! Layout as in Linux's `fs/erofs/erofs_fs.h` and `zmap.c`. Anything else (chunked files,
 //! LZMA, tail packing, fragments) is refused as unsupported: erofs-utils 1.5 with our options
 //! (`-zlz4hc -C131072`) never writes it.
+//!
+//! The kernel's lookup (`namei.c`) binary-searches a directory's blocks by their first names,
+//! then the entries of one block, comparing names up to a NUL: it finds only what is sorted.
+//! So every directory on the way is read whole, and its names must sort strictly (no
+//! duplicates) across the directory, hold no NUL, `/` or newline: then the binary search and
+//! our reading agree. Like the kernel, the superblock's checksum is verified where the image
+//! has one, and inline data may not cross its block.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, ensure, Context};
 
-use super::{Lookup, Node, Tree, OUTPUT_LIMIT};
+use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
 
 const SUPERBLOCK: u64 = 1024;
+
+/// Superblock `feature_compat`: the superblock's block carries a crc32c.
+const SB_CHECKSUM: u32 = 0x1;
 
 /// `i_format`'s data layouts.
 const FLAT_PLAIN: u16 = 0;
@@ -102,6 +112,9 @@ impl Erofs {
             "the superblock says blocks of 2^{block_bits} bytes"
         );
         erofs.block_bits = block_bits;
+        if u32_at(&sb, 8) & SB_CHECKSUM != 0 {
+            erofs.check_superblock_checksum(u32_at(&sb, 4))?;
+        }
         erofs.root_nid = u64::from(u16_at(&sb, 14));
         erofs.meta_offset = u64::from(u32_at(&sb, 40)) << block_bits;
         erofs.zero_padding = u32_at(&sb, 80) & ZERO_PADDING != 0;
@@ -110,6 +123,21 @@ impl Erofs {
 
     fn block_size(&self) -> u64 {
         1 << self.block_bits
+    }
+
+    /// The kernel's check: crc32c (seeded with all ones, not inverted at the end) of the
+    /// superblock's block from the superblock on, with the checksum field zeroed.
+    fn check_superblock_checksum(&self, expected: u32) -> anyhow::Result<()> {
+        let len = self.block_size().saturating_sub(SUPERBLOCK).max(128);
+        let mut bytes = self.read(SUPERBLOCK, len as usize)?;
+        bytes[4..8].fill(0);
+        let crc = !crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&bytes);
+        ensure!(
+            crc == expected,
+            "the erofs superblock's checksum is {crc:#010x}, not the {expected:#010x} it says \
+             (a host's kernel will not mount it)"
+        );
+        Ok(())
     }
 
     /// `len` bytes at `offset`, which must lie inside the image.
@@ -155,10 +183,11 @@ impl Erofs {
                 u32::from(u16_at(&compact, 26)),
             )
         };
+        let header_len = inode_len + xattr_len;
         Ok(Inode {
             offset,
             layout,
-            header_len: inode_len + xattr_len,
+            header_len,
             mode,
             uid,
             gid,
@@ -207,8 +236,16 @@ impl Erofs {
             bytes.extend(self.read(start, (until - offset) as usize)?);
         }
         if end > in_blocks {
+            // As the kernel (`erofs_map_blocks_flatmode`): the inline tail must end within
+            // the block it starts in.
+            let tail_at = inode.offset.saturating_add(inode.header_len);
+            let tail = inode.size - in_blocks;
+            ensure!(
+                tail_at % block + tail <= block,
+                "an inode's inline data ({tail} bytes at {tail_at}) crosses its block"
+            );
             let from = offset.max(in_blocks);
-            let start = (inode.offset + inode.header_len).saturating_add(from - in_blocks);
+            let start = tail_at.saturating_add(from - in_blocks);
             bytes.extend(self.read(start, (end - from) as usize)?);
         }
         Ok(bytes)
@@ -303,16 +340,14 @@ impl Erofs {
         }
     }
 
-    /// Looks `name` up in a directory of at most [`OUTPUT_LIMIT`] bytes, a block at a time,
-    /// checking every name on the way (see [`bad_name`]).
-    fn find(&self, dir: &Inode, name: &[u8]) -> anyhow::Result<Result<Option<u64>, Vec<u8>>> {
-        ensure!(
-            dir.size <= OUTPUT_LIMIT as u64,
-            "a directory of {} bytes, over the {OUTPUT_LIMIT}-byte limit (a crafted image?)",
-            dir.size
-        );
+    /// Looks `name` up in `dir` (at most [`super::DIRECTORY_LIMIT`] bytes), reading it whole,
+    /// a block at a time: every name must be one a directory may hold (see [`bad_name`]) and
+    /// sort strictly after the one before it.
+    fn find(&self, dir: &Inode, dir_node: &Node, name: &[u8]) -> anyhow::Result<Lookup> {
+        directory_within_limit(dir_node)?;
         let block = self.block_size();
         let mut dots = [0; 2];
+        let mut previous: Vec<u8> = Vec::new();
         let mut found = None;
         let mut offset = 0;
         while offset < dir.size {
@@ -320,18 +355,32 @@ impl Erofs {
             let bytes = self.read_flat(dir, offset, len)?;
             for (entry, nid) in parse_dirents(&bytes)? {
                 if bad_name(&entry, &mut dots) {
-                    return Ok(Err(entry));
+                    return Ok(Lookup::BadName(entry));
+                }
+                if entry <= previous {
+                    return Ok(Lookup::Ambiguous(format!(
+                        "lists {:?} after {:?}: its names are not in order, and a host's \
+                         kernel finds names by binary search",
+                        String::from_utf8_lossy(&entry),
+                        String::from_utf8_lossy(&previous)
+                    )));
                 }
                 if entry == name {
-                    if found.is_some() {
-                        return Ok(Err(entry));
-                    }
                     found = Some(nid);
                 }
+                previous = entry;
             }
             offset += block;
         }
-        Ok(Ok(found))
+        let path = if dir_node.path.is_empty() {
+            String::from_utf8_lossy(name).into_owned()
+        } else {
+            format!("{}/{}", dir_node.path, String::from_utf8_lossy(name))
+        };
+        match found {
+            None => Ok(Lookup::Missing),
+            Some(nid) => Ok(Lookup::Found(self.node(nid, path)?)),
+        }
     }
 }
 
@@ -371,17 +420,6 @@ fn parse_dirents(block: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, u64)>> {
         entries.push((name.to_vec(), nid));
     }
     Ok(entries)
-}
-
-/// Whether a name is one no directory may hold: empty, with `/` or NUL, or a second `.` or
-/// `..` (counted in `dots` across the directory).
-fn bad_name(name: &[u8], dots: &mut [u32; 2]) -> bool {
-    match name {
-        b"." => dots[0] += 1,
-        b".." => dots[1] += 1,
-        _ => {}
-    }
-    name.is_empty() || name.contains(&b'/') || name.contains(&0) || dots.iter().any(|d| *d > 1)
 }
 
 /// The first `want` bytes an LZ4 block decodes to, reading no further than needed. Sequences:
@@ -439,17 +477,7 @@ impl Tree for Erofs {
 
     fn lookup(&mut self, dir: &Node, name: &str) -> anyhow::Result<Lookup> {
         let inode = self.inode(dir.id)?;
-        let nid = match self.find(&inode, name.as_bytes())? {
-            Err(bad) => return Ok(Lookup::BadName(bad)),
-            Ok(None) => return Ok(Lookup::Missing),
-            Ok(Some(nid)) => nid,
-        };
-        let path = if dir.path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}/{name}", dir.path)
-        };
-        Ok(Lookup::Found(self.node(nid, path)?))
+        self.find(&inode, dir, name.as_bytes())
     }
 
     fn link_target(&mut self, link: &Node) -> anyhow::Result<Vec<u8>> {

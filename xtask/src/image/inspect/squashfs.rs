@@ -1,219 +1,397 @@
-//! squashfs through `unsquashfs`: each step of a path is listed on its own, with the listing
-//! limited to the path's depth (`-max-depth`) and no wildcards, so a hostile tree elsewhere is
-//! never walked; files are read with `-cat`, which refuses links and anything not a file.
-//! unsquashfs 4.5 itself refuses a directory holding a name with `/`, NUL, `.` or `..`
-//! ("invalid characters in name"), which fails the listing.
+//! squashfs 4.0 read by hand, the way Linux's `fs/squashfs` reads it (layout and lookup as in
+//! `squashfs_fs.h`, `namei.c`, `inode.c`): the superblock, metadata blocks of at most 8 KiB
+//! (each inflated into a fixed 8 KiB buffer), inodes by reference, a directory's listing, and a
+//! file's first data block or fragment (inflated into a buffer of one block).
+//!
+//! The kernel looks a name up by jumping through the directory's index to the last indexed
+//! name not after it, then reading on until an entry whose first byte is greater: it relies on
+//! the names being sorted. So each directory on the way is read twice: whole, where every
+//! name must be one a directory may hold and sort strictly after the one before it (which also
+//! rules out duplicates), and the kernel's way; both must find the same entry, and the entry's
+//! type must be its inode's. Compressed with zlib (mksquashfs's default) or zstd (ours); the
+//! other compressors are refused as unsupported.
+//!
+//! Not taken from `backhand`: it reads every inode and directory of an image into memory up
+//! front (as much as the image declares), keeps entries whatever their order, accepts `/` as
+//! a name, and adds an entry's inode offset to its header's base with an `i32` addition that
+//! overflows (a panic in the dev profile `cargo xtask` runs) on crafted numbers.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 
-use anyhow::{bail, Context};
+use anyhow::{ensure, Context};
 
-use super::{bounds, Lookup, Node, Tree, OUTPUT_LIMIT};
-use crate::util::sandbox::{run_bounded, Overflow};
-use crate::util::tools;
+use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
 
-/// Where unsquashfs says the tree is, in listings.
-const ROOT: &str = "squashfs-root";
+const MAGIC: u32 = 0x7371_7368;
+const SUPERBLOCK_LEN: usize = 96;
+/// A metadata block's most bytes, inflated.
+const METADATA_SIZE: usize = 8192;
+/// A metadata block's header: bit 15 set when stored uncompressed, the rest its stored length.
+const METADATA_UNCOMPRESSED: u16 = 0x8000;
+/// A data block's or fragment's size word: bit 24 set when stored uncompressed.
+const DATA_UNCOMPRESSED: u32 = 1 << 24;
+const NO_FRAGMENT: u32 = 0xFFFF_FFFF;
+/// Entries under one directory header, and bytes in a name: at most 256 each.
+const DIR_COUNT: u32 = 256;
+const NAME_LEN: usize = 256;
+/// How many inflated metadata blocks are kept: 2 MiB.
+const CACHED_BLOCKS: usize = 256;
+
+const ZLIB: u16 = 1;
+const ZSTD: u16 = 6;
+
+/// Inode types; the extended ones are the basic ones plus 7.
+const DIRECTORY: u16 = 1;
+const REGULAR: u16 = 2;
+const SYMLINK: u16 = 3;
+const EXTENDED_DIRECTORY: u16 = 8;
+const EXTENDED_REGULAR: u16 = 9;
+const TYPE_BITS: [u32; 7] = [
+    0o040000, 0o100000, 0o120000, 0o060000, 0o020000, 0o010000, 0o140000,
+];
 
 pub struct Squashfs {
-    unsquashfs: PathBuf,
-    image: PathBuf,
+    file: File,
+    compressor: u16,
+    block_size: u32,
+    bytes_used: u64,
+    root: u64,
+    inode_table: u64,
+    directory_table: u64,
+    fragment_table: u64,
+    fragments: u32,
+    id_table: u64,
+    ids: u16,
+    cache: HashMap<u64, Rc<(Vec<u8>, u64)>>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Where metadata is read from: a block's position in the image, and an offset in it inflated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    block: u64,
+    offset: usize,
+}
+
+/// An inode as the kernel makes it.
+#[derive(Clone, Debug)]
+struct Inode {
+    /// The type as stored (1-14).
+    kind: u16,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    /// Where what follows the fixed fields starts: a file's block sizes, a directory's index.
+    rest: Position,
+    /// Directories: where the listing starts, and (extended) how many index entries follow.
+    listing: Position,
+    index_count: u16,
+    /// Regular files: the first data block, the fragment (or [`NO_FRAGMENT`]) and the offset in it.
+    blocks_start: u64,
+    fragment: u32,
+    fragment_offset: u32,
+}
+
+/// One directory entry: its name, the inode it refers to, and the type it gives.
+struct Entry {
+    name: Vec<u8>,
+    inode: u64,
+    kind: u16,
 }
 
 impl Squashfs {
-    pub fn open(image: &Path) -> anyhow::Result<Squashfs> {
-        let found = tools::preflight(&xshell::Shell::new()?, &[tools::UNSQUASHFS])?;
-        Ok(Squashfs {
-            unsquashfs: found.path(tools::UNSQUASHFS).to_path_buf(),
-            image: image.to_path_buf(),
-        })
+    pub fn open(file: File) -> anyhow::Result<Squashfs> {
+        let len = file.metadata().context("reading the image's size")?.len();
+        let mut sb = [0u8; SUPERBLOCK_LEN];
+        file.read_exact_at(&mut sb, 0)
+            .context("reading the squashfs superblock")?;
+        ensure!(u32_at(&sb, 0) == MAGIC, "no squashfs superblock");
+        let (major, minor) = (u16_at(&sb, 28), u16_at(&sb, 30));
+        ensure!(
+            (major, minor) == (4, 0),
+            "squashfs {major}.{minor}: only 4.0 is read"
+        );
+        let block_size = u32_at(&sb, 12);
+        let block_log = u16_at(&sb, 22);
+        ensure!(
+            block_size.is_power_of_two()
+                && (4096..=1 << 20).contains(&block_size)
+                && u32::from(block_log) == block_size.trailing_zeros(),
+            "the squashfs superblock says blocks of {block_size} bytes (2^{block_log})"
+        );
+        let compressor = u16_at(&sb, 20);
+        ensure!(
+            compressor == ZLIB || compressor == ZSTD,
+            "squashfs compressed with {} is not read here: only zlib and zstd (ours are zstd)",
+            compressor_name(compressor)
+        );
+        let bytes_used = u64_at(&sb, 40);
+        ensure!(
+            bytes_used <= len,
+            "the squashfs superblock says {bytes_used} bytes used, more than the image's {len}"
+        );
+        let squashfs = Squashfs {
+            file,
+            compressor,
+            block_size,
+            bytes_used,
+            root: u64_at(&sb, 32),
+            id_table: u64_at(&sb, 48),
+            inode_table: u64_at(&sb, 64),
+            directory_table: u64_at(&sb, 72),
+            fragment_table: u64_at(&sb, 80),
+            fragments: u32_at(&sb, 16),
+            ids: u16_at(&sb, 26),
+            cache: HashMap::new(),
+        };
+        ensure!(
+            squashfs.inode_table < squashfs.directory_table
+                && squashfs.directory_table < bytes_used,
+            "the squashfs tables are out of order (inodes at {}, directories at {}, {bytes_used} \
+             bytes used)",
+            squashfs.inode_table,
+            squashfs.directory_table
+        );
+        Ok(squashfs)
     }
 
-    fn command(&self) -> Command {
-        let mut command = Command::new(&self.unsquashfs);
-        // One thread and small queues: we read a listing and a few bytes.
-        command.args(["-no-wildcards", "-p", "1", "-da", "8", "-fr", "8"]);
-        command
+    /// `len` bytes at `offset`, which must lie within the bytes used.
+    fn read(&self, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
+        let end = offset.checked_add(len as u64);
+        ensure!(
+            end.is_some_and(|end| end <= self.bytes_used),
+            "the image points past its end ({len} bytes at offset {offset}, {} bytes used)",
+            self.bytes_used
+        );
+        let mut bytes = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .with_context(|| format!("reading {len} bytes at offset {offset}"))?;
+        Ok(bytes)
+    }
+
+    /// `input` inflated into at most `limit` bytes: more is an error, never an allocation.
+    fn inflate(&self, input: &[u8], limit: usize) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(limit);
+        if self.compressor == ZSTD {
+            zstd::bulk::Decompressor::new()
+                .and_then(|mut z| z.decompress_to_buffer(input, &mut out))
+                .with_context(|| format!("inflating a zstd block (to at most {limit} bytes)"))?;
+            return Ok(out);
+        }
+        out.resize(limit, 0);
+        let mut zlib = flate2::Decompress::new(true);
+        let status = zlib
+            .decompress(input, &mut out, flate2::FlushDecompress::Finish)
+            .context("inflating a zlib block")?;
+        ensure!(
+            status == flate2::Status::StreamEnd,
+            "a zlib block does not end within {limit} bytes"
+        );
+        out.truncate(usize::try_from(zlib.total_out()).unwrap_or(limit));
+        Ok(out)
+    }
+
+    /// The metadata block at `at`, inflated, and where the next one starts.
+    fn metadata_block(&mut self, at: u64) -> anyhow::Result<Rc<(Vec<u8>, u64)>> {
+        if let Some(block) = self.cache.get(&at) {
+            return Ok(block.clone());
+        }
+        let header = u16_at(&self.read(at, 2)?, 0);
+        let stored = usize::from(header & !METADATA_UNCOMPRESSED);
+        ensure!(
+            (1..=METADATA_SIZE).contains(&stored),
+            "a metadata block at {at} of {stored} bytes"
+        );
+        let data_at = at + 2;
+        let raw = self.read(data_at, stored)?;
+        let data = if header & METADATA_UNCOMPRESSED != 0 {
+            raw
+        } else {
+            self.inflate(&raw, METADATA_SIZE)?
+        };
+        let block = Rc::new((data, data_at + stored as u64));
+        if self.cache.len() >= CACHED_BLOCKS {
+            self.cache.clear();
+        }
+        self.cache.insert(at, block.clone());
+        Ok(block)
+    }
+
+    /// `len` bytes of metadata from `at` on, across blocks; moves `at` past them.
+    fn metadata(&mut self, at: &mut Position, len: usize) -> anyhow::Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let block = self.metadata_block(at.block)?;
+            let (data, next) = (&block.0, block.1);
+            ensure!(
+                at.offset < data.len(),
+                "metadata read at offset {} of a {}-byte block",
+                at.offset,
+                data.len()
+            );
+            let take = (len - bytes.len()).min(data.len() - at.offset);
+            bytes.extend_from_slice(&data[at.offset..at.offset + take]);
+            at.offset += take;
+            if at.offset == data.len() {
+                *at = Position {
+                    block: next,
+                    offset: 0,
+                };
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Where a table-relative block and offset are.
+    fn position(&self, table: u64, block: u64, offset: usize) -> anyhow::Result<Position> {
+        let block = table
+            .checked_add(block)
+            .context("a metadata reference past any image")?;
+        ensure!(
+            offset < METADATA_SIZE,
+            "a metadata reference at offset {offset}"
+        );
+        Ok(Position { block, offset })
+    }
+
+    /// The uid or gid at `index` of the id table (a table of metadata block positions, each
+    /// block holding 2048 ids).
+    fn id(&mut self, index: u16) -> anyhow::Result<u32> {
+        ensure!(
+            index < self.ids,
+            "an owner id {index} past the {} ids",
+            self.ids
+        );
+        let byte = u64::from(index) * 4;
+        let pointer = self
+            .id_table
+            .checked_add(byte / METADATA_SIZE as u64 * 8)
+            .context("an id table past any image")?;
+        let block = u64_at(&self.read(pointer, 8)?, 0);
+        let mut at = Position {
+            block,
+            offset: (byte % METADATA_SIZE as u64) as usize,
+        };
+        Ok(u32_at(&self.metadata(&mut at, 4)?, 0))
+    }
+
+    /// The fragment `index`'s block position and size word (16-byte entries, 512 a block).
+    fn fragment(&mut self, index: u32) -> anyhow::Result<(u64, u32)> {
+        ensure!(
+            index < self.fragments,
+            "fragment {index} past the {} fragments",
+            self.fragments
+        );
+        let byte = u64::from(index) * 16;
+        let pointer = self
+            .fragment_table
+            .checked_add(byte / METADATA_SIZE as u64 * 8)
+            .context("a fragment table past any image")?;
+        let block = u64_at(&self.read(pointer, 8)?, 0);
+        let mut at = Position {
+            block,
+            offset: (byte % METADATA_SIZE as u64) as usize,
+        };
+        let entry = self.metadata(&mut at, 16)?;
+        Ok((u64_at(&entry, 0), u32_at(&entry, 8)))
     }
 }
 
+fn compressor_name(id: u16) -> String {
+    match id {
+        1 => "zlib".into(),
+        2 => "lzma".into(),
+        3 => "lzo".into(),
+        4 => "xz".into(),
+        5 => "lz4".into(),
+        6 => "zstd".into(),
+        other => format!("compressor {other}"),
+    }
+}
+
+/// `strcmp`'s view of a name: up to its first NUL.
+fn c_string(name: &[u8]) -> &[u8] {
+    let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    &name[..end]
+}
+
+mod inodes;
+mod lookup;
+
 impl Tree for Squashfs {
     fn root(&mut self) -> anyhow::Result<Node> {
-        Ok(Node {
-            mode: 0o040755,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            id: 0,
-            path: String::new(),
-            link: None,
-        })
+        self.node(self.root, String::new())
     }
 
     fn lookup(&mut self, dir: &Node, name: &str) -> anyhow::Result<Lookup> {
+        directory_within_limit(dir)?;
+        let inode = self.inode(dir.id)?;
+        let listed = match self.list(&inode, name.as_bytes())? {
+            Ok(listed) => listed,
+            Err(refused) => return Ok(refused),
+        };
+        let kernel = self.kernel_lookup(&inode, name.as_bytes())?;
         let path = if dir.path.is_empty() {
             name.to_string()
         } else {
             format!("{}/{name}", dir.path)
         };
-        let depth = path.split('/').count().to_string();
-        let mut command = self.command();
-        command
-            .args(["-lln", "-max-depth", &depth])
-            .arg(&self.image)
-            .arg(&path);
-        let output = run_bounded(command, bounds(OUTPUT_LIMIT, Overflow::Fail))?;
-        if output.success != Some(true) {
-            bail!(
-                "unsquashfs -lln {path} failed: {}",
-                one_line(&output.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&output.stdout);
-        let listed = format!("{ROOT}/{path}");
-        let mut found = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let entry = parse_line(line).with_context(|| {
-                format!("unexpected line in `unsquashfs -lln` output: {line:?}")
-            })?;
-            if entry.path == listed {
-                found.push(entry);
+        match (listed, kernel) {
+            (None, None) => Ok(Lookup::Missing),
+            (Some(entry), Some(found)) if entry.inode == found => {
+                let node = self.node(entry.inode, path)?;
+                let inode = self.inode(entry.inode)?;
+                if (entry.kind - 1) % 7 != (inode.kind - 1) % 7 {
+                    return Ok(Lookup::Ambiguous(format!(
+                        "lists {name:?} as type {} but its inode is type {}",
+                        entry.kind, inode.kind
+                    )));
+                }
+                Ok(Lookup::Found(node))
             }
+            (listed, _) => Ok(Lookup::Ambiguous(format!(
+                "{} {name:?}, but its index and sorted order lead {}",
+                if listed.is_some() {
+                    "lists"
+                } else {
+                    "does not list"
+                },
+                if listed.is_some() {
+                    "elsewhere"
+                } else {
+                    "to one"
+                }
+            ))),
         }
-        if found.len() > 1 {
-            return Ok(Lookup::BadName(name.as_bytes().to_vec()));
-        }
-        Ok(match found.pop() {
-            None => Lookup::Missing,
-            Some(entry) => Lookup::Found(Node {
-                mode: entry.mode,
-                uid: entry.uid,
-                gid: entry.gid,
-                size: entry.size,
-                id: 0,
-                path,
-                link: entry.link,
-            }),
-        })
     }
 
     fn link_target(&mut self, link: &Node) -> anyhow::Result<Vec<u8>> {
-        Ok(link.link.clone().unwrap_or_default().into_bytes())
+        let inode = self.inode(link.id)?;
+        let len = usize::try_from(inode.size.min(4096)).unwrap_or(4096);
+        let mut at = inode.rest;
+        self.metadata(&mut at, len)
     }
 
     fn read_head(&mut self, file: &Node, limit: usize) -> anyhow::Result<Vec<u8>> {
-        let mut command = self.command();
-        command.arg("-cat").arg(&self.image).arg(&file.path);
-        let output = run_bounded(command, bounds(limit, Overflow::Head))?;
-        if output.success == Some(false) {
-            bail!(
-                "unsquashfs -cat {} failed: {}",
-                file.path,
-                one_line(&output.stderr)
-            );
-        }
-        Ok(output.stdout)
+        let inode = self.inode(file.id)?;
+        self.file_head(&inode, limit)
     }
-}
-
-/// unsquashfs's complaints, on one line.
-fn one_line(stderr: &str) -> String {
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines.join(" / ")
-}
-
-/// One line of `unsquashfs -lln`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Listed {
-    pub path: String,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// 0 for devices, whose listing gives `major, minor` instead.
-    pub size: u64,
-    pub link: Option<String>,
-}
-
-/// Parses one line of `unsquashfs -lln`:
-/// `-rwxr-xr-x 0/0   100000 2024-01-01 00:00 squashfs-root/usr/bin/alloy`,
-/// `lrwxrwxrwx 0/0        4 2024-01-01 00:00 squashfs-root/usr/lib -> /etc`,
-/// `crw-r--r-- 0/0    1,  3 2024-01-01 00:00 squashfs-root/usr/bin/alloy`.
-pub fn parse_line(line: &str) -> Option<Listed> {
-    let mut rest = line;
-    let mut word = || {
-        let trimmed = rest.trim_start_matches(' ');
-        let end = trimmed.find(' ').unwrap_or(trimmed.len());
-        let (word, after) = trimmed.split_at(end);
-        rest = after;
-        word
-    };
-    let mode = parse_mode_string(word())?;
-    let (uid, gid) = word().split_once('/')?;
-    let first = word();
-    let size = if first.ends_with(',') {
-        word().parse::<u32>().ok()?; // the minor number
-        0
-    } else {
-        first.parse().ok()?
-    };
-    let _date = word();
-    let _time = word();
-    let path_and_link = rest.strip_prefix(' ')?;
-    let (path, link) = if mode & 0o170000 == 0o120000 {
-        let (path, target) = path_and_link.split_once(" -> ")?;
-        (path, Some(target.to_string()))
-    } else {
-        (path_and_link, None)
-    };
-    Some(Listed {
-        path: path.to_string(),
-        mode,
-        uid: uid.parse().ok()?,
-        gid: gid.parse().ok()?,
-        size,
-        link,
-    })
-}
-
-/// Permissions as `ls -l` shows them (`-rwxr-xr-x`, `drwxr-xr-x`) as an `st_mode`.
-pub fn parse_mode_string(text: &str) -> Option<u32> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 10 {
-        return None;
-    }
-    let kind = match bytes[0] {
-        b'-' => 0o100000,
-        b'd' => 0o040000,
-        b'l' => 0o120000,
-        b'c' => 0o020000,
-        b'b' => 0o060000,
-        b'p' => 0o010000,
-        b's' => 0o140000,
-        _ => return None,
-    };
-    let mut mode = 0u32;
-    for (i, &c) in bytes[1..].iter().enumerate() {
-        let bit = 1 << (8 - i);
-        let special = match i {
-            2 => 0o4000,
-            5 => 0o2000,
-            8 => 0o1000,
-            _ => 0,
-        };
-        match c {
-            b'-' => {}
-            b'r' | b'w' | b'x' => mode |= bit,
-            b's' | b't' => mode |= bit | special,
-            b'S' | b'T' => mode |= special,
-            _ => return None,
-        }
-    }
-    Some(kind | mode)
 }
 
 #[cfg(test)]
@@ -221,46 +399,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mode_strings_become_st_modes() {
-        assert_eq!(parse_mode_string("-rwxr-xr-x"), Some(0o100755));
-        assert_eq!(parse_mode_string("drwxr-xr-x"), Some(0o040755));
-        assert_eq!(parse_mode_string("-rw-r--r--"), Some(0o100644));
-        assert_eq!(parse_mode_string("-rwsr-xr-x"), Some(0o104755));
-        assert_eq!(parse_mode_string("drwxrwxrwt"), Some(0o041777));
-        assert_eq!(parse_mode_string("lrwxrwxrwx"), Some(0o120777));
-        assert_eq!(parse_mode_string("prw-r--r--"), Some(0o010644));
-        assert_eq!(parse_mode_string("-rwxr-xr-"), None);
-        assert_eq!(parse_mode_string("?rwxr-xr-x"), None);
-    }
-
-    #[test]
-    fn reads_unsquashfs_listing_lines() {
-        assert_eq!(
-            parse_line("-rwxr-xr-x 1000/100             100000 2024-01-01 00:00 squashfs-root/usr/bin/alloy"),
-            Some(Listed {
-                path: "squashfs-root/usr/bin/alloy".into(),
-                mode: 0o100755,
-                uid: 1000,
-                gid: 100,
-                size: 100000,
-                link: None,
-            })
-        );
-        let link = parse_line(
-            "lrwxrwxrwx 0/0                       4 2026-11-29 07:24 squashfs-root/usr/lib -> /etc",
-        )
-        .unwrap();
-        assert_eq!(
-            (link.path.as_str(), link.link.as_deref()),
-            ("squashfs-root/usr/lib", Some("/etc"))
-        );
-        let device = parse_line(
-            "crw-r--r-- 0/0                   1,  3 2026-11-29 07:24 squashfs-root/usr/bin/alloy",
-        )
-        .unwrap();
-        assert_eq!((device.mode, device.size), (0o020644, 0));
-        let spaced = parse_line("-rw-r--r-- 0/0 5 2024-01-01 00:00 squashfs-root/a  b").unwrap();
-        assert_eq!(spaced.path, "squashfs-root/a  b");
-        assert_eq!(parse_line("Parallel unsquashfs: Using 2 processors"), None);
+    fn names_compare_as_c_strings() {
+        assert_eq!(c_string(b"alloy\0x"), b"alloy");
+        assert_eq!(c_string(b"alloy"), b"alloy");
+        assert_eq!(compressor_name(4), "xz");
+        assert_eq!(compressor_name(9), "compressor 9");
     }
 }

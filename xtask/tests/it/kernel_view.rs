@@ -1,0 +1,482 @@
+//! The differential test: what `inspect` reports of an image against what the kernel shows of
+//! it, loop-mounted read-only. For `/usr/bin/alloy` (present, type, mode, owner, size, first
+//! bytes) and the extension-release (its bytes), inspect must report what the kernel shows, or
+//! refuse the image. Used on every crafted image of [`crate::hostile`], and here on hundreds
+//! of mutated ones per format.
+//!
+//! When the kernel will not mount an image there is nothing to compare: no host merges it, but
+//! another kernel (a host's is older or newer than this one) might, so such a case proves
+//! nothing either way. They are counted apart, and each run must compare enough mounted ones.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use xtask::image::inspect::{ImageContents, HEAD_BYTES, RELEASE_LIMIT};
+use xtask_testkit::fixture::fake_alloy;
+use xtask_testkit::process::require_root;
+use xtask_testkit::{checked_output, tool};
+
+use crate::support::{EXTENSION_RELEASE, RELEASE_FILE, VERSION};
+
+const ALLOY: &str = "usr/bin/alloy";
+
+/// A process in a mount namespace of its own that mounts and unmounts images on request; the
+/// test looks at its mounts through `/proc/<pid>/root`.
+pub struct Kernel {
+    child: Child,
+    requests: ChildStdin,
+    answers: BufReader<ChildStdout>,
+    mountpoint: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Reads requests (`mount FSTYPE IMAGE`, `umount`) and answers each on one line. ext4 is
+/// mounted `errors=continue`: a crafted superblock may ask for a panic on the first error.
+const MOUNTER: &str = r#"mnt=$1
+while read -r request fstype image; do
+  case $request in
+    mount)
+      options=ro
+      [ "$fstype" = ext4 ] && options=ro,errors=continue
+      for try in 1 2 3 4 5; do
+        if said=$(mount -t "$fstype" -o "$options" "$image" "$mnt" 2>&1); then
+          echo mounted; break
+        fi
+        # Loop devices are shared with whatever else runs: setting one up may race.
+        case $said in *"loop device"*) sleep 1; continue;; esac
+        echo "failed $said" | tr '\n' ' '; echo; break
+      done;;
+    umount)
+      # Lazily if it must: a busy mount is detached, and its loop device freed, once idle.
+      if said=$(umount "$mnt" 2>&1 || umount -l "$mnt" 2>&1); then
+        echo unmounted
+      else
+        echo "failed $said" | tr '\n' ' '; echo
+      fi;;
+  esac
+done"#;
+
+impl Kernel {
+    pub fn start() -> Kernel {
+        let dir = tempfile::tempdir().unwrap();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", MOUNTER, "sh"])
+            .arg(&mountpoint)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let requests = child.stdin.take().unwrap();
+        let answers = BufReader::new(child.stdout.take().unwrap());
+        Kernel {
+            child,
+            requests,
+            answers,
+            mountpoint,
+            _dir: dir,
+        }
+    }
+
+    fn ask(&mut self, request: &str) -> String {
+        writeln!(self.requests, "{request}").unwrap();
+        let mut answer = String::new();
+        self.answers.read_line(&mut answer).unwrap();
+        assert!(!answer.is_empty(), "the mounter ended at {request:?}");
+        answer.trim().to_string()
+    }
+
+    /// What the kernel shows of `image`, or `None` when it will not mount it.
+    pub fn view(&mut self, image: &Path, format: &str) -> Option<KernelView> {
+        let answer = self.ask(&format!("mount {format} {}", image.display()));
+        if answer != "mounted" {
+            assert!(answer.starts_with("failed"), "{answer}");
+            return None;
+        }
+        // Our mountpoint as the mounter's namespace has it.
+        let root = PathBuf::from(format!("/proc/{}/root", self.child.id()))
+            .join(self.mountpoint.strip_prefix("/").unwrap());
+        let view = KernelView {
+            alloy: seen(&root, ALLOY, HEAD_BYTES),
+            release: seen(&root, RELEASE_FILE, RELEASE_LIMIT as usize + 1),
+        };
+        let unmounted = self.ask("umount");
+        assert_eq!(unmounted, "unmounted", "unmounting {}", image.display());
+        Some(view)
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the kernel shows at one path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    Missing,
+    /// Something other than a directory on the way, or other than a regular file at the end.
+    Blocked(String),
+    /// An error other than "not found" (a corrupt inode, an unreadable block).
+    Error(String),
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        size: u64,
+        /// The first bytes, as many as inspect reads.
+        head: Vec<u8>,
+    },
+}
+
+#[derive(Debug)]
+pub struct KernelView {
+    alloy: Seen,
+    release: Seen,
+}
+
+/// Walks `path` under `root` one step at a time, never following a link.
+fn seen(root: &Path, path: &str, limit: usize) -> Seen {
+    let mut at = root.to_path_buf();
+    let steps: Vec<&str> = path.split('/').collect();
+    for (i, step) in steps.iter().enumerate() {
+        at.push(step);
+        let shown = format!("/{}", steps[..=i].join("/"));
+        let meta = match std::fs::symlink_metadata(&at) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Seen::Missing,
+            Err(e) => return Seen::Error(format!("lstat {shown}: {e}")),
+        };
+        let last = i + 1 == steps.len();
+        if !last && !meta.is_dir() || last && !meta.is_file() {
+            return Seen::Blocked(format!("{shown} has mode {:o}", meta.mode()));
+        }
+        if last {
+            let mut head = Vec::new();
+            let read = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&at)
+                .and_then(|f| f.take(limit as u64).read_to_end(&mut head));
+            if let Err(e) = read {
+                return Seen::Error(format!("reading {shown}: {e}"));
+            }
+            return Seen::File {
+                mode: meta.mode(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                size: meta.len(),
+                head,
+            };
+        }
+    }
+    unreachable!("a path has a last step")
+}
+
+/// How one image came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Mounted, and inspect reported what the kernel shows.
+    Agrees,
+    /// Mounted, and inspect refused the image.
+    Refused,
+    /// The kernel would not mount it; inspect answered (true) or refused (false).
+    Unmounted { inspect_answered: bool },
+}
+
+/// Inspects `image` (in this process: a panic is reported as a difference) and compares with what
+/// the kernel shows; `Err` says how they differ.
+pub fn compare(kernel: &mut Kernel, image: &Path, format: &str) -> Result<Verdict, String> {
+    let inspected = std::panic::catch_unwind(|| xtask::image::inspect(image))
+        .map_err(|_| "inspect panicked".to_string())?;
+    let Some(view) = kernel.view(image, format) else {
+        return Ok(Verdict::Unmounted {
+            inspect_answered: inspected.is_ok(),
+        });
+    };
+    let contents = match inspected {
+        Ok(contents) => contents,
+        // A panic in inspect's own thread ends it without an answer.
+        Err(e) if format!("{e:#}").contains("stopped without an answer") => {
+            return Err(format!("inspect panicked: {e:#}"))
+        }
+        Err(_) => return Ok(Verdict::Refused),
+    };
+    let mut differences = Vec::new();
+    if let Some(why) = alloy_differs(&contents, &view.alloy) {
+        differences.push(why);
+    }
+    if let Some(why) = release_differs(&contents, &view.release) {
+        differences.push(why);
+    }
+    if differences.is_empty() {
+        Ok(Verdict::Agrees)
+    } else {
+        Err(differences.join("; "))
+    }
+}
+
+fn alloy_differs(contents: &ImageContents, kernel: &Seen) -> Option<String> {
+    let agrees = match (&contents.alloy, kernel) {
+        (None, Seen::Missing) => true,
+        (
+            Some(a),
+            Seen::File {
+                mode,
+                uid,
+                gid,
+                size,
+                head,
+            },
+        ) => (a.mode, a.uid, a.gid, a.size, &a.head) == (*mode, *uid, *gid, *size, head),
+        _ => false,
+    };
+    (!agrees).then(|| {
+        format!(
+            "/{ALLOY}: inspect says {:?}, the kernel shows {kernel:?}",
+            contents.alloy
+        )
+    })
+}
+
+fn release_differs(contents: &ImageContents, kernel: &Seen) -> Option<String> {
+    let agrees = match (&contents.extension_release, kernel) {
+        (None, Seen::Missing) => true,
+        (Some(text), Seen::File { head, size, .. }) => {
+            text.as_bytes() == head.as_slice() && *size == head.len() as u64
+        }
+        _ => false,
+    };
+    (!agrees).then(|| {
+        format!(
+            "/{RELEASE_FILE}: inspect says {:?}, the kernel shows {kernel:?}",
+            contents.extension_release
+        )
+    })
+}
+
+/// Counts of verdicts, and the differences found, over a run.
+#[derive(Default)]
+pub struct Tally {
+    pub agreed: usize,
+    pub refused: usize,
+    pub unmounted_answered: usize,
+    pub unmounted_refused: usize,
+    pub differences: Vec<String>,
+}
+
+impl Tally {
+    pub fn add(&mut self, name: &str, outcome: Result<Verdict, String>) {
+        match outcome {
+            Ok(Verdict::Agrees) => self.agreed += 1,
+            Ok(Verdict::Refused) => self.refused += 1,
+            Ok(Verdict::Unmounted {
+                inspect_answered: true,
+            }) => self.unmounted_answered += 1,
+            Ok(Verdict::Unmounted {
+                inspect_answered: false,
+            }) => self.unmounted_refused += 1,
+            Err(why) => self.differences.push(format!("{name}: {why}")),
+        }
+    }
+
+    pub fn mounted(&self) -> usize {
+        self.agreed + self.refused + self.differences.len()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} mounted: {} agreed, {} refused by inspect, {} differ; {} not mounted by the \
+             kernel ({} answered by inspect, {} refused)",
+            self.mounted(),
+            self.agreed,
+            self.refused,
+            self.differences.len(),
+            self.unmounted_answered + self.unmounted_refused,
+            self.unmounted_answered,
+            self.unmounted_refused
+        )
+    }
+}
+
+/// How many mutated images each format gets.
+const MUTATIONS: usize = 320;
+
+/// A good tree with the fake Alloy and a true extension-release, beside decoys whose names
+/// surround the ones looked up (`alloz`, `allox`, `bim`): mutations then also turn names into
+/// one another.
+fn tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let release_dir = root.join(RELEASE_FILE).parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&release_dir).unwrap();
+    std::fs::create_dir_all(root.join("usr/bim")).unwrap();
+    std::fs::write(root.join(RELEASE_FILE), EXTENSION_RELEASE).unwrap();
+    std::fs::write(release_dir.join("extension-release.allox"), "ID=_any\n").unwrap();
+    let binary = fake_alloy(VERSION, "amd64");
+    for name in ["alloy", "allox", "alloz"] {
+        let path = root.join("usr/bin").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &binary).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// The images mutated: each format packed plainly (ext4 without metadata checksums, squashfs
+/// with uncompressed metadata, erofs without its superblock checksum: mutations then reach
+/// the directories and inodes rather than failing a checksum) and as built.
+fn bases(format: &str, tree: &Path, work: &Path) -> Vec<PathBuf> {
+    let mkfs_ext4 = |name: &str, features: &str| {
+        let image = work.join(name);
+        checked_output(
+            Command::new(tool("mkfs.ext4"))
+                .args(["-q", "-F", "-O", features, "-E", "root_owner=0:0", "-d"])
+                .arg(tree)
+                .arg(&image)
+                .arg("4M"),
+        );
+        image
+    };
+    let mksquashfs = |name: &str, extra: &[&str]| {
+        let image = work.join(name);
+        checked_output(
+            Command::new(tool("mksquashfs"))
+                .arg(tree)
+                .arg(&image)
+                .args(["-quiet", "-no-progress", "-all-root", "-noappend"])
+                .args(extra),
+        );
+        image
+    };
+    match format {
+        "ext4" => vec![
+            mkfs_ext4("plain.ext4", "^has_journal,^metadata_csum"),
+            mkfs_ext4("built.ext4", "^has_journal"),
+        ],
+        "squashfs" => vec![
+            mksquashfs("plain.squashfs", &["-noI", "-noD", "-noF"]),
+            mksquashfs("built.squashfs", &["-comp", "zstd"]),
+        ],
+        _ => {
+            let image = work.join("plain.erofs");
+            checked_output(
+                Command::new(tool("mkfs.erofs"))
+                    .args(["--quiet", "--all-root", "-zlz4hc", "-C131072"])
+                    .arg(&image)
+                    .arg(tree),
+            );
+            let mut bytes = std::fs::read(&image).unwrap();
+            let built = work.join("built.erofs");
+            std::fs::write(&built, &bytes).unwrap();
+            bytes[1024 + 8] &= !1; // feature_compat: no superblock checksum
+            std::fs::write(&image, bytes).unwrap();
+            vec![image, built]
+        }
+    }
+}
+
+/// Where mutations go in `image`: half of them within 64 bytes of a name looked up (directory
+/// entries, and the inodes packed near them), half anywhere in the metadata that is not zero.
+fn targets(image: &[u8], format: &str) -> (Vec<usize>, Vec<usize>) {
+    let mut near_names = Vec::new();
+    for name in [&b"alloy"[..], b"bin", b"usr", b"lib", b"extension-release"] {
+        for (at, _) in image
+            .windows(name.len())
+            .enumerate()
+            .filter(|(_, w)| *w == name)
+        {
+            near_names.extend(at.saturating_sub(64)..(at + 64).min(image.len()));
+        }
+    }
+    let metadata = match format {
+        "squashfs" => image.len().saturating_sub(16 << 10)..image.len(),
+        _ => 1024..image.len().min(256 << 10),
+    };
+    let nonzero = metadata.filter(|at| image[*at] != 0).collect();
+    (near_names, nonzero)
+}
+
+/// Every mutated image of `format` against the kernel: they agree, or inspect refuses.
+fn mutated_images_agree_with_the_kernel(format: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("tree");
+    tree(&root);
+    let mut kernel = Kernel::start();
+    let mut tally = Tally::default();
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let bases = bases(format, &root, work.path());
+    for base in &bases {
+        let good = std::fs::read(base).unwrap();
+        tally.add(&format!("{} unchanged", base.display()), {
+            compare(&mut kernel, base, format)
+        });
+        let (near_names, nonzero) = targets(&good, format);
+        let mutated = work.path().join("mutated.raw");
+        for i in 0..MUTATIONS / bases.len() {
+            let mut bytes = good.clone();
+            let mut changes = Vec::new();
+            for _ in 0..1 + random() % 3 {
+                let pool = if i % 2 == 0 && !near_names.is_empty() {
+                    &near_names
+                } else {
+                    &nonzero
+                };
+                let at = pool[(random() as usize) % pool.len()];
+                bytes[at] = random() as u8;
+                changes.push(at);
+            }
+            std::fs::write(&mutated, &bytes).unwrap();
+            let name = format!("{} with bytes {changes:?} changed", base.display());
+            tally.add(&name, compare(&mut kernel, &mutated, format));
+        }
+    }
+    eprintln!(
+        "{format}: {} images ({} mutated): {}",
+        MUTATIONS + bases.len(),
+        MUTATIONS,
+        tally.summary()
+    );
+    assert!(
+        tally.differences.is_empty(),
+        "{format}: inspect and the kernel differ:\n{}",
+        tally.differences.join("\n")
+    );
+    // Not vacuous: most mutated images are mounted and compared.
+    assert!(
+        tally.mounted() >= MUTATIONS / 2,
+        "{format}: only {} images mounted: {}",
+        tally.mounted(),
+        tally.summary()
+    );
+}
+
+#[test]
+fn mutated_ext4_images_read_as_the_kernel_reads_them() {
+    if require_root("mutated_ext4_images_read_as_the_kernel_reads_them") {
+        mutated_images_agree_with_the_kernel("ext4");
+    }
+}
+
+#[test]
+fn mutated_squashfs_images_read_as_the_kernel_reads_them() {
+    if require_root("mutated_squashfs_images_read_as_the_kernel_reads_them") {
+        mutated_images_agree_with_the_kernel("squashfs");
+    }
+}
+
+#[test]
+fn mutated_erofs_images_read_as_the_kernel_reads_them() {
+    if require_root("mutated_erofs_images_read_as_the_kernel_reads_them") {
+        mutated_images_agree_with_the_kernel("erofs");
+    }
+}
