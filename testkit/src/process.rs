@@ -176,11 +176,13 @@ impl Group {
         send_signal(signal, if whole_group { -self.pid } else { self.pid });
     }
 
-    /// Waits for the child to exit, killing it and failing the test after `seconds`.
+    /// Waits for the child to exit, killing it and failing the test after `seconds`, or if it
+    /// panicked.
     pub fn wait(&mut self, seconds: u64) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                crate::assert_no_panic("", &self.log());
                 return status;
             }
             if Instant::now() >= deadline {
