@@ -473,3 +473,69 @@ fn a_redirect_carries_the_github_token_only_within_its_origin() {
         Some("application/vnd.github+json")
     );
 }
+
+/// A resume answered with `Content-Length: 18446744073709551615` (after the bytes already
+/// had, beyond any size), for build and for verify: refused, not retried, not a panic (the
+/// dev profile `cargo xtask` runs checks overflow). A ceiling of 18446744073709551615 bytes
+/// is no overflow either: the build succeeds.
+#[test]
+fn a_content_length_or_a_ceiling_beyond_any_size_ends_cleanly() {
+    let mirror = mirror_with_fault(ZIP, Fault::CutOnceThenHugeLength);
+    let ws = workspace();
+    let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_fails_with(&["is beyond any size", "refusing it"]);
+    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200, 206], "not retried");
+    assert_eq!(ws.out_names(), Vec::<String>::new());
+
+    let mirror = Mirror::start();
+    let image = vec![7u8; 64 << 10];
+    let line = format!("{}  {IMAGE}\n", fixture::sha256_hex(&image));
+    mirror.add(VERSION, IMAGE, image);
+    mirror.add(VERSION, CHECKSUM, line.clone().into_bytes());
+    mirror.add(VERSION, "SHA256SUMS", line.into_bytes());
+    mirror.fault(VERSION, IMAGE, Fault::CutOnceThenHugeLength);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut command = Command::new(XTASK);
+    command
+        .args(["verify", VERSION, "--base-url"])
+        .arg(format!("{}/v{VERSION}", mirror.base_url));
+    let (run, _) = run_within(&mut command, tmp.path(), Duration::from_secs(60));
+    run.assert_fails_with(&["failed verification"]);
+    assert!(run.stdout.contains("is beyond any size"), "{}", run.stdout);
+
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    let ws = workspace();
+    let most = u64::MAX.to_string();
+    let (run, _) = build(
+        &ws,
+        &mirror,
+        &["--max-download-bytes", &most],
+        Duration::from_secs(60),
+    );
+    run.assert_ok();
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+}
+
+/// A transfer that stalls once (half the body, then nothing) is tried again from what it had,
+/// with a Range request, and the build succeeds.
+#[test]
+fn a_stall_that_happens_once_is_resumed_with_a_range_request() {
+    let release = Release::new(VERSION);
+    let mirror = Mirror::with_release(&release);
+    mirror.fault(VERSION, ZIP, Fault::StallOnce);
+    let ws = workspace();
+    let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_ok_saying(&["retrying"]);
+    let half = release.assets[ZIP].len() / 2;
+    let seen: Vec<(u16, Option<String>)> = mirror
+        .requests_for(ZIP_OBJECT)
+        .iter()
+        .map(|r| (r.status, r.range.clone()))
+        .collect();
+    assert_eq!(seen, [(200, None), (206, Some(format!("bytes={half}-")))]);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(
+        ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        release.binary("amd64")
+    );
+}
