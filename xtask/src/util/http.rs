@@ -345,6 +345,7 @@ impl Http {
         let mut buffer = vec![0u8; BUFFER_SIZE];
         let mut window_start = Awake::now();
         let mut window_bytes = 0u64;
+        let mut last_byte = Awake::now();
         let stalled = |bytes: u64, seconds: f64, done: u64| {
             Failure::Retry(anyhow!(
                 "{url} made no real progress: {bytes} bytes in the last {seconds:.1}s (under {min_bytes_per_sec} bytes/s), after {done} bytes"
@@ -360,13 +361,11 @@ impl Http {
             let n = match body.read(&mut buffer[..room.max(1)]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Nothing for a whole read timeout (the window): try again from here.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                    ) =>
-                {
+                // A read timeout (the window) while we were stopped (SIGSTOP): the bytes sent
+                // meanwhile are waiting in the socket; read on.
+                Err(e) if is_timeout(&e) && last_byte.elapsed() < window => continue,
+                // Nothing for a whole window of running time: try again from here.
+                Err(e) if is_timeout(&e) => {
                     let elapsed = window_start.elapsed().as_secs_f64();
                     return Err(stalled(window_bytes, elapsed, done));
                 }
@@ -377,6 +376,9 @@ impl Http {
                     ))))
                 }
             };
+            if n > 0 {
+                last_byte = Awake::now();
+            }
             window_bytes = window_bytes.saturating_add(n as u64);
             let elapsed = window_start.elapsed();
             if n > 0 && elapsed >= window {
@@ -581,6 +583,20 @@ impl Http {
         }
         Ok((digest, size))
     }
+}
+
+/// Whether a body read failed for its timeout: ureq's own (wrapped in the I/O error), or the
+/// socket's.
+fn is_timeout(error: &io::Error) -> bool {
+    let ureq_timeout = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)));
+    ureq_timeout
+        || matches!(
+            error.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        )
 }
 
 fn content_length(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {

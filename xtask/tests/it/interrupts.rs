@@ -3,10 +3,13 @@
 //! an image left without its checksum is noticed and replaced.
 
 use std::process::Command;
+use std::time::Duration;
 
 use xtask_testkit::fixture::Release;
-use xtask_testkit::mirror::Mirror;
-use xtask_testkit::process::{environ, path_with_first, slow_wrapper, wait_for_file, Group, Mark};
+use xtask_testkit::mirror::{Fault, Mirror};
+use xtask_testkit::process::{
+    environ, path_with_first, slow_wrapper, wait_for, wait_for_file, Group, Mark,
+};
 use xtask_testkit::Workspace;
 
 use crate::support::{assert_sha256sum_accepts, workspace, CHECKSUM, IMAGE, VERSION};
@@ -138,4 +141,45 @@ fn an_image_left_without_its_checksum_is_noticed_and_replaced() {
         .assert_ok_saying(&[&replacing]);
     assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
     assert_sha256sum_accepts(&ws);
+}
+
+const ZIP: &str = "alloy-linux-amd64.zip";
+const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
+
+/// A build stopped (SIGSTOP: Ctrl-Z, a debugger, a frozen container) for three progress
+/// windows in the middle of its download, then continued, finishes without a retry: the time
+/// it was stopped is not the network's.
+#[test]
+fn a_download_stopped_for_longer_than_the_progress_window_finishes_after_it_continues() {
+    let release = Release::new(VERSION);
+    let mirror = Mirror::with_release(&release);
+    // About 80 KB/s: the download lasts seconds, far above the 1 KiB/s floor.
+    let throttle = Fault::Throttle {
+        chunk: 4096,
+        every_ms: 50,
+    };
+    mirror.fault(VERSION, ZIP, throttle);
+    let ws = workspace();
+    let mut command = ws.build_command(&mirror.base_url, VERSION, &[]);
+    command
+        .env("ALLOY_SYSEXT_PROGRESS_WINDOW_MS", "1000")
+        .env("ALLOY_SYSEXT_MIN_BYTES_PER_SEC", "1024");
+    let mut xtask = Group::spawn(&mut command);
+    wait_for(30, "the download", || {
+        !mirror.requests_for(ZIP_OBJECT).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    xtask.signal("STOP", false);
+    std::thread::sleep(Duration::from_secs(3));
+    xtask.signal("CONT", false);
+    let status = xtask.wait(60);
+    let log = xtask.log();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(
+        mirror.requests_for(ZIP_OBJECT).len(),
+        1,
+        "retried after the stop:\n{log}"
+    );
+    assert!(!log.contains("retrying"), "{log}");
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
 }
