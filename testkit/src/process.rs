@@ -101,15 +101,20 @@ impl Mark {
 
 /// Sends `signal` (e.g. "TERM") to `pid`, or to its whole process group when `pid` is negative.
 pub fn send_signal(signal: &str, pid: i32) {
+    assert!(try_signal(signal, pid), "kill -{signal} {pid}");
+}
+
+/// [`send_signal`], saying whether anything received it (a process may have just exited).
+pub fn try_signal(signal: &str, pid: i32) -> bool {
     // The shell's own kill: /usr/bin/kill (procps) is not on every minimal system.
-    let status = Command::new("sh")
+    Command::new("sh")
         .arg("-c")
-        .arg("kill -s \"$0\" -- \"$1\"")
+        .arg("kill -s \"$0\" -- \"$1\" 2>/dev/null")
         .arg(signal)
         .arg(pid.to_string())
         .status()
-        .expect("running sh");
-    assert!(status.success(), "kill -{signal} {pid}");
+        .expect("running sh")
+        .success()
 }
 
 /// Waits until `done` holds, failing the test after `seconds`, saying `what` did not happen.
@@ -174,6 +179,11 @@ impl Group {
     /// Sends `signal` to the child alone, or to its whole group as a terminal's Ctrl-C does.
     pub fn signal(&self, signal: &str, whole_group: bool) {
         send_signal(signal, if whole_group { -self.pid } else { self.pid });
+    }
+
+    /// [`Group::signal`], saying whether anything received it: the child may have exited.
+    pub fn try_signal(&self, signal: &str, whole_group: bool) -> bool {
+        try_signal(signal, if whole_group { -self.pid } else { self.pid })
     }
 
     /// Waits for the child to exit, killing it and failing the test after `seconds`, or if it

@@ -2,17 +2,18 @@
 //! it exits 128 + signal. Work directories belong to whoever holds their lock, not to a pid;
 //! an image left without its checksum is noticed and replaced.
 
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-use xtask_testkit::fixture::Release;
+use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::process::{
     environ, path_with_first, slow_wrapper, wait_for, wait_for_file, Group, Mark,
 };
-use xtask_testkit::Workspace;
+use xtask_testkit::{checked_output, tool, Workspace};
 
-use crate::support::{assert_sha256sum_accepts, workspace, CHECKSUM, IMAGE, VERSION};
+use crate::support::{assert_sha256sum_accepts, files_under, workspace, CHECKSUM, IMAGE, VERSION};
 
 /// Signals a `format` build once its (wrapped, sleeping) `tool` runs (a packer, or ext4's
 /// e2fsck, which runs while the image is hashed), and checks that
@@ -182,4 +183,158 @@ fn a_download_stopped_for_longer_than_the_progress_window_finishes_after_it_cont
     );
     assert!(!log.contains("retrying"), "{log}");
     assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+}
+
+/// The signals that end a build, and the code each ends it with.
+const ENDING_SIGNALS: [(&str, i32); 3] = [("INT", 130), ("TERM", 143), ("HUP", 129)];
+
+/// Signals sent per format by [`builds_signalled_at_random_moments_leave_a_whole_pair_or_nothing`].
+const SIGNALS_PER_FORMAT: u64 = 60;
+
+/// An install already under way when the signal came ends after it by at most this (two
+/// renames and a directory fsync on a busy disk); anything later was started after it.
+const INSTALL_UNDER_WAY: Duration = Duration::from_millis(500);
+
+/// Pseudo-random numbers (xorshift64*), from a seed that a failure names: the test's moments
+/// can be replayed with `ALLOY_SYSEXT_TEST_SEED=<seed>`.
+struct Moments(u64);
+
+impl Moments {
+    fn seeded() -> (Moments, u64) {
+        let seed = std::env::var("ALLOY_SYSEXT_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+            });
+        (Moments(seed), seed)
+    }
+
+    /// A number below `bound` (which must not be 0).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+}
+
+/// What one signalled build left: `None` when nothing was installed, else the time its checksum
+/// was moved into place. Fails the test unless the output directory holds nothing at all, or
+/// exactly the image and the checksum that matches it, the image whole: `xtask inspect` reads
+/// the binary at its full size (and, for squashfs, `unsquashfs -lls` lists it at that size).
+fn check_what_a_build_left(ws: &Workspace, format: &str, binary_len: usize) -> Option<SystemTime> {
+    let names = ws.out_names();
+    if names.is_empty() {
+        return None;
+    }
+    assert_eq!(names, [IMAGE, CHECKSUM], "{format}: half an install");
+    let image = std::fs::read(ws.image(IMAGE)).unwrap();
+    let checksum = std::fs::read_to_string(ws.image(CHECKSUM)).unwrap();
+    assert_eq!(
+        checksum,
+        format!("{}  {IMAGE}\n", fixture::sha256_hex(&image)),
+        "{format}: a checksum that is not its image's"
+    );
+    let inspected = checked_output(
+        Command::new(crate::support::XTASK)
+            .args(["inspect", "--json"])
+            .arg(ws.image(IMAGE)),
+    );
+    let inspected: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(inspected["format"], format, "{inspected}");
+    assert_eq!(
+        inspected["alloy"]["size"], binary_len,
+        "{format}: {inspected}"
+    );
+    if format == "squashfs" {
+        let listing = checked_output(
+            Command::new(tool("unsquashfs"))
+                .arg("-lls")
+                .arg(ws.image(IMAGE)),
+        );
+        let alloy = listing
+            .lines()
+            .find(|l| l.ends_with("squashfs-root/usr/bin/alloy"))
+            .unwrap_or_else(|| panic!("no usr/bin/alloy in\n{listing}"));
+        assert!(
+            alloy
+                .split_whitespace()
+                .any(|w| w == binary_len.to_string()),
+            "{alloy}"
+        );
+    }
+    let meta = std::fs::symlink_metadata(ws.image(CHECKSUM)).unwrap();
+    Some(SystemTime::UNIX_EPOCH + Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32))
+}
+
+/// Builds of every format, each signalled (SIGINT, SIGTERM or SIGHUP, to xtask alone or to its
+/// whole process group) at a random moment of its run, from the download to the install:
+/// afterwards the output directory holds nothing, or a whole image and its matching checksum
+/// moved into place before the signal came; no work directory, no partial download, no
+/// process of the build is left; and it exits 128 + the signal (or 0, if it was done first).
+#[test]
+fn builds_signalled_at_random_moments_leave_a_whole_pair_or_nothing() {
+    let release = Release::new(VERSION);
+    let binary_len = release.binary("amd64").len();
+    let mirror = Mirror::with_release(&release);
+    let (mut moments, seed) = Moments::seeded();
+    let started = Instant::now();
+    let (mut sent, mut installed, mut done_first) = (0, 0, 0);
+    for format in crate::support::FORMATS {
+        let ws = workspace();
+        let args = ["--format", format];
+        // How long a whole build takes: the signals fall within it.
+        let build_started = Instant::now();
+        ws.build(&mirror.base_url, VERSION, &args).assert_ok();
+        let build_takes = build_started.elapsed().as_micros() as u64;
+        for round in 0..SIGNALS_PER_FORMAT {
+            let case = format!("{format}, round {round}, seed {seed}");
+            std::fs::remove_dir_all(&ws.out).unwrap();
+            // Every third round from an empty cache: signals land in downloads too.
+            if round % 3 == 0 {
+                let _ = std::fs::remove_dir_all(&ws.cache);
+            }
+            let mark = Mark::new(&ws.tmp.path().join(round.to_string()));
+            let mut command = ws.build_command(&mirror.base_url, VERSION, &args);
+            let mut xtask = Group::spawn(mark.on(&mut command));
+            let wait = Duration::from_micros(moments.below(build_takes * 5 / 4));
+            let (signal, code) = ENDING_SIGNALS[moments.below(3) as usize];
+            let whole_group = moments.below(2) == 0;
+            std::thread::sleep(wait);
+            let received = xtask.try_signal(signal, whole_group);
+            let signalled_at = SystemTime::now();
+            sent += u64::from(received);
+            let status = xtask.wait(60);
+            let log = xtask.log();
+            wait_for(10, "the build's processes ending", || {
+                mark.processes().is_empty()
+            });
+            let left = check_what_a_build_left(&ws, format, binary_len);
+            match (status.code(), left) {
+                (Some(0), Some(_)) => done_first += 1,
+                (Some(c), None) if c == code => {}
+                (Some(c), Some(moved)) if c == code => {
+                    installed += 1;
+                    assert!(
+                        moved <= signalled_at + INSTALL_UNDER_WAY,
+                        "{case}: installed {:?} after SIG{signal}\n{log}",
+                        moved.duration_since(signalled_at)
+                    );
+                }
+                (code, left) => panic!(
+                    "{case}: SIG{signal} after {wait:?}: exit {code:?}, left {:?}\n{log}",
+                    left.map(|_| ws.out_names())
+                ),
+            }
+            for cached in files_under(&ws.cache) {
+                assert!(cached.ends_with(ZIP), "{case}: the cache holds {cached:?}");
+            }
+        }
+    }
+    eprintln!(
+        "{sent} signals in {:?} (seed {seed}): {installed} builds had installed their pair before the signal, {done_first} had exited",
+        started.elapsed()
+    );
 }
