@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -351,4 +352,92 @@ fn builds_signalled_at_random_moments_leave_a_whole_pair_or_nothing() {
         "{sent} signals in {:?} (seed {seed}): {installed} builds had installed their pair before the signal, {done_first} had exited; the step each was in: {steps:?}",
         started.elapsed()
     );
+}
+
+/// A release zip (stored, not deflated) whose binary is the fixture's Alloy followed by `mib`
+/// MiB of pseudo-random bytes, which packers take seconds over: written to `path`; returns its
+/// SHA-256.
+fn large_release_zip(path: &Path, mib: usize) -> String {
+    let mut binary = fixture::fake_alloy(VERSION, "amd64");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    binary.reserve(mib << 20);
+    for _ in 0..(mib << 17) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        binary.extend_from_slice(&state.to_le_bytes());
+    }
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let stored = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(false);
+    writer.start_file("alloy-linux-amd64", stored).unwrap();
+    std::io::Write::write_all(&mut writer, &binary).unwrap();
+    writer.finish().unwrap();
+    drop(binary);
+    fixture::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+/// Waits until a process of the run marked `mark` runs a command line containing `program`.
+fn until_running(xtask: &mut Group, mark: &Mark, program: &str) {
+    let mut ended = None;
+    wait_for(120, program, || {
+        ended = xtask.child.try_wait().unwrap();
+        ended.is_some() || mark.processes().iter().any(|(_, c)| c.contains(program))
+    });
+    assert!(
+        ended.is_none(),
+        "xtask ended first ({ended:?}):\n{}",
+        xtask.log()
+    );
+}
+
+/// How long a child of a killed xtask may take to go: SIGKILL from the kernel, then reaping.
+const GONE_WITHIN: u64 = 3;
+
+/// xtask SIGKILLed (no handler runs) while mkfs.erofs or mksquashfs packs a 160 MiB binary,
+/// which takes them many seconds: the packer goes with it, at once.
+#[test]
+fn a_killed_build_leaves_no_packer_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("alloy-linux-amd64.zip");
+    let digest = large_release_zip(&zip, 160);
+    for (format, packer) in [("erofs", "mkfs.erofs"), ("squashfs", "mksquashfs")] {
+        let ws = workspace();
+        let mark = Mark::new(ws.tmp.path());
+        let zip_arg = zip.to_str().unwrap();
+        let args = ["--format", format, "--zip", zip_arg, "--sha256", &digest];
+        let mut command = ws.build_command("http://127.0.0.1:9/unused", VERSION, &args);
+        let mut xtask = Group::spawn(mark.on(&mut command));
+        until_running(&mut xtask, &mark, packer);
+        // SIGKILL to xtask alone: the packer is left to the kernel.
+        xtask.signal("KILL", false);
+        xtask.wait(30);
+        wait_for(GONE_WITHIN, &format!("{packer} going with xtask"), || {
+            mark.processes().is_empty()
+        });
+    }
+}
+
+/// `xtask inspect` SIGKILLed while its tool runs (a stand-in unsquashfs first in PATH that
+/// would sleep a minute): the tool goes with it, and so its deadline holds.
+#[test]
+fn a_killed_inspect_leaves_no_tool_running() {
+    let ws = crate::support::built(&["--format", "squashfs"]);
+    let wrappers = ws.tmp.path().join("bin");
+    // exec: the sleep is the process xtask started, as the real tool would be.
+    xtask_testkit::process::write_script(&wrappers, "unsquashfs", "#!/bin/sh\nexec sleep 60\n");
+    let mark = Mark::new(ws.tmp.path());
+    let mut command = Command::new(crate::support::XTASK);
+    command
+        .arg("inspect")
+        .arg(ws.image(IMAGE))
+        .env("PATH", path_with_first(&wrappers));
+    let mut xtask = Group::spawn(mark.on(&mut command));
+    until_running(&mut xtask, &mark, "sleep 60");
+    xtask.signal("KILL", false);
+    xtask.wait(30);
+    wait_for(GONE_WITHIN, "the inspecting tool going with xtask", || {
+        mark.processes().is_empty()
+    });
 }
