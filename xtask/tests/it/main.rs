@@ -14,6 +14,7 @@ mod hostile;
 mod interrupts;
 mod latest;
 mod merge;
+mod outputs;
 mod service;
 mod tidy;
 mod upgrade;
