@@ -539,3 +539,78 @@ fn a_stall_that_happens_once_is_resumed_with_a_range_request() {
         release.binary("amd64")
     );
 }
+
+/// Every file under `dir` with the digest of its bytes, to see that nothing there was written
+/// or removed.
+fn contents_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files: Vec<(PathBuf, String)> = files_under(dir)
+        .into_iter()
+        .map(|f| {
+            let digest = fixture::sha256_hex(&std::fs::read(&f).unwrap());
+            (f, digest)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A shared cache where our folder, or the version's folder in it, is a link elsewhere: the
+/// build succeeds from a private download, says why the cache was not used, and writes or
+/// removes nothing where the link points (there, a zip that does not verify and a leftover
+/// that looks like ours would have been removed, and the download written).
+#[test]
+fn links_in_the_cache_are_never_followed() {
+    let release = Release::new(VERSION);
+    for linked in ["alloy-sysext", "alloy-sysext/v1.10.2"] {
+        let mirror = Mirror::with_release(&release);
+        let ws = workspace();
+        let elsewhere = ws.tmp.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("v1.10.2")).unwrap();
+        let planted = if linked == "alloy-sysext" {
+            elsewhere.join("v1.10.2")
+        } else {
+            elsewhere.clone()
+        };
+        std::fs::write(planted.join(ZIP), b"not the release zip").unwrap();
+        std::fs::write(planted.join(".alloy-sysext-tmp-1-x.partial"), b"half").unwrap();
+        let before = contents_under(&elsewhere);
+        let link = ws.cache.join(linked);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+
+        let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        let run = run.case(linked);
+        run.assert_ok();
+        assert_eq!(
+            contents_under(&elsewhere),
+            before,
+            "{linked}: written or removed"
+        );
+        run.assert_ok_saying(&["is a symbolic link", "the cache is optional"]);
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(ws.out_names(), [IMAGE, CHECKSUM], "{linked}");
+    }
+}
+
+/// A cached zip of 15 TiB (sparse): larger than any download may be, so never hashed (that
+/// would take hours); removed, and the zip downloaded afresh, promptly.
+#[test]
+fn a_cached_zip_larger_than_any_download_is_not_hashed() {
+    let release = Release::new(VERSION);
+    let mirror = Mirror::with_release(&release);
+    let ws = workspace();
+    let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::File::create(&cached)
+        .unwrap()
+        .set_len(15 << 40)
+        .unwrap();
+    let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_ok_saying(&[
+        "16492674416640 bytes, more than a download may bring",
+        "downloading again",
+    ]);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200]);
+    assert_eq!(std::fs::read(&cached).unwrap(), release.assets[ZIP]);
+}
