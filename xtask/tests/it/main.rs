@@ -19,3 +19,4 @@ mod service;
 mod tidy;
 mod upgrade;
 mod workflows;
+mod zips;
