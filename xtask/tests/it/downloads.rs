@@ -614,3 +614,104 @@ fn a_cached_zip_larger_than_any_download_is_not_hashed() {
     assert_eq!(statuses(&mirror, ZIP_OBJECT), [200]);
     assert_eq!(std::fs::read(&cached).unwrap(), release.assets[ZIP]);
 }
+
+/// A SHA256SUMS as GNU sha256sum writes and reads it: a comment, and a line whose name holds a
+/// newline (escaped, the line starting with `\`). GNU `sha256sum -c` accepts it, and so does
+/// the build. A malformed line of 4 MB (within the size limit) is named in a short error, cut
+/// with its length said; a 5 MB one is refused for its size, shortly too.
+#[test]
+fn sha256sums_as_gnu_writes_it_build_and_malformed_lines_are_cut_short() {
+    let release = Release::new(VERSION);
+    let listed = std::str::from_utf8(&release.assets["SHA256SUMS"]).unwrap();
+    let sums = format!(
+        "# SHA-256 of Alloy's assets\n\\{}  odd\\nname\n{listed}",
+        fixture::sha256_hex(b"odd")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("SHA256SUMS"), &sums).unwrap();
+    std::fs::write(dir.path().join(ZIP), &release.assets[ZIP]).unwrap();
+    std::fs::write(dir.path().join("odd\nname"), b"odd").unwrap();
+    let checked = Run::from_command(
+        Command::new("sha256sum")
+            .args(["-c", "--ignore-missing", "SHA256SUMS"])
+            .current_dir(dir.path()),
+    );
+    checked.assert_ok();
+    assert!(
+        checked.stdout.contains("alloy-linux-amd64.zip: OK"),
+        "{}",
+        checked.stdout
+    );
+
+    let mirror = Mirror::with_release(&release);
+    mirror.add(VERSION, "SHA256SUMS", sums.into_bytes());
+    let ws = workspace();
+    let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_ok();
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+
+    for (length, said) in [
+        (4_000_000, "(4000000 bytes in all)"),
+        (5_000_000, "far more than the small file it should be"),
+    ] {
+        let mirror = Mirror::with_release(&release);
+        let malformed = format!("{listed}{}\n", "z".repeat(length));
+        mirror.add(VERSION, "SHA256SUMS", malformed.into_bytes());
+        let ws = workspace();
+        let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        run.assert_fails_with(&[said]);
+        assert!(
+            run.stderr.len() < 2000,
+            "{length}: {} bytes of stderr",
+            run.stderr.len()
+        );
+    }
+}
+
+/// `--sha256sums /dev/zero` (endless) and a FIFO (which blocks a reader until a writer
+/// comes): refused at once, saying what they are, under an address-space cap so that a build
+/// that read /dev/zero would fail rather than take the machine's memory.
+#[test]
+fn a_local_sha256sums_that_is_dev_zero_or_a_fifo_is_refused_at_once() {
+    let release = Release::new(VERSION);
+    let ws = workspace();
+    std::fs::create_dir_all(ws.tmp.path().join("media")).unwrap();
+    let zip = ws.tmp.path().join("media").join(ZIP);
+    std::fs::write(&zip, &release.assets[ZIP]).unwrap();
+    let fifo = ws.tmp.path().join("media/SHA256SUMS");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (sums, said) in [
+        (Path::new("/dev/zero"), "is a device, not a file"),
+        (fifo.as_path(), "is a FIFO, not a file"),
+    ] {
+        let build = ws.build_command(
+            "http://127.0.0.1:9/unused",
+            VERSION,
+            &[
+                "--zip",
+                zip.to_str().unwrap(),
+                "--sha256sums",
+                sums.to_str().unwrap(),
+            ],
+        );
+        let mut capped = Command::new("prlimit");
+        capped
+            .arg(format!("--as={}", 2u64 << 30))
+            .arg("--")
+            .arg(build.get_program())
+            .args(build.get_args())
+            .envs(build.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let (run, took) = run_within(
+            &mut capped,
+            &ws.tmp.path().join("tmp"),
+            Duration::from_secs(30),
+        );
+        run.assert_fails_with(&["--sha256sums", said]);
+        assert!(took < Duration::from_secs(10), "{said}: took {took:?}");
+        assert_eq!(ws.out_names(), Vec::<String>::new());
+    }
+}
