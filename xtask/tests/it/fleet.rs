@@ -10,7 +10,7 @@ use xtask_testkit::fixture;
 use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::{checked_output, Run, Workspace};
 
-use crate::support::{built, parse_yaml, IMAGE, XTASK};
+use crate::support::{built, parse_yaml, sysupdate_build, IMAGE, XTASK};
 
 const INSTALLED_IMAGE: &str = "/opt/extensions/alloy/alloy-1.10.2-amd64.raw";
 const TRANSFER: &str = "/etc/sysupdate.alloy.d/alloy.transfer";
@@ -292,4 +292,72 @@ fn butane_help_says_the_keyring_replaces_the_vendor_keyring() {
         run.stdout
     );
     assert!(help.contains("--channel"), "{}", run.stdout);
+}
+
+/// Base URLs holding `%`: a percent-encoded blank (`%20`), and `%m%H%b`, which systemd would
+/// expand to each host's machine id, hostname and boot id (and so send them to the bucket).
+/// The transfer file that `sysupdate` and `butane --sysupdate` write makes the real
+/// systemd-sysupdate (252 reading alloy.conf, 257 reading alloy.transfer, with
+/// `--definitions=DIR list`) ask the bucket for exactly the path written, and nothing else.
+#[test]
+fn percent_signs_in_the_base_url_reach_systemd_sysupdate_as_written() {
+    let ws = built(&[]);
+    for folder in ["a%20b", "%m%H%b"] {
+        let bucket = Server::start();
+        let base = format!("{}/{folder}", bucket.url);
+        let printed = xtask(&["sysupdate", "--base-url", &base, "--verify", "no"]);
+        printed.assert_ok();
+        let config = config_of(&butane(
+            "1.10.2",
+            &ws.out,
+            &base,
+            &["--sysupdate", "--verify", "no"],
+        ));
+        let written = [
+            ("sysupdate", printed.stdout.clone()),
+            ("butane --sysupdate", inline(&config, TRANSFER).to_string()),
+        ];
+        for (writer, transfer) in written {
+            for (series, file) in [(252, "alloy.conf"), (257, "alloy.transfer")] {
+                let case = format!("{folder}, from {writer}, systemd {series}");
+                let definitions = tempfile::tempdir().unwrap();
+                std::fs::write(definitions.path().join(file), &transfer).unwrap();
+                let asked_before = bucket.log().len();
+                // It fails (the bucket answers 404); what it asked for is what counts.
+                let listed = Command::new(sysupdate_build(series).join("systemd-sysupdate"))
+                    .arg(format!("--definitions={}", definitions.path().display()))
+                    .arg("list")
+                    .output()
+                    .unwrap();
+                let asked: Vec<String> = bucket.log()[asked_before..]
+                    .iter()
+                    .map(|seen| seen.path.clone())
+                    .collect();
+                assert_eq!(
+                    asked,
+                    [format!("/{folder}/SHA256SUMS")],
+                    "{case}: {}",
+                    String::from_utf8_lossy(&listed.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// A `?` or `#` in the base URL ends its path: hosts would fetch `<base>/SHA256SUMS` from
+/// elsewhere. sysupdate, butane and verify refuse it before anything else.
+#[test]
+fn a_base_url_with_a_query_or_fragment_is_refused() {
+    let ws = built(&[]);
+    for bad in ["https://b.example/alloy?x=1", "https://b.example/alloy#top"] {
+        let runs = [
+            ("sysupdate", xtask(&["sysupdate", "--base-url", bad])),
+            ("butane", butane("1.10.2", &ws.out, bad, &["--sysupdate"])),
+            ("verify", xtask(&["verify", "1.10.2", "--base-url", bad])),
+        ];
+        for (command, run) in runs {
+            run.case(&format!("{command} {bad}"))
+                .assert_fails_with(&["would end its path", "SYSEXT_BASE_URL"]);
+        }
+    }
 }
