@@ -361,3 +361,43 @@ fn a_base_url_with_a_query_or_fragment_is_refused() {
         }
     }
 }
+
+/// The `.sha256` in the dist directory that butane reads the digest from is a FIFO (which
+/// would block it) or a link to /dev/zero (which would fill its memory): refused at once,
+/// saying what it is. (Under a 30 s deadline and a 2 GiB address-space cap, so that a butane
+/// that read it fails rather than hangs or takes the machine's memory.)
+#[test]
+fn butane_never_reads_a_fifo_or_a_link_as_the_built_checksum() {
+    type Make = fn(&Path);
+    let cases: [(&str, Make, &str); 2] = [
+        (
+            "FIFO",
+            |p| assert!(Command::new("mkfifo").arg(p).status().unwrap().success()),
+            "is not a small regular file of ours",
+        ),
+        (
+            "link to /dev/zero",
+            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            "is a symbolic link; not read",
+        ),
+    ];
+    for (name, make, said) in cases {
+        let dist = tempfile::tempdir().unwrap();
+        make(&dist.path().join(format!("{IMAGE}.sha256")));
+        let started = std::time::Instant::now();
+        let run = Run::from_command(
+            Command::new("prlimit")
+                .arg(format!("--as={}", 2u64 << 30))
+                .args(["--", "timeout", "30", XTASK, "butane", "1.10.2", "--dist"])
+                .arg(dist.path())
+                .args(["--base-url", "https://images.example/alloy/"])
+                .env_remove("SYSEXT_BASE_URL"),
+        );
+        run.case(name).assert_fails_with(&[said]);
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{name}: {took:?}"
+        );
+    }
+}
