@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use ureq::http::{StatusCode, Uri};
 
 use super::awake::Awake;
-use super::checksums::{Digest, HashingWriter, BUFFER_SIZE};
+use super::checksums::{self, Digest, HashingWriter, BUFFER_SIZE};
 use super::progress::Transfer;
 use super::retry::Backoff;
 
@@ -32,18 +32,33 @@ impl std::error::Error for NotFound {}
 /// Refuses plain `http://` except to loopback hosts: release bytes are only verified against a
 /// checksum fetched over the same channel, so the channel must be authenticated.
 pub fn check_url(url: &str) -> anyhow::Result<()> {
+    let shown = shown_url(url);
     let uri: Uri = url
         .parse()
-        .with_context(|| format!("{url:?} is not a valid URL"))?;
+        .with_context(|| format!("{shown:?} is not a valid URL"))?;
     let host = uri.host().unwrap_or("");
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
         Some("http") if is_loopback(host) => Ok(()),
         Some("http") => bail!(
-            "refusing plain http:// to {host:?} in {url}: use https://, or a loopback address (127.0.0.1, localhost, [::1]) for a local mirror"
+            "refusing plain http:// to {:?} in {shown}: use https://, or a loopback address (127.0.0.1, localhost, [::1]) for a local mirror",
+            shown_url(host)
         ),
-        _ => bail!("{url:?} is not an https:// URL"),
+        _ => bail!("{shown:?} is not an https:// URL"),
     }
+}
+
+/// How much of a URL a message shows: one a server sent (a redirect's Location, a `Link`
+/// header) may be tens of KiB, and errors stay short.
+const SHOWN_URL: usize = 200;
+
+/// `url` for a message: whole when short, else its start and how long it is.
+pub fn shown_url(url: &str) -> String {
+    if url.chars().count() <= SHOWN_URL {
+        return url.to_string();
+    }
+    let start: String = url.chars().take(SHOWN_URL).collect();
+    format!("{start}... ({} bytes in all)", url.len())
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -58,10 +73,13 @@ fn is_loopback(host: &str) -> bool {
 /// Where a redirect may lead: the policy of [`check_url`] on the new URL, and never from https
 /// down to plain http (not even to loopback).
 pub fn check_redirect(from: &str, to: &str) -> anyhow::Result<()> {
+    let (from, to_shown) = (shown_url(from), shown_url(to));
     if from.starts_with("https://") && !to.starts_with("https://") {
-        bail!("refusing the redirect from {from} to {to}: https never downgrades to plain http");
+        bail!(
+            "refusing the redirect from {from} to {to_shown}: https never downgrades to plain http"
+        );
     }
-    check_url(to).with_context(|| format!("refusing the redirect from {from} to {to}"))
+    check_url(to).with_context(|| format!("refusing the redirect from {from} to {to_shown}"))
 }
 
 /// The absolute URL a `Location` header names, relative to `base` (RFC 3986, for the forms
@@ -280,9 +298,12 @@ impl Http {
                 | ureq::Error::Timeout(_)
                 | ureq::Error::HostNotFound
                 | ureq::Error::ConnectionFailed => {
-                    Failure::Retry(anyhow!(e).context(format!("requesting {current}")))
+                    let shown = shown_url(&current);
+                    Failure::Retry(anyhow!(e).context(format!("requesting {shown}")))
                 }
-                other => Failure::Fatal(anyhow!(other).context(format!("requesting {current}"))),
+                other => Failure::Fatal(
+                    anyhow!(other).context(format!("requesting {}", shown_url(&current))),
+                ),
             })?;
             let status = response.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
@@ -292,7 +313,8 @@ impl Http {
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| {
                         Failure::Fatal(anyhow!(
-                            "{current} answered {status} without a usable Location"
+                            "{} answered {status} without a usable Location",
+                            shown_url(&current)
                         ))
                     })?;
                 let next = resolve_location(&current, location).map_err(Failure::Fatal)?;
@@ -516,9 +538,10 @@ impl Http {
                             .headers()
                             .get("content-range")
                             .and_then(|v| v.to_str().ok())
-                            .unwrap_or("no Content-Range");
+                            .map(checksums::shown)
+                            .unwrap_or_else(|| "no Content-Range".into());
                         return Err(Failure::Retry(anyhow!(
-                            "{url} answered a request for bytes {resume_from}- with {said:?}; starting over without a range"
+                            "{url} answered a request for bytes {resume_from}- with {said}; starting over without a range"
                         )));
                     }
                 } else if partial {
