@@ -49,6 +49,11 @@ pub enum Fault {
     HugeLength,
     /// The whole body (or what a Range asks for), `chunk` bytes every `every_ms` milliseconds.
     Throttle { chunk: usize, every_ms: u64 },
+    /// Like CutOnce; then Range requests are answered 206 with a `Content-Range` of `length`
+    /// bytes of garbage (requests without a Range are served normally).
+    CutOnceThenGarbledRange { length: usize },
+    /// Range requests answered as CutOnceThenGarbledRange answers them.
+    GarbledRange { length: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -282,6 +287,20 @@ impl Exchange {
                 self.log(200, &mut state);
                 drop(state);
                 self.cut(body)
+            }
+            Some(Fault::CutOnceThenGarbledRange { length }) => {
+                state
+                    .faults
+                    .insert(key.to_string(), Fault::GarbledRange { length });
+                self.log(200, &mut state);
+                drop(state);
+                self.cut(body)
+            }
+            Some(Fault::GarbledRange { length }) if self.range.is_some() => {
+                self.log(206, &mut state);
+                drop(state);
+                let garbage = format!("Content-Range: bytes {}", "9".repeat(length));
+                respond(&mut self.stream, "206 Partial Content", &[&garbage], body)
             }
             Some(Fault::HugeLength) if self.range.is_some() => {
                 let start = self.range_start().unwrap_or(0).min(body.len());

@@ -33,7 +33,7 @@ fn mirror_with_fault(asset: &str, fault: Fault) -> Mirror {
 
 /// Runs `command` with a private TMPDIR and the short progress window, killing it after
 /// `deadline` (a hang is a failure of its own). Returns the run and how long it took.
-fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Duration) {
+pub(crate) fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Duration) {
     std::fs::create_dir_all(tmp).unwrap();
     command
         .env("TMPDIR", tmp)

@@ -14,6 +14,7 @@ mod hostile;
 mod interrupts;
 mod latest;
 mod merge;
+mod no_panic;
 mod outputs;
 mod service;
 mod tidy;
