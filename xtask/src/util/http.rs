@@ -252,7 +252,7 @@ impl Http {
                     if number < self.attempts {
                         let wait = backoff.next_wait();
                         on_retry(&error, wait);
-                        std::thread::sleep(wait);
+                        super::interrupt::while_waiting(|| std::thread::sleep(wait));
                     }
                     last_error = Some(error);
                 }
@@ -293,18 +293,19 @@ impl Http {
             if from > 0 {
                 request = request.header("Range", format!("bytes={from}-"));
             }
-            let response = request.call().map_err(|e| match e {
-                ureq::Error::Io(_)
-                | ureq::Error::Timeout(_)
-                | ureq::Error::HostNotFound
-                | ureq::Error::ConnectionFailed => {
-                    let shown = shown_url(&current);
-                    Failure::Retry(anyhow!(e).context(format!("requesting {shown}")))
-                }
-                other => Failure::Fatal(
-                    anyhow!(other).context(format!("requesting {}", shown_url(&current))),
-                ),
-            })?;
+            let response =
+                super::interrupt::while_waiting(|| request.call()).map_err(|e| match e {
+                    ureq::Error::Io(_)
+                    | ureq::Error::Timeout(_)
+                    | ureq::Error::HostNotFound
+                    | ureq::Error::ConnectionFailed => {
+                        let shown = shown_url(&current);
+                        Failure::Retry(anyhow!(e).context(format!("requesting {shown}")))
+                    }
+                    other => Failure::Fatal(
+                        anyhow!(other).context(format!("requesting {}", shown_url(&current))),
+                    ),
+                })?;
             let status = response.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let location = response
@@ -380,7 +381,8 @@ impl Http {
                 .saturating_add(1)
                 .saturating_sub(done)
                 .min(buffer.len() as u64) as usize;
-            let n = match body.read(&mut buffer[..room.max(1)]) {
+            let n = match super::interrupt::while_waiting(|| body.read(&mut buffer[..room.max(1)]))
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A read timeout (the window) while we were stopped (SIGSTOP): the bytes sent

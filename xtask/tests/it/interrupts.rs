@@ -441,3 +441,27 @@ fn a_killed_inspect_leaves_no_tool_running() {
         mark.processes().is_empty()
     });
 }
+
+/// Ctrl-C while the download stalls (with the default progress window of a minute, so the read
+/// blocks): the build ends at once, not after its wait for the main thread (10 s), and leaves
+/// no partial download in the cache and nothing in the output directory.
+#[test]
+fn a_signal_during_a_stalled_download_ends_the_build_at_once() {
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    mirror.fault(VERSION, ZIP, Fault::Stall);
+    let ws = workspace();
+    let mut command = ws.build_command(&mirror.base_url, VERSION, &[]);
+    let mut xtask = Group::spawn(&mut command);
+    wait_for(30, "the download", || {
+        !mirror.requests_for(ZIP_OBJECT).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    xtask.signal("INT", false);
+    let status = xtask.wait(30);
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(130), "{}", xtask.log());
+    assert!(took < Duration::from_secs(3), "it took {took:?} to stop");
+    assert_eq!(files_under(&ws.cache), Vec::<std::path::PathBuf>::new());
+    assert_eq!(ws.out_names(), Vec::<String>::new());
+}
