@@ -526,31 +526,11 @@ impl Http {
             |_| {
                 let resume_from = if ranges_broken { 0 } else { writer.written() };
                 let response = self.get(url, resume_from)?;
-                let partial = response.status() == StatusCode::PARTIAL_CONTENT;
-                if partial && resume_from > 0 {
-                    // A 206 must hold exactly the bytes asked for; anything else is never appended.
-                    let range = response
-                        .headers()
-                        .get("content-range")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_content_range);
-                    if range.map(|(start, _, _)| start) != Some(resume_from) {
-                        ranges_broken = true;
-                        let said = response
-                            .headers()
-                            .get("content-range")
-                            .and_then(|v| v.to_str().ok())
-                            .map(checksums::shown)
-                            .unwrap_or_else(|| "no Content-Range".into());
-                        return Err(Failure::Retry(anyhow!(
-                            "{url} answered a request for bytes {resume_from}- with {said}; starting over without a range"
-                        )));
-                    }
-                } else if partial {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{url} answered 206 Partial Content to a request for the whole file; refusing it"
-                    )));
-                } else if writer.written() > 0 {
+                if let Err((failure, broken)) = check_partial(url, &response, resume_from) {
+                    ranges_broken |= broken;
+                    return Err(failure);
+                }
+                if response.status() != StatusCode::PARTIAL_CONTENT && writer.written() > 0 {
                     // 200 (no range support, or we asked for everything): start over.
                     let file = writer.start_over();
                     file.set_len(0)
@@ -558,21 +538,7 @@ impl Http {
                         .map_err(|e| Failure::Fatal(e.into()))?;
                 }
                 let start = writer.written();
-                let total = match content_length(&response).map(|len| len.checked_add(start)) {
-                    Some(None) => {
-                        return Err(Failure::Fatal(anyhow!(
-                            "{url} announces a Content-Length that, after the {start} bytes already had, is beyond any size; refusing it"
-                        )))
-                    }
-                    Some(Some(total)) => Some(total),
-                    None => None,
-                };
-                if let Some(total) = total.filter(|&total| total > ceiling) {
-                    return Err(Failure::Fatal(anyhow!(
-                        "{url} announces {total} bytes (Content-Length), more than the {ceiling}-byte ceiling ({}) for a release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",
-                        super::progress::mib(ceiling)
-                    )));
-                }
+                let total = announced_total(url, &response, start, ceiling)?;
                 let transfer = transfer.get_or_insert_with(|| Transfer::new(label, total));
                 let mut body = response.into_body().into_with_config().reader();
                 let pumped = self.pump(url, &mut body, start, ceiling, &too_large, &mut |chunk| {
@@ -622,6 +588,64 @@ fn is_timeout(error: &io::Error) -> bool {
             error.kind(),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
         )
+}
+
+/// A 206 must answer a request for a range (from `resume_from` > 0), and hold exactly the bytes
+/// asked for: anything else is never appended. `Err` says whether to give up on ranges.
+fn check_partial(
+    url: &str,
+    response: &ureq::http::Response<ureq::Body>,
+    resume_from: u64,
+) -> Result<(), (Failure, bool)> {
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return Ok(());
+    }
+    if resume_from == 0 {
+        let refused = anyhow!(
+            "{url} answered 206 Partial Content to a request for the whole file; refusing it"
+        );
+        return Err((Failure::Fatal(refused), false));
+    }
+    let content_range = response
+        .headers()
+        .get("content-range")
+        .and_then(|v| v.to_str().ok());
+    let range = content_range.and_then(parse_content_range);
+    if range.map(|(start, _, _)| start) == Some(resume_from) {
+        return Ok(());
+    }
+    let said = content_range
+        .map(checksums::shown)
+        .unwrap_or_else(|| "no Content-Range".into());
+    let wrong = anyhow!(
+        "{url} answered a request for bytes {resume_from}- with {said}; starting over without a range"
+    );
+    Err((Failure::Retry(wrong), true))
+}
+
+/// The size the answer's Content-Length announces, counting the `start` bytes already had:
+/// refused when it is beyond any size or the `ceiling`.
+fn announced_total(
+    url: &str,
+    response: &ureq::http::Response<ureq::Body>,
+    start: u64,
+    ceiling: u64,
+) -> Result<Option<u64>, Failure> {
+    let Some(length) = content_length(response) else {
+        return Ok(None);
+    };
+    let Some(total) = length.checked_add(start) else {
+        return Err(Failure::Fatal(anyhow!(
+            "{url} announces a Content-Length that, after the {start} bytes already had, is beyond any size; refusing it"
+        )));
+    };
+    if total > ceiling {
+        return Err(Failure::Fatal(anyhow!(
+            "{url} announces {total} bytes (Content-Length), more than the {ceiling}-byte ceiling ({}) for a release zip or image: refusing it. If it is genuine, raise the ceiling with --max-download-bytes or ALLOY_SYSEXT_MAX_DOWNLOAD",
+            super::progress::mib(ceiling)
+        )));
+    }
+    Ok(Some(total))
 }
 
 fn content_length(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
