@@ -22,7 +22,9 @@ pub mod s3;
 mod run;
 mod workspace;
 
-pub use run::{checked_output, checked_output_bytes, checked_output_with_input, tool, Run};
+pub use run::{
+    assert_no_panic, checked_output, checked_output_bytes, checked_output_with_input, tool, Run,
+};
 pub use workspace::Workspace;
 
 use std::collections::HashMap;

@@ -39,6 +39,21 @@ pub enum Fault {
     WrongRange(usize),
     /// The download URL redirects here (an absolute URL) instead of to the object.
     RedirectTo(String),
+    /// The first answer sends half the body, then nothing for two minutes; later requests are
+    /// served normally (Range honoured): a stall that happens once.
+    StallOnce,
+    /// Like CutOnce; then Range requests are answered 206 from where they ask, with an honest
+    /// Content-Range but `Content-Length: 18446744073709551615`.
+    CutOnceThenHugeLength,
+    /// Range requests answered as CutOnceThenHugeLength answers them.
+    HugeLength,
+    /// The whole body (or what a Range asks for), `chunk` bytes every `every_ms` milliseconds.
+    Throttle { chunk: usize, every_ms: u64 },
+    /// Like CutOnce; then Range requests are answered 206 with a `Content-Range` of `length`
+    /// bytes of garbage (requests without a Range are served normally).
+    CutOnceThenGarbledRange { length: usize },
+    /// Range requests answered as CutOnceThenGarbledRange answers them.
+    GarbledRange { length: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -261,6 +276,44 @@ impl Exchange {
                 drop(state);
                 self.stall(body)
             }
+            Some(Fault::StallOnce) => {
+                state.faults.insert(key.to_string(), Fault::ServerErrors(0));
+                self.log(200, &mut state);
+                drop(state);
+                self.stall(body)
+            }
+            Some(Fault::CutOnceThenHugeLength) => {
+                state.faults.insert(key.to_string(), Fault::HugeLength);
+                self.log(200, &mut state);
+                drop(state);
+                self.cut(body)
+            }
+            Some(Fault::CutOnceThenGarbledRange { length }) => {
+                state
+                    .faults
+                    .insert(key.to_string(), Fault::GarbledRange { length });
+                self.log(200, &mut state);
+                drop(state);
+                self.cut(body)
+            }
+            Some(Fault::GarbledRange { length }) if self.range.is_some() => {
+                self.log(206, &mut state);
+                drop(state);
+                let garbage = format!("Content-Range: bytes {}", "9".repeat(length));
+                respond(&mut self.stream, "206 Partial Content", &[&garbage], body)
+            }
+            Some(Fault::HugeLength) if self.range.is_some() => {
+                let start = self.range_start().unwrap_or(0).min(body.len());
+                self.log(206, &mut state);
+                drop(state);
+                self.huge_length(body, start)
+            }
+            Some(Fault::Throttle { chunk, every_ms }) => {
+                let start = self.range_start().filter(|&s| s < body.len());
+                self.log(if start.is_some() { 206 } else { 200 }, &mut state);
+                drop(state);
+                self.throttle(body, start, chunk, every_ms)
+            }
             fault => {
                 let honour_range = !matches!(fault, Some(Fault::NoRanges));
                 self.serve_body(body, honour_range, state)
@@ -275,13 +328,7 @@ impl Exchange {
         honour_range: bool,
         mut state: MutexGuard<State>,
     ) -> io::Result<()> {
-        let start = self
-            .range
-            .as_deref()
-            .filter(|_| honour_range)
-            .and_then(|r| r.strip_prefix("bytes="))
-            .and_then(|r| r.strip_suffix('-'))
-            .and_then(|n| n.parse::<usize>().ok());
+        let start = self.range_start().filter(|_| honour_range);
         match start {
             Some(start) if start < body.len() => {
                 self.log(206, &mut state);
@@ -297,6 +344,58 @@ impl Exchange {
                 respond(&mut self.stream, "200 OK", &[accept], body)
             }
         }
+    }
+
+    /// Where the request's `Range: bytes=N-` asks to start, if it has one.
+    fn range_start(&self) -> Option<usize> {
+        self.range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse::<usize>().ok())
+    }
+
+    /// 206 from `start`, with an honest Content-Range and a Content-Length beyond any size.
+    fn huge_length(&mut self, body: &[u8], start: usize) -> io::Result<()> {
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len().saturating_sub(1),
+            body.len(),
+            u64::MAX
+        );
+        self.stream.write_all(head.as_bytes())?;
+        self.stream.write_all(&body[start..])?;
+        self.stream.flush()
+    }
+
+    /// The body from `start` (206) or whole (200), `chunk` bytes every `every_ms` ms.
+    fn throttle(
+        &mut self,
+        body: &[u8],
+        start: Option<usize>,
+        chunk: usize,
+        every_ms: u64,
+    ) -> io::Result<()> {
+        let from = start.unwrap_or(0);
+        let head = match start {
+            Some(start) => format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len() - 1,
+                body.len(),
+                body.len() - start
+            ),
+            None => format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+        };
+        self.stream.write_all(head.as_bytes())?;
+        for piece in body[from..].chunks(chunk.max(1)) {
+            self.stream.write_all(piece)?;
+            self.stream.flush()?;
+            std::thread::sleep(std::time::Duration::from_millis(every_ms));
+        }
+        Ok(())
     }
 
     /// Half the body, then the connection closes.

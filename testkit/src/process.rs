@@ -101,15 +101,20 @@ impl Mark {
 
 /// Sends `signal` (e.g. "TERM") to `pid`, or to its whole process group when `pid` is negative.
 pub fn send_signal(signal: &str, pid: i32) {
+    assert!(try_signal(signal, pid), "kill -{signal} {pid}");
+}
+
+/// [`send_signal`], saying whether anything received it (a process may have just exited).
+pub fn try_signal(signal: &str, pid: i32) -> bool {
     // The shell's own kill: /usr/bin/kill (procps) is not on every minimal system.
-    let status = Command::new("sh")
+    Command::new("sh")
         .arg("-c")
-        .arg("kill -s \"$0\" -- \"$1\"")
+        .arg("kill -s \"$0\" -- \"$1\" 2>/dev/null")
         .arg(signal)
         .arg(pid.to_string())
         .status()
-        .expect("running sh");
-    assert!(status.success(), "kill -{signal} {pid}");
+        .expect("running sh")
+        .success()
 }
 
 /// Waits until `done` holds, failing the test after `seconds`, saying `what` did not happen.
@@ -176,11 +181,18 @@ impl Group {
         send_signal(signal, if whole_group { -self.pid } else { self.pid });
     }
 
-    /// Waits for the child to exit, killing it and failing the test after `seconds`.
+    /// [`Group::signal`], saying whether anything received it: the child may have exited.
+    pub fn try_signal(&self, signal: &str, whole_group: bool) -> bool {
+        try_signal(signal, if whole_group { -self.pid } else { self.pid })
+    }
+
+    /// Waits for the child to exit, killing it and failing the test after `seconds`, or if it
+    /// panicked.
     pub fn wait(&mut self, seconds: u64) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                crate::assert_no_panic("", &self.log());
                 return status;
             }
             if Instant::now() >= deadline {

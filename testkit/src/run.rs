@@ -22,13 +22,17 @@ impl Run {
         Run::from_output(&output)
     }
 
+    /// The outcome of a finished run; fails the test if the program panicked (no input may
+    /// panic it, whatever the test expects of it otherwise).
     pub fn from_output(output: &Output) -> Run {
-        Run {
+        let run = Run {
             success: output.status.success(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             case: String::new(),
-        }
+        };
+        assert_no_panic(&run.stdout, &run.stderr);
+        run
     }
 
     /// The same run, its assertions' failures naming `case` (a row of a table of cases).
@@ -72,6 +76,17 @@ impl Run {
             );
         }
         self
+    }
+}
+
+/// Fails the test when a program under test printed that it panicked: a panic is a bug
+/// whatever the input, even where the test expects the run to fail.
+pub fn assert_no_panic(stdout: &str, stderr: &str) {
+    for (stream, text) in [("stdout", stdout), ("stderr", stderr)] {
+        assert!(
+            !text.contains("panicked"),
+            "the program panicked (on {stream}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        );
     }
 }
 

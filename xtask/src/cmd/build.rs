@@ -68,8 +68,8 @@ pub struct Build {
     #[arg(long, env = "HOME", hide = true)]
     pub home: Option<PathBuf>,
 
-    /// Write the build's phase times, staged bytes and peak memory to FILE as JSON (the bench
-    /// reads it)
+    /// Write the build's phase times, staged bytes and peak memory to FILE as JSON, also when
+    /// the build fails (the bench reads it)
     #[arg(long, env = "ALLOY_SYSEXT_TIMINGS", value_name = "FILE")]
     pub timings: Option<PathBuf>,
 
@@ -162,18 +162,23 @@ impl Build {
         };
 
         let mut timings = Timings::default();
-        let mut built = Vec::new();
-        for &arch in &archs {
-            built.push(builder.build(&version, arch, &mut timings)?);
-        }
-        print_summary(&built, &builder.out_dir);
+        let built: anyhow::Result<Vec<Built>> = archs
+            .iter()
+            .map(|&arch| builder.build(&version, arch, &mut timings))
+            .collect();
+        // Written for a refused build too: what refusing a hostile input cost is worth knowing.
         if let Some(path) = &self.timings {
-            let text = serde_json::to_string_pretty(&timings.to_json())?;
-            std::fs::write(path, text + "\n")
-                .with_context(|| format!("writing --timings {}", path.display()))?;
+            write_timings(path, &timings)?;
         }
+        print_summary(&built?, &builder.out_dir);
         Ok(())
     }
+}
+
+fn write_timings(path: &std::path::Path, timings: &Timings) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(&timings.to_json())?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("writing --timings {}", path.display()))
 }
 
 fn print_summary(built: &[Built], out_dir: &std::path::Path) {

@@ -12,6 +12,7 @@ use crate::contract::{
     UPDATE_SERVICE, UPDATE_TIMER,
 };
 use crate::util::checksums::{Digest, Sums};
+use crate::util::files;
 use crate::util::http::Http;
 
 /// Standard base64 with padding, for a `data:` URL.
@@ -132,9 +133,9 @@ pub fn image_digest(
     let name = image.file_name();
     let version = &image.version;
     let local = dist.join(checksum_name(&name));
-    let (text, source) = if local.exists() {
-        let text = std::fs::read_to_string(&local)
-            .with_context(|| format!("reading {}", local.display()))?;
+    // Read as build reads it: never a link, a FIFO or /dev/zero, nor more than a line.
+    let built = files::read_own_small_file(&local, files::CHECKSUM_FILE_LIMIT)?;
+    let (text, source) = if let Some(text) = built {
         (text, local.display().to_string())
     } else {
         let image_base = Channel::of(version).base_url(base_url);

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::zip_layout::{self, MAX_DIRECTORY};
+use super::zip_layout::{self, Directory, DirectoryView, MAX_DIRECTORY};
+use crate::util::checksums::shown;
 use crate::util::handoff::relay;
 
 /// Larger than any Alloy binary; a zip that inflates beyond it is refused.
@@ -17,7 +18,7 @@ const NAMED_ENTRIES: u64 = 16;
 
 /// The one file in a verified release zip, checked, and still inside the zip.
 pub struct BinaryEntry<'f> {
-    archive: zip::ZipArchive<BufReader<&'f File>>,
+    archive: zip::ZipArchive<BufReader<DirectoryView<'f>>>,
     zip: PathBuf,
     name: String,
     /// Its size once inflated, as the zip's central directory says (the reader holds it to it).
@@ -31,27 +32,15 @@ impl<'f> BinaryEntry<'f> {
     /// same name too), directories, links, or any other name (`../`, absolute paths).
     pub fn open(file: &'f File, zip: &Path, expected: &str) -> anyhow::Result<BinaryEntry<'f>> {
         let not_a_zip = || format!("{} is not a valid zip archive", zip.display());
-        // The end records first: how much directory there is to parse, before any of it is.
-        let size = file.metadata().with_context(not_a_zip)?.len();
-        let directory = zip_layout::directory(file, size).with_context(not_a_zip)?;
-        if directory.entries != 1
-            && (directory.entries > NAMED_ENTRIES || directory.size > MAX_DIRECTORY)
-        {
-            bail!(
-                "{} must hold exactly one file, {expected:?}, but its directory declares {} entries in {} bytes; refusing it",
-                zip.display(),
-                directory.entries,
-                directory.size
-            );
-        }
-        if directory.size > MAX_DIRECTORY {
-            bail!(
-                "{}'s central directory is {} bytes, more than one entry can need ({MAX_DIRECTORY}); refusing it",
-                zip.display(),
-                directory.size
-            );
-        }
-        let mut archive = zip::ZipArchive::new(BufReader::new(file)).with_context(not_a_zip)?;
+        let directory = bounded_directory(file, zip, expected)?;
+        // The crate parses only the directory just bounded: it sees no other end record.
+        let view = DirectoryView::new(file, &directory).with_context(|| {
+            format!(
+                "{} is not a consistent zip archive; refusing it",
+                zip.display()
+            )
+        })?;
+        let mut archive = zip::ZipArchive::new(BufReader::new(view)).with_context(not_a_zip)?;
         // The zip crate lists one entry per name: two entries of one name would pass as one.
         if archive.has_duplicate_names() {
             bail!(
@@ -65,7 +54,7 @@ impl<'f> BinaryEntry<'f> {
             .collect::<Result<Vec<String>, _>>()
             .with_context(|| format!("reading the entries of {}", zip.display()))?;
         if names.len() != 1 || names[0] != expected {
-            let mut shown: Vec<String> = names.iter().take(5).map(|n| format!("{n:?}")).collect();
+            let mut shown: Vec<String> = names.iter().take(5).map(|n| shown(n)).collect();
             if names.len() > 5 {
                 shown.push(format!("and {} more", names.len() - 5));
             }
@@ -92,7 +81,9 @@ impl<'f> BinaryEntry<'f> {
         // The one entry as its own records say, the local header agreeing with the directory,
         // and the zip crate reading the same directory we did.
         let central = zip_layout::central_entry(file, &directory)
-            .and_then(|central| zip_layout::check_agreement(file, &central).map(|()| central))
+            .and_then(|central| {
+                zip_layout::check_agreement(file, &central, &directory).map(|()| central)
+            })
             .with_context(|| {
                 format!(
                     "{} is not a consistent zip archive; refusing it",
@@ -165,6 +156,33 @@ impl<'f> BinaryEntry<'f> {
             })
         })
     }
+}
+
+/// The zip's central directory as its end records declare it (`zip` and `expected` name it in
+/// messages), refused before any of it is parsed when it holds more than the one entry it
+/// should (up to [`NAMED_ENTRIES`] are parsed, to name them) or more bytes than one needs.
+fn bounded_directory(file: &File, zip: &Path, expected: &str) -> anyhow::Result<Directory> {
+    let not_a_zip = || format!("{} is not a valid zip archive", zip.display());
+    let size = file.metadata().with_context(not_a_zip)?.len();
+    let directory = zip_layout::directory(file, size).with_context(not_a_zip)?;
+    if directory.entries != 1
+        && (directory.entries > NAMED_ENTRIES || directory.size > MAX_DIRECTORY)
+    {
+        bail!(
+            "{} must hold exactly one file, {expected:?}, but its directory declares {} entries in {} bytes; refusing it",
+            zip.display(),
+            directory.entries,
+            directory.size
+        );
+    }
+    if directory.size > MAX_DIRECTORY {
+        bail!(
+            "{}'s central directory is {} bytes, more than one entry can need ({MAX_DIRECTORY}); refusing it",
+            zip.display(),
+            directory.size
+        );
+    }
+    Ok(directory)
 }
 
 /// Gives exactly `left` bytes, and fails when the inner reader gives fewer or more; every error
@@ -382,6 +400,187 @@ mod tests {
                 assert!(err.contains("inflating alloy-linux-amd64 from"), "{err}");
             }
         }
+    }
+
+    /// A zip written by a streaming writer: sizes and CRC in a data descriptor after the
+    /// data, 8 bytes wide when the local header carries a zip64 field (as Python's zipfile and
+    /// the zip crate write it with zip64 forced), 4 bytes otherwise. Both are read, both agree.
+    #[test]
+    fn data_descriptors_are_read_in_either_width() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        for zip64 in [false, true] {
+            let zip = dir.path().join(format!("stream-{zip64}.zip"));
+            let mut writer = zip::ZipWriter::new_stream(File::create(&zip).unwrap());
+            let options = SimpleFileOptions::default().large_file(zip64);
+            writer.start_file("alloy-linux-amd64", options).unwrap();
+            writer.write_all(&content).unwrap();
+            writer.finish().unwrap();
+            let bytes = std::fs::read(&zip).unwrap();
+            assert_eq!(bytes[record(&bytes, LOCAL) + 6] & 8, 8, "a data descriptor");
+            let dest = dir.path().join(format!("out-{zip64}"));
+            extract(&zip, "alloy-linux-amd64", &dest).unwrap();
+            assert_eq!(std::fs::read(dest).unwrap(), content, "zip64: {zip64}");
+        }
+    }
+
+    /// A zip of one entry, made by hand: a local header (with a data descriptor flag and no
+    /// sizes), `data`, its central directory entry (sizes as given, `size` in a zip64 field
+    /// when it does not fit 32 bits) and the end record.
+    fn deferred_entry_zip(data: &[u8], compressed: u32, size: u64) -> Vec<u8> {
+        let name = b"alloy-linux-amd64";
+        let mut out = Vec::new();
+        out.extend_from_slice(&LOCAL);
+        out.extend_from_slice(&[45, 0, 8, 0, 0, 0]); // version, flags (descriptor), stored
+        out.extend_from_slice(&[0; 16]); // time, date, CRC, sizes: in the descriptor
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(name);
+        out.extend_from_slice(data);
+        let central_at = out.len() as u32;
+        let wide = size >= 0xffff_ffff;
+        let extra: Vec<u8> = if wide {
+            [&[1, 0, 8, 0][..], &size.to_le_bytes()].concat()
+        } else {
+            Vec::new()
+        };
+        let mut central = CENTRAL.to_vec();
+        central.extend_from_slice(&[0x1e, 3, 45, 0, 8, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&0u32.to_le_bytes()); // CRC
+        central.extend_from_slice(&compressed.to_le_bytes());
+        let size32 = if wide { u32::MAX } else { size as u32 };
+        central.extend_from_slice(&size32.to_le_bytes());
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 6]); // comment, disk, internal attributes
+        central.extend_from_slice(&(0o100755u32 << 16).to_le_bytes());
+        central.extend_from_slice(&0u32.to_le_bytes()); // local header at 0
+        central.extend_from_slice(name);
+        central.extend_from_slice(&extra);
+        out.extend_from_slice(&central);
+        out.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0, 1, 0, 1, 0]);
+        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        out.extend_from_slice(&central_at.to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out
+    }
+
+    /// A data descriptor that the entry's sizes put at the very end of the file, with fewer
+    /// bytes left than it needs (a zip64 one: 20), or running into the central directory: a
+    /// refusal naming it, never a read past what was read (this panicked once).
+    #[test]
+    fn a_descriptor_cut_short_or_overlapping_the_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"\x7fELF stored".to_vec();
+        let total = deferred_entry_zip(&data, 0, 5 << 30).len() as u32;
+        let data_start = 30 + 17;
+        for (left, expected) in [
+            (10, "cut short by the end of the file"),
+            (20, "runs into its central directory"),
+            (16, "cut short by the end of the file"),
+        ] {
+            let compressed = total - left - data_start;
+            let zip = dir.path().join(format!("left-{left}.zip"));
+            std::fs::write(&zip, deferred_entry_zip(&data, compressed, 5 << 30)).unwrap();
+            let err = format!(
+                "{:#}",
+                extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
+            );
+            assert!(err.contains(expected), "{left} bytes left: {err}");
+        }
+    }
+
+    /// A zip whose end record's comment holds a second end record (deferring to a zip64 one
+    /// that declares many entries, all present): unzip and the zip crate read the second, we
+    /// would read the first. Refused from the end records, before any entry is parsed.
+    #[test]
+    fn an_end_record_hidden_in_the_comment_of_another_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.zip");
+        make_zip(&good, |w| {
+            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(b"\x7fELF").unwrap();
+        });
+        let bytes = std::fs::read(&good).unwrap();
+        let end = record(&bytes, [0x50, 0x4b, 0x05, 0x06]);
+        let mut comment = Vec::new();
+        comment.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0]);
+        comment.extend_from_slice(&[0xff; 12]);
+        comment.extend_from_slice(&[0, 0, b'!']);
+        let mut hidden = bytes[..end + 20].to_vec();
+        hidden.extend_from_slice(&(comment.len() as u16).to_le_bytes());
+        hidden.extend_from_slice(&comment);
+        let zip = dir.path().join("hidden.zip");
+        std::fs::write(&zip, &hidden).unwrap();
+        let err = format!(
+            "{:#}",
+            extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
+        );
+        assert!(err.contains("holds another end record"), "{err}");
+
+        // Parts of a multi-disk archive: unzip refuses them, the zip crate looks elsewhere.
+        let mut split = bytes.clone();
+        split[end + 4] = 1;
+        std::fs::write(&zip, &split).unwrap();
+        let err = format!(
+            "{:#}",
+            extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
+        );
+        assert!(err.contains("multi-disk"), "{err}");
+    }
+
+    /// Every byte of a small zip (a plain one, and one with a data descriptor) set to 0, to
+    /// 0xff and with its low or high bit flipped, every 2- and 4-byte field at its maximum, and
+    /// the zip cut at every length: opening and inflating each ends in an answer, never a
+    /// panic. (Thousands of zips, in process.)
+    #[test]
+    fn no_mutation_of_a_zip_panics_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..300u32).map(|i| (i * 31 % 256) as u8).collect();
+        let plain = dir.path().join("plain.zip");
+        make_zip(&plain, |w| {
+            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(&content).unwrap();
+        });
+        let streamed = dir.path().join("streamed.zip");
+        let mut writer = zip::ZipWriter::new_stream(File::create(&streamed).unwrap());
+        let options = SimpleFileOptions::default().large_file(true);
+        writer.start_file("alloy-linux-amd64", options).unwrap();
+        writer.write_all(&content).unwrap();
+        writer.finish().unwrap();
+        let mut tried = 0;
+        for good in [plain, streamed] {
+            let bytes = std::fs::read(&good).unwrap();
+            let mut mutants: Vec<Vec<u8>> = (0..bytes.len()).map(|n| bytes[..n].to_vec()).collect();
+            for at in 0..bytes.len() {
+                for byte in [0, 0xff, bytes[at] ^ 1, bytes[at] ^ 0x80] {
+                    let mut mutant = bytes.clone();
+                    mutant[at] = byte;
+                    mutants.push(mutant);
+                }
+                for width in [2, 4] {
+                    if at + width <= bytes.len() {
+                        let mut mutant = bytes.clone();
+                        mutant[at..at + width].fill(0xff);
+                        mutants.push(mutant);
+                    }
+                }
+            }
+            let zip = dir.path().join("mutant.zip");
+            for mutant in mutants {
+                std::fs::write(&zip, &mutant).unwrap();
+                let read = std::panic::catch_unwind(|| {
+                    let file = File::open(&zip).unwrap();
+                    let _ = BinaryEntry::open(&file, &zip, "alloy-linux-amd64")
+                        .and_then(|mut binary| binary.read(|r| Ok(copy_all(r)?)));
+                });
+                assert!(read.is_ok(), "a panic on {mutant:02x?}");
+                tried += 1;
+            }
+        }
+        assert!(tried > 2000, "{tried} zips");
     }
 
     fn copy_all(reader: &mut dyn Read) -> std::io::Result<u64> {

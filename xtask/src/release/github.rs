@@ -113,7 +113,10 @@ pub fn list_releases(
             bail!("{first} still has a next page after {MAX_PAGES} pages: is GITHUB_API_URL a GitHub API?");
         }
         if origin(&url) != Some(api_origin) {
-            bail!("the release list at {first} points its next page to another site ({url}); refusing to follow it");
+            bail!(
+                "the release list at {first} points its next page to another site ({}); refusing to follow it",
+                crate::util::http::shown_url(&url)
+            );
         }
         let (body, response_headers) = http
             .get_bytes_with_headers(&url, &headers, PAGE_LIMIT)

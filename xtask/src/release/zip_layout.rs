@@ -14,6 +14,8 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context};
 
+use crate::util::checksums::shown;
+
 const END_SIGNATURE: u32 = 0x0605_4b50;
 const END_SIZE: usize = 22;
 const MAX_COMMENT: usize = 0xffff;
@@ -57,6 +59,9 @@ pub struct EntryRecord {
     pub name: Vec<u8>,
     /// Where the local header is (central directory only).
     pub local_offset: u64,
+    /// Whether it carries a zip64 extended information field: a data descriptor after a local
+    /// header that does has 8-byte sizes (APPNOTE 4.3.9.2).
+    pub zip64_extra: bool,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
@@ -94,7 +99,20 @@ pub fn directory(file: &File, size: u64) -> anyhow::Result<Directory> {
                 && at + END_SIZE + usize::from(u16_at(&tail, at + 20)) == tail.len()
         })
         .context("it has no end of central directory record: it is not a zip")?;
+    // unzip takes the last end record there is, the zip crate tries every one from the last
+    // backwards: another one in this one's comment would have them read another directory.
+    if tail[at + 1..]
+        .windows(4)
+        .any(|w| w == END_SIGNATURE.to_le_bytes())
+    {
+        bail!("its end record's comment holds another end record: readers would disagree on which directory is the zip's");
+    }
     let end = &tail[at..at + END_SIZE];
+    // Disk numbers, and the entries on this disk against all of them: a multi-disk archive
+    // (which unzip refuses, and the zip crate skips to look for another end record).
+    if u16_at(end, 4) != 0 || u16_at(end, 6) != 0 || u16_at(end, 8) != u16_at(end, 10) {
+        bail!("its end record says it is part of a multi-disk archive");
+    }
     let mut directory = Directory {
         entries: u64::from(u16_at(end, 10)),
         size: u64::from(u32_at(end, 12)),
@@ -146,6 +164,7 @@ fn apply_zip64(record: &mut EntryRecord, extra: &[u8], with_offset: bool) -> any
         if id != ZIP64_EXTRA {
             continue;
         }
+        record.zip64_extra = true;
         let mut values = body.chunks_exact(8).map(|v| u64_at(v, 0));
         let mut take = |field: &mut u64| -> anyhow::Result<()> {
             if *field == U32_MAX {
@@ -189,6 +208,7 @@ pub fn central_entry(file: &File, directory: &Directory) -> anyhow::Result<Entry
         size: u64::from(u32_at(&bytes, 24)),
         name: name.to_vec(),
         local_offset: u64::from(u32_at(&bytes, 42)),
+        zip64_extra: false,
     };
     apply_zip64(&mut record, extra, true)?;
     Ok(record)
@@ -218,23 +238,43 @@ pub fn local_entry(file: &File, central: &EntryRecord) -> anyhow::Result<(EntryR
         size: u64::from(u32_at(&header, 22)),
         name: variable[..name_len].to_vec(),
         local_offset: central.local_offset,
+        zip64_extra: false,
     };
     apply_zip64(&mut record, &variable[name_len..], false)?;
     let data_start = central.local_offset + (LOCAL_SIZE + name_len + extra_len) as u64;
     Ok((record, data_start))
 }
 
-/// What a data descriptor after the data says: CRC, compressed size, size.
-fn descriptor(file: &File, at: u64, zip64: bool) -> anyhow::Result<(u32, u64, u64)> {
-    let bytes = read_at(file, at, 24)
-        .or_else(|_| read_at(file, at, 16))
-        .context("its data descriptor is missing")?;
-    let fields = if u32_at(&bytes, 0) == DESCRIPTOR_SIGNATURE {
-        &bytes[4..]
-    } else {
-        &bytes[..]
-    };
-    Ok(if zip64 {
+/// Reads what there is of `len` bytes at `offset` (fewer at the end of the file).
+fn read_up_to(file: &File, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = vec![0; len];
+    let mut got = 0;
+    while got < bytes.len() {
+        let at = offset
+            .checked_add(got as u64)
+            .context("its offsets overflow")?;
+        match file.read_at(&mut bytes[got..], at) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("reading at offset {at}")),
+        }
+    }
+    bytes.truncate(got);
+    Ok(bytes)
+}
+
+/// What a data descriptor at `at` says, and how long it is: CRC, compressed size, size. Its
+/// signature is optional (APPNOTE 4.3.9.3); its sizes take 8 bytes each when `zip64`.
+fn descriptor(file: &File, at: u64, zip64: bool) -> anyhow::Result<((u32, u64, u64), u64)> {
+    let fields_len = if zip64 { 20 } else { 12 };
+    let bytes = read_up_to(file, at, 4 + fields_len)?;
+    let signed = bytes.get(..4) == Some(&DESCRIPTOR_SIGNATURE.to_le_bytes()[..]);
+    let fields = if signed { &bytes[4..] } else { &bytes[..] };
+    if fields.len() < fields_len {
+        bail!("its data descriptor (at offset {at}) is cut short by the end of the file");
+    }
+    let read = if zip64 {
         (u32_at(fields, 0), u64_at(fields, 4), u64_at(fields, 12))
     } else {
         (
@@ -242,12 +282,19 @@ fn descriptor(file: &File, at: u64, zip64: bool) -> anyhow::Result<(u32, u64, u6
             u64::from(u32_at(fields, 4)),
             u64::from(u32_at(fields, 8)),
         )
-    })
+    };
+    let len = if signed { 4 } else { 0 } + fields_len as u64;
+    Ok((read, len))
 }
 
 /// Refuses an entry whose local header (or data descriptor) says other than its central
-/// directory entry, naming the first field that differs.
-pub fn check_agreement(file: &File, central: &EntryRecord) -> anyhow::Result<()> {
+/// directory entry, naming the first field that differs, or that does not lie wholly before
+/// the central `directory` (where every writer puts it, and where no record can overlap it).
+pub fn check_agreement(
+    file: &File,
+    central: &EntryRecord,
+    directory: &Directory,
+) -> anyhow::Result<()> {
     let (local, data_start) = local_entry(file, central)?;
     let differs = |field: &str, local: String, central: String| {
         anyhow::anyhow!(
@@ -255,7 +302,7 @@ pub fn check_agreement(file: &File, central: &EntryRecord) -> anyhow::Result<()>
         )
     };
     if local.name != central.name {
-        let show = |n: &[u8]| format!("{:?}", String::from_utf8_lossy(n));
+        let show = |n: &[u8]| shown(&String::from_utf8_lossy(n));
         return Err(differs("the name", show(&local.name), show(&central.name)));
     }
     if local.method != central.method {
@@ -270,15 +317,25 @@ pub fn check_agreement(file: &File, central: &EntryRecord) -> anyhow::Result<()>
             (!deferred).to_string(),
         ));
     }
-    let (crc, compressed, size) = if deferred {
-        let after = data_start
-            .checked_add(central.compressed)
-            .context("its sizes overflow")?;
-        let zip64 = central.size >= U32_MAX || central.compressed >= U32_MAX;
-        descriptor(file, after, zip64)?
+    let data_end = data_start
+        .checked_add(central.compressed)
+        .context("its sizes overflow")?;
+    let ((crc, compressed, size), entry_end) = if deferred {
+        // 8-byte sizes after a local header with a zip64 field, or where 4 bytes cannot hold them.
+        let zip64 = local.zip64_extra || central.size >= U32_MAX || central.compressed >= U32_MAX;
+        let (read, len) = descriptor(file, data_end, zip64)?;
+        (read, data_end.saturating_add(len))
     } else {
-        (local.crc, local.compressed, local.size)
+        ((local.crc, local.compressed, local.size), data_end)
     };
+    if entry_end > directory.offset {
+        bail!(
+            "its entry (local header at offset {}, {} bytes of data) runs into its central directory at offset {}",
+            central.local_offset,
+            central.compressed,
+            directory.offset
+        );
+    }
     for (field, local, central) in [
         ("CRC-32", u64::from(crc), u64::from(central.crc)),
         ("compressed size", compressed, central.compressed),
@@ -289,4 +346,99 @@ pub fn check_agreement(file: &File, central: &EntryRecord) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// The zip as a reader that parses it (the zip crate) gets to see it: the file up to the end of
+/// the central directory the end records bound ([`directory`]), then an end record of our own
+/// that says just that (those entries, that size, that offset, one disk, no comment). The zip
+/// crate looks for end records in the last 64 KiB and falls back from one it rejects to any
+/// earlier one (a "record" inside the binary's compressed bytes, declaring a million entries);
+/// here there is only ours, which it accepts, so it parses the directory we bounded, no other.
+pub struct DirectoryView<'f> {
+    file: &'f File,
+    /// Where the central directory ends: the file's bytes stop here.
+    cut: u64,
+    end: [u8; END_SIZE],
+    position: u64,
+}
+
+impl<'f> DirectoryView<'f> {
+    /// The view of `file`, whose end records say `directory`.
+    pub fn new(file: &'f File, directory: &Directory) -> anyhow::Result<DirectoryView<'f>> {
+        let cut = directory
+            .offset
+            .checked_add(directory.size)
+            .context("its central directory lies beyond any size")?;
+        // Values a plain end record holds (0xffff... would defer to a zip64 record): true of
+        // every zip whose directory [`directory`] let through for one binary of at most 2 GiB.
+        let fits = |value: u64, max: u64| u32::try_from(value).ok().filter(|&v| u64::from(v) < max);
+        let (Some(entries), Some(size), Some(offset)) = (
+            fits(directory.entries, U16_MAX).and_then(|n| u16::try_from(n).ok()),
+            fits(directory.size, U32_MAX),
+            fits(directory.offset, U32_MAX),
+        ) else {
+            bail!(
+                "its central directory ({} entries, {} bytes at offset {}) is not one a zip of one binary of at most 2 GiB has",
+                directory.entries,
+                directory.size,
+                directory.offset
+            );
+        };
+        // The crate finds the directory where ours says, or scans for one elsewhere.
+        if entries > 0 && u32_at(&read_at(file, directory.offset, 4)?, 0) != CENTRAL_SIGNATURE {
+            bail!("its central directory does not start with an entry");
+        }
+        let mut end = [0; END_SIZE];
+        end[..4].copy_from_slice(&END_SIGNATURE.to_le_bytes());
+        end[8..10].copy_from_slice(&entries.to_le_bytes());
+        end[10..12].copy_from_slice(&entries.to_le_bytes());
+        end[12..16].copy_from_slice(&size.to_le_bytes());
+        end[16..20].copy_from_slice(&offset.to_le_bytes());
+        Ok(DirectoryView {
+            file,
+            cut,
+            end,
+            position: 0,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.cut.saturating_add(END_SIZE as u64)
+    }
+}
+
+impl std::io::Read for DirectoryView<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = if self.position < self.cut {
+            let left = self.cut - self.position;
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.file.read_at(&mut buf[..want], self.position)?
+        } else {
+            let at = usize::try_from(self.position - self.cut).unwrap_or(usize::MAX);
+            let tail = self.end.get(at..).unwrap_or_default();
+            let n = buf.len().min(tail.len());
+            buf[..n].copy_from_slice(&tail[..n]);
+            n
+        };
+        self.position = self.position.saturating_add(n as u64);
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for DirectoryView<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let (base, delta) = match to {
+            std::io::SeekFrom::Start(at) => (0, i128::from(at)),
+            std::io::SeekFrom::End(delta) => (self.len(), i128::from(delta)),
+            std::io::SeekFrom::Current(delta) => (self.position, i128::from(delta)),
+        };
+        let position = u64::try_from(i128::from(base) + delta).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start of the zip",
+            )
+        })?;
+        self.position = position;
+        Ok(position)
+    }
 }

@@ -7,8 +7,8 @@
 //! did not run, and is added to [`paused`]. An overloaded machine that leaves the ticker
 //! unscheduled for over a second makes this lenient, never strict.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How often the ticker notes the clock.
@@ -17,15 +17,51 @@ const TICK: Duration = Duration::from_millis(100);
 const STOP_THRESHOLD: Duration = Duration::from_millis(900);
 
 static PAUSED_NANOS: AtomicU64 = AtomicU64::new(0);
+/// When the ticker last noted the clock, in nanoseconds since [`base`].
+static LAST_TICK_NANOS: AtomicU64 = AtomicU64::new(0);
 static TICKER: Once = Once::new();
+/// Whether the ticker runs (else stops count as time).
+static TICKING: AtomicBool = AtomicBool::new(false);
 
-/// Time the process spent stopped since the ticker started.
+/// The moment clock readings are counted from.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn nanos_since_base(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(base()).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The part of a gap between two readings of the clock that the process was stopped for, if
+/// the gap is one.
+fn stopped_in(gap: Duration) -> Duration {
+    if gap > TICK + STOP_THRESHOLD {
+        gap - TICK
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Time the process spent stopped since the ticker started, including a stop the ticker has
+/// not noted yet: after SIGCONT every thread wakes at once, and the one that asks may run
+/// before the ticker's sleep ends. (While the ticker notes a stop it may be counted twice:
+/// lenient, never strict.)
 pub fn paused() -> Duration {
-    Duration::from_nanos(PAUSED_NANOS.load(Ordering::Relaxed))
+    if !TICKING.load(Ordering::SeqCst) {
+        return Duration::ZERO;
+    }
+    let noted = Duration::from_nanos(PAUSED_NANOS.load(Ordering::SeqCst));
+    let last_tick = Duration::from_nanos(LAST_TICK_NANOS.load(Ordering::SeqCst));
+    let since_tick = Instant::now()
+        .saturating_duration_since(base())
+        .saturating_sub(last_tick);
+    noted.saturating_add(stopped_in(since_tick))
 }
 
 fn start_ticker() {
     TICKER.call_once(|| {
+        LAST_TICK_NANOS.store(nanos_since_base(Instant::now()), Ordering::SeqCst);
         let spawned = std::thread::Builder::new()
             .name("awake-clock".into())
             .spawn(|| {
@@ -33,16 +69,16 @@ fn start_ticker() {
                 loop {
                     std::thread::sleep(TICK);
                     let now = Instant::now();
-                    let gap = now.saturating_duration_since(last);
-                    if gap > TICK + STOP_THRESHOLD {
-                        let stopped = u64::try_from((gap - TICK).as_nanos()).unwrap_or(u64::MAX);
-                        PAUSED_NANOS.fetch_add(stopped, Ordering::Relaxed);
-                    }
+                    let stopped = stopped_in(now.saturating_duration_since(last));
+                    let stopped = u64::try_from(stopped.as_nanos()).unwrap_or(u64::MAX);
+                    // Noted before the tick moves on, so that no reader misses the stop.
+                    PAUSED_NANOS.fetch_add(stopped, Ordering::SeqCst);
+                    LAST_TICK_NANOS.store(nanos_since_base(now), Ordering::SeqCst);
                     last = now;
                 }
             });
         // Without the thread, stops count as time: strict, as before, never wrong.
-        drop(spawned);
+        TICKING.store(spawned.is_ok(), Ordering::SeqCst);
     });
 }
 
@@ -73,6 +109,18 @@ impl Awake {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gap of a tick or a little more is the ticker's ordinary lateness; beyond that, all
+    /// but one tick of it was a stop.
+    #[test]
+    fn only_a_gap_well_beyond_a_tick_is_a_stop() {
+        assert_eq!(stopped_in(TICK), Duration::ZERO);
+        assert_eq!(stopped_in(TICK + STOP_THRESHOLD), Duration::ZERO);
+        assert_eq!(
+            stopped_in(Duration::from_secs(5)),
+            Duration::from_secs(5) - TICK
+        );
+    }
 
     /// Ordinary time counts. (A real stop is of a whole process: the downloads suite stops a
     /// build with SIGSTOP for longer than its progress window, and it finishes.)

@@ -380,7 +380,7 @@ pub fn incomplete_pair(out_dir: &Path, name: &str, checksum_name: &str) -> Optio
 }
 
 /// A checksum file is one line: anything longer is not one of ours.
-const CHECKSUM_FILE_LIMIT: u64 = 4096;
+pub const CHECKSUM_FILE_LIMIT: u64 = 4096;
 
 #[cfg(test)]
 mod tests {

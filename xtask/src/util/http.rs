@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use ureq::http::{StatusCode, Uri};
 
 use super::awake::Awake;
-use super::checksums::{Digest, HashingWriter, BUFFER_SIZE};
+use super::checksums::{self, Digest, HashingWriter, BUFFER_SIZE};
 use super::progress::Transfer;
 use super::retry::Backoff;
 
@@ -32,18 +32,33 @@ impl std::error::Error for NotFound {}
 /// Refuses plain `http://` except to loopback hosts: release bytes are only verified against a
 /// checksum fetched over the same channel, so the channel must be authenticated.
 pub fn check_url(url: &str) -> anyhow::Result<()> {
+    let shown = shown_url(url);
     let uri: Uri = url
         .parse()
-        .with_context(|| format!("{url:?} is not a valid URL"))?;
+        .with_context(|| format!("{shown:?} is not a valid URL"))?;
     let host = uri.host().unwrap_or("");
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
         Some("http") if is_loopback(host) => Ok(()),
         Some("http") => bail!(
-            "refusing plain http:// to {host:?} in {url}: use https://, or a loopback address (127.0.0.1, localhost, [::1]) for a local mirror"
+            "refusing plain http:// to {:?} in {shown}: use https://, or a loopback address (127.0.0.1, localhost, [::1]) for a local mirror",
+            shown_url(host)
         ),
-        _ => bail!("{url:?} is not an https:// URL"),
+        _ => bail!("{shown:?} is not an https:// URL"),
     }
+}
+
+/// How much of a URL a message shows: one a server sent (a redirect's Location, a `Link`
+/// header) may be tens of KiB, and errors stay short.
+const SHOWN_URL: usize = 200;
+
+/// `url` for a message: whole when short, else its start and how long it is.
+pub fn shown_url(url: &str) -> String {
+    if url.chars().count() <= SHOWN_URL {
+        return url.to_string();
+    }
+    let start: String = url.chars().take(SHOWN_URL).collect();
+    format!("{start}... ({} bytes in all)", url.len())
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -58,10 +73,13 @@ fn is_loopback(host: &str) -> bool {
 /// Where a redirect may lead: the policy of [`check_url`] on the new URL, and never from https
 /// down to plain http (not even to loopback).
 pub fn check_redirect(from: &str, to: &str) -> anyhow::Result<()> {
+    let (from, to_shown) = (shown_url(from), shown_url(to));
     if from.starts_with("https://") && !to.starts_with("https://") {
-        bail!("refusing the redirect from {from} to {to}: https never downgrades to plain http");
+        bail!(
+            "refusing the redirect from {from} to {to_shown}: https never downgrades to plain http"
+        );
     }
-    check_url(to).with_context(|| format!("refusing the redirect from {from} to {to}"))
+    check_url(to).with_context(|| format!("refusing the redirect from {from} to {to_shown}"))
 }
 
 /// The absolute URL a `Location` header names, relative to `base` (RFC 3986, for the forms
@@ -234,7 +252,7 @@ impl Http {
                     if number < self.attempts {
                         let wait = backoff.next_wait();
                         on_retry(&error, wait);
-                        std::thread::sleep(wait);
+                        super::interrupt::while_waiting(|| std::thread::sleep(wait));
                     }
                     last_error = Some(error);
                 }
@@ -275,15 +293,19 @@ impl Http {
             if from > 0 {
                 request = request.header("Range", format!("bytes={from}-"));
             }
-            let response = request.call().map_err(|e| match e {
-                ureq::Error::Io(_)
-                | ureq::Error::Timeout(_)
-                | ureq::Error::HostNotFound
-                | ureq::Error::ConnectionFailed => {
-                    Failure::Retry(anyhow!(e).context(format!("requesting {current}")))
-                }
-                other => Failure::Fatal(anyhow!(other).context(format!("requesting {current}"))),
-            })?;
+            let response =
+                super::interrupt::while_waiting(|| request.call()).map_err(|e| match e {
+                    ureq::Error::Io(_)
+                    | ureq::Error::Timeout(_)
+                    | ureq::Error::HostNotFound
+                    | ureq::Error::ConnectionFailed => {
+                        let shown = shown_url(&current);
+                        Failure::Retry(anyhow!(e).context(format!("requesting {shown}")))
+                    }
+                    other => Failure::Fatal(
+                        anyhow!(other).context(format!("requesting {}", shown_url(&current))),
+                    ),
+                })?;
             let status = response.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let location = response
@@ -292,7 +314,8 @@ impl Http {
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| {
                         Failure::Fatal(anyhow!(
-                            "{current} answered {status} without a usable Location"
+                            "{} answered {status} without a usable Location",
+                            shown_url(&current)
                         ))
                     })?;
                 let next = resolve_location(&current, location).map_err(Failure::Fatal)?;
@@ -345,6 +368,7 @@ impl Http {
         let mut buffer = vec![0u8; BUFFER_SIZE];
         let mut window_start = Awake::now();
         let mut window_bytes = 0u64;
+        let mut last_byte = Awake::now();
         let stalled = |bytes: u64, seconds: f64, done: u64| {
             Failure::Retry(anyhow!(
                 "{url} made no real progress: {bytes} bytes in the last {seconds:.1}s (under {min_bytes_per_sec} bytes/s), after {done} bytes"
@@ -357,11 +381,15 @@ impl Http {
                 .saturating_add(1)
                 .saturating_sub(done)
                 .min(buffer.len() as u64) as usize;
-            let n = match body.read(&mut buffer[..room.max(1)]) {
+            let n = match super::interrupt::while_waiting(|| body.read(&mut buffer[..room.max(1)]))
+            {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Nothing for a whole read timeout (the window): try again from here.
-                Err(e) if is_read_timeout(&e) => {
+                // A read timeout (the window) while we were stopped (SIGSTOP): the bytes sent
+                // meanwhile are waiting in the socket; read on.
+                Err(e) if is_timeout(&e) && last_byte.elapsed() < window => continue,
+                // Nothing for a whole window of running time: try again from here.
+                Err(e) if is_timeout(&e) => {
                     let elapsed = window_start.elapsed().as_secs_f64();
                     return Err(stalled(window_bytes, elapsed, done));
                 }
@@ -372,6 +400,9 @@ impl Http {
                     ))))
                 }
             };
+            if n > 0 {
+                last_byte = Awake::now();
+            }
             window_bytes = window_bytes.saturating_add(n as u64);
             let elapsed = window_start.elapsed();
             if n > 0 && elapsed >= window {
@@ -514,21 +545,16 @@ impl Http {
             |_| {
                 let resume_from = if ranges_broken { 0 } else { writer.written() };
                 let response = self.get(url, resume_from)?;
-                match check_resumed(url, &response, resume_from) {
-                    Err(Failure::Retry(error)) => {
-                        ranges_broken = true;
-                        return Err(Failure::Retry(error));
-                    }
-                    Err(fatal) => return Err(fatal),
-                    Ok(true) => {}
-                    Ok(false) if writer.written() > 0 => {
-                        // 200 (no range support, or we asked for everything): start over.
-                        writer
-                            .start_over()
-                            .truncate()
-                            .map_err(|e| Failure::Fatal(e.into()))?;
-                    }
-                    Ok(false) => {}
+                if let Err((failure, broken)) = check_partial(url, &response, resume_from) {
+                    ranges_broken |= broken;
+                    return Err(failure);
+                }
+                if response.status() != StatusCode::PARTIAL_CONTENT && writer.written() > 0 {
+                    // 200 (no range support, or we asked for everything): start over.
+                    writer
+                        .start_over()
+                        .truncate()
+                        .map_err(|e| Failure::Fatal(e.into()))?;
                 }
                 let start = writer.written();
                 let total = announced_total(url, &response, start, ceiling)?;
@@ -587,52 +613,55 @@ impl Sink for io::Sink {
     }
 }
 
-/// Whether a body read failed because nothing came for a whole read timeout (ureq wraps its
-/// own timeout error into the I/O error it returns).
-fn is_read_timeout(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-    ) || error
+/// Whether a body read failed for its timeout: ureq's own (wrapped in the I/O error), or the
+/// socket's.
+fn is_timeout(error: &io::Error) -> bool {
+    let ureq_timeout = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)))
+        .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)));
+    ureq_timeout
+        || matches!(
+            error.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        )
 }
 
-/// Whether `response` continues the file from `resume_from` (a 206 holding exactly the bytes
-/// asked for: `true`) or holds all of it (a 200: `false`). A 206 from elsewhere is never
-/// appended: worth another try without a range.
-fn check_resumed(
+/// A 206 must answer a request for a range (from `resume_from` > 0), and hold exactly the bytes
+/// asked for: anything else is never appended. `Err` says whether to give up on ranges.
+fn check_partial(
     url: &str,
     response: &ureq::http::Response<ureq::Body>,
     resume_from: u64,
-) -> Result<bool, Failure> {
+) -> Result<(), (Failure, bool)> {
     if response.status() != StatusCode::PARTIAL_CONTENT {
-        return Ok(false);
+        return Ok(());
     }
     if resume_from == 0 {
-        return Err(Failure::Fatal(anyhow!(
+        let refused = anyhow!(
             "{url} answered 206 Partial Content to a request for the whole file; refusing it"
-        )));
+        );
+        return Err((Failure::Fatal(refused), false));
     }
-    let said = response
+    let content_range = response
         .headers()
         .get("content-range")
         .and_then(|v| v.to_str().ok());
-    let start = said
-        .and_then(parse_content_range)
-        .map(|(start, _, _)| start);
-    if start != Some(resume_from) {
-        return Err(Failure::Retry(anyhow!(
-            "{url} answered a request for bytes {resume_from}- with {:?}; starting over without a range",
-            said.unwrap_or("no Content-Range")
-        )));
+    let range = content_range.and_then(parse_content_range);
+    if range.map(|(start, _, _)| start) == Some(resume_from) {
+        return Ok(());
     }
-    Ok(true)
+    let said = content_range
+        .map(checksums::shown)
+        .unwrap_or_else(|| "no Content-Range".into());
+    let wrong = anyhow!(
+        "{url} answered a request for bytes {resume_from}- with {said}; starting over without a range"
+    );
+    Err((Failure::Retry(wrong), true))
 }
 
-/// The file's size as the answer announces it (its Content-Length after the `start` bytes
-/// already had), refused beyond `ceiling` or beyond any size.
+/// The size the answer's Content-Length announces, counting the `start` bytes already had:
+/// refused when it is beyond any size or the `ceiling`.
 fn announced_total(
     url: &str,
     response: &ureq::http::Response<ureq::Body>,

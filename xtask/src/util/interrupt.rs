@@ -34,6 +34,9 @@ static RECEIVED: AtomicI32 = AtomicI32::new(0);
 static INSTALLS: Mutex<bool> = Mutex::new(false);
 /// Set when the main thread has stopped its work after a signal (it is parked for good).
 static MAIN_STOPPED: AtomicBool = AtomicBool::new(false);
+/// Set while the main thread waits on the network (or a backoff), which touches no work
+/// file: the clean-up need not wait for it to notice the signal.
+static MAIN_WAITING: AtomicBool = AtomicBool::new(false);
 /// How long the clean-up waits for the main thread to stop before removing files anyway (it may
 /// be blocked in a network read, which touches no work file).
 const MAIN_GRACE: Duration = Duration::from_secs(10);
@@ -62,6 +65,21 @@ pub fn check() -> Result<(), Interrupted> {
 /// [`check`] as an I/O error, for readers and writers.
 pub fn check_io() -> std::io::Result<()> {
     check().map_err(std::io::Error::other)
+}
+
+/// Runs `wait` (a read from the network, a connection, a backoff: nothing that reads or writes
+/// a file a clean-up removes), during which a signal's clean-up need not wait for the main
+/// thread: a stalled download would otherwise hold Ctrl-C for [`MAIN_GRACE`].
+pub fn while_waiting<T>(wait: impl FnOnce() -> T) -> T {
+    let main = std::thread::current().name() == Some("main");
+    if main {
+        MAIN_WAITING.store(true, Ordering::SeqCst);
+    }
+    let result = wait();
+    if main {
+        MAIN_WAITING.store(false, Ordering::SeqCst);
+    }
+    result
 }
 
 /// Runs `install` (renaming finished outputs into place) unless a signal arrived: the clean-up
@@ -207,7 +225,7 @@ pub fn remove_path(path: &Path) {
 }
 
 /// Closes installing, stops our children and waits (a while) for the main thread to stop its
-/// own work, then runs every registered clean-up, newest first. The registry's lock is kept to
+/// own work (not while it only waits on the network), then runs every registered clean-up, newest first. The registry's lock is kept to
 /// the end: an owner that finishes meanwhile waits instead of racing the removal.
 fn clean_up() {
     *INSTALLS
@@ -217,7 +235,8 @@ fn clean_up() {
     let deadline = Instant::now() + MAIN_GRACE;
     loop {
         stop_descendants();
-        if MAIN_STOPPED.load(Ordering::SeqCst) || Instant::now() >= deadline {
+        let main_idle = MAIN_STOPPED.load(Ordering::SeqCst) || MAIN_WAITING.load(Ordering::SeqCst);
+        if main_idle || Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -33,7 +33,7 @@ fn mirror_with_fault(asset: &str, fault: Fault) -> Mirror {
 
 /// Runs `command` with a private TMPDIR and the short progress window, killing it after
 /// `deadline` (a hang is a failure of its own). Returns the run and how long it took.
-fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Duration) {
+pub(crate) fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) -> (Run, Duration) {
     std::fs::create_dir_all(tmp).unwrap();
     command
         .env("TMPDIR", tmp)
@@ -472,4 +472,246 @@ fn a_redirect_carries_the_github_token_only_within_its_origin() {
         seen[0].headers.get("accept").map(String::as_str),
         Some("application/vnd.github+json")
     );
+}
+
+/// A resume answered with `Content-Length: 18446744073709551615` (after the bytes already
+/// had, beyond any size), for build and for verify: refused, not retried, not a panic (the
+/// dev profile `cargo xtask` runs checks overflow). A ceiling of 18446744073709551615 bytes
+/// is no overflow either: the build succeeds.
+#[test]
+fn a_content_length_or_a_ceiling_beyond_any_size_ends_cleanly() {
+    let mirror = mirror_with_fault(ZIP, Fault::CutOnceThenHugeLength);
+    let ws = workspace();
+    let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_fails_with(&["is beyond any size", "refusing it"]);
+    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200, 206], "not retried");
+    assert_eq!(ws.out_names(), Vec::<String>::new());
+
+    let mirror = Mirror::start();
+    let image = vec![7u8; 64 << 10];
+    let line = format!("{}  {IMAGE}\n", fixture::sha256_hex(&image));
+    mirror.add(VERSION, IMAGE, image);
+    mirror.add(VERSION, CHECKSUM, line.clone().into_bytes());
+    mirror.add(VERSION, "SHA256SUMS", line.into_bytes());
+    mirror.fault(VERSION, IMAGE, Fault::CutOnceThenHugeLength);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut command = Command::new(XTASK);
+    command
+        .args(["verify", VERSION, "--base-url"])
+        .arg(format!("{}/v{VERSION}", mirror.base_url));
+    let (run, _) = run_within(&mut command, tmp.path(), Duration::from_secs(60));
+    run.assert_fails_with(&["failed verification"]);
+    assert!(run.stdout.contains("is beyond any size"), "{}", run.stdout);
+
+    let mirror = Mirror::with_release(&Release::new(VERSION));
+    let ws = workspace();
+    let most = u64::MAX.to_string();
+    let (run, _) = build(
+        &ws,
+        &mirror,
+        &["--max-download-bytes", &most],
+        Duration::from_secs(60),
+    );
+    run.assert_ok();
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+}
+
+/// A transfer that stalls once (half the body, then nothing) is tried again from what it had,
+/// with a Range request, and the build succeeds.
+#[test]
+fn a_stall_that_happens_once_is_resumed_with_a_range_request() {
+    let release = Release::new(VERSION);
+    let mirror = Mirror::with_release(&release);
+    mirror.fault(VERSION, ZIP, Fault::StallOnce);
+    let ws = workspace();
+    let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_ok_saying(&["retrying"]);
+    let half = release.assets[ZIP].len() / 2;
+    let seen: Vec<(u16, Option<String>)> = mirror
+        .requests_for(ZIP_OBJECT)
+        .iter()
+        .map(|r| (r.status, r.range.clone()))
+        .collect();
+    assert_eq!(seen, [(200, None), (206, Some(format!("bytes={half}-")))]);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(
+        ext4::cat(&ws.image(IMAGE), "/usr/bin/alloy"),
+        release.binary("amd64")
+    );
+}
+
+/// Every file under `dir` with the digest of its bytes, to see that nothing there was written
+/// or removed.
+fn contents_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files: Vec<(PathBuf, String)> = files_under(dir)
+        .into_iter()
+        .map(|f| {
+            let digest = fixture::sha256_hex(&std::fs::read(&f).unwrap());
+            (f, digest)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A shared cache where our folder, or the version's folder in it, is a link elsewhere: the
+/// build succeeds from a private download, says why the cache was not used, and writes or
+/// removes nothing where the link points (there, a zip that does not verify and a leftover
+/// that looks like ours would have been removed, and the download written).
+#[test]
+fn links_in_the_cache_are_never_followed() {
+    let release = Release::new(VERSION);
+    for linked in ["alloy-sysext", "alloy-sysext/v1.10.2"] {
+        let mirror = Mirror::with_release(&release);
+        let ws = workspace();
+        let elsewhere = ws.tmp.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("v1.10.2")).unwrap();
+        let planted = if linked == "alloy-sysext" {
+            elsewhere.join("v1.10.2")
+        } else {
+            elsewhere.clone()
+        };
+        std::fs::write(planted.join(ZIP), b"not the release zip").unwrap();
+        std::fs::write(planted.join(".alloy-sysext-tmp-1-x.partial"), b"half").unwrap();
+        let before = contents_under(&elsewhere);
+        let link = ws.cache.join(linked);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+
+        let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        let run = run.case(linked);
+        run.assert_ok();
+        assert_eq!(
+            contents_under(&elsewhere),
+            before,
+            "{linked}: written or removed"
+        );
+        run.assert_ok_saying(&["is a symbolic link", "the cache is optional"]);
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(ws.out_names(), [IMAGE, CHECKSUM], "{linked}");
+    }
+}
+
+/// A cached zip of 15 TiB (sparse): larger than any download may be, so never hashed (that
+/// would take hours); removed, and the zip downloaded afresh, promptly.
+#[test]
+fn a_cached_zip_larger_than_any_download_is_not_hashed() {
+    let release = Release::new(VERSION);
+    let mirror = Mirror::with_release(&release);
+    let ws = workspace();
+    let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+    std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+    std::fs::File::create(&cached)
+        .unwrap()
+        .set_len(15 << 40)
+        .unwrap();
+    let (run, took) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_ok_saying(&[
+        "16492674416640 bytes, more than a download may bring",
+        "downloading again",
+    ]);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(statuses(&mirror, ZIP_OBJECT), [200]);
+    assert_eq!(std::fs::read(&cached).unwrap(), release.assets[ZIP]);
+}
+
+/// A SHA256SUMS as GNU sha256sum writes and reads it: a comment, and a line whose name holds a
+/// newline (escaped, the line starting with `\`). GNU `sha256sum -c` accepts it, and so does
+/// the build. A malformed line of 4 MB (within the size limit) is named in a short error, cut
+/// with its length said; a 5 MB one is refused for its size, shortly too.
+#[test]
+fn sha256sums_as_gnu_writes_it_build_and_malformed_lines_are_cut_short() {
+    let release = Release::new(VERSION);
+    let listed = std::str::from_utf8(&release.assets["SHA256SUMS"]).unwrap();
+    let sums = format!(
+        "# SHA-256 of Alloy's assets\n\\{}  odd\\nname\n{listed}",
+        fixture::sha256_hex(b"odd")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("SHA256SUMS"), &sums).unwrap();
+    std::fs::write(dir.path().join(ZIP), &release.assets[ZIP]).unwrap();
+    std::fs::write(dir.path().join("odd\nname"), b"odd").unwrap();
+    let checked = Run::from_command(
+        Command::new("sha256sum")
+            .args(["-c", "--ignore-missing", "SHA256SUMS"])
+            .current_dir(dir.path()),
+    );
+    checked.assert_ok();
+    assert!(
+        checked.stdout.contains("alloy-linux-amd64.zip: OK"),
+        "{}",
+        checked.stdout
+    );
+
+    let mirror = Mirror::with_release(&release);
+    mirror.add(VERSION, "SHA256SUMS", sums.into_bytes());
+    let ws = workspace();
+    let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+    run.assert_ok();
+    assert_eq!(ws.out_names(), [IMAGE, CHECKSUM]);
+
+    for (length, said) in [
+        (4_000_000, "(4000000 bytes in all)"),
+        (5_000_000, "far more than the small file it should be"),
+    ] {
+        let mirror = Mirror::with_release(&release);
+        let malformed = format!("{listed}{}\n", "z".repeat(length));
+        mirror.add(VERSION, "SHA256SUMS", malformed.into_bytes());
+        let ws = workspace();
+        let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
+        run.assert_fails_with(&[said]);
+        assert!(
+            run.stderr.len() < 2000,
+            "{length}: {} bytes of stderr",
+            run.stderr.len()
+        );
+    }
+}
+
+/// `--sha256sums /dev/zero` (endless) and a FIFO (which blocks a reader until a writer
+/// comes): refused at once, saying what they are, under an address-space cap so that a build
+/// that read /dev/zero would fail rather than take the machine's memory.
+#[test]
+fn a_local_sha256sums_that_is_dev_zero_or_a_fifo_is_refused_at_once() {
+    let release = Release::new(VERSION);
+    let ws = workspace();
+    std::fs::create_dir_all(ws.tmp.path().join("media")).unwrap();
+    let zip = ws.tmp.path().join("media").join(ZIP);
+    std::fs::write(&zip, &release.assets[ZIP]).unwrap();
+    let fifo = ws.tmp.path().join("media/SHA256SUMS");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (sums, said) in [
+        (Path::new("/dev/zero"), "is a device, not a file"),
+        (fifo.as_path(), "is a FIFO, not a file"),
+    ] {
+        let build = ws.build_command(
+            "http://127.0.0.1:9/unused",
+            VERSION,
+            &[
+                "--zip",
+                zip.to_str().unwrap(),
+                "--sha256sums",
+                sums.to_str().unwrap(),
+            ],
+        );
+        let mut capped = Command::new("prlimit");
+        capped
+            .arg(format!("--as={}", 2u64 << 30))
+            .arg("--")
+            .arg(build.get_program())
+            .args(build.get_args())
+            .envs(build.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let (run, took) = run_within(
+            &mut capped,
+            &ws.tmp.path().join("tmp"),
+            Duration::from_secs(30),
+        );
+        run.assert_fails_with(&["--sha256sums", said]);
+        assert!(took < Duration::from_secs(10), "{said}: took {took:?}");
+        assert_eq!(ws.out_names(), Vec::<String>::new());
+    }
 }

@@ -10,7 +10,7 @@ use xtask_testkit::fixture;
 use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::{checked_output, Run, Workspace};
 
-use crate::support::{built, parse_yaml, IMAGE, XTASK};
+use crate::support::{built, parse_yaml, sysupdate_build, IMAGE, XTASK};
 
 const INSTALLED_IMAGE: &str = "/opt/extensions/alloy/alloy-1.10.2-amd64.raw";
 const TRANSFER: &str = "/etc/sysupdate.alloy.d/alloy.transfer";
@@ -292,4 +292,112 @@ fn butane_help_says_the_keyring_replaces_the_vendor_keyring() {
         run.stdout
     );
     assert!(help.contains("--channel"), "{}", run.stdout);
+}
+
+/// Base URLs holding `%`: a percent-encoded blank (`%20`), and `%m%H%b`, which systemd would
+/// expand to each host's machine id, hostname and boot id (and so send them to the bucket).
+/// The transfer file that `sysupdate` and `butane --sysupdate` write makes the real
+/// systemd-sysupdate (252 reading alloy.conf, 257 reading alloy.transfer, with
+/// `--definitions=DIR list`) ask the bucket for exactly the path written, and nothing else.
+#[test]
+fn percent_signs_in_the_base_url_reach_systemd_sysupdate_as_written() {
+    let ws = built(&[]);
+    for folder in ["a%20b", "%m%H%b"] {
+        let bucket = Server::start();
+        let base = format!("{}/{folder}", bucket.url);
+        let printed = xtask(&["sysupdate", "--base-url", &base, "--verify", "no"]);
+        printed.assert_ok();
+        let config = config_of(&butane(
+            "1.10.2",
+            &ws.out,
+            &base,
+            &["--sysupdate", "--verify", "no"],
+        ));
+        let written = [
+            ("sysupdate", printed.stdout.clone()),
+            ("butane --sysupdate", inline(&config, TRANSFER).to_string()),
+        ];
+        for (writer, transfer) in written {
+            for (series, file) in [(252, "alloy.conf"), (257, "alloy.transfer")] {
+                let case = format!("{folder}, from {writer}, systemd {series}");
+                let definitions = tempfile::tempdir().unwrap();
+                std::fs::write(definitions.path().join(file), &transfer).unwrap();
+                let asked_before = bucket.log().len();
+                // It fails (the bucket answers 404); what it asked for is what counts.
+                let listed = Command::new(sysupdate_build(series).join("systemd-sysupdate"))
+                    .arg(format!("--definitions={}", definitions.path().display()))
+                    .arg("list")
+                    .output()
+                    .unwrap();
+                let asked: Vec<String> = bucket.log()[asked_before..]
+                    .iter()
+                    .map(|seen| seen.path.clone())
+                    .collect();
+                assert_eq!(
+                    asked,
+                    [format!("/{folder}/SHA256SUMS")],
+                    "{case}: {}",
+                    String::from_utf8_lossy(&listed.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// A `?` or `#` in the base URL ends its path: hosts would fetch `<base>/SHA256SUMS` from
+/// elsewhere. sysupdate, butane and verify refuse it before anything else.
+#[test]
+fn a_base_url_with_a_query_or_fragment_is_refused() {
+    let ws = built(&[]);
+    for bad in ["https://b.example/alloy?x=1", "https://b.example/alloy#top"] {
+        let runs = [
+            ("sysupdate", xtask(&["sysupdate", "--base-url", bad])),
+            ("butane", butane("1.10.2", &ws.out, bad, &["--sysupdate"])),
+            ("verify", xtask(&["verify", "1.10.2", "--base-url", bad])),
+        ];
+        for (command, run) in runs {
+            run.case(&format!("{command} {bad}"))
+                .assert_fails_with(&["would end its path", "SYSEXT_BASE_URL"]);
+        }
+    }
+}
+
+/// The `.sha256` in the dist directory that butane reads the digest from is a FIFO (which
+/// would block it) or a link to /dev/zero (which would fill its memory): refused at once,
+/// saying what it is. (Under a 30 s deadline and a 2 GiB address-space cap, so that a butane
+/// that read it fails rather than hangs or takes the machine's memory.)
+#[test]
+fn butane_never_reads_a_fifo_or_a_link_as_the_built_checksum() {
+    type Make = fn(&Path);
+    let cases: [(&str, Make, &str); 2] = [
+        (
+            "FIFO",
+            |p| assert!(Command::new("mkfifo").arg(p).status().unwrap().success()),
+            "is not a small regular file of ours",
+        ),
+        (
+            "link to /dev/zero",
+            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            "is a symbolic link; not read",
+        ),
+    ];
+    for (name, make, said) in cases {
+        let dist = tempfile::tempdir().unwrap();
+        make(&dist.path().join(format!("{IMAGE}.sha256")));
+        let started = std::time::Instant::now();
+        let run = Run::from_command(
+            Command::new("prlimit")
+                .arg(format!("--as={}", 2u64 << 30))
+                .args(["--", "timeout", "30", XTASK, "butane", "1.10.2", "--dist"])
+                .arg(dist.path())
+                .args(["--base-url", "https://images.example/alloy/"])
+                .env_remove("SYSEXT_BASE_URL"),
+        );
+        run.case(name).assert_fails_with(&[said]);
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{name}: {took:?}"
+        );
+    }
 }

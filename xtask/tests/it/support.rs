@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 
 use xtask_testkit::fixture::Release;
 use xtask_testkit::mirror::Mirror;
@@ -71,4 +72,25 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// The real systemd-sysupdate of systemd `series`, from scripts/build-sysupdate.sh: cached, so
+/// this is quick after `scripts/install-deps.sh --test`; built here otherwise (several minutes).
+pub fn sysupdate_build(series: u32) -> PathBuf {
+    // One at a time: two builds of the same series would race for the same cache entry.
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _build = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-sysupdate.sh");
+    let stdout = checked_output(
+        Command::new("bash")
+            .arg(&script)
+            .env("SYSUPDATE_SERIES", series.to_string()),
+    );
+    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default());
+    assert!(
+        dir.join("systemd-sysupdate").is_file() && dir.join("systemd-pull").is_file(),
+        "{} printed {stdout:?}, which holds no systemd-sysupdate",
+        script.display()
+    );
+    dir
 }

@@ -10,9 +10,7 @@
 //! (cached; `scripts/install-deps.sh --test` runs it) and are bound into the host.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use xtask_testkit::fixture::{sha256_hex, Release};
 use xtask_testkit::gpg::TestKey;
@@ -22,7 +20,7 @@ use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::require_root;
 use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
 
-use crate::support::{parse_yaml, workspace, XTASK};
+use crate::support::{parse_yaml, sysupdate_build, workspace, XTASK};
 use Signer::{Stranger, Trusted};
 
 const INSTALLED: &str = "1.10.2";
@@ -141,27 +139,6 @@ local.file "password" {
   is_secret = true
 }
 "#;
-
-/// The real systemd-sysupdate of systemd `series`, from scripts/build-sysupdate.sh: cached, so
-/// this is quick after `scripts/install-deps.sh --test`; built here otherwise (several minutes).
-fn sysupdate_build(series: u32) -> PathBuf {
-    // One at a time: two builds of the same series would race for the same cache entry.
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _build = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-sysupdate.sh");
-    let stdout = checked_output(
-        Command::new("bash")
-            .arg(&script)
-            .env("SYSUPDATE_SERIES", series.to_string()),
-    );
-    let dir = PathBuf::from(stdout.lines().last().unwrap_or_default());
-    assert!(
-        dir.join("systemd-sysupdate").is_file() && dir.join("systemd-pull").is_file(),
-        "{} printed {stdout:?}, which holds no systemd-sysupdate",
-        script.display()
-    );
-    dir
-}
 
 /// The bucket's public domain on loopback, laid out as publish lays it out: images and a
 /// signed SHA256SUMS at the root for releases, and the same under rc/ for release candidates.
