@@ -12,7 +12,8 @@ use crate::util::http::Http;
 /// Print the systemd-sysupdate transfer file that keeps /etc/extensions/alloy.raw up to date.
 ///
 /// Install it as /etc/sysupdate.alloy.d/alloy.transfer (systemd 257+) and alloy.conf (252) and
-/// run `systemd-sysupdate -C alloy update`.
+/// run `systemd-sysupdate -C alloy update`. `butane --sysupdate` also installs what applies an
+/// update to the running Alloy and rolls back a release that does not come up.
 #[derive(Args, Debug)]
 pub struct Sysupdate {
     /// Architecture of the host

@@ -38,6 +38,8 @@ LOCK=/run/alloy-sysupdate.lock
 DEFAULT_LISTEN=127.0.0.1:12345
 READY_TIMEOUT=${ALLOY_SYSUPDATE_READY_TIMEOUT:-120}
 STEADY=${ALLOY_SYSUPDATE_STEADY:-15}
+# What the last apply, health check and restore said (set -u: defined before any is read).
+failure="" why="" back=""
 
 info() { printf '%s\n' "$*"; }
 
@@ -188,7 +190,8 @@ listen_address() {
   printf '%s %s\n' "$host" "$port"
 }
 
-# The HTTP status of GET /-/ready at host $1, port $2; nothing when nothing answers there.
+# The HTTP status of GET /-/ready at host $1, port $2; nothing when nothing answers there. At
+# most 5 s and the first 256 bytes of the answer.
 ready_status() {
   case $2 in "" | *[!0-9]*) return 0 ;; esac
   # shellcheck disable=SC2016 # the inner bash expands $0 and $1
@@ -196,7 +199,7 @@ ready_status() {
     exec 3<>"/dev/tcp/$0/$1" || exit 1
     printf -v request "GET /-/ready HTTP/1.0\r\nHost: %s\r\n\r\n" "$0"
     printf "%s" "$request" >&3
-    read -r _ status _ <&3 && printf "%s\n" "$status"' "$1" "$2" 2>/dev/null
+    read -r -n 256 _ status _ <&3 && printf "%s\n" "$status"' "$1" "$2" 2>/dev/null
 }
 
 # Whether Alloy runs and is ready: alloy.service running with the process the restart started,
@@ -264,8 +267,12 @@ validate_config() {
   if [ -z "$CONFIG" ] || ! command -v setpriv >/dev/null; then
     return 2
   fi
-  output=$(timeout 60 setpriv --reuid="$(id -u "$ALLOY_USER")" --regid="$(id -g "$ALLOY_USER")" \
-    --clear-groups "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$CONFIG" 2>&1)
+  # At most a minute, and the first 4 KiB of what it says.
+  output=$(
+    timeout 60 setpriv --reuid="$(id -u "$ALLOY_USER")" --regid="$(id -g "$ALLOY_USER")" \
+      --clear-groups "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$CONFIG" 2>&1 | head -c 4096
+    exit "${PIPESTATUS[0]}"
+  )
   status=$?
   if [ "$status" = 0 ]; then
     return 0
@@ -300,6 +307,7 @@ restore() {
 # Records that release $1 (image $2) did not come up here, with $3, and removes its image: then
 # the image in use stays the newest installed, which systemd-sysupdate never removes.
 reject() {
+  valid_version "$1" || return 0
   mkdir -p "$STATE/rolled-back" &&
     printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" >"$STATE/rolled-back/$1"
   if [ "$(linked)" != "$2" ]; then
@@ -356,7 +364,10 @@ apply() {
   to=$(version_of "$target")
   from=$(version_of "${previous:-none}")
   alloy_running && was_running=yes
-  cmdline=$(mktemp) || return 1
+  if ! cmdline=$(mktemp); then
+    failure="cannot make a temporary file: nothing switched to alloy $to"
+    return 1
+  fi
   pid=$(systemctl show -p MainPID --value "$SERVICE")
   if [ -n "$was_running" ] && [ "${pid:-0}" != 0 ]; then
     cat "/proc/$pid/cmdline" >"$cmdline" 2>/dev/null
@@ -541,6 +552,11 @@ cmd_status() {
 main() {
   case ${1:-} in
     update | hold | unhold) [ "$(id -u)" = 0 ] || die "alloy-sysupdate $1 must run as root" ;;
+  esac
+  case $READY_TIMEOUT,$STEADY in
+    *[!0-9,]* | ,* | *,)
+      die "ALLOY_SYSUPDATE_READY_TIMEOUT ($READY_TIMEOUT) and ALLOY_SYSUPDATE_STEADY ($STEADY) must be whole seconds"
+      ;;
   esac
   case ${1:-} in
     update) lock && cmd_update ;;

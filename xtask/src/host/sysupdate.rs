@@ -509,6 +509,22 @@ mod tests {
         assert_eq!(said, "end\n");
     }
 
+    /// Deadlines that are not whole seconds are refused, naming both, before anything is done.
+    #[test]
+    fn deadlines_must_be_whole_seconds() {
+        for (ready, steady) in [("2m", "15"), ("120", ""), ("120", "-1")] {
+            let said = in_script(&format!(
+                "READY_TIMEOUT='{ready}' STEADY='{steady}'; (main status) 2>&1; echo \"exit=$?\""
+            ));
+            assert!(
+                said.contains("must be whole seconds") && said.ends_with("exit=1\n"),
+                "{ready:?} {steady:?}: {said}"
+            );
+        }
+        let said = in_script("(main status) >/dev/null 2>&1; echo \"exit=$?\"");
+        assert_eq!(said, "exit=0\n");
+    }
+
     /// shellcheck finds nothing in the script (install-deps.sh --test installs it; without it
     /// this skips, saying so, except in CI).
     #[test]
