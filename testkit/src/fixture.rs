@@ -21,17 +21,49 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The fake Alloy of each version, compiled once per test process (a fifth of a second each).
-static COMPILED: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
+/// How a fixture Alloy behaves when it is run: like Alloy, or like a release that does not come
+/// up on an existing configuration (`testkit/fixtures/fake-alloy.c` says what each does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Behaviour {
+    Works,
+    /// `alloy run` exits 1 at once, and `alloy validate` fails the same way: a component the
+    /// configuration uses was removed.
+    ExitsAtRun,
+    /// `alloy run` exits 1 at once, while `alloy validate` passes.
+    ExitsAfterValidating,
+}
+
+impl Behaviour {
+    /// The compiler flag that builds it.
+    fn define(self) -> Option<&'static str> {
+        match self {
+            Behaviour::Works => None,
+            Behaviour::ExitsAtRun => Some("-DFAKE_ALLOY_EXITS_AT_RUN"),
+            Behaviour::ExitsAfterValidating => Some("-DFAKE_ALLOY_EXITS_AFTER_VALIDATE"),
+        }
+    }
+}
+
+/// A compiled fake Alloy for each (version, behaviour).
+type Compiled = HashMap<(String, Behaviour), Vec<u8>>;
+
+/// The fake Alloy of each version and behaviour, compiled once per test process (a fifth of a
+/// second each).
+static COMPILED: Mutex<Option<Compiled>> = Mutex::new(None);
 
 /// The fake Alloy, compiled statically for this (x86-64) host. For arm64 the ELF header says
 /// AArch64: enough for the architecture checks, which is all an arm64 fixture is used for here.
 pub fn fake_alloy(version: &str, arch: &str) -> Vec<u8> {
+    fake_alloy_that(version, arch, Behaviour::Works)
+}
+
+/// [`fake_alloy`] that behaves as `behaviour` says when run.
+pub fn fake_alloy_that(version: &str, arch: &str, behaviour: Behaviour) -> Vec<u8> {
     let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
     let mut elf = compiled
         .get_or_insert_with(HashMap::new)
-        .entry(version.to_string())
-        .or_insert_with(|| compile(version))
+        .entry((version.to_string(), behaviour))
+        .or_insert_with(|| compile(version, behaviour))
         .clone();
     assert_eq!(&elf[..4], b"\x7fELF");
     match arch {
@@ -42,7 +74,7 @@ pub fn fake_alloy(version: &str, arch: &str) -> Vec<u8> {
     elf
 }
 
-fn compile(version: &str) -> Vec<u8> {
+fn compile(version: &str, behaviour: Behaviour) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("alloy");
     let status = Command::new("cc")
@@ -50,10 +82,11 @@ fn compile(version: &str) -> Vec<u8> {
         .arg(&out)
         .arg(format!("-DALLOY_VERSION=\"{version}\""))
         .arg("-DALLOY_PLATFORM=\"linux/amd64\"")
+        .args(behaviour.define())
         .arg(Path::new(SOURCE))
         .status()
         .expect("running cc (install gcc and libc6-dev: bash scripts/install-deps.sh --test)");
-    assert!(status.success(), "compiling {SOURCE}");
+    assert!(status.success(), "compiling {SOURCE} ({behaviour:?})");
     std::fs::read(&out).unwrap()
 }
 
@@ -85,6 +118,7 @@ pub fn sha256sums(assets: &BTreeMap<String, Vec<u8>>) -> String {
 pub struct Release {
     pub version: String,
     pub assets: BTreeMap<String, Vec<u8>>,
+    pub behaviour: Behaviour,
 }
 
 impl crate::mirror::Assets for Release {
@@ -98,12 +132,18 @@ impl crate::mirror::Assets for Release {
 
 impl Release {
     pub fn new(version: &str) -> Release {
+        Release::that(version, Behaviour::Works)
+    }
+
+    /// A release whose Alloy behaves as `behaviour` says when run.
+    pub fn that(version: &str, behaviour: Behaviour) -> Release {
         let mut release = Release {
             version: version.to_string(),
             assets: BTreeMap::new(),
+            behaviour,
         };
         for arch in ["amd64", "arm64"] {
-            let binary = fake_alloy(version, arch);
+            let binary = fake_alloy_that(version, arch, behaviour);
             // Since v1.13 the zipped binary may lack its execute bit: make the fixture like that.
             let zip = zip_of(&[(&format!("alloy-linux-{arch}"), &binary, 0o644)]);
             release
@@ -123,7 +163,7 @@ impl Release {
     }
 
     pub fn binary(&self, arch: &str) -> Vec<u8> {
-        fake_alloy(&self.version, arch)
+        fake_alloy_that(&self.version, arch, self.behaviour)
     }
 
     /// Replaces a zip, keeping SHA256SUMS true to it.

@@ -77,6 +77,37 @@ systemd-sysext merge --no-reload || { echo \"systemd-sysext merge failed before 
 exec /usr/lib/systemd/systemd \"$@\"
 ";
 
+/// Where a report script asks the test for something, and where the test says it is done.
+const REQUEST: &str = "/root/alloy-test-request";
+const REQUEST_DONE: &str = "/root/alloy-test-done";
+
+/// A shell function for report scripts: `ask_test "publish 1.12.0"` asks the test outside to do
+/// something ([`Host::boot_serving`]) and waits until it is done (at most a minute). Each
+/// request must differ from the one before.
+pub const ASK_TEST: &str = r#"ask_test() {
+  echo "$1" > /root/alloy-test-request.tmp && mv /root/alloy-test-request.tmp /root/alloy-test-request
+  i=0
+  while [ "$i" -lt 240 ] && [ "$(cat /root/alloy-test-done 2>/dev/null)" != "$1" ]; do sleep 0.25; i=$((i+1)); done
+}
+"#;
+
+/// A free TCP port on loopback, for a host's Alloy to listen on: the booted hosts share the test
+/// machine's network, so each Alloy that is asked whether it is ready needs a port of its own.
+/// Below Linux's ephemeral range (32768 and up), so no outgoing connection takes it meanwhile.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TRIES: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let offset = seed.wrapping_add(TRIES.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
+        let port = 20_000 + (offset % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000 on 127.0.0.1");
+}
+
 const REPORT_UNIT: &str = "\
 [Unit]
 Description=Report for the boot test, then power off
@@ -172,7 +203,16 @@ impl Host {
     /// A host with no extension yet, which runs `report_script` once booted.
     pub fn new(suite: &Suite, label: &str, merge: Merge, report_script: &str) -> Host {
         let base = debian_root(suite);
-        let tmp = tempfile::tempdir().unwrap();
+        // ALLOY_SYSEXT_KEEP_HOSTS=1 keeps every host's root after the test, to look into.
+        let keep = std::env::var_os("ALLOY_SYSEXT_KEEP_HOSTS").is_some();
+        let tmp = tempfile::Builder::new()
+            .prefix("host.")
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap();
+        if keep {
+            eprintln!("keeping {label}'s root in {}", tmp.path().display());
+        }
         let root = tmp.path().join("root");
         crate::checked_output(Command::new("cp").arg("-a").arg(&base).arg(&root));
 
@@ -183,6 +223,8 @@ impl Host {
             std::fs::write(root.join(path), os_release).unwrap();
         }
         install_units(&root, merge, report_script);
+        // A journal on disk: what a boot that never finished logged can still be read.
+        std::fs::create_dir_all(root.join("var/log/journal")).unwrap();
         let name = format!("alloy-{label}-{}", std::process::id());
         Host {
             tmp,
@@ -217,6 +259,33 @@ impl Host {
 
     /// Boots the host until the report unit powers it off, and returns the report.
     pub fn boot(&self) -> Report {
+        self.boot_serving(|request| panic!("{}: unexpected request {request:?}", self.name))
+    }
+
+    /// [`Host::boot`], doing what the report script asks on the way ([`ASK_TEST`]): `serve` is
+    /// called with each request (a test publishing a release, say) while the script waits.
+    pub fn boot_serving(&self, mut serve: impl FnMut(&str)) -> Report {
+        let request_path = self.path(REQUEST);
+        let done_path = self.path(REQUEST_DONE);
+        for path in [&request_path, &done_path] {
+            let _ = std::fs::remove_file(path);
+        }
+        let mut served = String::new();
+        self.boot_polling(&mut || {
+            let request = std::fs::read_to_string(&request_path).unwrap_or_default();
+            let request = request.trim_end();
+            if !request.is_empty() && request != served {
+                serve(request);
+                served = request.to_string();
+                let partial = done_path.with_extension("tmp");
+                std::fs::write(&partial, format!("{served}\n")).unwrap();
+                std::fs::rename(&partial, &done_path).unwrap();
+            }
+        })
+    }
+
+    /// Boots the host, calling `tick` every 100 ms until it powers off, and returns the report.
+    fn boot_polling(&self, tick: &mut dyn FnMut()) -> Report {
         let report = self.path("/root/alloy-report.txt");
         let _ = std::fs::remove_file(&report);
         let journal_path = self.path("/root/alloy-journal.txt");
@@ -231,11 +300,22 @@ impl Host {
             .stderr(console)
             .spawn()
             .expect("running systemd-nspawn (bash scripts/install-deps.sh --test installs systemd-container)");
-        let status = wait_or_stop(&mut child, BOOT_TIMEOUT);
+        let status = wait_or_stop(&mut child, BOOT_TIMEOUT, tick);
         let journal = std::fs::read_to_string(&journal_path).unwrap_or_default();
+        // What the report script got to, and the end of the journal kept on disk, when it did
+        // not finish.
+        let unfinished = self.path("/root/alloy-report.txt.tmp");
         let context = || {
+            let kept = Command::new("journalctl")
+                .arg("-D")
+                .arg(self.path("/var/log/journal"))
+                .args(["-n", "300", "--no-pager"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
             format!(
-                "--- console\n{}\n--- journal\n{journal}",
+                "--- report so far\n{}\n--- console\n{}\n--- journal\n{journal}\n--- journal on disk, last lines\n{kept}",
+                std::fs::read_to_string(&unfinished).unwrap_or_default(),
                 std::fs::read_to_string(&console_path).unwrap_or_default()
             )
         };
@@ -300,14 +380,19 @@ impl Host {
     }
 }
 
-/// Waits for `child` to exit within `timeout`; else stops it (SIGTERM, ten seconds' grace, then
-/// SIGKILL) and returns None.
-fn wait_or_stop(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// Waits for `child` to exit within `timeout`, calling `tick` every 100 ms; else stops it
+/// (SIGTERM, ten seconds' grace, then SIGKILL) and returns None.
+fn wait_or_stop(
+    child: &mut Child,
+    timeout: Duration,
+    tick: &mut dyn FnMut(),
+) -> Option<ExitStatus> {
     let started = Instant::now();
     while started.elapsed() <= timeout {
         if let Some(status) = child.try_wait().unwrap() {
             return Some(status);
         }
+        tick();
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = Command::new("kill")

@@ -46,6 +46,14 @@ pub const TRANSFER_PATHS: [&str; 2] = [
 /// systemd-sysupdate.service.
 pub const UPDATE_SERVICE: &str = "alloy-sysupdate.service";
 pub const UPDATE_TIMER: &str = "alloy-sysupdate.timer";
+/// On the host: the script alloy-sysupdate.service runs, which operators also use to hold a
+/// version. In /opt/bin, Flatcar's place for binaries of one's own (in root's PATH), not in the
+/// image: it must work when no image is merged, and with images built before it existed.
+pub const UPDATE_SCRIPT: &str = "/opt/bin/alloy-sysupdate";
+/// On the host: what the script records (the image last applied, a hold, rolled-back releases).
+pub const UPDATE_STATE_DIR: &str = "/var/lib/alloy-sysupdate";
+/// On the host: the image last applied, which the next update compares the link with.
+pub const APPLIED_RECORD: &str = "/var/lib/alloy-sysupdate/applied";
 /// On the host: where Flatcar (and systemd's own units) have the client.
 pub const SYSUPDATE: &str = "/usr/lib/systemd/systemd-sysupdate";
 /// On the host: the keyring systemd-sysupdate checks `SHA256SUMS.gpg` against. systemd-pull

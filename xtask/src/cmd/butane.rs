@@ -10,10 +10,9 @@ use super::args::{parse_yes_no, BaseUrlArgs, GithubArgs, VersionArg};
 use crate::arch::Arch;
 use crate::contract::{Channel, ImageName, HOST_KEYRING};
 use crate::host::butane::{image_digest, read_keyring, ButaneConfig, Updates};
-use crate::host::sysupdate::transfer_file;
+use crate::host::sysupdate::{transfer_file, verify_setting};
 use crate::util::http::Http;
 use crate::util::progress::detail;
-use crate::verify::signatures_published;
 
 /// Print a Butane config (variant flatcar) that installs one image, pinned by its sha256.
 ///
@@ -35,8 +34,8 @@ pub struct Butane {
     #[arg(long, value_name = "DIR")]
     pub dist: Option<PathBuf>,
 
-    /// Also install the sysupdate transfer file and enable alloy-sysupdate.timer, so the host
-    /// picks up new releases, merges them and restarts Alloy
+    /// Also install the sysupdate transfer file, the alloy-sysupdate script and its timer, so
+    /// the host picks up new releases, runs them, and rolls back one that does not come up
     #[arg(long)]
     pub sysupdate: bool,
 
@@ -45,7 +44,9 @@ pub struct Butane {
     #[arg(long, value_enum, default_value = "stable")]
     pub channel: Channel,
 
-    /// With --sysupdate: Verify=yes or no [default: yes when the channel's SHA256SUMS.gpg exists]
+    /// With --sysupdate: Verify=yes or no [default: yes; a channel without SHA256SUMS.gpg is
+    /// refused unless given --verify no, which trusts whoever can write the bucket with root
+    /// on every host]
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no, requires = "sysupdate")]
     pub verify: Option<bool>,
 
@@ -90,14 +91,11 @@ impl Butane {
         Ok(())
     }
 
-    /// The transfer file for the channel (`Verify=` as given, or from whether the channel's
-    /// index is signed) and the keyring, if given.
+    /// The transfer file for the channel (`Verify=` as given, else yes when the channel's index
+    /// is signed; an unsigned one needs --verify no) and the keyring, if given.
     fn updates(&self, http: &Http, base_url: &str) -> anyhow::Result<Updates> {
         let channel_url = self.channel.base_url(base_url);
-        let verify = match self.verify {
-            Some(verify) => verify,
-            None => signatures_published(http, &channel_url)?,
-        };
+        let verify = verify_setting(self.verify, http, &channel_url)?;
         if verify && self.keyring.is_none() {
             detail(format!(
                 "Verify=yes: hosts need the signing key in {HOST_KEYRING}; pass --keyring FILE to install it"

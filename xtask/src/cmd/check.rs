@@ -198,7 +198,12 @@ impl<'a> Checks<'a> {
         if snippets.is_empty() {
             return Err("found no shell snippets in the generated units".into());
         }
-        run(cmd!(sh, "{shellcheck} --shell=sh {snippets...}"))
+        run(cmd!(sh, "{shellcheck} --shell=sh {snippets...}"))?;
+        // The script hosts run to update, whole (bash, as its first line says).
+        let script = dir.path().join("alloy-sysupdate");
+        std::fs::write(&script, crate::host::sysupdate::UPDATE_SCRIPT_TEXT)
+            .map_err(|e| e.to_string())?;
+        run(cmd!(sh, "{shellcheck} {script}"))
     }
 }
 

@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use base64::Engine as _;
 
-use super::sysupdate::{base, update_service, UPDATE_TIMER_UNIT};
+use super::sysupdate::{base, update_service, UPDATE_SCRIPT_TEXT, UPDATE_TIMER_UNIT};
 use crate::contract::{
-    checksum_name, Channel, ImageName, CURRENT_LINK, HOST_KEYRING, IMAGES_DIR, TRANSFER_PATHS,
-    UPDATE_SERVICE, UPDATE_TIMER,
+    checksum_name, Channel, ImageName, APPLIED_RECORD, CURRENT_LINK, HOST_KEYRING, IMAGES_DIR,
+    TRANSFER_PATHS, UPDATE_SCRIPT, UPDATE_SERVICE, UPDATE_TIMER,
 };
 use crate::util::checksums::{Digest, Sums};
 use crate::util::files;
@@ -53,7 +53,8 @@ pub struct ButaneConfig {
 
 impl ButaneConfig {
     /// The config: the image pinned by its digest, the link that merges it, and with updates
-    /// the transfer file, the keyring, and the service and timer that apply updates.
+    /// the transfer file, the keyring, the `alloy-sysupdate` script with the record that this
+    /// image is applied, and the service and timer that run it.
     pub fn render(&self) -> String {
         let name = self.image.file_name();
         let mut out = format!(
@@ -76,7 +77,7 @@ storage:
             digest = self.digest,
         );
         if let Some(updates) = &self.updates {
-            out.push_str(&update_files(updates));
+            out.push_str(&update_files(updates, &name));
         }
         out.push_str(&format!(
             "  links:
@@ -104,8 +105,10 @@ systemd:
     }
 }
 
-/// The `storage.files` entries of the transfer file (under both names) and the keyring.
-fn update_files(updates: &Updates) -> String {
+/// The `storage.files` entries of the transfer file (under both names), the keyring, the
+/// `alloy-sysupdate` script, and its record that `image` (the file name) is applied: the image
+/// Ignition installs runs from the first boot, so the first update has nothing to apply.
+fn update_files(updates: &Updates, image: &str) -> String {
     let mut out = String::new();
     for path in TRANSFER_PATHS {
         out.push_str(&format!(
@@ -119,6 +122,13 @@ fn update_files(updates: &Updates) -> String {
             base64(keyring)
         ));
     }
+    out.push_str(&format!(
+        "    - path: {UPDATE_SCRIPT}\n      mode: 0755\n      contents:\n        inline: |\n{}",
+        indent(UPDATE_SCRIPT_TEXT, 10)
+    ));
+    out.push_str(&format!(
+        "    - path: {APPLIED_RECORD}\n      mode: 0644\n      contents:\n        inline: |\n          {IMAGES_DIR}/{image}\n"
+    ));
     out
 }
 
@@ -231,6 +241,11 @@ mod tests {
         assert!(!text.contains("systemd-sysupdate.timer"), "{text}");
         assert!(!text.contains("/etc/sysupdate.d/"), "{text}");
         assert!(text.contains("    - path: /etc/systemd/import-pubring.gpg\n"));
+        assert!(text.contains(&format!(
+            "    - path: /opt/bin/alloy-sysupdate\n      mode: 0755\n      contents:\n        inline: |\n{}",
+            indent(UPDATE_SCRIPT_TEXT, 10)
+        )));
+        assert!(text.contains("    - path: /var/lib/alloy-sysupdate/applied\n      mode: 0644\n      contents:\n        inline: |\n          /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What a Flatcar host needs besides the image: the configuration that installs the image
-//! ([`butane`]) and what keeps it current ([`sysupdate`]); [`unit_file`] reads unit-style files
-//! as systemd does.
+//! ([`butane`]) and what keeps it current ([`sysupdate`]: the transfer file, the
+//! `alloy-sysupdate` script and its units); [`unit_file`] reads unit-style files as systemd does.
 
 pub mod butane;
 pub mod sysupdate;
@@ -9,7 +9,8 @@ pub mod unit_file;
 use crate::payload::service;
 
 /// Every `sh -c '...'` / `sh -c "..."` body in the units and drop-ins we generate, with the
-/// unit it comes from, for shellcheck (`cargo xtask check`).
+/// unit it comes from, for shellcheck (`cargo xtask check`; the `alloy-sysupdate` script is
+/// checked whole, [`sysupdate::UPDATE_SCRIPT_TEXT`]).
 pub fn shell_snippets() -> Vec<(&'static str, String)> {
     let units: [(&'static str, String); 3] = [
         ("alloy.service", service::unit()),

@@ -2,7 +2,7 @@
 //! says it is Flatcar, with Flatcar's ensure-sysext.service, booted by systemd-nspawn with
 //! systemd as PID 1. A unit inside reports on alloy.service and powers the container off.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use xtask_testkit::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
 use xtask_testkit::process::require_root;
@@ -125,9 +125,14 @@ fn runs_alloy_unprivileged_and_keeps_config_edits_across_boots(suite: &Suite) {
     let Some(host) = host_with_image(suite, &label, &[]) else {
         return;
     };
+    // /etc/default is the host's: a mode it chose survives the image's tmpfiles.d lines.
+    let etc_default = host.path("/etc/default");
+    std::fs::set_permissions(&etc_default, std::fs::Permissions::from_mode(0o700)).unwrap();
 
     let first = host.boot();
     let uid = assert_running_unprivileged(&first);
+    let mode = std::fs::metadata(&etc_default).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "/etc/default is {mode:o} after boot\n{first}");
     let gid = first.get("gid");
     assert_ne!(gid, "0", "{first}");
     // Seeded from the image's defaults by tmpfiles.d, readable by the alloy group.

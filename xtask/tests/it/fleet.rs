@@ -170,16 +170,20 @@ fn butane_with_sysupdate_adds_the_transfer_timer_and_refresh() {
     assert_eq!(timer["enabled"], true);
     let timer_entries = ini(timer["contents"].as_str().unwrap());
     assert_values(&timer_entries, &[("Install", "WantedBy", "timers.target")]);
-    let service = units[0]["contents"].as_str().unwrap();
-    // systemd joins lines that end in a backslash.
-    let service_entries = ini(&service.replace("\\\n", ""));
-    let start = value(&service_entries, "Service", "ExecStart");
-    for step in [
-        "/usr/lib/systemd/systemd-sysupdate -C alloy update &&",
-        "systemd-sysext refresh && systemctl daemon-reload && systemctl try-restart alloy.service;",
-    ] {
-        assert!(start.contains(step), "{step} missing from {service}");
-    }
+    let service = ini(units[0]["contents"].as_str().unwrap());
+    let start = value(&service, "Service", "ExecStart");
+    assert_eq!(start, "/opt/bin/alloy-sysupdate update");
+    // The script it runs, executable, and the record that the installed image is applied.
+    let script = file(&config, "/opt/bin/alloy-sysupdate");
+    assert_eq!(script["mode"], 0o755);
+    assert_eq!(
+        inline(&config, "/opt/bin/alloy-sysupdate"),
+        xtask::host::sysupdate::UPDATE_SCRIPT_TEXT
+    );
+    assert_eq!(
+        inline(&config, "/var/lib/alloy-sysupdate/applied"),
+        format!("{INSTALLED_IMAGE}\n")
+    );
     // Only the signature was asked for; the hash came from the local build.
     let paths: Vec<String> = bucket.log().iter().map(|s| s.path.clone()).collect();
     assert_eq!(paths, ["/alloy/SHA256SUMS.gpg"]);
@@ -223,7 +227,7 @@ fn the_rc_channel_reads_its_own_folder_and_an_rc_needs_it() {
         &[("Source", "Path", &rc), ("Transfer", "Verify", "yes")],
     );
     // The default is stable: the bucket's root, whose index is not signed here.
-    let entries = sysupdate(&["--base-url", &bucket.url]);
+    let entries = sysupdate(&["--base-url", &bucket.url, "--verify", "no"]);
     assert_values(
         &entries,
         &[("Source", "Path", &root), ("Transfer", "Verify", "no")],
@@ -254,10 +258,30 @@ fn the_rc_channel_reads_its_own_folder_and_an_rc_needs_it() {
         .assert_fails_with(&["release candidate", "--channel rc"]);
 }
 
+/// What an unsigned bucket is refused with: that it is unsigned, what that gives away, how to
+/// sign, and how to accept it.
+const UNSIGNED: [&str; 5] = [
+    "SHA256SUMS.gpg does not exist",
+    "root",
+    "SYSEXT_GPG_KEY",
+    "--keyring",
+    "--verify no",
+];
+
 #[test]
-fn sysupdate_sets_verify_from_what_the_bucket_publishes() {
+fn an_unsigned_bucket_is_refused_unless_verify_no_says_so() {
     let bucket = Server::start();
-    let entries = sysupdate(&["--arch", "arm64", "--base-url", &bucket.url]);
+    let unsigned = xtask(&["sysupdate", "--arch", "arm64", "--base-url", &bucket.url]);
+    unsigned.assert_fails_with(&UNSIGNED);
+    assert!(unsigned.stdout.is_empty(), "{}", unsigned.stdout);
+    let entries = sysupdate(&[
+        "--arch",
+        "arm64",
+        "--base-url",
+        &bucket.url,
+        "--verify",
+        "no",
+    ]);
     assert_values(
         &entries,
         &[
@@ -268,9 +292,27 @@ fn sysupdate_sets_verify_from_what_the_bucket_publishes() {
         ],
     );
 
+    // butane --sysupdate the same: refused, and nothing printed; with --verify no, Verify=no.
+    let ws = built(&[]);
+    let refused = butane("1.10.2", &ws.out, &bucket.url, &["--sysupdate"]);
+    refused.assert_fails_with(&UNSIGNED);
+    assert!(refused.stdout.is_empty(), "{}", refused.stdout);
+    let unverified = ["--sysupdate", "--verify", "no"];
+    let config = config_of(&butane("1.10.2", &ws.out, &bucket.url, &unverified));
+    assert_values(
+        &ini(inline(&config, TRANSFER)),
+        &[("Transfer", "Verify", "no")],
+    );
+
+    // Signed: Verify=yes without being told.
     bucket.answer("/SHA256SUMS.gpg", Answer::ok(vec![0x88u8]));
     let entries = sysupdate(&["--base-url", &bucket.url]);
     assert_values(&entries, &[("Transfer", "Verify", "yes")]);
+    let config = config_of(&butane("1.10.2", &ws.out, &bucket.url, &["--sysupdate"]));
+    assert_values(
+        &ini(inline(&config, TRANSFER)),
+        &[("Transfer", "Verify", "yes")],
+    );
     // Told explicitly: no question asked.
     let before = bucket.log().len();
     let entries = sysupdate(&["--base-url", &bucket.url, "--verify", "no"]);

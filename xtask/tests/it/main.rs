@@ -10,6 +10,7 @@ mod container;
 mod downloads;
 mod fleet;
 mod formats;
+mod healing;
 mod hostile;
 mod interrupts;
 mod kernel_view;

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use xtask_testkit::fixture::{sha256_hex, Release};
 use xtask_testkit::gpg::TestKey;
-use xtask_testkit::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
+use xtask_testkit::host::{free_port, Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
 use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::require_root;
@@ -23,7 +23,7 @@ use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
 use crate::support::{parse_yaml, sysupdate_build, workspace, XTASK};
 use Signer::{Stranger, Trusted};
 
-const INSTALLED: &str = "1.10.2";
+pub(crate) const INSTALLED: &str = "1.10.2";
 const RELEASE: &str = "1.11.0";
 const CANDIDATE: &str = "1.11.0-rc.1";
 /// Where the host sees the real systemd-sysupdate build: not under /usr or /opt, which a
@@ -31,7 +31,7 @@ const CANDIDATE: &str = "1.11.0-rc.1";
 const SYSUPDATE_INSIDE: &str = "/srv/systemd-sysupdate";
 const SECRET: &str = "/etc/alloy/remote-write.password";
 
-fn image(version: &str) -> String {
+pub(crate) fn image(version: &str) -> String {
     format!("alloy-{version}-amd64.raw")
 }
 
@@ -110,12 +110,12 @@ timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
   # Nothing new: the next run changes nothing and restarts nothing.
   echo "second_update=$(start_update)"
   echo "final_pid=$(systemctl show -p MainPID --value alloy.service)"
-  # The README's rollback, when there is something to roll back from: relink the previous
-  # image (1.10.2, the one Butane installed), merge it, restart Alloy; then the timer's next run.
+  # The README's rollback, when there is something to roll back from: hold the previous
+  # version (1.10.2, the one Butane installed); then the timer's next run.
   previous=/opt/extensions/alloy/alloy-1.10.2-amd64.raw
   if [ "$(readlink -f /etc/extensions/alloy.raw)" != "$previous" ]; then
-    ln -sfn "$previous" /etc/extensions/alloy.raw
-    systemd-sysext refresh && systemctl daemon-reload && systemctl restart alloy
+    # Checked as the update unit checks (its test drop-in): 3 s steady, not 15.
+    if ALLOY_SYSUPDATE_STEADY=3 /opt/bin/alloy-sysupdate hold 1.10.2 >/root/hold.log 2>&1; then echo "hold=ok"; else echo "hold=failed"; fi
     echo "rollback_pid=$(alloy_pid)"
     echo "rollback_binary=$(/usr/bin/alloy --version | head -n 1)"
     echo "rollback_update=$(start_update)"
@@ -142,13 +142,13 @@ local.file "password" {
 
 /// The bucket's public domain on loopback, laid out as publish lays it out: images and a
 /// signed SHA256SUMS at the root for releases, and the same under rc/ for release candidates.
-struct Bucket {
-    server: Server,
+pub(crate) struct Bucket {
+    pub(crate) server: Server,
     files: BTreeMap<String, Vec<u8>>,
 }
 
 impl Bucket {
-    fn new() -> Bucket {
+    pub(crate) fn new() -> Bucket {
         Bucket {
             server: Server::start(),
             files: BTreeMap::new(),
@@ -162,7 +162,7 @@ impl Bucket {
     }
 
     /// Publishes `images` (name -> bytes) under `prefix`, with their SHA256SUMS and its signature.
-    fn publish(&mut self, prefix: &str, images: &[(String, Vec<u8>)], key: &TestKey) {
+    pub(crate) fn publish(&mut self, prefix: &str, images: &[(String, Vec<u8>)], key: &TestKey) {
         let mut sums = String::new();
         for (name, bytes) in images {
             sums.push_str(&format!("{}  {name}\n", sha256_hex(bytes)));
@@ -185,7 +185,7 @@ impl Bucket {
             .unwrap_or_else(|| panic!("{key} is not on the test bucket"))
     }
 
-    fn requested(&self) -> Vec<String> {
+    pub(crate) fn requested(&self) -> Vec<String> {
         self.server.log().into_iter().map(|s| s.path).collect()
     }
 }
@@ -260,21 +260,68 @@ fn provision(host: &Host, butane: &str, bucket: &Bucket) {
     }
 }
 
-/// Files the operator's Ignition config adds before the first boot: the config, 0600, and a
-/// secret it references, 0640. Neither can be owned by the alloy group yet.
-fn write_operator_files(host: &Host) {
+/// Files the operator's Ignition config adds before the first boot: the config, 0600, a secret
+/// it references, 0640 (neither can be owned by the alloy group yet), and Alloy's settings with
+/// a listen address of its own (the booted hosts share the test machine's network).
+pub(crate) fn write_operator_files(host: &Host) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(host.path("/etc/alloy")).unwrap();
+    let settings = format!(
+        "CUSTOM_ARGS=\"--server.http.listen-addr=127.0.0.1:{}\"\n",
+        free_port()
+    );
+    std::fs::create_dir_all(host.path("/etc/default")).unwrap();
     for (path, text, mode) in [
         ("/etc/alloy/config.alloy", OPERATOR_CONFIG, 0o600),
         (SECRET, "s3cr3t\n", 0o640),
+        ("/etc/default/alloy", settings.as_str(), 0o644),
     ] {
         std::fs::write(host.path(path), text).unwrap();
         std::fs::set_permissions(host.path(path), std::fs::Permissions::from_mode(mode)).unwrap();
     }
 }
 
-fn xtask_butane(ws: &Workspace, bucket: &Bucket, key: &TestKey, channel: &str) -> String {
+/// Provisions `host` of `suite` with `butane` (as Ignition would, images from `bucket`) and the
+/// operator's files, and makes it ready for a test that updates it: the timer's runs moved out
+/// of the test's way, health checks kept short, the real systemd-sysupdate of its systemd.
+pub(crate) fn provision_for_updates(host: &mut Host, suite: &Suite, butane: &str, bucket: &Bucket) {
+    provision(host, butane, bucket);
+    write_operator_files(host);
+    // The container's boot clock is the test machine's, whose boot is long past the timer's
+    // OnBootSec=15min: it would fire at once and race the report's own run. Push the first run
+    // an hour out (and no Saturday run); the report checks the timer is active, and starts the
+    // service as it would.
+    let timer = host.path("/etc/systemd/system/alloy-sysupdate.timer.d");
+    std::fs::create_dir_all(&timer).unwrap();
+    std::fs::write(
+        timer.join("test-not-now.conf"),
+        "[Timer]\nOnBootSec=\nOnCalendar=\nOnActiveSec=1h\n",
+    )
+    .unwrap();
+    // Alloy must stay ready 3 s after a switch rather than 15: the same check, quicker.
+    let service = host.path("/etc/systemd/system/alloy-sysupdate.service.d");
+    std::fs::create_dir_all(&service).unwrap();
+    std::fs::write(
+        service.join("test-quicker.conf"),
+        "[Service]\nEnvironment=ALLOY_SYSUPDATE_STEADY=3\n",
+    )
+    .unwrap();
+    // The real client of the host's systemd, where Flatcar has it: 257 runs systemd-pull from
+    // its own directory, 252 from /usr/lib/systemd.
+    host.bind_ro(&sysupdate_build(suite.systemd), SYSUPDATE_INSIDE);
+    for binary in ["systemd-sysupdate", "systemd-pull"] {
+        let path = host.path(&format!("/usr/lib/systemd/{binary}"));
+        let _ = std::fs::remove_file(&path);
+        std::os::unix::fs::symlink(format!("{SYSUPDATE_INSIDE}/{binary}"), path).unwrap();
+    }
+}
+
+pub(crate) fn xtask_butane(
+    ws: &Workspace,
+    bucket: &Bucket,
+    key: &TestKey,
+    channel: &str,
+) -> String {
     checked_output(
         Command::new(XTASK)
             .env_remove("SYSEXT_BASE_URL")
@@ -334,26 +381,8 @@ fn boot_and_update(suite: &Suite, merge: Merge, channel: &str, signer: Signer) -
         format!("{merge:?}").to_lowercase()
     );
     let mut host = Host::new(suite, &label, merge, REPORT_SCRIPT);
-    provision(&host, &xtask_butane(&ws, &bucket, &key, channel), &bucket);
-    write_operator_files(&host);
-    // The container's boot clock is the test machine's, whose boot is long past the timer's
-    // OnBootSec=15min: it would fire at once and race the report's own run. Push the first run
-    // an hour out; the report checks the timer is active, and starts the service as it would.
-    let dropin = host.path("/etc/systemd/system/alloy-sysupdate.timer.d");
-    std::fs::create_dir_all(&dropin).unwrap();
-    std::fs::write(
-        dropin.join("test-not-now.conf"),
-        "[Timer]\nOnBootSec=\nOnActiveSec=1h\n",
-    )
-    .unwrap();
-    // The real client of the host's systemd, where Flatcar has it: 257 runs systemd-pull from
-    // its own directory, 252 from /usr/lib/systemd.
-    host.bind_ro(&sysupdate_build(suite.systemd), SYSUPDATE_INSIDE);
-    for binary in ["systemd-sysupdate", "systemd-pull"] {
-        let path = host.path(&format!("/usr/lib/systemd/{binary}"));
-        let _ = std::fs::remove_file(&path);
-        std::os::unix::fs::symlink(format!("{SYSUPDATE_INSIDE}/{binary}"), path).unwrap();
-    }
+    let butane = xtask_butane(&ws, &bucket, &key, channel);
+    provision_for_updates(&mut host, suite, &butane, &bucket);
 
     let report = host.boot();
     assert_eq!(report.get("systemd"), suite.systemd.to_string(), "{report}");
@@ -446,8 +475,9 @@ fn assert_moved_to(host: &Host, report: &Report, requested: &[String], expected:
     assert_eq!(report.get("second_update"), "ok", "{report}");
     assert_eq!(report.get("final_pid"), after, "{report}");
 
-    // The README's rollback works: 1.10.2 runs again, and the timer's next run leaves it,
-    // since the newer image counts as installed.
+    // The README's rollback works: held at 1.10.2, which runs again, and the timer's next run
+    // leaves it there.
+    assert_eq!(report.get("hold"), "ok", "{report}");
     let rollback = report.get("rollback_pid");
     assert!(rollback != "0" && rollback != after, "{report}");
     assert_on(report, ("rollback_binary", "rollback_link"), INSTALLED);
@@ -461,16 +491,17 @@ fn assert_moved_to(host: &Host, report: &Report, requested: &[String], expected:
     assert_eq!(report.get("rollback_update"), "ok", "{report}");
     assert_eq!(report.get("rollback_final_pid"), rollback, "{report}");
 
-    // The operator's config edit is intact, and the previous image is kept for a rollback.
+    // The operator's config edit is intact; the held image is the only one left, so that no
+    // systemd-sysupdate run can remove it (it keeps the newest installed).
     let config = std::fs::read_to_string(host.path("/etc/alloy/config.alloy")).unwrap();
     assert!(
         config.starts_with(OPERATOR_CONFIG)
             && config.ends_with("// edited on the host before the update\n"),
         "{config}"
     );
-    let mut wanted = vec![image(INSTALLED), image(expected)];
-    wanted.sort();
-    assert_eq!(host.installed_images(), wanted, "{report}");
+    assert_eq!(host.installed_images(), [image(INSTALLED)], "{report}");
+    let held = std::fs::read_to_string(host.path("/var/lib/alloy-sysupdate/hold")).unwrap();
+    assert_eq!(held, format!("{INSTALLED}\n"));
     // The signature was fetched: Verify=yes was in force with the key Butane installed.
     assert!(
         requested.iter().any(|p| p.ends_with("/SHA256SUMS.gpg")),
