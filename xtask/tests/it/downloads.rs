@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
-use xtask_testkit::{ext4, Run, Workspace};
+use xtask_testkit::{ext4, link_to_dev_zero, mkfifo, Run, Workspace};
 
-use crate::support::{files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::support::{files_under, workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
@@ -272,18 +272,11 @@ fn a_redirect_off_loopback_to_plain_http_is_refused_before_connecting() {
 #[test]
 fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
     let release = Release::new(VERSION);
-    type Make = fn(&Path);
     let cases: [(&str, Make, &str); 4] = [
-        (
-            "fifo",
-            |p| {
-                assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
-            },
-            "is a FIFO, not a file",
-        ),
+        ("fifo", mkfifo, "is a FIFO, not a file"),
         (
             "link to /dev/zero",
-            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            link_to_dev_zero,
             "is a symbolic link, not a file",
         ),
         (
@@ -679,11 +672,7 @@ fn a_local_sha256sums_that_is_dev_zero_or_a_fifo_is_refused_at_once() {
     let zip = ws.tmp.path().join("media").join(ZIP);
     std::fs::write(&zip, &release.assets[ZIP]).unwrap();
     let fifo = ws.tmp.path().join("media/SHA256SUMS");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     for (sums, said) in [
         (Path::new("/dev/zero"), "is a device, not a file"),
         (fifo.as_path(), "is a FIFO, not a file"),

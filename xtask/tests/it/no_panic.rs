@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
-use xtask_testkit::{Run, Workspace};
+use xtask_testkit::{link_to_dev_zero, mkfifo, Run, Workspace};
 
 use crate::downloads::run_within;
-use crate::support::{workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::support::{workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
 
@@ -279,19 +279,10 @@ fn drive_hostile_zips(dir: &Path) -> usize {
     HOSTILE_ZIPS.len()
 }
 
-/// What a hostile file is: made at a path (which may be a FIFO or a link).
-type Make = fn(&Path);
-
-fn fifo(path: &Path) {
-    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
-}
-
 /// Files in the places the tool reads from: what they are made as.
 const HOSTILE_FILES: &[(&str, Make)] = &[
-    ("a FIFO", fifo),
-    ("a link to /dev/zero", |p| {
-        std::os::unix::fs::symlink("/dev/zero", p).unwrap()
-    }),
+    ("a FIFO", mkfifo),
+    ("a link to /dev/zero", link_to_dev_zero),
     ("a dangling link", |p| {
         std::os::unix::fs::symlink("/nonexistent", p).unwrap()
     }),

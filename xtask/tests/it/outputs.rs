@@ -2,7 +2,6 @@
 //! beside its own checksum, and what is already there (the old `.sha256`, a FIFO or a link to
 //! /dev/zero) is never read blindly: no build hangs on it or grows on it.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::Mirror;
 use xtask_testkit::{Run, Workspace};
 
-use crate::support::{workspace, CHECKSUM, IMAGE, VERSION};
+use crate::support::{workspace, CHECKSUM, IMAGE, UNREADABLE_CHECKSUMS, VERSION};
 
 /// Rounds of two builds racing into one output directory.
 const RACES: usize = 30;
@@ -107,20 +106,7 @@ fn build_capped(ws: &Workspace, mirror: &Mirror, deadline: Duration) -> (Run, u6
 #[test]
 fn an_old_checksum_that_is_a_fifo_or_a_link_to_dev_zero_is_not_read() {
     let mirror = Mirror::with_release(&Release::new(VERSION));
-    type Make = fn(&Path);
-    let cases: [(&str, Make, &str); 2] = [
-        (
-            "FIFO",
-            |p| assert!(Command::new("mkfifo").arg(p).status().unwrap().success()),
-            "is not a small regular file of ours",
-        ),
-        (
-            "link to /dev/zero",
-            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
-            "is a symbolic link; not read",
-        ),
-    ];
-    for (name, make, said) in cases {
+    for (name, make, said) in UNREADABLE_CHECKSUMS {
         let ws = workspace();
         std::fs::create_dir_all(&ws.out).unwrap();
         std::fs::write(ws.image(IMAGE), b"an earlier image").unwrap();

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use xtask_testkit::fixture::Release;
 use xtask_testkit::mirror::Mirror;
 use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
+use xtask_testkit::{link_to_dev_zero, mkfifo};
 
 /// The `xtask` binary: cargo tells xtask's own tests where it built it.
 pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
@@ -24,6 +25,20 @@ pub const EXTENSION_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=
 
 /// Every image format `xtask build --format` makes; tests that hold for all loop over these.
 pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
+
+/// What makes a file at a path (which may be a FIFO or a link).
+pub type Make = fn(&Path);
+
+/// A `.sha256` beside an image that xtask must never read, by name, with what xtask says of it:
+/// a FIFO (which would hang a reader) and a link to /dev/zero (which would fill its memory).
+pub const UNREADABLE_CHECKSUMS: [(&str, Make, &str); 2] = [
+    ("FIFO", mkfifo, "is not a small regular file of ours"),
+    (
+        "link to /dev/zero",
+        link_to_dev_zero,
+        "is a symbolic link; not read",
+    ),
+];
 
 /// A private place for [`XTASK`] to build in.
 pub fn workspace() -> Workspace {
