@@ -11,7 +11,7 @@ use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::{link_to_dev_zero, mkfifo, Run, Workspace};
 
-use crate::downloads::run_within;
+use crate::downloads::{run_within, verify_with_fault};
 use crate::support::{workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
@@ -109,18 +109,8 @@ fn build_against(release: &Release, asset: &str, fault: &Fault) {
 /// A verify of a bucket whose `asset` (the image or its `.sha256`) misbehaves as `fault`.
 fn verify_against(asset: &str, fault: &Fault) {
     let case = format!("verify, {asset}: {fault:?}");
-    let mirror = Mirror::start();
-    let image = vec![0u8; 64 << 10];
-    let line = format!("{}  {IMAGE}\n", fixture::sha256_hex(&image));
-    mirror.add(VERSION, IMAGE, image);
-    mirror.add(VERSION, CHECKSUM, line.clone().into_bytes());
-    mirror.add(VERSION, "SHA256SUMS", line.into_bytes());
-    mirror.fault(VERSION, asset, fault.clone());
+    let (_bucket, mut command) = verify_with_fault(asset, fault);
     let tmp = tempfile::tempdir().unwrap();
-    let mut command = Command::new(XTASK);
-    command
-        .args(["verify", VERSION, "--base-url"])
-        .arg(format!("{}/v{VERSION}", mirror.base_url));
     let (run, _) = run_within(&mut command, tmp.path(), DEADLINE);
     assert_clean(&case, &run);
 }

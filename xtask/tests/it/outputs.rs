@@ -3,7 +3,7 @@
 //! /dev/zero) is never read blindly: no build hangs on it or grows on it.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::Mirror;
@@ -76,23 +76,8 @@ fn build_capped(ws: &Workspace, mirror: &Mirror, deadline: Duration) -> (Run, u6
         .arg("--timings")
         .arg(&timings)
         .envs(build.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > deadline {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "the build still ran after {deadline:?}:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let run = Run::from_output(&child.wait_with_output().unwrap());
+        .env_remove("SOURCE_DATE_EPOCH");
+    let (run, _) = Run::within(&mut command, deadline);
     let timings: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&timings).unwrap_or_default())
             .unwrap_or_else(|e| panic!("no --timings ({e}):\n{}", run.stderr));
