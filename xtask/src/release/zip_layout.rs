@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, Context};
 
 use crate::util::checksums::shown;
+use crate::util::le::{u16_at, u32_at, u64_at};
 
 const END_SIGNATURE: u32 = 0x0605_4b50;
 const END_SIZE: usize = 22;
@@ -62,18 +63,6 @@ pub struct EntryRecord {
     /// Whether it carries a zip64 extended information field: a data descriptor after a local
     /// header that does has 8-byte sizes (APPNOTE 4.3.9.2).
     pub zip64_extra: bool,
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 fn read_at(file: &File, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {

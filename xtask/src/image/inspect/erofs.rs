@@ -26,6 +26,7 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, ensure, Context};
 
 use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
+use crate::util::le::{u16_at, u32_at, u64_at};
 
 const SUPERBLOCK: u64 = 1024;
 
@@ -79,18 +80,6 @@ struct Inode {
     size: u64,
     /// `raw_blkaddr` for flat files, unused for compressed ones.
     blkaddr: u32,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 impl Erofs {

@@ -24,6 +24,7 @@ use std::rc::Rc;
 use anyhow::{ensure, Context};
 
 use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
+use crate::util::le::{u16_at, u32_at, u64_at};
 
 const MAGIC: u32 = 0x7371_7368;
 const SUPERBLOCK_LEN: usize = 96;
@@ -66,18 +67,6 @@ pub struct Squashfs {
     id_table: u64,
     ids: u16,
     cache: HashMap<u64, Rc<(Vec<u8>, u64)>>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Where metadata is read from: a block's position in the image, and an offset in it inflated.

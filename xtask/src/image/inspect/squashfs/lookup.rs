@@ -3,9 +3,10 @@
 use anyhow::{ensure, Context};
 
 use super::{
-    bad_name, c_string, u16_at, u32_at, Entry, Inode, Lookup, Position, Squashfs, DIR_COUNT,
-    METADATA_SIZE, NAME_LEN,
+    bad_name, c_string, Entry, Inode, Lookup, Position, Squashfs, DIR_COUNT, METADATA_SIZE,
+    NAME_LEN,
 };
+use crate::util::le::{u16_at, u32_at};
 
 /// The bytes a directory's size counts for `.` and `..`, which are not stored.
 const DOTS: u64 = 3;
