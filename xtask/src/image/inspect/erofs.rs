@@ -21,11 +21,10 @@
 //! has one, and inline data may not cross its block.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, ensure, Context};
 
-use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
+use super::{bad_name, directory_within_limit, read_within, Lookup, Node, Tree};
 use crate::util::le::{u16_at, u32_at, u64_at};
 
 const SUPERBLOCK: u64 = 1024;
@@ -131,17 +130,7 @@ impl Erofs {
 
     /// `len` bytes at `offset`, which must lie inside the image.
     fn read(&self, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
-        let end = offset.checked_add(len as u64);
-        ensure!(
-            end.is_some_and(|end| end <= self.len),
-            "the image points past its end ({len} bytes at offset {offset}, image {} bytes)",
-            self.len
-        );
-        let mut bytes = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut bytes, offset)
-            .with_context(|| format!("reading {len} bytes at offset {offset}"))?;
-        Ok(bytes)
+        read_within(&self.file, offset, len, self.len, "in the image")
     }
 
     fn inode(&self, nid: u64) -> anyhow::Result<Inode> {
