@@ -19,6 +19,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::multipart::Part;
 use xtask::util::checksums::{Digest, BUFFER_SIZE};
+use xtask::util::progress::detail;
+use xtask::util::retry::Backoff;
 
 /// Where the bucket is and how to sign requests. Holds the secret key: no `Debug`, never printed.
 pub struct Settings {
@@ -207,6 +209,32 @@ impl Precondition {
             Precondition::Absent => "If-None-Match: *".to_string(),
             Precondition::Matches(etag) => format!("If-Match: {etag}"),
         }
+    }
+}
+
+/// How many times a conditional write (the index, its signature, the page) is tried while
+/// other publishers keep winning.
+pub const CONDITIONAL_ATTEMPTS: u32 = 10;
+
+/// The waits between attempts at a conditional write that another publisher won: backing off
+/// from 100 ms to 5 s, with jitter, so that two racing publishers part.
+pub struct Contention(Backoff);
+
+impl Contention {
+    pub fn new() -> Contention {
+        Contention(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        ))
+    }
+
+    /// Says that `what` changed under us on `attempt`, and waits before `doing` it again.
+    pub async fn wait(&mut self, what: &str, doing: &str, attempt: u32) {
+        let wait = self.0.next_wait();
+        detail(format!(
+            "{what} changed under us (another publisher?); {doing} again in {wait:?} (attempt {attempt} of {CONDITIONAL_ATTEMPTS})"
+        ));
+        tokio::time::sleep(wait).await;
     }
 }
 
