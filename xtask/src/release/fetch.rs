@@ -467,16 +467,7 @@ mod tests {
     }
 
     fn zip_holding(path: &Path, content: &[u8]) -> Digest {
-        use std::io::Write;
-        let mut writer = zip::ZipWriter::new(File::create(path).unwrap());
-        writer
-            .start_file(
-                "alloy-linux-amd64",
-                zip::write::SimpleFileOptions::default(),
-            )
-            .unwrap();
-        writer.write_all(content).unwrap();
-        writer.finish().unwrap();
+        xtask_testkit::fixture::write_binary_zip(path, content);
         checksums::hash_file(path).unwrap().0
     }
 
