@@ -94,6 +94,19 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> std::io::Result<Head> {
     })
 }
 
+/// xorshift64: numbers that look random but repeat for the same seed (which must not be 0), for
+/// tests that damage images or make incompressible bytes.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
 /// Makes a FIFO at `path`: a file that would hang whoever reads it.
 pub fn mkfifo(path: &Path) {
     let made = std::process::Command::new("mkfifo").arg(path).status();

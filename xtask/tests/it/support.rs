@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use xtask_testkit::fixture::Release;
 use xtask_testkit::mirror::Mirror;
-use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
+use xtask_testkit::{checked_output, checked_output_with_input, tool, Workspace};
 use xtask_testkit::{link_to_dev_zero, mkfifo};
 
 /// The `xtask` binary: cargo tells xtask's own tests where it built it.
@@ -39,6 +39,22 @@ pub const UNREADABLE_CHECKSUMS: [(&str, Make, &str); 2] = [
         "is a symbolic link; not read",
     ),
 ];
+
+/// Root-only tests, one per image format, each calling `$body` with its format: each runs (and
+/// fails) on its own, in parallel with the others, and skips as [`require_root`] says.
+///
+/// [`require_root`]: xtask_testkit::process::require_root
+macro_rules! root_test_per_format {
+    ($body:path => $($test:ident: $format:literal),+ $(,)?) => {$(
+        #[test]
+        fn $test() {
+            if xtask_testkit::process::require_root(stringify!($test)) {
+                $body($format);
+            }
+        }
+    )+};
+}
+pub(crate) use root_test_per_format;
 
 /// A private place for [`XTASK`] to build in.
 pub fn workspace() -> Workspace {
@@ -87,6 +103,18 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// `tool_name` with `args` packing `tree` into `image`, each tool's way round (mkfs.ext4 makes
+/// an image of `size`; mksquashfs takes its options last).
+pub fn packer(tool_name: &str, args: &[&str], tree: &Path, image: &Path, size: &str) -> Command {
+    let mut command = Command::new(tool(tool_name));
+    match tool_name {
+        "mkfs.ext4" => command.args(args).arg("-d").arg(tree).arg(image).arg(size),
+        "mksquashfs" => command.arg(tree).arg(image).args(args),
+        _ => command.args(args).arg(image).arg(tree),
+    };
+    command
 }
 
 /// The real systemd-sysupdate of systemd `series`, from scripts/build-sysupdate.sh: cached, so
