@@ -345,6 +345,11 @@ fn is_status<E>(error: &SdkError<E, HttpResponse>, status: u16) -> bool {
     error.raw_response().map(|r| r.status().as_u16()) == Some(status)
 }
 
+/// 412: the write's precondition failed (the key exists, or its ETag changed).
+fn is_precondition_failed<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    is_status(error, 412) || error.code() == Some("PreconditionFailed")
+}
+
 fn is_no_such_key<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     // A HEAD answer has no body: the SDK calls its 404 `NotFound`.
     error.code() == Some("NoSuchKey")
@@ -388,6 +393,11 @@ impl Bucket {
         format!("{}{name}", self.prefix)
     }
 
+    /// Where `name` is, as messages name it: `s3://<bucket>/<prefix><name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("s3://{}/{}", self.name, self.key(name))
+    }
+
     /// Fails with a clear message when the bucket does not exist. A 403 here is let through:
     /// tokens limited to objects may not be allowed to ask, and the first object request
     /// reports a real access problem.
@@ -414,13 +424,8 @@ impl Bucket {
         let Some((bytes, etag)) = self.get_bytes(name, limit).await? else {
             return Ok(None);
         };
-        let text = String::from_utf8(bytes).map_err(|_| {
-            anyhow!(
-                "reading s3://{}/{}: it is not UTF-8 text",
-                self.name,
-                self.key(name)
-            )
-        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("reading {}: it is not UTF-8 text", self.url(name)))?;
         Ok(Some((text, etag)))
     }
 
@@ -431,7 +436,7 @@ impl Bucket {
         name: &str,
     ) -> anyhow::Result<Option<(aws_sdk_s3::operation::get_object::GetObjectOutput, String)>> {
         let key = self.key(name);
-        let what = format!("reading s3://{}/{key}", self.name);
+        let what = format!("reading {}", self.url(name));
         match self
             .client
             .get_object()
@@ -569,11 +574,7 @@ impl Bucket {
         {
             Ok(output) => Ok(Some(output.content_length().unwrap_or(0) as u64)),
             Err(e) if is_no_such_key(&e) => Ok(None),
-            Err(e) => Err(explain(
-                e,
-                &format!("checking s3://{}/{key}", self.name),
-                self,
-            )),
+            Err(e) => Err(explain(e, &format!("checking {}", self.url(name)), self)),
         }
     }
 
@@ -602,14 +603,8 @@ impl Bucket {
         };
         match request.send().await {
             Ok(_) => Ok(Written::Done),
-            Err(e) if is_status(&e, 412) || e.code() == Some("PreconditionFailed") => {
-                Ok(Written::PreconditionFailed)
-            }
-            Err(e) => Err(explain(
-                e,
-                &format!("uploading s3://{}/{key}", self.name),
-                self,
-            )),
+            Err(e) if is_precondition_failed(&e) => Ok(Written::PreconditionFailed),
+            Err(e) => Err(explain(e, &format!("uploading {}", self.url(name)), self)),
         }
     }
 
@@ -626,11 +621,7 @@ impl Bucket {
         mut on_part: impl FnMut(u64),
     ) -> anyhow::Result<Written> {
         let key = self.key(name);
-        let what = format!(
-            "uploading s3://{}/{key} in {} parts",
-            self.name,
-            parts.len()
-        );
+        let what = format!("uploading {} in {} parts", self.url(name), parts.len());
         let created = self
             .client
             .create_multipart_upload()
@@ -728,9 +719,7 @@ impl Bucket {
             .await;
         match completion {
             Ok(_) => Ok(Written::Done),
-            Err(e) if is_status(&e, 412) || e.code() == Some("PreconditionFailed") => {
-                Ok(Written::PreconditionFailed)
-            }
+            Err(e) if is_precondition_failed(&e) => Ok(Written::PreconditionFailed),
             Err(e) => Err(explain(e, "completing the multipart upload", self)),
         }
     }

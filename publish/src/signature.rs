@@ -39,9 +39,8 @@ pub async fn sign_index(bucket: &Bucket, signer: &Signer, verbose: bool) -> anyh
     for attempt in 1..=CONDITIONAL_ATTEMPTS {
         let Some((index, _)) = bucket.get_bytes(INDEX_NAME, INDEX_LIMIT).await? else {
             bail!(
-                "s3://{}/{} vanished before it could be signed; run publish again",
-                bucket.name,
-                bucket.key(INDEX_NAME)
+                "{} vanished before it could be signed; run publish again",
+                bucket.url(INDEX_NAME)
             );
         };
         let precondition = match bucket.get_bytes(SIGNATURE_NAME, SIGNATURE_LIMIT).await? {

@@ -201,9 +201,8 @@ struct Source {
 async fn read_source(bucket: &Bucket) -> anyhow::Result<(Source, Vec<SumLine>)> {
     let Some((text, _)) = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await? else {
         bail!(
-            "s3://{}/{} vanished before the page could be made from it; run publish again",
-            bucket.name,
-            bucket.key(INDEX_NAME)
+            "{} vanished before the page could be made from it; run publish again",
+            bucket.url(INDEX_NAME)
         );
     };
     let lines = checksums::parse(&text).context("reading the bucket's SHA256SUMS for the page")?;
