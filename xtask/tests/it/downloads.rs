@@ -11,7 +11,7 @@ use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::{ext4, link_to_dev_zero, mkfifo, Run, Workspace};
 
-use crate::support::{files_under, workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::support::{cached_zip, files_under, workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
@@ -293,7 +293,7 @@ fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
     for (name, make, said) in cases {
         let mirror = Mirror::with_release(&release);
         let ws = workspace();
-        let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+        let cached = cached_zip(&ws);
         std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
         make(&cached);
         let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
@@ -313,7 +313,7 @@ fn an_unusable_cache_is_bypassed_and_said_once() {
     let mirror = Mirror::with_release(&release);
 
     let blocked = workspace();
-    let cached = blocked.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+    let cached = cached_zip(&blocked);
     std::fs::create_dir_all(cached.join("inside")).unwrap();
     let (run, _) = build(&blocked, &mirror, &[], Duration::from_secs(60));
     run.assert_ok_saying(&["cannot remove"]);
@@ -581,7 +581,7 @@ fn a_cached_zip_larger_than_any_download_is_not_hashed() {
     let release = Release::new(VERSION);
     let mirror = Mirror::with_release(&release);
     let ws = workspace();
-    let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+    let cached = cached_zip(&ws);
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     std::fs::File::create(&cached)
         .unwrap()

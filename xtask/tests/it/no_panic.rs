@@ -12,7 +12,7 @@ use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::{link_to_dev_zero, mkfifo, Run, Workspace};
 
 use crate::downloads::{run_within, verify_with_fault};
-use crate::support::{workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::support::{cached_zip, workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
 
@@ -304,9 +304,7 @@ fn drive_hostile_files(dir: &Path) -> usize {
     for (what, make) in HOSTILE_FILES {
         let places: [(&str, PlaceIn); 4] = [
             ("--sha256sums", |ws| ws.tmp.path().join("SHA256SUMS")),
-            ("the cached zip", |ws| {
-                ws.cache.join("alloy-sysext/v1.10.2").join(ZIP)
-            }),
+            ("the cached zip", cached_zip),
             ("the old .sha256", |ws| {
                 ws.image("alloy-1.10.2-amd64.raw.sha256")
             }),

@@ -61,6 +61,12 @@ pub fn workspace() -> Workspace {
     Workspace::new(XTASK)
 }
 
+/// Where a build in `ws` caches [`VERSION`]'s amd64 release zip.
+pub fn cached_zip(ws: &Workspace) -> PathBuf {
+    ws.cache
+        .join(format!("alloy-sysext/v{VERSION}/alloy-linux-amd64.zip"))
+}
+
 /// The fixture release of [`VERSION`], served by a mirror of its own and built with
 /// `xtask build VERSION ARGS...` in a new workspace.
 pub fn built(args: &[&str]) -> Workspace {
