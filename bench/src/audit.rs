@@ -239,17 +239,18 @@ fn summarize(
             })
         })
         .collect();
+    let settings = &options.settings;
     json!({
         "releases": versions.len(),
         "images": images,
         "image_bytes": image_bytes,
-        "binary_mb": options.settings.size_mb,
-        "runs": options.settings.runs,
+        "binary_mb": settings.size_mb,
+        "runs": settings.runs,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "ways": ways,
         "command": format!(
             "cargo xtask bench audit --releases {} --size-mb {} --runs {}",
-            options.releases, options.settings.size_mb, options.settings.runs
+            options.releases, settings.size_mb, settings.runs
         ),
     })
 }

@@ -164,7 +164,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     let cache = bench_cache()?;
     let release = release::generate(&cache, settings.size_mb)?;
     let bench = Bench::prepare(xtask, &cache, &release)?;
-    let (samples, floors) = bench.measure(&options, &release)?;
+    let (samples, floors) = bench.measure(settings, &release)?;
 
     // What xtask staged: the binary, its metadata and the service files.
     let staged_bytes = samples
@@ -172,7 +172,7 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         .flatten()
         .find_map(|s| s.staged_bytes)
         .context("no xtask run reported its staged bytes")?;
-    let results = summarize(&options, &release, staged_bytes, floors, &samples);
+    let results = summarize(settings, &release, staged_bytes, floors, &samples);
     let markdown = markdown(&results);
     println!("\n{markdown}");
     settings.write("results", &results, &markdown)
@@ -260,26 +260,26 @@ impl Bench {
     /// round; samples by contender name.
     fn measure(
         self,
-        options: &BenchOptions,
+        settings: &Settings,
         release: &release::GeneratedRelease,
     ) -> anyhow::Result<(BTreeMap<String, Vec<Sample>>, Floors)> {
         let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
         let mut inflate_floor = Vec::new();
         let mut hash_floor = Vec::new();
-        for round in 1..=options.settings.runs {
+        for round in 1..=settings.runs {
             // The floor a build cannot go below: inflating the zip's binary once, in memory.
             step(format!(
                 "Run {round}/{}: inflating the zip once",
-                options.settings.runs
+                settings.runs
             ));
             inflate_floor.push(inflate_once(&release.dir.join("alloy-linux-amd64.zip"))?);
             hash_floor.push(hash_once(release.binary_size)?);
             for contender in CONTENDERS {
                 step(format!(
                     "Run {round}/{}: {} ({} MB)",
-                    options.settings.runs,
+                    settings.runs,
                     contender.name(),
-                    options.settings.size_mb
+                    settings.size_mb
                 ));
                 match self.sample(contender) {
                     Ok(sample) => samples.entry(contender.name()).or_default().push(sample),
@@ -487,7 +487,7 @@ fn hash_once(bytes: u64) -> anyhow::Result<f64> {
 }
 
 fn summarize(
-    options: &BenchOptions,
+    settings: &Settings,
     release: &release::GeneratedRelease,
     staged_bytes: u64,
     floors: Floors,
@@ -530,11 +530,11 @@ fn summarize(
     json!({
         "inflate_floor_s": floors.inflate_s,
         "hash_floor_s": floors.hash_s,
-        "command": format!("cargo xtask bench --size-mb {} --runs {}", options.settings.size_mb, options.settings.runs),
+        "command": format!("cargo xtask bench --size-mb {} --runs {}", settings.size_mb, settings.runs),
         "binary_bytes": release.binary_size,
         "zip_bytes": release.zip_size,
         "staged_bytes": staged_bytes,
-        "runs": options.settings.runs,
+        "runs": settings.runs,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "contenders": contenders,
         "targets": targets,
