@@ -23,7 +23,7 @@ use xtask::util::progress::{detail, step};
 use xtask::version::Version;
 use xtask_testkit::gpg::TestKey;
 
-use crate::{measure, median, release, write_whole};
+use crate::{bench_cache, measure, median, number, release, reproduce, Settings};
 
 /// Measure `cargo xtask verify --all` (the daily audit) on a loopback bucket of Alloy-sized
 /// images, with and without the keyring. Writes audit.md and audit.json
@@ -33,17 +33,8 @@ pub struct AuditOptions {
     #[arg(long, default_value_t = 20)]
     pub releases: usize,
 
-    /// Size of the generated Alloy binary, in MB (Alloy's is ~420)
-    #[arg(long, default_value_t = 420, value_name = "MB")]
-    pub size_mb: u64,
-
-    /// Runs of each way (the table shows medians)
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-
-    /// Where to write audit.md and audit.json [default: target/bench]
-    #[arg(long = "out", value_name = "DIR")]
-    pub out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 /// The two ways the audit runs.
@@ -75,19 +66,15 @@ fn versions(releases: usize) -> Vec<Version> {
 }
 
 pub fn run(options: AuditOptions, xtask: &Path) -> anyhow::Result<()> {
-    if options.runs == 0 || options.size_mb == 0 || options.releases == 0 {
+    let settings = &options.settings;
+    if settings.runs == 0 || settings.size_mb == 0 || options.releases == 0 {
         bail!("--runs, --size-mb and --releases must be at least 1");
     }
-    let out_dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| xtask::project_root().join("target").join("bench"));
-    let cache = xtask::project_root().join("target").join("bench-cache");
-    std::fs::create_dir_all(&cache)?;
+    let cache = bench_cache()?;
     let work = tempfile::Builder::new()
         .prefix("bench-audit-")
         .tempdir_in(&cache)?;
-    let images = build_images(xtask, &cache, work.path(), options.size_mb)?;
+    let images = build_images(xtask, &cache, work.path(), settings.size_mb)?;
     let key = TestKey::new("bench");
     let root = work.path().join("served");
     let bucket = root.join(xtask_testkit::s3::BUCKET);
@@ -98,11 +85,11 @@ pub fn run(options: AuditOptions, xtask: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&tmp)?;
 
     let mut samples: Vec<(Way, measure::Measured)> = Vec::new();
-    for round in 1..=options.runs {
+    for round in 1..=settings.runs {
         for way in [Way::Signed, Way::Unsigned] {
             step(format!(
                 "Run {round}/{}: audit {}",
-                options.runs,
+                settings.runs,
                 way.name()
             ));
             let log = work.path().join("audit.log");
@@ -131,14 +118,7 @@ pub fn run(options: AuditOptions, xtask: &Path) -> anyhow::Result<()> {
     let results = summarize(&options, &versions, image_bytes, &samples);
     let markdown = markdown(&results);
     println!("\n{markdown}");
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    write_whole(
-        &out_dir.join("audit.json"),
-        &(serde_json::to_string_pretty(&results)? + "\n"),
-    )?;
-    write_whole(&out_dir.join("audit.md"), &markdown)?;
-    println!("written: {0}/audit.md, {0}/audit.json", out_dir.display());
-    Ok(())
+    settings.write("audit", &results, &markdown)
 }
 
 /// One real ext4 image per architecture, built by `xtask build` from generated releases served
@@ -259,29 +239,30 @@ fn summarize(
             })
         })
         .collect();
+    let settings = &options.settings;
     json!({
         "releases": versions.len(),
         "images": images,
         "image_bytes": image_bytes,
-        "binary_mb": options.size_mb,
-        "runs": options.runs,
+        "binary_mb": settings.size_mb,
+        "runs": settings.runs,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "ways": ways,
         "command": format!(
             "cargo xtask bench audit --releases {} --size-mb {} --runs {}",
-            options.releases, options.size_mb, options.runs
+            options.releases, settings.size_mb, settings.runs
         ),
     })
 }
 
 fn markdown(results: &Value) -> String {
-    let mib = |v: &Value| v.as_f64().unwrap_or(f64::NAN) / (1 << 20) as f64;
+    let mib = |v: &Value| number(v) / (1 << 20) as f64;
     let mut md = format!(
         "Bucket: {} releases, {} images ({:.0} MiB each, {:.1} GiB in all), served on loopback; {} runs of each way, alternating; {} CPUs.\n\n",
         results["releases"],
         results["images"],
         mib(&results["ways"][0]["bytes_per_image"]),
-        results["image_bytes"].as_f64().unwrap_or(f64::NAN) / (1u64 << 30) as f64,
+        number(&results["image_bytes"]) / (1u64 << 30) as f64,
         results["runs"],
         results["cpus"],
     );
@@ -291,18 +272,15 @@ fn markdown(results: &Value) -> String {
         md.push_str(&format!(
             "| {} | {:.2} | {:.2} | {:.1} | {:.3} | {:.1} | {:.1} |\n",
             way["way"].as_str().unwrap_or(""),
-            way["wall_s"].as_f64().unwrap_or(f64::NAN),
-            way["cpu_s"].as_f64().unwrap_or(f64::NAN),
-            way["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0,
-            way["seconds_per_image"].as_f64().unwrap_or(f64::NAN),
+            number(&way["wall_s"]),
+            number(&way["cpu_s"]),
+            number(&way["peak_rss_kib"]) / 1024.0,
+            number(&way["seconds_per_image"]),
             mib(&way["bytes_per_image"]),
             mib(&way["written_bytes"]),
         ));
     }
-    md.push_str(&format!(
-        "\nReproduce: `{}`\n",
-        results["command"].as_str().unwrap_or("")
-    ));
+    md.push_str(&reproduce(results));
     md
 }
 

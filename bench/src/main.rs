@@ -37,22 +37,55 @@ pub struct BenchOptions {
     #[command(subcommand)]
     pub other: Option<Other>,
 
-    /// Size of the generated Alloy binary, in MB (Alloy's is ~420)
-    #[arg(long, default_value_t = 420, value_name = "MB")]
-    pub size_mb: u64,
-
-    /// Runs of each contender (the table shows medians)
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-
-    /// Where to write results.md and results.json [default: target/bench]
-    #[arg(long = "out", value_name = "DIR")]
-    pub out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
 
     /// The xtask binary to measure [default: the one that ran `cargo xtask bench`, else the
     /// one beside this binary]
     #[arg(long, env = xtask::runtime::XTASK_ENV, value_name = "PATH")]
     pub xtask: Option<PathBuf>,
+}
+
+/// What the build's benchmark and the audit's take alike.
+#[derive(clap::Args, Debug)]
+pub struct Settings {
+    /// Size of the generated Alloy binary, in MB (Alloy's is ~420)
+    #[arg(long, default_value_t = 420, value_name = "MB")]
+    pub size_mb: u64,
+
+    /// Runs of each thing measured (the table shows medians)
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+
+    /// Where to write the results (.md and .json) [default: target/bench]
+    #[arg(long = "out", value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Writes `results` to `<name>.json` and `markdown` to `<name>.md` in the output directory.
+    fn write(&self, name: &str, results: &Value, markdown: &str) -> anyhow::Result<()> {
+        let out_dir = self
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| xtask::project_root().join("target").join("bench"));
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        write_whole(
+            &out_dir.join(format!("{name}.json")),
+            &(serde_json::to_string_pretty(results)? + "\n"),
+        )?;
+        write_whole(&out_dir.join(format!("{name}.md")), markdown)?;
+        println!("written: {0}/{name}.md, {0}/{name}.json", out_dir.display());
+        Ok(())
+    }
+}
+
+/// Where generated releases (and the audit's images) are kept between runs.
+fn bench_cache() -> anyhow::Result<PathBuf> {
+    let cache = xtask::project_root().join("target").join("bench-cache");
+    std::fs::create_dir_all(&cache)?;
+    Ok(cache)
 }
 
 /// What else the benchmark measures.
@@ -123,19 +156,15 @@ struct Sample {
 }
 
 pub fn run(options: BenchOptions) -> anyhow::Result<()> {
-    if options.runs == 0 || options.size_mb == 0 {
+    let settings = &options.settings;
+    if settings.runs == 0 || settings.size_mb == 0 {
         bail!("--runs and --size-mb must be at least 1");
     }
-    let out_dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| xtask::project_root().join("target").join("bench"));
     let xtask = find_xtask(&options)?;
-    let cache = xtask::project_root().join("target").join("bench-cache");
-    std::fs::create_dir_all(&cache)?;
-    let release = release::generate(&cache, options.size_mb)?;
+    let cache = bench_cache()?;
+    let release = release::generate(&cache, settings.size_mb)?;
     let bench = Bench::prepare(xtask, &cache, &release)?;
-    let (samples, floors) = bench.measure(&options, &release)?;
+    let (samples, floors) = bench.measure(settings, &release)?;
 
     // What xtask staged: the binary, its metadata and the service files.
     let staged_bytes = samples
@@ -143,20 +172,10 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
         .flatten()
         .find_map(|s| s.staged_bytes)
         .context("no xtask run reported its staged bytes")?;
-    let results = summarize(&options, &release, staged_bytes, floors, &samples);
+    let results = summarize(settings, &release, staged_bytes, floors, &samples);
     let markdown = markdown(&results);
     println!("\n{markdown}");
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    write_whole(
-        &out_dir.join("results.json"),
-        &(serde_json::to_string_pretty(&results)? + "\n"),
-    )?;
-    write_whole(&out_dir.join("results.md"), &markdown)?;
-    println!(
-        "written: {0}/results.md, {0}/results.json",
-        out_dir.display()
-    );
-    Ok(())
+    settings.write("results", &results, &markdown)
 }
 
 /// Every tool the contenders need, and the xtask binary to measure: the one `cargo xtask` runs
@@ -237,30 +256,30 @@ impl Bench {
         })
     }
 
-    /// Every contender `options.runs` times, alternating, with the floors measured in each
+    /// Every contender `--runs` times, alternating, with the floors measured in each
     /// round; samples by contender name.
     fn measure(
         self,
-        options: &BenchOptions,
+        settings: &Settings,
         release: &release::GeneratedRelease,
     ) -> anyhow::Result<(BTreeMap<String, Vec<Sample>>, Floors)> {
         let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
         let mut inflate_floor = Vec::new();
         let mut hash_floor = Vec::new();
-        for round in 1..=options.runs {
+        for round in 1..=settings.runs {
             // The floor a build cannot go below: inflating the zip's binary once, in memory.
             step(format!(
                 "Run {round}/{}: inflating the zip once",
-                options.runs
+                settings.runs
             ));
             inflate_floor.push(inflate_once(&release.dir.join("alloy-linux-amd64.zip"))?);
             hash_floor.push(hash_once(release.binary_size)?);
             for contender in CONTENDERS {
                 step(format!(
                     "Run {round}/{}: {} ({} MB)",
-                    options.runs,
+                    settings.runs,
                     contender.name(),
-                    options.size_mb
+                    settings.size_mb
                 ));
                 match self.sample(contender) {
                     Ok(sample) => samples.entry(contender.name()).or_default().push(sample),
@@ -468,7 +487,7 @@ fn hash_once(bytes: u64) -> anyhow::Result<f64> {
 }
 
 fn summarize(
-    options: &BenchOptions,
+    settings: &Settings,
     release: &release::GeneratedRelease,
     staged_bytes: u64,
     floors: Floors,
@@ -511,11 +530,11 @@ fn summarize(
     json!({
         "inflate_floor_s": floors.inflate_s,
         "hash_floor_s": floors.hash_s,
-        "command": format!("cargo xtask bench --size-mb {} --runs {}", options.size_mb, options.runs),
+        "command": format!("cargo xtask bench --size-mb {} --runs {}", settings.size_mb, settings.runs),
         "binary_bytes": release.binary_size,
         "zip_bytes": release.zip_size,
         "staged_bytes": staged_bytes,
-        "runs": options.runs,
+        "runs": settings.runs,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "contenders": contenders,
         "targets": targets,
@@ -532,8 +551,8 @@ fn targets(contenders: &[Value], staged_bytes: u64, floors: Floors) -> Vec<Value
             .cloned()
             .unwrap_or_default()
     };
-    let num = |v: &Value, key: &str| v[key].as_f64().unwrap_or(f64::NAN);
-    let phase = |v: &Value, p: &str| v["phases_s"][p].as_f64().unwrap_or(f64::NAN);
+    let num = |v: &Value, key: &str| number(&v[key]);
+    let phase = |v: &Value, p: &str| number(&v["phases_s"][p]);
     let cold = get("xtask cold ext4");
     let debugfs = get("xtask cold ext4 (debugfs -n)");
     let warm = get("xtask warm ext4");
@@ -614,6 +633,19 @@ fn targets(contenders: &[Value], staged_bytes: u64, floors: Floors) -> Vec<Value
     ]
 }
 
+/// A number of the results, NaN where it is missing (a table shows it so).
+fn number(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+/// A table's last line: the command that measured it.
+fn reproduce(results: &Value) -> String {
+    format!(
+        "\nReproduce: `{}`\n",
+        results["command"].as_str().unwrap_or("")
+    )
+}
+
 fn mib_of_kib(v: &Value) -> String {
     v.as_f64()
         .map(|k| format!("{:.1}", k / 1024.0))
@@ -625,8 +657,8 @@ fn markdown(results: &Value) -> String {
         "Generated binary: {:.0} MB (deflated zip {:.0} MB, inflated once in {:.2} s, hashed once in {:.2} s); {} runs of each contender, alternating; {} CPUs.\n\n",
         results["binary_bytes"].as_f64().unwrap_or(0.0) / 1e6,
         results["zip_bytes"].as_f64().unwrap_or(0.0) / 1e6,
-        results["inflate_floor_s"].as_f64().unwrap_or(f64::NAN),
-        results["hash_floor_s"].as_f64().unwrap_or(f64::NAN),
+        number(&results["inflate_floor_s"]),
+        number(&results["hash_floor_s"]),
         results["runs"],
         results["cpus"],
     );
@@ -642,11 +674,11 @@ fn markdown(results: &Value) -> String {
         md.push_str(&format!(
             "| {} | {:.2} | {:.2} | {} | {} | {:.1} | {} | {} | {} | {} | {} |\n",
             c["name"].as_str().unwrap_or(""),
-            c["wall_s"].as_f64().unwrap_or(f64::NAN),
-            c["cpu_s"].as_f64().unwrap_or(f64::NAN),
+            number(&c["wall_s"]),
+            number(&c["cpu_s"]),
             mib_of_kib(&c["peak_rss_any_process_kib"]),
             mib_of_kib(&c["peak_rss_xtask_kib"]),
-            c["image_bytes"].as_f64().unwrap_or(f64::NAN) / (1024.0 * 1024.0),
+            number(&c["image_bytes"]) / (1024.0 * 1024.0),
             phase("download"),
             phase("verify"),
             phase("extract"),
@@ -659,16 +691,13 @@ fn markdown(results: &Value) -> String {
         md.push_str(&format!(
             "| {} | {:.2} {unit} | {} {unit} | {} |\n",
             t["target"].as_str().unwrap_or(""),
-            t["value"].as_f64().unwrap_or(f64::NAN),
+            number(&t["value"]),
             t["limit"],
             if t["met"] == true { "yes" } else { "**no**" },
             unit = t["unit"].as_str().unwrap_or(""),
         ));
     }
-    md.push_str(&format!(
-        "\nReproduce: `{}`\n",
-        results["command"].as_str().unwrap_or("")
-    ));
+    md.push_str(&reproduce(results));
     md
 }
 

@@ -19,6 +19,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::multipart::Part;
 use xtask::util::checksums::{Digest, BUFFER_SIZE};
+use xtask::util::progress::detail;
+use xtask::util::retry::Backoff;
 
 /// Where the bucket is and how to sign requests. Holds the secret key: no `Debug`, never printed.
 pub struct Settings {
@@ -210,6 +212,32 @@ impl Precondition {
     }
 }
 
+/// How many times a conditional write (the index, its signature, the page) is tried while
+/// other publishers keep winning.
+pub const CONDITIONAL_ATTEMPTS: u32 = 10;
+
+/// The waits between attempts at a conditional write that another publisher won: backing off
+/// from 100 ms to 5 s, with jitter, so that two racing publishers part.
+pub struct Contention(Backoff);
+
+impl Contention {
+    pub fn new() -> Contention {
+        Contention(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        ))
+    }
+
+    /// Says that `what` changed under us on `attempt`, and waits before `doing` it again.
+    pub async fn wait(&mut self, what: &str, doing: &str, attempt: u32) {
+        let wait = self.0.next_wait();
+        detail(format!(
+            "{what} changed under us (another publisher?); {doing} again in {wait:?} (attempt {attempt} of {CONDITIONAL_ATTEMPTS})"
+        ));
+        tokio::time::sleep(wait).await;
+    }
+}
+
 pub struct Bucket {
     client: aws_sdk_s3::Client,
     pub name: String,
@@ -317,6 +345,11 @@ fn is_status<E>(error: &SdkError<E, HttpResponse>, status: u16) -> bool {
     error.raw_response().map(|r| r.status().as_u16()) == Some(status)
 }
 
+/// 412: the write's precondition failed (the key exists, or its ETag changed).
+fn is_precondition_failed<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    is_status(error, 412) || error.code() == Some("PreconditionFailed")
+}
+
 fn is_no_such_key<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
     // A HEAD answer has no body: the SDK calls its 404 `NotFound`.
     error.code() == Some("NoSuchKey")
@@ -360,6 +393,11 @@ impl Bucket {
         format!("{}{name}", self.prefix)
     }
 
+    /// Where `name` is, as messages name it: `s3://<bucket>/<prefix><name>`.
+    pub fn url(&self, name: &str) -> String {
+        format!("s3://{}/{}", self.name, self.key(name))
+    }
+
     /// Fails with a clear message when the bucket does not exist. A 403 here is let through:
     /// tokens limited to objects may not be allowed to ask, and the first object request
     /// reports a real access problem.
@@ -386,13 +424,8 @@ impl Bucket {
         let Some((bytes, etag)) = self.get_bytes(name, limit).await? else {
             return Ok(None);
         };
-        let text = String::from_utf8(bytes).map_err(|_| {
-            anyhow!(
-                "reading s3://{}/{}: it is not UTF-8 text",
-                self.name,
-                self.key(name)
-            )
-        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("reading {}: it is not UTF-8 text", self.url(name)))?;
         Ok(Some((text, etag)))
     }
 
@@ -403,7 +436,7 @@ impl Bucket {
         name: &str,
     ) -> anyhow::Result<Option<(aws_sdk_s3::operation::get_object::GetObjectOutput, String)>> {
         let key = self.key(name);
-        let what = format!("reading s3://{}/{key}", self.name);
+        let what = format!("reading {}", self.url(name));
         match self
             .client
             .get_object()
@@ -541,11 +574,7 @@ impl Bucket {
         {
             Ok(output) => Ok(Some(output.content_length().unwrap_or(0) as u64)),
             Err(e) if is_no_such_key(&e) => Ok(None),
-            Err(e) => Err(explain(
-                e,
-                &format!("checking s3://{}/{key}", self.name),
-                self,
-            )),
+            Err(e) => Err(explain(e, &format!("checking {}", self.url(name)), self)),
         }
     }
 
@@ -574,14 +603,8 @@ impl Bucket {
         };
         match request.send().await {
             Ok(_) => Ok(Written::Done),
-            Err(e) if is_status(&e, 412) || e.code() == Some("PreconditionFailed") => {
-                Ok(Written::PreconditionFailed)
-            }
-            Err(e) => Err(explain(
-                e,
-                &format!("uploading s3://{}/{key}", self.name),
-                self,
-            )),
+            Err(e) if is_precondition_failed(&e) => Ok(Written::PreconditionFailed),
+            Err(e) => Err(explain(e, &format!("uploading {}", self.url(name)), self)),
         }
     }
 
@@ -598,11 +621,7 @@ impl Bucket {
         mut on_part: impl FnMut(u64),
     ) -> anyhow::Result<Written> {
         let key = self.key(name);
-        let what = format!(
-            "uploading s3://{}/{key} in {} parts",
-            self.name,
-            parts.len()
-        );
+        let what = format!("uploading {} in {} parts", self.url(name), parts.len());
         let created = self
             .client
             .create_multipart_upload()
@@ -700,9 +719,7 @@ impl Bucket {
             .await;
         match completion {
             Ok(_) => Ok(Written::Done),
-            Err(e) if is_status(&e, 412) || e.code() == Some("PreconditionFailed") => {
-                Ok(Written::PreconditionFailed)
-            }
+            Err(e) if is_precondition_failed(&e) => Ok(Written::PreconditionFailed),
             Err(e) => Err(explain(e, "completing the multipart upload", self)),
         }
     }

@@ -10,9 +10,8 @@ use anyhow::{bail, Context};
 use xtask::contract::{ImageName, INDEX_NAME};
 use xtask::util::checksums::{self, SumLine, Sums};
 use xtask::util::progress::detail;
-use xtask::util::retry::Backoff;
 
-use crate::bucket::{self, Bucket, Precondition, Written};
+use crate::bucket::{self, Bucket, Contention, Precondition, Written, CONDITIONAL_ATTEMPTS};
 
 /// Index order: images by version then architecture; names we do not know last, by name.
 fn index_order(a: &SumLine, b: &SumLine) -> Ordering {
@@ -78,9 +77,8 @@ pub async fn update_index(
     entries: &[SumLine],
     verbose: bool,
 ) -> anyhow::Result<()> {
-    const ATTEMPTS: u32 = 10;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    for attempt in 1..=ATTEMPTS {
+    let mut contention = Contention::new();
+    for attempt in 1..=CONDITIONAL_ATTEMPTS {
         let current = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await?;
         let (existing, precondition) = match &current {
             Some((text, etag)) => (text.as_str(), Precondition::Matches(etag.clone())),
@@ -92,11 +90,8 @@ pub async fn update_index(
             return Ok(());
         }
         if verbose {
-            let condition = match &precondition {
-                Precondition::Absent => "If-None-Match: *".to_string(),
-                Precondition::Matches(etag) => format!("If-Match: {etag}"),
-            };
-            detail(format!("PUT {} ({condition})", bucket.key(INDEX_NAME)));
+            let header = precondition.header();
+            detail(format!("PUT {} ({header})", bucket.key(INDEX_NAME)));
         }
         let digest = checksums::hash_bytes(merged.text.as_bytes());
         match bucket
@@ -125,20 +120,14 @@ pub async fn update_index(
                     return Ok(());
                 }
                 detail(format!(
-                    "{INDEX_NAME} lost our lines to a concurrent write; merging again (attempt {attempt} of {ATTEMPTS})"
+                    "{INDEX_NAME} lost our lines to a concurrent write; merging again (attempt {attempt} of {CONDITIONAL_ATTEMPTS})"
                 ));
             }
-            Written::PreconditionFailed => {
-                let wait = backoff.next_wait();
-                detail(format!(
-                    "{INDEX_NAME} changed under us (another publisher?); merging again in {wait:?} (attempt {attempt} of {ATTEMPTS})"
-                ));
-                tokio::time::sleep(wait).await;
-            }
+            Written::PreconditionFailed => contention.wait(INDEX_NAME, "merging", attempt).await,
         }
     }
     bail!(
-        "{INDEX_NAME} kept changing under us for {ATTEMPTS} attempts; the images are uploaded, run publish again to list them"
+        "{INDEX_NAME} kept changing under us for {CONDITIONAL_ATTEMPTS} attempts; the images are uploaded, run publish again to list them"
     )
 }
 

@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use xtask::arch::Arch;
 use xtask::contract::{Channel, DEFAULT_BASE_URL, INDEX_NAME, PAGE_NAME, SIGNATURE_NAME};
-use xtask::runtime::{exit_code, refuse_secrets_on_argv};
+use xtask::runtime::{exit_code, parse_args};
 use xtask::signing::{Signer, SIGNING_KEY_ENV};
 use xtask::util::checksums::{self, SumLine};
 use xtask::util::progress::{detail, mib, step};
@@ -142,18 +142,14 @@ const SECRET_ARGS: [&str; 5] = [
 ];
 
 fn main() -> ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
-    let matches = PublishArgs::command().get_matches();
     exit_code(
-        refuse_secrets_on_argv(&matches, &SECRET_ARGS)
-            .and_then(|()| Ok(PublishArgs::from_arg_matches(&matches)?))
-            .and_then(|publish| {
-                // Parsed: from here on, only the values we hand over reach anyone (gpg gets none).
-                xtask::runtime::forget_secrets();
-                // Ctrl-C or SIGTERM: gpg and its agent stopped, the key's GNUPGHOME removed.
-                xtask::util::interrupt::install()?;
-                publish.run()
-            }),
+        parse_args::<PublishArgs>(std::env::args_os(), &SECRET_ARGS).and_then(|publish| {
+            // Parsed: from here on, only the values we hand over reach anyone (gpg gets none).
+            xtask::runtime::forget_secrets();
+            // Ctrl-C or SIGTERM: gpg and its agent stopped, the key's GNUPGHOME removed.
+            xtask::util::interrupt::install()?;
+            publish.run()
+        }),
     )
 }
 
@@ -421,15 +417,12 @@ mod tests {
 
     #[test]
     fn a_secret_on_the_command_line_is_refused() {
-        let matches = PublishArgs::command()
-            .try_get_matches_from(["x", "--r2-secret-access-key", "s3cr3t"])
-            .unwrap();
-        let err = refuse_secrets_on_argv(&matches, &SECRET_ARGS)
-            .unwrap_err()
-            .to_string();
+        let refused =
+            parse_args::<PublishArgs>(["x", "--r2-secret-access-key", "s3cr3t"], &SECRET_ARGS);
+        // No `unwrap_err`: PublishArgs holds secrets, so it has no `Debug`.
+        let err = refused.err().unwrap().to_string();
         assert!(err.contains("R2_SECRET_ACCESS_KEY"), "{err}");
         assert!(!err.contains("s3cr3t"), "{err}");
-        let matches = PublishArgs::command().try_get_matches_from(["x"]).unwrap();
-        refuse_secrets_on_argv(&matches, &SECRET_ARGS).unwrap();
+        parse_args::<PublishArgs>(["x"], &SECRET_ARGS).unwrap();
     }
 }

@@ -52,9 +52,8 @@ pub struct Uploads {
 
 pub fn refusal(bucket: &Bucket, name: &str, remote: &Digest, local: &Digest) -> String {
     format!(
-        "refusing to overwrite s3://{}/{}: it is published with sha256 {remote}, and the local file has sha256 {local}. A published version never changes: build and publish a new version instead.",
-        bucket.name,
-        bucket.key(name)
+        "refusing to overwrite {}: it is published with sha256 {remote}, and the local file has sha256 {local}. A published version never changes: build and publish a new version instead.",
+        bucket.url(name)
     )
 }
 
@@ -101,9 +100,8 @@ pub async fn put_immutable(
             match bucket.size_of(&name).await? {
                 Some(remote) if remote == size => {}
                 other => bail!(
-                    "after uploading s3://{}/{}, the server reports {} instead of {size} bytes",
-                    bucket.name,
-                    bucket.key(&name),
+                    "after uploading {}, the server reports {} instead of {size} bytes",
+                    bucket.url(&name),
                     other.map_or("no object".to_string(), |s| format!("{s} bytes"))
                 ),
             }
@@ -116,9 +114,8 @@ pub async fn put_immutable(
         Written::PreconditionFailed => match bucket.digest_of(&name, size).await? {
             Some((remote, _)) => same_or_refuse(bucket, &name, &remote, &digest),
             None => bail!(
-                "s3://{}/{}: the server said it exists (412), but it cannot be read back; try again",
-                bucket.name,
-                bucket.key(&name)
+                "{}: the server said it exists (412), but it cannot be read back; try again",
+                bucket.url(&name)
             ),
         },
     }

@@ -1,15 +1,12 @@
 //! `SHA256SUMS.gpg`: kept a good signature of the index as the bucket holds it.
 
-use std::time::Duration;
-
 use anyhow::bail;
 use xtask::contract::{INDEX_NAME, SIGNATURE_NAME};
 use xtask::signing::Signer;
 use xtask::util::checksums;
 use xtask::util::progress::{detail, step};
-use xtask::util::retry::Backoff;
 
-use crate::bucket::{self, Bucket, Precondition, Written};
+use crate::bucket::{self, Bucket, Contention, Precondition, Written, CONDITIONAL_ATTEMPTS};
 use crate::index::INDEX_LIMIT;
 
 /// What happened to the signature.
@@ -36,16 +33,14 @@ const SIGNATURE_LIMIT: u64 = 1 << 20;
 /// publisher's change to the index in between means signing again; a missing, wrong or stale
 /// signature is replaced.
 pub async fn sign_index(bucket: &Bucket, signer: &Signer, verbose: bool) -> anyhow::Result<Signed> {
-    const ATTEMPTS: u32 = 10;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut contention = Contention::new();
     let mut uploaded = false;
     let mut why = String::new();
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=CONDITIONAL_ATTEMPTS {
         let Some((index, _)) = bucket.get_bytes(INDEX_NAME, INDEX_LIMIT).await? else {
             bail!(
-                "s3://{}/{} vanished before it could be signed; run publish again",
-                bucket.name,
-                bucket.key(INDEX_NAME)
+                "{} vanished before it could be signed; run publish again",
+                bucket.url(INDEX_NAME)
             );
         };
         let precondition = match bucket.get_bytes(SIGNATURE_NAME, SIGNATURE_LIMIT).await? {
@@ -77,17 +72,14 @@ pub async fn sign_index(bucket: &Bucket, signer: &Signer, verbose: bool) -> anyh
             }
         };
         step(format!(
-            "Signing {INDEX_NAME} with key {} (attempt {attempt} of {ATTEMPTS})",
+            "Signing {INDEX_NAME} with key {} (attempt {attempt} of {CONDITIONAL_ATTEMPTS})",
             signer.fingerprint()
         ));
         let signature = signer.sign(&index)?;
         let digest = checksums::hash_bytes(&signature);
         if verbose {
-            let condition = match &precondition {
-                Precondition::Absent => "If-None-Match: *".to_string(),
-                Precondition::Matches(etag) => format!("If-Match: {etag}"),
-            };
-            detail(format!("PUT {} ({condition})", bucket.key(SIGNATURE_NAME)));
+            let header = precondition.header();
+            detail(format!("PUT {} ({header})", bucket.key(SIGNATURE_NAME)));
         }
         match bucket
             .put(
@@ -102,15 +94,11 @@ pub async fn sign_index(bucket: &Bucket, signer: &Signer, verbose: bool) -> anyh
             // Checked on the next turn, against the index as it is then.
             Written::Done => uploaded = true,
             Written::PreconditionFailed => {
-                let wait = backoff.next_wait();
-                detail(format!(
-                    "{SIGNATURE_NAME} changed under us (another publisher?); checking again in {wait:?}"
-                ));
-                tokio::time::sleep(wait).await;
+                contention.wait(SIGNATURE_NAME, "checking", attempt).await;
             }
         }
     }
     bail!(
-        "{SIGNATURE_NAME} still does not match {INDEX_NAME} after {ATTEMPTS} attempts ({why}); run publish again to sign it"
+        "{SIGNATURE_NAME} still does not match {INDEX_NAME} after {CONDITIONAL_ATTEMPTS} attempts ({why}); run publish again to sign it"
     )
 }

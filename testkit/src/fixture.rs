@@ -104,6 +104,17 @@ pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
     writer.finish().unwrap().into_inner()
 }
 
+/// Writes a zip at `path` whose one entry, `alloy-linux-amd64`, holds `content`, with the zip
+/// crate's default options: the plainest release zip, for tests of the reader itself.
+pub fn write_binary_zip(path: &Path, content: &[u8]) {
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    writer
+        .start_file("alloy-linux-amd64", SimpleFileOptions::default())
+        .unwrap();
+    writer.write_all(content).unwrap();
+    writer.finish().unwrap();
+}
+
 /// A `sha256sum` line for every asset but SHA256SUMS itself.
 pub fn sha256sums(assets: &BTreeMap<String, Vec<u8>>) -> String {
     assets

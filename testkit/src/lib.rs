@@ -7,7 +7,8 @@
 //!   tells only xtask's own tests where it is);
 //! - [`s3::S3`]: a real S3 server process on loopback, and proxies that cut or corrupt uploads;
 //! - [`host::Host`]: a Flatcar-like host booted with systemd-nspawn on a [`debian`] root;
-//! - [`ext4`], [`gpg`], [`process`]: reading images, throwaway keys, processes and signals.
+//! - [`ext4`], [`gpg`], [`process`]: reading images, throwaway keys, processes and signals;
+//!   [`mkfifo`] and [`link_to_dev_zero`]: files no reader may trust.
 
 pub mod debian;
 pub mod ext4;
@@ -91,6 +92,30 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> std::io::Result<Head> {
         path,
         headers,
     })
+}
+
+/// xorshift64: numbers that look random but repeat for the same seed (which must not be 0), for
+/// tests that damage images or make incompressible bytes.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Makes a FIFO at `path`: a file that would hang whoever reads it.
+pub fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.unwrap().success(), "mkfifo {}", path.display());
+}
+
+/// Makes a link to /dev/zero at `path`: a file that would fill the memory of whoever reads it.
+pub fn link_to_dev_zero(path: &Path) {
+    std::os::unix::fs::symlink("/dev/zero", path).unwrap();
 }
 
 /// The binary `name` that cargo built beside `own` (a test's own `CARGO_BIN_EXE_*`): how the

@@ -398,11 +398,17 @@ impl Exchange {
         Ok(())
     }
 
+    /// A `200 OK` saying the whole body's length (and, when `close`, `Connection: close`),
+    /// then only its first half.
+    fn half(&mut self, body: &[u8], close: bool) -> io::Result<()> {
+        write_ok_head(&mut self.stream, Some(body.len() as u64), close)?;
+        self.stream.write_all(&body[..body.len() / 2])?;
+        self.stream.flush()
+    }
+
     /// Half the body, then the connection closes.
     fn cut(&mut self, body: &[u8]) -> io::Result<()> {
-        write_ok_head(&mut self.stream, Some(body.len() as u64), true)?;
-        self.stream.write_all(&body[..body.len() / 2])?;
-        self.stream.flush()?;
+        self.half(body, true)?;
         self.stream.shutdown(std::net::Shutdown::Both)
     }
 
@@ -428,9 +434,7 @@ impl Exchange {
 
     /// Half the body, then nothing for two minutes.
     fn stall(&mut self, body: &[u8]) -> io::Result<()> {
-        write_ok_head(&mut self.stream, Some(body.len() as u64), false)?;
-        self.stream.write_all(&body[..body.len() / 2])?;
-        self.stream.flush()?;
+        self.half(body, false)?;
         std::thread::sleep(std::time::Duration::from_secs(120));
         Ok(())
     }

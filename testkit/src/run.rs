@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The outcome of one run of a program under test.
 #[derive(Debug)]
@@ -20,6 +21,29 @@ impl Run {
             .output()
             .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
         Run::from_output(&output)
+    }
+
+    /// Runs `command`, killing it and failing the test once it has run for `deadline` (a hang
+    /// is a failure of its own): the run, and how long it took.
+    pub fn within(command: &mut Command, deadline: Duration) -> (Run, Duration) {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > deadline {
+                child.kill().unwrap();
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "{command:?} still ran after {deadline:?}\n--- stderr\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = started.elapsed();
+        (Run::from_output(&child.wait_with_output().unwrap()), took)
     }
 
     /// The outcome of a finished run; fails the test if the program panicked (no input may

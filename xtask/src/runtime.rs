@@ -2,8 +2,10 @@
 //! command: keeps secrets off the command line and out of children's environments, and turns
 //! the command's result into one printed error and an exit code.
 
+use std::ffi::OsString;
+
 use anyhow::bail;
-use clap::ArgMatches;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 /// Tells a member (the bench) which `xtask` binary ran it.
 pub const XTASK_ENV: &str = "ALLOY_SYSEXT_XTASK";
@@ -25,6 +27,20 @@ pub fn forget_secrets() {
     for secret in SECRETS {
         std::env::remove_var(secret);
     }
+}
+
+/// The command line `args` parsed as `C`, refusing any of the secret arguments `secret_ids`
+/// given as a flag ([`refuse_secrets_on_argv`]). A command line clap does not take, `--help`
+/// and `--version` end the process as clap ends it.
+pub fn parse_args<C: CommandFactory + FromArgMatches>(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    secret_ids: &[&str],
+) -> anyhow::Result<C> {
+    let matches = C::command()
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    refuse_secrets_on_argv(&matches, secret_ids)?;
+    Ok(C::from_arg_matches(&matches)?)
 }
 
 /// Refuses any of the secret arguments `ids` (clap argument ids, e.g. `github_token`) given as

@@ -113,6 +113,17 @@ fn gpg_env(sh: &Shell) -> Vec<(&'static str, std::ffi::OsString)> {
         .collect()
 }
 
+/// Runs `command` (gpg or gpgv) with [`gpg_env`] for its whole environment, printing nothing,
+/// whatever its exit status: what it printed and how it ended.
+fn run_gpg(sh: &Shell, command: xshell::Cmd<'_>) -> xshell::Result<Output> {
+    command
+        .env_clear()
+        .envs(gpg_env(sh))
+        .quiet()
+        .ignore_status()
+        .output()
+}
+
 /// gpg's stderr for an error message, without any line that also occurs in `secret`.
 fn redact(stderr: &[u8], secret: &str) -> String {
     String::from_utf8_lossy(stderr)
@@ -180,25 +191,20 @@ fn check_armored(armored_private_key: &str) -> anyhow::Result<()> {
 /// its one secret key.
 fn import_secret_key(sh: &Shell, armored_private_key: &str) -> anyhow::Result<String> {
     check_armored(armored_private_key)?;
-    let imported = cmd!(sh, "gpg --batch --no-tty --import")
-        .env_clear()
-        .envs(gpg_env(sh))
-        .stdin(armored_private_key)
-        .quiet()
-        .ignore_status()
-        .output()
-        .context("running gpg (install it: apt-get install gnupg)")?;
+    let imported = run_gpg(
+        sh,
+        cmd!(sh, "gpg --batch --no-tty --import").stdin(armored_private_key),
+    )
+    .context("running gpg (install it: apt-get install gnupg)")?;
     checked(
         imported,
         |stderr| format!("gpg could not import the key in {SIGNING_KEY_ENV}: {stderr}"),
         armored_private_key,
     )?;
-    let listed = cmd!(sh, "gpg --batch --no-tty --with-colons --list-secret-keys")
-        .env_clear()
-        .envs(gpg_env(sh))
-        .quiet()
-        .ignore_status()
-        .output()?;
+    let listed = run_gpg(
+        sh,
+        cmd!(sh, "gpg --batch --no-tty --with-colons --list-secret-keys"),
+    )?;
     let listed = checked(
         listed,
         |e| format!("gpg --list-secret-keys failed: {e}"),
@@ -255,14 +261,10 @@ fn sign_with(
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     let partial_path = partial.path().to_path_buf();
-    let signed = cmd!(
+    let signed = run_gpg(sh, cmd!(
         sh,
         "gpg --batch --no-tty --yes --pinentry-mode loopback --passphrase-fd 0 --local-user {fingerprint} --digest-algo SHA256 --detach-sign --output {partial_path} {data}"
-    ).env_clear().envs(gpg_env(sh))
-    .stdin("")
-    .quiet()
-    .ignore_status()
-    .output()?;
+    ).stdin(""))?;
     checked(
         signed,
         |stderr| {
@@ -364,15 +366,13 @@ fn export_public(
     keyring: &Path,
     armored_private_key: &str,
 ) -> anyhow::Result<()> {
-    let exported = cmd!(
+    let exported = run_gpg(
         sh,
-        "gpg --batch --no-tty --yes --output {keyring} --export {fingerprint}"
-    )
-    .env_clear()
-    .envs(gpg_env(sh))
-    .quiet()
-    .ignore_status()
-    .output()?;
+        cmd!(
+            sh,
+            "gpg --batch --no-tty --yes --output {keyring} --export {fingerprint}"
+        ),
+    )?;
     checked(
         exported,
         |e| format!("gpg could not export the public key {fingerprint} of {SIGNING_KEY_ENV}: {e}"),
@@ -390,15 +390,13 @@ pub fn verify_detached(keyring: &Path, data: &Path, signature: &Path) -> anyhow:
         std::fs::read(keyring).with_context(|| format!("reading keyring {}", keyring.display()))?;
     let binary: PathBuf = home.path().join("keyring.gpg");
     if keyring_text.starts_with(b"-----BEGIN PGP") {
-        let dearmored = cmd!(
-            sh,
-            "gpg --batch --no-tty --yes --dearmor --output {binary} {keyring}"
+        let dearmored = run_gpg(
+            &sh,
+            cmd!(
+                sh,
+                "gpg --batch --no-tty --yes --dearmor --output {binary} {keyring}"
+            ),
         )
-        .env_clear()
-        .envs(gpg_env(&sh))
-        .quiet()
-        .ignore_status()
-        .output()
         .context("running gpg (install it: apt-get install gnupg)")?;
         checked(
             dearmored,
@@ -410,15 +408,13 @@ pub fn verify_detached(keyring: &Path, data: &Path, signature: &Path) -> anyhow:
             .with_context(|| format!("copying keyring {}", keyring.display()))?;
     }
     let homedir = home.path();
-    let output = cmd!(
-        sh,
-        "gpgv --homedir {homedir} --status-fd 1 --keyring {binary} {signature} {data}"
+    let output = run_gpg(
+        &sh,
+        cmd!(
+            sh,
+            "gpgv --homedir {homedir} --status-fd 1 --keyring {binary} {signature} {data}"
+        ),
     )
-    .env_clear()
-    .envs(gpg_env(&sh))
-    .quiet()
-    .ignore_status()
-    .output()
     .context("running gpgv (install it: apt-get install gpgv)")?;
     let status = String::from_utf8_lossy(&output.stdout);
     match valid_signature(&status) {

@@ -37,12 +37,16 @@ pub struct Request {
 impl Request {
     /// Every tool verifying may need, found before any download.
     pub fn tools(&self) -> Vec<Tool> {
-        // Inspecting needs none: images are read by our own code.
-        let mut needed = Vec::new();
-        if self.keyring.is_some() {
-            needed.extend([tools::GPG, tools::GPGV]);
-        }
-        needed
+        tools_for(self.keyring.as_deref())
+    }
+}
+
+/// The tools a verify or an audit with `keyring` needs: images are read by our own code, so
+/// only a signature to check needs gpg.
+fn tools_for(keyring: Option<&Path>) -> Vec<Tool> {
+    match keyring {
+        Some(_) => vec![tools::GPG, tools::GPGV],
+        None => Vec::new(),
     }
 }
 
@@ -64,6 +68,26 @@ impl Row {
             digest: None,
             problems: Vec::new(),
             note: None,
+        }
+    }
+
+    /// Records what fetching the image at `url` (downloading it, or hashing it as it streamed
+    /// by) gave: its digest and size, or why there are none.
+    fn fetched(&mut self, url: &str, fetched: anyhow::Result<(Digest, u64)>) -> Option<Digest> {
+        match fetched {
+            Ok((digest, size)) => {
+                self.size = Some(size);
+                self.digest = Some(digest);
+                Some(digest)
+            }
+            Err(e) if e.downcast_ref::<NotFound>().is_some() => {
+                self.problems.push(format!("missing: {url} answered 404"));
+                None
+            }
+            Err(e) => {
+                self.problems.push(format!("download failed: {e:#}"));
+                None
+            }
         }
     }
 
@@ -367,21 +391,9 @@ fn verify_one(
     let mut row = Row::new(name);
     let url = format!("{base}/{name}");
     let local = work.join(name);
-    let downloaded = http.download(&url, &local, name);
-    let (digest, size) = match downloaded {
-        Ok(found) => found,
-        Err(e) if e.downcast_ref::<NotFound>().is_some() => {
-            row.problems.push(format!("missing: {url} answered 404"));
-            return row;
-        }
-        Err(e) => {
-            row.problems.push(format!("download failed: {e:#}"));
-            return row;
-        }
+    let Some(digest) = row.fetched(&url, http.download(&url, &local, name)) else {
+        return row;
     };
-    row.size = Some(size);
-    row.digest = Some(digest);
-
     row.problems
         .extend(published_digest_problems(http, &url, name, &digest, index));
 

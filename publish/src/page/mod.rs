@@ -9,7 +9,6 @@
 mod html;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde_json::json;
@@ -17,10 +16,11 @@ use xtask::contract::{Channel, ImageName, INDEX_NAME, PAGE_DATA_NAME, PAGE_NAME,
 use xtask::host::butane::ButaneConfig;
 use xtask::util::checksums::{self, Digest, SumLine};
 use xtask::util::progress::detail;
-use xtask::util::retry::Backoff;
 use xtask::version::Version;
 
-use crate::bucket::{self, Bucket, Listed, Metadata, Precondition, Written};
+use crate::bucket::{
+    self, Bucket, Contention, Listed, Metadata, Precondition, Written, CONDITIONAL_ATTEMPTS,
+};
 use crate::index::{INDEX_LIMIT, INDEX_SETTLE};
 
 /// One published image, as the page shows it.
@@ -201,9 +201,8 @@ struct Source {
 async fn read_source(bucket: &Bucket) -> anyhow::Result<(Source, Vec<SumLine>)> {
     let Some((text, _)) = bucket.get_text(INDEX_NAME, INDEX_LIMIT).await? else {
         bail!(
-            "s3://{}/{} vanished before the page could be made from it; run publish again",
-            bucket.name,
-            bucket.key(INDEX_NAME)
+            "{} vanished before the page could be made from it; run publish again",
+            bucket.url(INDEX_NAME)
         );
     };
     let lines = checksums::parse(&text).context("reading the bucket's SHA256SUMS for the page")?;
@@ -270,9 +269,8 @@ pub async fn update_page(
     public_base: &str,
     verbose: bool,
 ) -> anyhow::Result<bool> {
-    const ATTEMPTS: u32 = 10;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    for attempt in 1..=ATTEMPTS {
+    let mut contention = Contention::new();
+    for attempt in 1..=CONDITIONAL_ATTEMPTS {
         let (source, lines) = read_source(bucket).await?;
         let page = Page::new(
             channel,
@@ -306,18 +304,14 @@ pub async fn update_page(
                 return Ok(changed);
             }
             detail(format!(
-                "{INDEX_NAME} changed while the page was written (another publisher?); making it again (attempt {attempt} of {ATTEMPTS})"
+                "{INDEX_NAME} changed while the page was written (another publisher?); making it again (attempt {attempt} of {CONDITIONAL_ATTEMPTS})"
             ));
             continue;
         }
-        let wait = backoff.next_wait();
-        detail(format!(
-            "the page changed under us (another publisher?); making it again in {wait:?} (attempt {attempt} of {ATTEMPTS})"
-        ));
-        tokio::time::sleep(wait).await;
+        contention.wait("the page", "making it", attempt).await;
     }
     bail!(
-        "the page kept changing under us for {ATTEMPTS} attempts; the images and {INDEX_NAME} are published, run publish again to update {PAGE_NAME}"
+        "the page kept changing under us for {CONDITIONAL_ATTEMPTS} attempts; the images and {INDEX_NAME} are published, run publish again to update {PAGE_NAME}"
     )
 }
 

@@ -10,7 +10,7 @@ use xtask_testkit::mirror::Mirror;
 use xtask_testkit::s3::S3;
 use xtask_testkit::{Run, Workspace};
 
-use crate::support::{publish_command, run, verify, XTASK};
+use crate::support::{publish_command, row, run, verify, XTASK};
 
 /// Real images of `versions`, amd64 and arm64, built from fixture releases into one directory.
 fn built(versions: &[&str]) -> Workspace {
@@ -41,14 +41,6 @@ fn audit(s3: &S3, keyring: Option<&Path>) -> Run {
         args.extend(["--keyring", keyring.to_str().unwrap()]);
     }
     verify(&s3.public_url, &args)
-}
-
-/// The row of the audit's table for `name`.
-fn row<'a>(run: &'a Run, name: &str) -> &'a str {
-    run.stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no row for {name}:\n{}", run.stdout))
 }
 
 #[test]

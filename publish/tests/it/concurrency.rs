@@ -2,54 +2,11 @@
 
 use xtask_testkit::gpg::TestKey;
 use xtask_testkit::s3::S3;
-use xtask_testkit::Run;
 
 use crate::support::{
-    assert_no_dangling_checksum, assert_no_key_material, assert_no_secret, assert_signed_by,
-    fabricate, publish_command,
+    assert_no_dangling_checksum, assert_no_key_material, assert_signed_by,
+    publish_in_concurrent_pairs,
 };
-
-/// Fabricates an image for each version, then publishes them two at a time, each pair at once
-/// (the second pair meets an index that exists already); `env` is added to every publish.
-/// Returns every run, each already checked to succeed and to print no secret.
-fn publish_in_concurrent_pairs(
-    s3: &S3,
-    versions: &[&str],
-    size: usize,
-    env: &[(&str, &str)],
-) -> Vec<Run> {
-    let dirs: Vec<tempfile::TempDir> = versions
-        .iter()
-        .enumerate()
-        .map(|(i, version)| {
-            let dir = tempfile::tempdir().unwrap();
-            fabricate(dir.path(), version, "amd64", size, i as u8 + 1);
-            dir
-        })
-        .collect();
-    let mut runs = Vec::new();
-    for pair in dirs.chunks(2) {
-        let children: Vec<_> = pair
-            .iter()
-            .map(|dir| {
-                publish_command(&s3.endpoint, dir.path(), &[])
-                    .envs(env.iter().copied())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let output = child.wait_with_output().unwrap();
-            let run = Run::from_output(&output);
-            assert_no_secret(&run);
-            run.assert_ok();
-            runs.push(run);
-        }
-    }
-    runs
-}
 
 #[test]
 fn two_publishes_of_different_versions_at_once_both_end_up_in_the_index() {

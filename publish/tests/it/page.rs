@@ -12,7 +12,9 @@ use xtask_testkit::Run;
 
 use xtask_testkit::gpg::TestKey;
 
-use crate::support::{build_images, fabricate, publish_command, run};
+use crate::support::{
+    build_images, fabricate, fabricated, publish_command, publish_in_concurrent_pairs, run,
+};
 
 fn text(s3: &S3, key: &str) -> String {
     String::from_utf8(
@@ -108,31 +110,12 @@ fn publish_writes_the_page_and_its_data_in_each_channel() {
 #[test]
 fn two_publishers_racing_both_appear_on_the_page() {
     let s3 = S3::start();
-    let dirs: Vec<tempfile::TempDir> = ["1.10.0", "1.10.1", "1.9.5", "1.11.0"]
-        .iter()
-        .enumerate()
-        .map(|(i, version)| {
-            let dir = tempfile::tempdir().unwrap();
-            fabricate(dir.path(), version, "amd64", 50_000, i as u8 + 1);
-            dir
-        })
-        .collect();
-    for pair in dirs.chunks(2) {
-        let children: Vec<_> = pair
-            .iter()
-            .map(|dir| {
-                publish_command(&s3.endpoint, dir.path(), &[])
-                    .env("SYSEXT_BASE_URL", &s3.public_url)
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            Run::from_output(&child.wait_with_output().unwrap()).assert_ok();
-        }
-    }
+    publish_in_concurrent_pairs(
+        &s3,
+        &["1.10.0", "1.10.1", "1.9.5", "1.11.0"],
+        50_000,
+        &[("SYSEXT_BASE_URL", &s3.public_url)],
+    );
     let page = json(&s3, "index.json");
     assert_eq!(versions(&page), ["1.11.0", "1.10.1", "1.10.0", "1.9.5"]);
     let html = text(&s3, "index.html");
@@ -154,15 +137,7 @@ fn two_publishers_racing_both_appear_on_the_page() {
 #[test]
 fn a_publisher_held_between_reading_the_index_and_writing_the_page_loses_nothing() {
     let s3 = S3::start();
-    let dirs: Vec<tempfile::TempDir> = ["1.10.0", "1.10.1", "1.10.2"]
-        .iter()
-        .enumerate()
-        .map(|(i, version)| {
-            let dir = tempfile::tempdir().unwrap();
-            fabricate(dir.path(), version, "amd64", 20_000, i as u8 + 1);
-            dir
-        })
-        .collect();
+    let dirs = fabricated(&["1.10.0", "1.10.1", "1.10.2"], 20_000);
     publish_at(&s3, dirs[0].path(), &s3.public_url).assert_ok();
 
     let proxy = PausingProxy::start(&s3.endpoint, "GET /images/index.json");

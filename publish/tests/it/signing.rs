@@ -9,7 +9,7 @@ use xtask_testkit::Run;
 
 use crate::support::{
     assert_no_key_material, assert_signed_by, build_images, fabricate, publish, publish_command,
-    run, verify,
+    row, run, verify,
 };
 
 fn publish_signed(s3: &S3, dir: &Path, args: &[&str], key: &TestKey) -> Run {
@@ -27,14 +27,6 @@ fn assert_signs(s3: &S3, dir: &Path, args: &[&str], key: &TestKey) -> Run {
     assert!(run.stdout.contains("signed and uploaded"), "{}", run.stdout);
     assert_signed_by(s3, key);
     run
-}
-
-/// The row of verify's table for `name`.
-fn row<'a>(run: &'a Run, name: &str) -> &'a str {
-    run.stdout
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no row for {name}:\n{}", run.stdout))
 }
 
 #[test]

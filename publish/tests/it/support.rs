@@ -76,6 +76,14 @@ pub fn verify(base_url: &str, args: &[&str]) -> Run {
     )
 }
 
+/// The row of verify's table (or the audit's: `verify --all`) for `name`.
+pub fn row<'a>(run: &'a Run, name: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no row for {name}:\n{}", run.stdout))
+}
+
 /// A file that stands in for an image where the test is about bucket semantics.
 pub fn fabricate(dir: &Path, version: &str, arch: &str, size: usize, seed: u8) -> Vec<u8> {
     std::fs::create_dir_all(dir).unwrap();
@@ -96,6 +104,53 @@ pub fn fabricate(dir: &Path, version: &str, arch: &str, size: usize, seed: u8) -
     )
     .unwrap();
     bytes
+}
+
+/// A directory of its own for each of `versions`, holding an amd64 image of it fabricated with
+/// `size` bytes (seeded by its place in `versions`).
+pub fn fabricated(versions: &[&str], size: usize) -> Vec<tempfile::TempDir> {
+    versions
+        .iter()
+        .enumerate()
+        .map(|(i, version)| {
+            let dir = tempfile::tempdir().unwrap();
+            fabricate(dir.path(), version, "amd64", size, i as u8 + 1);
+            dir
+        })
+        .collect()
+}
+
+/// Fabricates an image for each version, then publishes them two at a time, each pair at once
+/// (the second pair meets an index that exists already); `env` is added to every publish.
+/// Returns every run, each already checked to succeed and to print no secret.
+pub fn publish_in_concurrent_pairs(
+    s3: &S3,
+    versions: &[&str],
+    size: usize,
+    env: &[(&str, &str)],
+) -> Vec<Run> {
+    let mut runs = Vec::new();
+    for pair in fabricated(versions, size).chunks(2) {
+        let children: Vec<_> = pair
+            .iter()
+            .map(|dir| {
+                publish_command(&s3.endpoint, dir.path(), &[])
+                    .envs(env.iter().copied())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            let run = Run::from_output(&output);
+            assert_no_secret(&run);
+            run.assert_ok();
+            runs.push(run);
+        }
+    }
+    runs
 }
 
 /// Real images, built by `xtask build` from a fixture release.

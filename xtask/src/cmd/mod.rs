@@ -66,7 +66,7 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::refuse_secrets_on_argv;
+    use crate::runtime::parse_args;
     use clap::CommandFactory;
 
     #[test]
@@ -76,18 +76,14 @@ mod tests {
 
     #[test]
     fn a_token_on_the_command_line_is_refused() {
-        let matches = Cli::command()
-            .try_get_matches_from(["x", "latest", "--github-token", "ghp_secret"])
-            .unwrap();
-        let err = refuse_secrets_on_argv(&matches, &SECRET_ARGS)
-            .unwrap_err()
-            .to_string();
+        let refused = parse_args::<Cli>(
+            ["x", "latest", "--github-token", "ghp_secret"],
+            &SECRET_ARGS,
+        );
+        let err = refused.unwrap_err().to_string();
         assert!(err.contains("GITHUB_TOKEN"), "{err}");
         assert!(!err.contains("ghp_secret"), "{err}");
-        let matches = Cli::command()
-            .try_get_matches_from(["x", "latest"])
-            .unwrap();
-        refuse_secrets_on_argv(&matches, &SECRET_ARGS).unwrap();
+        parse_args::<Cli>(["x", "latest"], &SECRET_ARGS).unwrap();
     }
 
     #[test]

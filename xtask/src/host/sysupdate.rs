@@ -155,32 +155,28 @@ mod tests {
     #[test]
     fn transfer_file_matches_published_names_per_arch() {
         let text = transfer_file("https://images.example/alloy/", Arch::Arm64, true);
-        let entries = ini(&text);
-        assert_eq!(get(&entries, "Transfer", "Verify"), "yes");
-        assert_eq!(get(&entries, "Source", "Type"), "url-file");
+        let signed = ini(&text);
+        // Every setting, in order: nothing more than these.
+        let expected = [
+            ("Transfer", "Verify", "yes"),
+            ("Source", "Type", "url-file"),
+            ("Source", "Path", "https://images.example/alloy/"),
+            ("Source", "MatchPattern", "alloy-@v-arm64.raw"),
+            ("Target", "Type", "regular-file"),
+            ("Target", "Path", "/opt/extensions/alloy"),
+            ("Target", "MatchPattern", "alloy-@v-arm64.raw"),
+            ("Target", "CurrentSymlink", "/etc/extensions/alloy.raw"),
+            ("Target", "InstancesMax", "2"),
+            ("Target", "Mode", "0644"),
+        ];
         assert_eq!(
-            get(&entries, "Source", "Path"),
-            "https://images.example/alloy/"
+            signed,
+            expected.map(|(s, k, v)| (s.into(), k.into(), v.into()))
         );
-        assert_eq!(
-            get(&entries, "Source", "MatchPattern"),
-            "alloy-@v-arm64.raw"
-        );
-        assert_eq!(get(&entries, "Target", "Type"), "regular-file");
-        assert_eq!(get(&entries, "Target", "Path"), "/opt/extensions/alloy");
-        assert_eq!(
-            get(&entries, "Target", "MatchPattern"),
-            "alloy-@v-arm64.raw"
-        );
-        assert_eq!(
-            get(&entries, "Target", "CurrentSymlink"),
-            "/etc/extensions/alloy.raw"
-        );
-        assert_eq!(get(&entries, "Target", "InstancesMax"), "2");
         // The pattern with @v replaced is exactly the name `xtask build` gives the image.
         let version: Version = "1.10.2".parse().unwrap();
         assert_eq!(
-            get(&entries, "Source", "MatchPattern").replace("@v", "1.10.2"),
+            get(&signed, "Source", "MatchPattern").replace("@v", "1.10.2"),
             ImageName::new(&version, Arch::Arm64).file_name()
         );
         let unsigned = ini(&transfer_file("https://x.example", Arch::Amd64, false));

@@ -25,6 +25,7 @@ mod squashfs;
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -57,6 +58,27 @@ fn directory_within_limit(dir: &Node) -> anyhow::Result<()> {
         dir.size
     );
     Ok(())
+}
+
+/// `len` bytes at `offset` of an image `file`, which must lie within the `end` bytes its format
+/// says it uses (`end_is` says how, for errors: "in the image", "used").
+fn read_within(
+    file: &File,
+    offset: u64,
+    len: usize,
+    end: u64,
+    end_is: &str,
+) -> anyhow::Result<Vec<u8>> {
+    ensure!(
+        offset
+            .checked_add(len as u64)
+            .is_some_and(|last| last <= end),
+        "the image points past its end ({len} bytes at offset {offset}, {end} bytes {end_is})"
+    );
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, offset)
+        .with_context(|| format!("reading {len} bytes at offset {offset}"))?;
+    Ok(bytes)
 }
 
 /// Whether a name is one no directory may hold, or one that reads differently in different

@@ -219,17 +219,8 @@ mod tests {
 
     /// A verified zip holding `binary` as the amd64 release's one entry.
     fn release_zip(dir: &Path, binary: &[u8]) -> VerifiedZip {
-        use std::io::Write;
         let path = dir.join("alloy-linux-amd64.zip");
-        let mut writer = zip::ZipWriter::new(fs::File::create(&path).unwrap());
-        writer
-            .start_file(
-                "alloy-linux-amd64",
-                zip::write::SimpleFileOptions::default(),
-            )
-            .unwrap();
-        writer.write_all(binary).unwrap();
-        writer.finish().unwrap();
+        xtask_testkit::fixture::write_binary_zip(&path, binary);
         VerifiedZip {
             file: fs::File::open(&path).unwrap(),
             path,

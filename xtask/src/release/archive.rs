@@ -232,6 +232,7 @@ impl<R: Read> ExactLength<R> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use xtask_testkit::fixture::write_binary_zip;
     use zip::write::SimpleFileOptions;
 
     fn make_zip(path: &Path, build: impl FnOnce(&mut zip::ZipWriter<File>)) {
@@ -261,11 +262,7 @@ mod tests {
         let bytes = std::fs::read(&zip).unwrap();
         let patched = replace_all(&bytes, b"alloy-linux-amd6X", b"alloy-linux-amd64");
         assert_ne!(bytes, patched);
-        std::fs::write(&zip, patched).unwrap();
-        let err = format!(
-            "{:#}",
-            extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
-        );
+        let err = extract_error_of(&zip, &patched);
         assert!(
             err.contains("more than one entry of the same name"),
             "{err}"
@@ -298,6 +295,21 @@ mod tests {
     const LOCAL: [u8; 4] = [0x50, 0x4b, 0x03, 0x04];
     const CENTRAL: [u8; 4] = [0x50, 0x4b, 0x01, 0x02];
 
+    /// How extracting `alloy-linux-amd64` from `zip` fails, with every cause.
+    fn extract_error(zip: &Path) -> String {
+        let dest = zip.with_extension("out");
+        format!(
+            "{:#}",
+            extract(zip, "alloy-linux-amd64", &dest).unwrap_err()
+        )
+    }
+
+    /// [`extract_error`] of `bytes`, written as `zip`.
+    fn extract_error_of(zip: &Path, bytes: &[u8]) -> String {
+        std::fs::write(zip, bytes).unwrap();
+        extract_error(zip)
+    }
+
     /// The uncompressed size of the one entry set to `size`, in the central directory and the
     /// local header alike: the records agree, and only inflating can tell.
     fn declare_size(zip: &Path, size: u32) {
@@ -316,11 +328,7 @@ mod tests {
     fn records_that_disagree_or_declare_too_much_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.zip");
-        make_zip(&good, |w| {
-            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
-                .unwrap();
-            w.write_all(&vec![7u8; 5000]).unwrap();
-        });
+        write_binary_zip(&good, &vec![7u8; 5000]);
         let bytes = std::fs::read(&good).unwrap();
         let local = record(&bytes, LOCAL);
         let central = record(&bytes, CENTRAL);
@@ -336,11 +344,7 @@ mod tests {
             let mut patched = bytes.clone();
             patch(&mut patched, local, central);
             let zip = dir.path().join(format!("{name}.zip"));
-            std::fs::write(&zip, patched).unwrap();
-            let err = format!(
-                "{:#}",
-                extract(&zip, "alloy-linux-amd64", &dir.path().join(name)).unwrap_err()
-            );
+            let err = extract_error_of(&zip, &patched);
             assert!(err.contains("not a consistent zip"), "{name}: {err}");
             assert!(err.contains(expected), "{name}: {err}");
         }
@@ -351,11 +355,7 @@ mod tests {
         declared[end + 8..end + 10].copy_from_slice(&0xfffe_u16.to_le_bytes());
         declared[end + 10..end + 12].copy_from_slice(&0xfffe_u16.to_le_bytes());
         let zip = dir.path().join("many.zip");
-        std::fs::write(&zip, declared).unwrap();
-        let err = format!(
-            "{:#}",
-            extract(&zip, "alloy-linux-amd64", &dir.path().join("many")).unwrap_err()
-        );
+        let err = extract_error_of(&zip, &declared);
         assert!(err.contains("declares 65534 entries"), "{err}");
     }
 
@@ -381,11 +381,7 @@ mod tests {
         ];
         for (declared, expected) in cases {
             let zip = dir.path().join(format!("{declared}.zip"));
-            make_zip(&zip, |w| {
-                w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
-                    .unwrap();
-                w.write_all(&content).unwrap();
-            });
+            write_binary_zip(&zip, &content);
             declare_size(&zip, declared);
             let file = File::open(&zip).unwrap();
             let err = BinaryEntry::open(&file, &zip, "alloy-linux-amd64")
@@ -481,11 +477,7 @@ mod tests {
         ] {
             let compressed = total - left - data_start;
             let zip = dir.path().join(format!("left-{left}.zip"));
-            std::fs::write(&zip, deferred_entry_zip(&data, compressed, 5 << 30)).unwrap();
-            let err = format!(
-                "{:#}",
-                extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
-            );
+            let err = extract_error_of(&zip, &deferred_entry_zip(&data, compressed, 5 << 30));
             assert!(err.contains(expected), "{left} bytes left: {err}");
         }
     }
@@ -497,11 +489,7 @@ mod tests {
     fn an_end_record_hidden_in_the_comment_of_another_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.zip");
-        make_zip(&good, |w| {
-            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
-                .unwrap();
-            w.write_all(b"\x7fELF").unwrap();
-        });
+        write_binary_zip(&good, b"\x7fELF");
         let bytes = std::fs::read(&good).unwrap();
         let end = record(&bytes, [0x50, 0x4b, 0x05, 0x06]);
         let mut comment = Vec::new();
@@ -512,21 +500,13 @@ mod tests {
         hidden.extend_from_slice(&(comment.len() as u16).to_le_bytes());
         hidden.extend_from_slice(&comment);
         let zip = dir.path().join("hidden.zip");
-        std::fs::write(&zip, &hidden).unwrap();
-        let err = format!(
-            "{:#}",
-            extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
-        );
+        let err = extract_error_of(&zip, &hidden);
         assert!(err.contains("holds another end record"), "{err}");
 
         // Parts of a multi-disk archive: unzip refuses them, the zip crate looks elsewhere.
         let mut split = bytes.clone();
         split[end + 4] = 1;
-        std::fs::write(&zip, &split).unwrap();
-        let err = format!(
-            "{:#}",
-            extract(&zip, "alloy-linux-amd64", &dir.path().join("out")).unwrap_err()
-        );
+        let err = extract_error_of(&zip, &split);
         assert!(err.contains("multi-disk"), "{err}");
     }
 
@@ -539,11 +519,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content: Vec<u8> = (0..300u32).map(|i| (i * 31 % 256) as u8).collect();
         let plain = dir.path().join("plain.zip");
-        make_zip(&plain, |w| {
-            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
-                .unwrap();
-            w.write_all(&content).unwrap();
-        });
+        write_binary_zip(&plain, &content);
         let streamed = dir.path().join("streamed.zip");
         let mut writer = zip::ZipWriter::new_stream(File::create(&streamed).unwrap());
         let options = SimpleFileOptions::default().large_file(true);
@@ -591,11 +567,7 @@ mod tests {
     fn extracts_the_one_expected_file() {
         let dir = tempfile::tempdir().unwrap();
         let zip = dir.path().join("a.zip");
-        make_zip(&zip, |w| {
-            w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
-                .unwrap();
-            w.write_all(b"\x7fELF binary").unwrap();
-        });
+        write_binary_zip(&zip, b"\x7fELF binary");
         let dest = dir.path().join("alloy");
         assert_eq!(extract(&zip, "alloy-linux-amd64", &dest).unwrap(), 11);
         assert_eq!(std::fs::read(dest).unwrap(), b"\x7fELF binary");
@@ -604,59 +576,37 @@ mod tests {
     #[test]
     fn refuses_extra_entries_wrong_names_directories_and_links() {
         let dir = tempfile::tempdir().unwrap();
-        type Build = Box<dyn FnOnce(&mut zip::ZipWriter<File>)>;
-        let cases: Vec<(&str, Build)> = vec![
+        /// An entry of a zip: a file, a directory, or a link to a target.
+        enum Entry {
+            File(&'static str),
+            Directory(&'static str),
+            Link(&'static str, &'static str),
+        }
+        let cases: [(&str, &[Entry]); 6] = [
             (
                 "extra",
-                Box::new(|w| {
-                    w.start_file("alloy-linux-amd64", SimpleFileOptions::default())
-                        .unwrap();
-                    w.start_file("README", SimpleFileOptions::default())
-                        .unwrap();
-                }),
+                &[Entry::File("alloy-linux-amd64"), Entry::File("README")],
             ),
-            (
-                "traversal",
-                Box::new(|w| {
-                    w.start_file("../alloy-linux-amd64", SimpleFileOptions::default())
-                        .unwrap();
-                }),
-            ),
-            (
-                "nested",
-                Box::new(|w| {
-                    w.start_file("bin/alloy-linux-amd64", SimpleFileOptions::default())
-                        .unwrap();
-                }),
-            ),
-            (
-                "directory",
-                Box::new(|w| {
-                    w.add_directory("alloy-linux-amd64", SimpleFileOptions::default())
-                        .unwrap();
-                }),
-            ),
-            (
-                "link",
-                Box::new(|w| {
-                    w.add_symlink(
-                        "alloy-linux-amd64",
-                        "/etc/passwd",
-                        SimpleFileOptions::default(),
-                    )
-                    .unwrap();
-                }),
-            ),
-            ("empty", Box::new(|_| {})),
+            ("traversal", &[Entry::File("../alloy-linux-amd64")]),
+            ("nested", &[Entry::File("bin/alloy-linux-amd64")]),
+            ("directory", &[Entry::Directory("alloy-linux-amd64")]),
+            ("link", &[Entry::Link("alloy-linux-amd64", "/etc/passwd")]),
+            ("empty", &[]),
         ];
-        for (name, build) in cases {
+        for (name, entries) in cases {
             let zip = dir.path().join(format!("{name}.zip"));
-            make_zip(&zip, build);
-            let dest = dir.path().join(format!("{name}.out"));
-            let err = format!(
-                "{:#}",
-                extract(&zip, "alloy-linux-amd64", &dest).unwrap_err()
-            );
+            make_zip(&zip, |w| {
+                let options = SimpleFileOptions::default();
+                for entry in entries {
+                    match *entry {
+                        Entry::File(path) => w.start_file(path, options),
+                        Entry::Directory(path) => w.add_directory(path, options),
+                        Entry::Link(path, target) => w.add_symlink(path, target, options),
+                    }
+                    .unwrap();
+                }
+            });
+            let err = extract_error(&zip);
             assert!(err.contains("refusing it"), "{name}: {err}");
         }
         let not_zip = dir.path().join("not.zip");

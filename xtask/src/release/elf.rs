@@ -1,6 +1,7 @@
 //! Just enough ELF to refuse a binary built for the wrong machine.
 
 pub use crate::arch::{Arch, EM_AARCH64, EM_X86_64};
+use crate::util::le::u16_at;
 
 fn machine_name(machine: u16) -> String {
     match machine {
@@ -26,13 +27,13 @@ pub fn check_header(header: &[u8], arch: Arch) -> Result<(), String> {
     if header[4] != 2 || header[5] != 1 {
         return Err("it is not a 64-bit little-endian ELF file".into());
     }
-    let e_type = u16::from_le_bytes([header[16], header[17]]);
+    let e_type = u16_at(header, 16);
     if e_type != 2 && e_type != 3 {
         return Err(format!(
             "it is an ELF file but not an executable (e_type {e_type})"
         ));
     }
-    let machine = u16::from_le_bytes([header[18], header[19]]);
+    let machine = u16_at(header, 18);
     if machine != arch.elf_machine() {
         return Err(format!(
             "it is an ELF executable for {}, not for {} ({})",

@@ -467,16 +467,7 @@ mod tests {
     }
 
     fn zip_holding(path: &Path, content: &[u8]) -> Digest {
-        use std::io::Write;
-        let mut writer = zip::ZipWriter::new(File::create(path).unwrap());
-        writer
-            .start_file(
-                "alloy-linux-amd64",
-                zip::write::SimpleFileOptions::default(),
-            )
-            .unwrap();
-        writer.write_all(content).unwrap();
-        writer.finish().unwrap();
+        xtask_testkit::fixture::write_binary_zip(path, content);
         checksums::hash_file(path).unwrap().0
     }
 
@@ -546,13 +537,9 @@ mod tests {
         let mut timings = Timings::default();
 
         let fifo = dir.join("fifo.zip");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        xtask_testkit::mkfifo(&fifo);
         let zero = dir.join("zero.zip");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        xtask_testkit::link_to_dev_zero(&zero);
         let link = dir.join("link.zip");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
         let empty_dir = dir.join("empty-dir.zip");
@@ -593,11 +580,7 @@ mod tests {
     fn a_local_zip_must_be_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo.zip");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        xtask_testkit::mkfifo(&fifo);
         let source = local_source(
             dir.path(),
             Origin::Local {

@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, Context};
 
 use crate::util::checksums::shown;
+use crate::util::le::{u16_at, u32_at, u64_at};
 
 const END_SIGNATURE: u32 = 0x0605_4b50;
 const END_SIZE: usize = 22;
@@ -64,16 +65,22 @@ pub struct EntryRecord {
     pub zip64_extra: bool,
 }
 
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+impl EntryRecord {
+    /// A record from the fields both headers hold, in the same order from `at` on (8 in the
+    /// central directory's, 6 in a local one): flags, method, time and date, CRC, compressed
+    /// size, size.
+    fn from_shared_fields(header: &[u8], at: usize, name: &[u8], local_offset: u64) -> Self {
+        EntryRecord {
+            flags: u16_at(header, at),
+            method: u16_at(header, at + 2),
+            crc: u32_at(header, at + 8),
+            compressed: u64::from(u32_at(header, at + 12)),
+            size: u64::from(u32_at(header, at + 16)),
+            name: name.to_vec(),
+            local_offset,
+            zip64_extra: false,
+        }
+    }
 }
 
 fn read_at(file: &File, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
@@ -200,16 +207,8 @@ pub fn central_entry(file: &File, directory: &Directory) -> anyhow::Result<Entry
     }
     let (name, extra) = name_and_extra(&bytes, CENTRAL_SIZE, 28)
         .context("its central directory entry is cut short")?;
-    let mut record = EntryRecord {
-        flags: u16_at(&bytes, 8),
-        method: u16_at(&bytes, 10),
-        crc: u32_at(&bytes, 16),
-        compressed: u64::from(u32_at(&bytes, 20)),
-        size: u64::from(u32_at(&bytes, 24)),
-        name: name.to_vec(),
-        local_offset: u64::from(u32_at(&bytes, 42)),
-        zip64_extra: false,
-    };
+    let local_offset = u64::from(u32_at(&bytes, 42));
+    let mut record = EntryRecord::from_shared_fields(&bytes, 8, name, local_offset);
     apply_zip64(&mut record, extra, true)?;
     Ok(record)
 }
@@ -230,16 +229,8 @@ pub fn local_entry(file: &File, central: &EntryRecord) -> anyhow::Result<(EntryR
         central.local_offset + LOCAL_SIZE as u64,
         name_len + extra_len,
     )?;
-    let mut record = EntryRecord {
-        flags: u16_at(&header, 6),
-        method: u16_at(&header, 8),
-        crc: u32_at(&header, 14),
-        compressed: u64::from(u32_at(&header, 18)),
-        size: u64::from(u32_at(&header, 22)),
-        name: variable[..name_len].to_vec(),
-        local_offset: central.local_offset,
-        zip64_extra: false,
-    };
+    let name = &variable[..name_len];
+    let mut record = EntryRecord::from_shared_fields(&header, 6, name, central.local_offset);
     apply_zip64(&mut record, &variable[name_len..], false)?;
     let data_start = central.local_offset + (LOCAL_SIZE + name_len + extra_len) as u64;
     Ok((record, data_start))

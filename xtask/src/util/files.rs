@@ -492,13 +492,9 @@ mod tests {
     fn small_files_are_read_only_when_regular_ours_and_small() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        xtask_testkit::mkfifo(&fifo);
         let zero = dir.path().join("zero");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        xtask_testkit::link_to_dev_zero(&zero);
         let big = dir.path().join("big");
         fs::write(&big, vec![b'x'; 5000]).unwrap();
         let good = dir.path().join("good");

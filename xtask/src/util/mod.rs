@@ -6,6 +6,7 @@ pub mod files;
 pub mod handoff;
 pub mod http;
 pub mod interrupt;
+pub mod le;
 pub mod progress;
 pub mod retry;
 pub mod safedir;

@@ -202,11 +202,9 @@ mod tests {
         std::fs::write(elsewhere.path().join("target"), b"x").unwrap();
         let dir = home.path().join("alloy-sysext/v2");
         std::os::unix::fs::symlink(elsewhere.path().join("target"), dir.join("link")).unwrap();
-        std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+        xtask_testkit::link_to_dev_zero(&dir.join("zero"));
         std::fs::create_dir(dir.join("subdir")).unwrap();
-        let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
-        // SAFETY: a valid C string; mkfifo creates the node and touches nothing else.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        xtask_testkit::mkfifo(&dir.join("fifo"));
         for (name, what) in [
             ("link", "a symbolic link"),
             ("zero", "a symbolic link"),

@@ -14,7 +14,7 @@ use crate::util::checksums::SumLine;
 use crate::util::http::{Http, NotFound};
 use crate::util::interrupt;
 use crate::util::progress::step;
-use crate::util::tools::{self, Tool};
+use crate::util::tools::Tool;
 
 /// What the audit covers: every image every channel's index lists under `base`.
 #[derive(Clone, Debug)]
@@ -26,14 +26,9 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Every tool auditing may need, found before any download (images are read by our own
-    /// code: only the signature needs gpg).
+    /// Every tool auditing may need, found before any download.
     pub fn tools(&self) -> Vec<Tool> {
-        let mut needed = Vec::new();
-        if self.keyring.is_some() {
-            needed.extend([tools::GPG, tools::GPGV]);
-        }
-        needed
+        super::tools_for(self.keyring.as_deref())
     }
 }
 
@@ -173,19 +168,9 @@ fn digest_only(
 ) -> Row {
     let mut row = Row::new(name);
     let url = format!("{base}/{name}");
-    let (digest, size) = match http.hash(&url, name) {
-        Ok(found) => found,
-        Err(e) if e.downcast_ref::<NotFound>().is_some() => {
-            row.problems.push(format!("missing: {url} answered 404"));
-            return row;
-        }
-        Err(e) => {
-            row.problems.push(format!("download failed: {e:#}"));
-            return row;
-        }
+    let Some(digest) = row.fetched(&url, http.hash(&url, name)) else {
+        return row;
     };
-    row.size = Some(size);
-    row.digest = Some(digest);
     row.problems
         .extend(published_digest_problems(http, &url, name, &digest, index));
     if row.problems.is_empty() {

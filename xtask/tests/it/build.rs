@@ -10,7 +10,7 @@ use xtask_testkit::process::{require_root, wait_for};
 use xtask_testkit::{ext4, Run, Workspace};
 
 use crate::support::{
-    assert_sha256sum_accepts, files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK,
+    assert_sha256sum_accepts, cached_zip, files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK,
 };
 
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
@@ -538,7 +538,7 @@ fn a_cached_zip_is_verified_again_and_reused_or_replaced() {
     ws.build(&mirror.base_url, VERSION, &[]).assert_ok();
     let zip_requests = || mirror.requests_for(ZIP_OBJECT).len();
     assert_eq!(zip_requests(), 1);
-    let cached = ws.cache.join("alloy-sysext/v1.10.2/alloy-linux-amd64.zip");
+    let cached = cached_zip(&ws);
     assert!(cached.is_file());
 
     // Warm: SHA256SUMS is fetched again, the zip is not.

@@ -4,14 +4,14 @@
 //! what happened, without a retry storm for what retrying cannot fix, and leave nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
-use xtask_testkit::{ext4, Run, Workspace};
+use xtask_testkit::{ext4, link_to_dev_zero, mkfifo, Run, Workspace};
 
-use crate::support::{files_under, workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::support::{cached_zip, files_under, workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
 const ZIP_OBJECT: &str = "/objects/v1.10.2/alloy-linux-amd64.zip";
@@ -38,25 +38,25 @@ pub(crate) fn run_within(command: &mut Command, tmp: &Path, deadline: Duration) 
     command
         .env("TMPDIR", tmp)
         .env("ALLOY_SYSEXT_PROGRESS_WINDOW_MS", WINDOW_MS)
-        .env("ALLOY_SYSEXT_MIN_BYTES_PER_SEC", "1024")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = command.spawn().expect("running xtask");
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > deadline {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "xtask still ran after {deadline:?}\n--- stderr\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let elapsed = started.elapsed();
-    let output = child.wait_with_output().unwrap();
-    (Run::from_output(&output), elapsed)
+        .env("ALLOY_SYSEXT_MIN_BYTES_PER_SEC", "1024");
+    Run::within(command, deadline)
+}
+
+/// A bucket holding one small image of [`VERSION`] with its `.sha256` and SHA256SUMS, its
+/// `asset` misbehaving as `fault`, and `xtask verify VERSION` of it.
+pub(crate) fn verify_with_fault(asset: &str, fault: &Fault) -> (Mirror, Command) {
+    let mirror = Mirror::start();
+    let image = vec![0u8; 64 << 10];
+    let line = format!("{}  {IMAGE}\n", fixture::sha256_hex(&image));
+    mirror.add(VERSION, IMAGE, image);
+    mirror.add(VERSION, CHECKSUM, line.clone().into_bytes());
+    mirror.add(VERSION, "SHA256SUMS", line.into_bytes());
+    mirror.fault(VERSION, asset, fault.clone());
+    let mut command = Command::new(XTASK);
+    command
+        .args(["verify", VERSION, "--base-url"])
+        .arg(format!("{}/v{VERSION}", mirror.base_url));
+    (mirror, command)
 }
 
 fn build(ws: &Workspace, mirror: &Mirror, args: &[&str], deadline: Duration) -> (Run, Duration) {
@@ -272,18 +272,11 @@ fn a_redirect_off_loopback_to_plain_http_is_refused_before_connecting() {
 #[test]
 fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
     let release = Release::new(VERSION);
-    type Make = fn(&Path);
     let cases: [(&str, Make, &str); 4] = [
-        (
-            "fifo",
-            |p| {
-                assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
-            },
-            "is a FIFO, not a file",
-        ),
+        ("fifo", mkfifo, "is a FIFO, not a file"),
         (
             "link to /dev/zero",
-            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            link_to_dev_zero,
             "is a symbolic link, not a file",
         ),
         (
@@ -300,7 +293,7 @@ fn a_cache_entry_that_is_not_a_file_is_replaced_by_a_fresh_download() {
     for (name, make, said) in cases {
         let mirror = Mirror::with_release(&release);
         let ws = workspace();
-        let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+        let cached = cached_zip(&ws);
         std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
         make(&cached);
         let (run, _) = build(&ws, &mirror, &[], Duration::from_secs(60));
@@ -320,7 +313,7 @@ fn an_unusable_cache_is_bypassed_and_said_once() {
     let mirror = Mirror::with_release(&release);
 
     let blocked = workspace();
-    let cached = blocked.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+    let cached = cached_zip(&blocked);
     std::fs::create_dir_all(cached.join("inside")).unwrap();
     let (run, _) = build(&blocked, &mirror, &[], Duration::from_secs(60));
     run.assert_ok_saying(&["cannot remove"]);
@@ -366,7 +359,6 @@ fn an_unusable_cache_is_bypassed_and_said_once() {
 /// `verify` downloads the image with the same ceiling and deadline, and says which failed.
 #[test]
 fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
-    let image_name = IMAGE;
     let cases: Vec<(Fault, Vec<&str>, &str)> = vec![
         (
             ENDLESS,
@@ -385,19 +377,9 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
         ),
     ];
     for (fault, args, needle) in cases {
-        let mirror = Mirror::start();
-        let image = vec![0u8; 64 << 10];
-        let line = format!("{}  {image_name}\n", fixture::sha256_hex(&image));
-        mirror.add(VERSION, image_name, image);
-        mirror.add(VERSION, CHECKSUM, line.clone().into_bytes());
-        mirror.add(VERSION, "SHA256SUMS", line.into_bytes());
-        mirror.fault(VERSION, image_name, fault.clone());
+        let (mirror, mut command) = verify_with_fault(IMAGE, &fault);
+        command.args(&args);
         let tmp = tempfile::tempdir().unwrap();
-        let mut command = Command::new(XTASK);
-        command
-            .args(["verify", VERSION, "--base-url"])
-            .arg(format!("{}/v{VERSION}", mirror.base_url))
-            .args(&args);
         let (run, took) = run_within(
             &mut command,
             &tmp.path().join("tmp"),
@@ -405,7 +387,7 @@ fn verify_refuses_endless_and_crawling_images_and_leaves_nothing_in_tmpdir() {
         );
         run.assert_fails_with(&["failed verification"]);
         assert!(run.stdout.contains(needle), "{fault:?}:\n{}", run.stdout);
-        let object = format!("/objects/v{VERSION}/{image_name}");
+        let object = format!("/objects/v{VERSION}/{IMAGE}");
         let expected: &[u16] = match fault {
             Fault::RedirectTo(_) => &[],
             // A crawl is retried (from what it had, were ranges answered), then given up.
@@ -599,7 +581,7 @@ fn a_cached_zip_larger_than_any_download_is_not_hashed() {
     let release = Release::new(VERSION);
     let mirror = Mirror::with_release(&release);
     let ws = workspace();
-    let cached = ws.cache.join("alloy-sysext/v1.10.2").join(ZIP);
+    let cached = cached_zip(&ws);
     std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
     std::fs::File::create(&cached)
         .unwrap()
@@ -679,11 +661,7 @@ fn a_local_sha256sums_that_is_dev_zero_or_a_fifo_is_refused_at_once() {
     let zip = ws.tmp.path().join("media").join(ZIP);
     std::fs::write(&zip, &release.assets[ZIP]).unwrap();
     let fifo = ws.tmp.path().join("media/SHA256SUMS");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    mkfifo(&fifo);
     for (sums, said) in [
         (Path::new("/dev/zero"), "is a device, not a file"),
         (fifo.as_path(), "is a FIFO, not a file"),

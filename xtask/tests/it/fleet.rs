@@ -10,7 +10,7 @@ use xtask_testkit::fixture;
 use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::{checked_output, Run, Workspace};
 
-use crate::support::{built, parse_yaml, sysupdate_build, IMAGE, XTASK};
+use crate::support::{built, parse_yaml, sysupdate_build, IMAGE, UNREADABLE_CHECKSUMS, XTASK};
 
 const INSTALLED_IMAGE: &str = "/opt/extensions/alloy/alloy-1.10.2-amd64.raw";
 const TRANSFER: &str = "/etc/sysupdate.alloy.d/alloy.transfer";
@@ -410,20 +410,7 @@ fn a_base_url_with_a_query_or_fragment_is_refused() {
 /// that read it fails rather than hangs or takes the machine's memory.)
 #[test]
 fn butane_never_reads_a_fifo_or_a_link_as_the_built_checksum() {
-    type Make = fn(&Path);
-    let cases: [(&str, Make, &str); 2] = [
-        (
-            "FIFO",
-            |p| assert!(Command::new("mkfifo").arg(p).status().unwrap().success()),
-            "is not a small regular file of ours",
-        ),
-        (
-            "link to /dev/zero",
-            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
-            "is a symbolic link; not read",
-        ),
-    ];
-    for (name, make, said) in cases {
+    for (name, make, said) in UNREADABLE_CHECKSUMS {
         let dist = tempfile::tempdir().unwrap();
         make(&dist.path().join(format!("{IMAGE}.sha256")));
         let started = std::time::Instant::now();

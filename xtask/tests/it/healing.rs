@@ -27,7 +27,9 @@ use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::require_root;
 
 use crate::support::workspace;
-use crate::upgrade::{image, provision_for_updates, xtask_butane, Bucket, INSTALLED};
+use crate::upgrade::{
+    image, provision_for_updates, with_update_functions, xtask_butane, Bucket, INSTALLED,
+};
 
 /// The releases the host meets, in order, each with how its Alloy behaves and the architecture
 /// its image was built for (1.14.0 is an arm64 image published under the amd64 name).
@@ -47,16 +49,7 @@ const RELEASES: [(&str, Behaviour, &str); 8] = [
 const SCRIPT: &str = r#"#!/bin/sh
 out=/root/alloy-report.txt
 log=/var/lib/alloy/data/fake-alloy.log
-# The main pid of alloy.service once that process is Alloy itself (it logged its start).
-alloy_pid() {
-  i=0
-  while [ "$i" -lt 80 ]; do
-    pid=$(systemctl show -p MainPID --value alloy.service)
-    if [ "$pid" != 0 ] && grep -q "^started pid=$pid " "$log" 2>/dev/null; then echo "$pid"; return; fi
-    sleep 0.25; i=$((i+1))
-  done
-  echo 0
-}
+UPDATE_FUNCTIONS
 # The version the running Alloy started as.
 running() { sed -n "s/^started pid=$(alloy_pid) .* version=//p" "$log"; }
 linked() { readlink -f /etc/extensions/alloy.raw | sed 's/.*alloy-\(.*\)-amd64.raw$/\1/'; }
@@ -69,21 +62,6 @@ last_error() {
 }
 # Another hand updates, as updatectl or sysext-bakery's drop-in would.
 other_hand() { /usr/lib/systemd/systemd-sysupdate -C alloy update >/dev/null 2>&1; }
-# Starts alloy-sysupdate.service as its timer would, and prints ok or failed. The test machine
-# emulates cgroups: now and then a unit's cgroup is gone when systemd spawns into it (systemd
-# 252 reports 219/CGROUP, 257 result 'resources'), which no real host does. Such a start is
-# retried once, after a pause, and reported; any other failure is the update's own.
-start_update() {
-  if systemctl start alloy-sysupdate.service; then echo ok; return; fi
-  result=$(systemctl show -p Result --value alloy-sysupdate.service)
-  status=$(systemctl show -p ExecMainStatus --value alloy-sysupdate.service)
-  if [ "$result" = resources ] || [ "$status" = 219 ]; then
-    echo "retrying alloy-sysupdate.service after a cgroup spawn failure ($result $status)" >&2
-    sleep 2
-    if systemctl start alloy-sysupdate.service; then echo ok; return; fi
-  fi
-  echo failed
-}
 # KEY=VALUE lines for step $1: how the update went, and where the host is after it.
 after() {
   echo "$1=$2"
@@ -185,7 +163,7 @@ fn heal(suite: &Suite) -> Option<(Report, Vec<String>, String)> {
     };
     publish(&mut bucket, INSTALLED);
     publish(&mut bucket, "1.11.0");
-    let script = SCRIPT.replace("ASK_TEST_FUNCTION", ASK_TEST);
+    let script = with_update_functions(SCRIPT).replace("ASK_TEST_FUNCTION", ASK_TEST);
     let label = format!("healing-{}", suite.name);
     let mut host = Host::new(suite, &label, Merge::EnsureSysext, &script);
     let butane = xtask_butane(&ws, &bucket, &key, "stable");

@@ -20,9 +20,12 @@ use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::{path_with_first, require_root, write_script};
 
 use crate::kernel_view::{compare, Kernel, Tally};
-use xtask_testkit::{checked_output, tool, Run};
+use xtask_testkit::{checked_output, tool, Run, XorShift};
 
-use crate::support::{workspace, EXTENSION_RELEASE, FORMATS, IMAGE, RELEASE_FILE, VERSION, XTASK};
+use crate::support::{
+    packer, root_test_per_format, workspace, EXTENSION_RELEASE, FORMATS, IMAGE, RELEASE_FILE,
+    VERSION, XTASK,
+};
 
 const RELEASE_DIR: &str = "usr/lib/extension-release.d";
 /// What xtask runs under: far below what an unbounded read of a 3 GiB file would take.
@@ -264,18 +267,6 @@ fn pack(format: &str, tree: &Path, image: &Path) {
         other => panic!("no format {other}"),
     };
     checked_output(&mut packer(tool_name, args, tree, image, "96M"));
-}
-
-/// `tool_name` with `args` packing `tree` into `image`, each tool's way round (mkfs.ext4 makes
-/// an image of `size`; mksquashfs takes its options last).
-fn packer(tool_name: &str, args: &[&str], tree: &Path, image: &Path, size: &str) -> Command {
-    let mut command = Command::new(tool(tool_name));
-    match tool_name {
-        "mkfs.ext4" => command.args(args).arg("-d").arg(tree).arg(image).arg(size),
-        "mksquashfs" => command.arg(tree).arg(image).args(args),
-        _ => command.args(args).arg(image).arg(tree),
-    };
-    command
 }
 
 /// Sets the size of the file at `path` inside `image` to `size`, leaving its data as it is:
@@ -870,26 +861,11 @@ fn hostile_images_are_refused(format: &str) {
     assert_all_handled(&what, images.len(), &failures);
 }
 
-#[test]
-fn hostile_ext4_images_are_refused() {
-    if require_root("hostile_ext4_images_are_refused") {
-        hostile_images_are_refused("ext4");
-    }
-}
-
-#[test]
-fn hostile_squashfs_images_are_refused() {
-    if require_root("hostile_squashfs_images_are_refused") {
-        hostile_images_are_refused("squashfs");
-    }
-}
-
-#[test]
-fn hostile_erofs_images_are_refused() {
-    if require_root("hostile_erofs_images_are_refused") {
-        hostile_images_are_refused("erofs");
-    }
-}
+root_test_per_format!(hostile_images_are_refused =>
+    hostile_ext4_images_are_refused: "ext4",
+    hostile_squashfs_images_are_refused: "squashfs",
+    hostile_erofs_images_are_refused: "erofs",
+);
 
 /// Replaces the name `from` in `image` with `to` (same length): no mkfs tool will write such
 /// names, so they are patched in after packing. The name is found with
@@ -1071,13 +1047,7 @@ fn images_with_random_damage_never_crash_or_hang() {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("tree");
     good_tree(&root);
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut broken = Vec::new();
     let mut tried = 0;
     for (format, runs) in [("erofs", 300), ("squashfs", 100), ("ext4", 100)] {
@@ -1099,9 +1069,9 @@ fn images_with_random_damage_never_crash_or_hang() {
         for _ in 0..runs {
             let mut bytes = good.clone();
             let mut changes = Vec::new();
-            for _ in 0..1 + random() % 4 {
-                let at = region.start + (random() as usize) % region.len();
-                bytes[at] = random() as u8;
+            for _ in 0..1 + random.next_u64() % 4 {
+                let at = region.start + (random.next_u64() as usize) % region.len();
+                bytes[at] = random.next_u64() as u8;
                 changes.push(at);
             }
             std::fs::write(&damaged, &bytes).unwrap();

@@ -13,7 +13,7 @@ use xtask_testkit::mirror::{Fault, Mirror};
 use xtask_testkit::process::{
     environ, path_with_first, slow_wrapper, wait_for, wait_for_file, Group, Mark,
 };
-use xtask_testkit::{checked_output, tool, Workspace};
+use xtask_testkit::{checked_output, tool, Workspace, XorShift};
 
 use crate::support::{assert_sha256sum_accepts, files_under, workspace, CHECKSUM, IMAGE, VERSION};
 
@@ -365,13 +365,10 @@ fn builds_signalled_at_random_moments_leave_a_whole_pair_or_nothing() {
 /// SHA-256.
 fn large_release_zip(path: &Path, mib: usize) -> String {
     let mut binary = fixture::fake_alloy(VERSION, "amd64");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
     binary.reserve(mib << 20);
     for _ in 0..(mib << 17) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        binary.extend_from_slice(&state.to_le_bytes());
+        binary.extend_from_slice(&random.next_u64().to_le_bytes());
     }
     let mut writer = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
     let stored = zip::write::SimpleFileOptions::default()

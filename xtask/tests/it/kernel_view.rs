@@ -15,10 +15,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use xtask::image::inspect::{ImageContents, HEAD_BYTES, RELEASE_LIMIT};
 use xtask_testkit::fixture::fake_alloy;
-use xtask_testkit::process::require_root;
-use xtask_testkit::{checked_output, tool};
+use xtask_testkit::{checked_output, XorShift};
 
-use crate::support::{EXTENSION_RELEASE, RELEASE_FILE, VERSION};
+use crate::support::{packer, root_test_per_format, EXTENSION_RELEASE, RELEASE_FILE, VERSION};
 
 const ALLOY: &str = "usr/bin/alloy";
 
@@ -330,45 +329,31 @@ fn tree(root: &Path) {
 /// with uncompressed metadata, erofs without its superblock checksum: mutations then reach
 /// the directories and inodes rather than failing a checksum) and as built.
 fn bases(format: &str, tree: &Path, work: &Path) -> Vec<PathBuf> {
-    let mkfs_ext4 = |name: &str, features: &str| {
+    let pack = |tool_name: &str, args: &[&str], name: &str| {
         let image = work.join(name);
-        checked_output(
-            Command::new(tool("mkfs.ext4"))
-                .args(["-q", "-F", "-O", features, "-E", "root_owner=0:0", "-d"])
-                .arg(tree)
-                .arg(&image)
-                .arg("4M"),
-        );
+        checked_output(&mut packer(tool_name, args, tree, &image, "4M"));
         image
     };
-    let mksquashfs = |name: &str, extra: &[&str]| {
-        let image = work.join(name);
-        checked_output(
-            Command::new(tool("mksquashfs"))
-                .arg(tree)
-                .arg(&image)
-                .args(["-quiet", "-no-progress", "-all-root", "-noappend"])
-                .args(extra),
-        );
-        image
+    let mkfs_ext4 = |features: &str, name: &str| {
+        let args = ["-q", "-F", "-O", features, "-E", "root_owner=0:0"];
+        pack("mkfs.ext4", &args, name)
+    };
+    let mksquashfs = |extra: &[&str], name: &str| {
+        let args = [&["-quiet", "-no-progress", "-all-root", "-noappend"], extra].concat();
+        pack("mksquashfs", &args, name)
     };
     match format {
         "ext4" => vec![
-            mkfs_ext4("plain.ext4", "^has_journal,^metadata_csum"),
-            mkfs_ext4("built.ext4", "^has_journal"),
+            mkfs_ext4("^has_journal,^metadata_csum", "plain.ext4"),
+            mkfs_ext4("^has_journal", "built.ext4"),
         ],
         "squashfs" => vec![
-            mksquashfs("plain.squashfs", &["-noI", "-noD", "-noF"]),
-            mksquashfs("built.squashfs", &["-comp", "zstd"]),
+            mksquashfs(&["-noI", "-noD", "-noF"], "plain.squashfs"),
+            mksquashfs(&["-comp", "zstd"], "built.squashfs"),
         ],
         _ => {
-            let image = work.join("plain.erofs");
-            checked_output(
-                Command::new(tool("mkfs.erofs"))
-                    .args(["--quiet", "--all-root", "-zlz4hc", "-C131072"])
-                    .arg(&image)
-                    .arg(tree),
-            );
+            let args = ["--quiet", "--all-root", "-zlz4hc", "-C131072"];
+            let image = pack("mkfs.erofs", &args, "plain.erofs");
             let mut bytes = std::fs::read(&image).unwrap();
             let built = work.join("built.erofs");
             std::fs::write(&built, &bytes).unwrap();
@@ -407,13 +392,7 @@ fn mutated_images_agree_with_the_kernel(format: &str) {
     tree(&root);
     let mut kernel = Kernel::start();
     let mut tally = Tally::default();
-    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = XorShift(0x2545_F491_4F6C_DD1D);
     let bases = bases(format, &root, work.path());
     for base in &bases {
         let good = std::fs::read(base).unwrap();
@@ -425,14 +404,14 @@ fn mutated_images_agree_with_the_kernel(format: &str) {
         for i in 0..MUTATIONS / bases.len() {
             let mut bytes = good.clone();
             let mut changes = Vec::new();
-            for _ in 0..1 + random() % 3 {
+            for _ in 0..1 + random.next_u64() % 3 {
                 let pool = if i % 2 == 0 && !near_names.is_empty() {
                     &near_names
                 } else {
                     &nonzero
                 };
-                let at = pool[(random() as usize) % pool.len()];
-                bytes[at] = random() as u8;
+                let at = pool[(random.next_u64() as usize) % pool.len()];
+                bytes[at] = random.next_u64() as u8;
                 changes.push(at);
             }
             std::fs::write(&mutated, &bytes).unwrap();
@@ -460,23 +439,8 @@ fn mutated_images_agree_with_the_kernel(format: &str) {
     );
 }
 
-#[test]
-fn mutated_ext4_images_read_as_the_kernel_reads_them() {
-    if require_root("mutated_ext4_images_read_as_the_kernel_reads_them") {
-        mutated_images_agree_with_the_kernel("ext4");
-    }
-}
-
-#[test]
-fn mutated_squashfs_images_read_as_the_kernel_reads_them() {
-    if require_root("mutated_squashfs_images_read_as_the_kernel_reads_them") {
-        mutated_images_agree_with_the_kernel("squashfs");
-    }
-}
-
-#[test]
-fn mutated_erofs_images_read_as_the_kernel_reads_them() {
-    if require_root("mutated_erofs_images_read_as_the_kernel_reads_them") {
-        mutated_images_agree_with_the_kernel("erofs");
-    }
-}
+root_test_per_format!(mutated_images_agree_with_the_kernel =>
+    mutated_ext4_images_read_as_the_kernel_reads_them: "ext4",
+    mutated_squashfs_images_read_as_the_kernel_reads_them: "squashfs",
+    mutated_erofs_images_read_as_the_kernel_reads_them: "erofs",
+);

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::{Fault, Mirror};
-use xtask_testkit::{Run, Workspace};
+use xtask_testkit::{link_to_dev_zero, mkfifo, Run, Workspace};
 
-use crate::downloads::run_within;
-use crate::support::{workspace, CHECKSUM, IMAGE, VERSION, XTASK};
+use crate::downloads::{run_within, verify_with_fault};
+use crate::support::{cached_zip, workspace, Make, CHECKSUM, IMAGE, VERSION, XTASK};
 
 const ZIP: &str = "alloy-linux-amd64.zip";
 
@@ -109,18 +109,8 @@ fn build_against(release: &Release, asset: &str, fault: &Fault) {
 /// A verify of a bucket whose `asset` (the image or its `.sha256`) misbehaves as `fault`.
 fn verify_against(asset: &str, fault: &Fault) {
     let case = format!("verify, {asset}: {fault:?}");
-    let mirror = Mirror::start();
-    let image = vec![0u8; 64 << 10];
-    let line = format!("{}  {IMAGE}\n", fixture::sha256_hex(&image));
-    mirror.add(VERSION, IMAGE, image);
-    mirror.add(VERSION, CHECKSUM, line.clone().into_bytes());
-    mirror.add(VERSION, "SHA256SUMS", line.into_bytes());
-    mirror.fault(VERSION, asset, fault.clone());
+    let (_bucket, mut command) = verify_with_fault(asset, fault);
     let tmp = tempfile::tempdir().unwrap();
-    let mut command = Command::new(XTASK);
-    command
-        .args(["verify", VERSION, "--base-url"])
-        .arg(format!("{}/v{VERSION}", mirror.base_url));
     let (run, _) = run_within(&mut command, tmp.path(), DEADLINE);
     assert_clean(&case, &run);
 }
@@ -279,19 +269,10 @@ fn drive_hostile_zips(dir: &Path) -> usize {
     HOSTILE_ZIPS.len()
 }
 
-/// What a hostile file is: made at a path (which may be a FIFO or a link).
-type Make = fn(&Path);
-
-fn fifo(path: &Path) {
-    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
-}
-
 /// Files in the places the tool reads from: what they are made as.
 const HOSTILE_FILES: &[(&str, Make)] = &[
-    ("a FIFO", fifo),
-    ("a link to /dev/zero", |p| {
-        std::os::unix::fs::symlink("/dev/zero", p).unwrap()
-    }),
+    ("a FIFO", mkfifo),
+    ("a link to /dev/zero", link_to_dev_zero),
     ("a dangling link", |p| {
         std::os::unix::fs::symlink("/nonexistent", p).unwrap()
     }),
@@ -323,9 +304,7 @@ fn drive_hostile_files(dir: &Path) -> usize {
     for (what, make) in HOSTILE_FILES {
         let places: [(&str, PlaceIn); 4] = [
             ("--sha256sums", |ws| ws.tmp.path().join("SHA256SUMS")),
-            ("the cached zip", |ws| {
-                ws.cache.join("alloy-sysext/v1.10.2").join(ZIP)
-            }),
+            ("the cached zip", cached_zip),
             ("the old .sha256", |ws| {
                 ws.image("alloy-1.10.2-amd64.raw.sha256")
             }),

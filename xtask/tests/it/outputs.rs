@@ -2,15 +2,14 @@
 //! beside its own checksum, and what is already there (the old `.sha256`, a FIFO or a link to
 //! /dev/zero) is never read blindly: no build hangs on it or grows on it.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xtask_testkit::fixture::{self, Release};
 use xtask_testkit::mirror::Mirror;
 use xtask_testkit::{Run, Workspace};
 
-use crate::support::{workspace, CHECKSUM, IMAGE, VERSION};
+use crate::support::{workspace, CHECKSUM, IMAGE, UNREADABLE_CHECKSUMS, VERSION};
 
 /// Rounds of two builds racing into one output directory.
 const RACES: usize = 30;
@@ -77,23 +76,8 @@ fn build_capped(ws: &Workspace, mirror: &Mirror, deadline: Duration) -> (Run, u6
         .arg("--timings")
         .arg(&timings)
         .envs(build.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .env_remove("SOURCE_DATE_EPOCH")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > deadline {
-            child.kill().unwrap();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "the build still ran after {deadline:?}:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let run = Run::from_output(&child.wait_with_output().unwrap());
+        .env_remove("SOURCE_DATE_EPOCH");
+    let (run, _) = Run::within(&mut command, deadline);
     let timings: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&timings).unwrap_or_default())
             .unwrap_or_else(|e| panic!("no --timings ({e}):\n{}", run.stderr));
@@ -107,20 +91,7 @@ fn build_capped(ws: &Workspace, mirror: &Mirror, deadline: Duration) -> (Run, u6
 #[test]
 fn an_old_checksum_that_is_a_fifo_or_a_link_to_dev_zero_is_not_read() {
     let mirror = Mirror::with_release(&Release::new(VERSION));
-    type Make = fn(&Path);
-    let cases: [(&str, Make, &str); 2] = [
-        (
-            "FIFO",
-            |p| assert!(Command::new("mkfifo").arg(p).status().unwrap().success()),
-            "is not a small regular file of ours",
-        ),
-        (
-            "link to /dev/zero",
-            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
-            "is a symbolic link; not read",
-        ),
-    ];
-    for (name, make, said) in cases {
+    for (name, make, said) in UNREADABLE_CHECKSUMS {
         let ws = workspace();
         std::fs::create_dir_all(&ws.out).unwrap();
         std::fs::write(ws.image(IMAGE), b"an earlier image").unwrap();

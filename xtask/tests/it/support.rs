@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use xtask_testkit::fixture::Release;
 use xtask_testkit::mirror::Mirror;
-use xtask_testkit::{checked_output, checked_output_with_input, Workspace};
+use xtask_testkit::{checked_output, checked_output_with_input, tool, Workspace};
+use xtask_testkit::{link_to_dev_zero, mkfifo};
 
 /// The `xtask` binary: cargo tells xtask's own tests where it built it.
 pub const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
@@ -25,9 +26,45 @@ pub const EXTENSION_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=
 /// Every image format `xtask build --format` makes; tests that hold for all loop over these.
 pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
 
+/// What makes a file at a path (which may be a FIFO or a link).
+pub type Make = fn(&Path);
+
+/// A `.sha256` beside an image that xtask must never read, by name, with what xtask says of it:
+/// a FIFO (which would hang a reader) and a link to /dev/zero (which would fill its memory).
+pub const UNREADABLE_CHECKSUMS: [(&str, Make, &str); 2] = [
+    ("FIFO", mkfifo, "is not a small regular file of ours"),
+    (
+        "link to /dev/zero",
+        link_to_dev_zero,
+        "is a symbolic link; not read",
+    ),
+];
+
+/// Root-only tests, one per image format, each calling `$body` with its format: each runs (and
+/// fails) on its own, in parallel with the others, and skips as [`require_root`] says.
+///
+/// [`require_root`]: xtask_testkit::process::require_root
+macro_rules! root_test_per_format {
+    ($body:path => $($test:ident: $format:literal),+ $(,)?) => {$(
+        #[test]
+        fn $test() {
+            if xtask_testkit::process::require_root(stringify!($test)) {
+                $body($format);
+            }
+        }
+    )+};
+}
+pub(crate) use root_test_per_format;
+
 /// A private place for [`XTASK`] to build in.
 pub fn workspace() -> Workspace {
     Workspace::new(XTASK)
+}
+
+/// Where a build in `ws` caches [`VERSION`]'s amd64 release zip.
+pub fn cached_zip(ws: &Workspace) -> PathBuf {
+    ws.cache
+        .join(format!("alloy-sysext/v{VERSION}/alloy-linux-amd64.zip"))
 }
 
 /// The fixture release of [`VERSION`], served by a mirror of its own and built with
@@ -72,6 +109,18 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// `tool_name` with `args` packing `tree` into `image`, each tool's way round (mkfs.ext4 makes
+/// an image of `size`; mksquashfs takes its options last).
+pub fn packer(tool_name: &str, args: &[&str], tree: &Path, image: &Path, size: &str) -> Command {
+    let mut command = Command::new(tool(tool_name));
+    match tool_name {
+        "mkfs.ext4" => command.args(args).arg("-d").arg(tree).arg(image).arg(size),
+        "mksquashfs" => command.arg(tree).arg(image).args(args),
+        _ => command.args(args).arg(image).arg(tree),
+    };
+    command
 }
 
 /// The real systemd-sysupdate of systemd `series`, from scripts/build-sysupdate.sh: cached, so

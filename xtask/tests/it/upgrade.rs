@@ -35,18 +35,10 @@ pub(crate) fn image(version: &str) -> String {
     format!("alloy-{version}-amd64.raw")
 }
 
-/// Runs inside the booted host: reports on the running Alloy and on who can read its files,
-/// edits its config (and reloads) the way an operator would, then runs the update exactly as
-/// the timer would (the generated alloy-sysupdate.service), and reports again.
-const REPORT_SCRIPT: &str = r#"#!/bin/sh
-out=/root/alloy-report.txt
-log=/var/lib/alloy/data/fake-alloy.log
-# Polls (at most 20 s) until Alloy's state log has a line starting with $1.
-wait_for_log() {
-  i=0
-  while [ "$i" -lt 80 ] && ! grep -q "^$1" "$log" 2>/dev/null; do sleep 0.25; i=$((i+1)); done
-}
-# The main pid of alloy.service once that process is Alloy itself (it logged its start).
+/// Shell functions for the report scripts of this module and of `healing`, which read Alloy's
+/// state log from `$log`: `alloy_pid` and `start_update`. A script holds the line
+/// `UPDATE_FUNCTIONS` where they belong ([`with_update_functions`]).
+const UPDATE_FUNCTIONS: &str = r#"# The main pid of alloy.service once that process is Alloy itself (it logged its start).
 alloy_pid() {
   i=0
   while [ "$i" -lt 80 ]; do
@@ -71,6 +63,25 @@ start_update() {
   fi
   echo failed
 }
+"#;
+
+/// `script` with [`UPDATE_FUNCTIONS`] in place of its line `UPDATE_FUNCTIONS`.
+pub(crate) fn with_update_functions(script: &str) -> String {
+    script.replace("UPDATE_FUNCTIONS\n", UPDATE_FUNCTIONS)
+}
+
+/// Runs inside the booted host: reports on the running Alloy and on who can read its files,
+/// edits its config (and reloads) the way an operator would, then runs the update exactly as
+/// the timer would (the generated alloy-sysupdate.service), and reports again.
+const REPORT_SCRIPT: &str = r#"#!/bin/sh
+out=/root/alloy-report.txt
+log=/var/lib/alloy/data/fake-alloy.log
+# Polls (at most 20 s) until Alloy's state log has a line starting with $1.
+wait_for_log() {
+  i=0
+  while [ "$i" -lt 80 ] && ! grep -q "^$1" "$log" 2>/dev/null; do sleep 0.25; i=$((i+1)); done
+}
+UPDATE_FUNCTIONS
 timeout 90 systemctl is-system-running --wait >/dev/null 2>&1
 {
   echo "system=$(systemctl is-system-running)"
@@ -287,25 +298,27 @@ pub(crate) fn write_operator_files(host: &Host) {
 pub(crate) fn provision_for_updates(host: &mut Host, suite: &Suite, butane: &str, bucket: &Bucket) {
     provision(host, butane, bucket);
     write_operator_files(host);
-    // The container's boot clock is the test machine's, whose boot is long past the timer's
-    // OnBootSec=15min: it would fire at once and race the report's own run. Push the first run
-    // an hour out (and no Saturday run); the report checks the timer is active, and starts the
-    // service as it would.
-    let timer = host.path("/etc/systemd/system/alloy-sysupdate.timer.d");
-    std::fs::create_dir_all(&timer).unwrap();
-    std::fs::write(
-        timer.join("test-not-now.conf"),
-        "[Timer]\nOnBootSec=\nOnCalendar=\nOnActiveSec=1h\n",
-    )
-    .unwrap();
-    // Alloy must stay ready 3 s after a switch rather than 15: the same check, quicker.
-    let service = host.path("/etc/systemd/system/alloy-sysupdate.service.d");
-    std::fs::create_dir_all(&service).unwrap();
-    std::fs::write(
-        service.join("test-quicker.conf"),
-        "[Service]\nEnvironment=ALLOY_SYSUPDATE_STEADY=3\n",
-    )
-    .unwrap();
+    for (unit, drop_in, text) in [
+        // The container's boot clock is the test machine's, whose boot is long past the timer's
+        // OnBootSec=15min: it would fire at once and race the report's own run. Push the first
+        // run an hour out (and no Saturday run); the report checks the timer is active, and
+        // starts the service as it would.
+        (
+            "alloy-sysupdate.timer",
+            "test-not-now.conf",
+            "[Timer]\nOnBootSec=\nOnCalendar=\nOnActiveSec=1h\n",
+        ),
+        // Alloy must stay ready 3 s after a switch rather than 15: the same check, quicker.
+        (
+            "alloy-sysupdate.service",
+            "test-quicker.conf",
+            "[Service]\nEnvironment=ALLOY_SYSUPDATE_STEADY=3\n",
+        ),
+    ] {
+        let dir = host.path(&format!("/etc/systemd/system/{unit}.d"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(drop_in), text).unwrap();
+    }
     // The real client of the host's systemd, where Flatcar has it: 257 runs systemd-pull from
     // its own directory, 252 from /usr/lib/systemd.
     host.bind_ro(&sysupdate_build(suite.systemd), SYSUPDATE_INSIDE);
@@ -380,7 +393,8 @@ fn boot_and_update(suite: &Suite, merge: Merge, channel: &str, signer: Signer) -
         channel,
         format!("{merge:?}").to_lowercase()
     );
-    let mut host = Host::new(suite, &label, merge, REPORT_SCRIPT);
+    let script = with_update_functions(REPORT_SCRIPT);
+    let mut host = Host::new(suite, &label, merge, &script);
     let butane = xtask_butane(&ws, &bucket, &key, channel);
     provision_for_updates(&mut host, suite, &butane, &bucket);
 

@@ -455,14 +455,9 @@ mod tests {
     /// Deterministic content of `size` bytes, incompressible, with all-zero 4 KiB blocks at
     /// `zero_blocks` (which the packer leaves as holes, so they change the layout).
     fn content(size: usize, zero_blocks: &[usize], seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
+        let mut random = xtask_testkit::XorShift(seed | 1);
         let mut bytes: Vec<u8> = (0..size)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8 | 1
-            })
+            .map(|_| (random.next_u64() >> 24) as u8 | 1)
             .collect();
         for &block in zero_blocks {
             let start = block * 4096;

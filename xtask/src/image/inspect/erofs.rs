@@ -21,11 +21,11 @@
 //! has one, and inline data may not cross its block.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, ensure, Context};
 
-use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
+use super::{bad_name, directory_within_limit, read_within, Lookup, Node, Tree};
+use crate::util::le::{u16_at, u32_at, u64_at};
 
 const SUPERBLOCK: u64 = 1024;
 
@@ -81,18 +81,6 @@ struct Inode {
     blkaddr: u32,
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
 impl Erofs {
     pub fn open(file: File) -> anyhow::Result<Erofs> {
         let len = file.metadata().context("reading the image's size")?.len();
@@ -142,17 +130,7 @@ impl Erofs {
 
     /// `len` bytes at `offset`, which must lie inside the image.
     fn read(&self, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
-        let end = offset.checked_add(len as u64);
-        ensure!(
-            end.is_some_and(|end| end <= self.len),
-            "the image points past its end ({len} bytes at offset {offset}, image {} bytes)",
-            self.len
-        );
-        let mut bytes = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut bytes, offset)
-            .with_context(|| format!("reading {len} bytes at offset {offset}"))?;
-        Ok(bytes)
+        read_within(&self.file, offset, len, self.len, "in the image")
     }
 
     fn inode(&self, nid: u64) -> anyhow::Result<Inode> {

@@ -21,6 +21,7 @@ use anyhow::{bail, ensure, Context};
 use ext4_view::{Ext4Error, FileType, Metadata};
 
 use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
+use crate::util::le;
 
 /// Where the superblock starts, and the fields read from it (offsets as in Linux's
 /// `fs/ext4/ext4.h`, `struct ext4_super_block`).
@@ -71,7 +72,7 @@ impl Ext4 {
 /// The checks ext4-view does not make, from the superblock's raw bytes (see the module's
 /// documentation).
 fn check_superblock(sb: &[u8; 1024], image_len: u64) -> anyhow::Result<()> {
-    let u32_at = |at: usize| u32::from_le_bytes(sb[at..at + 4].try_into().expect("4 bytes"));
+    let u32_at = |at: usize| le::u32_at(sb, at);
     let compat = u32_at(SB_FEATURE_COMPAT);
     let incompat = u32_at(SB_FEATURE_INCOMPAT);
     if compat & COMPAT_HAS_JOURNAL != 0 || incompat & (INCOMPAT_RECOVER | INCOMPAT_JOURNAL_DEV) != 0

@@ -23,7 +23,8 @@ use std::rc::Rc;
 
 use anyhow::{ensure, Context};
 
-use super::{bad_name, directory_within_limit, Lookup, Node, Tree};
+use super::{bad_name, directory_within_limit, read_within, Lookup, Node, Tree};
+use crate::util::le::{u16_at, u32_at, u64_at};
 
 const MAGIC: u32 = 0x7371_7368;
 const SUPERBLOCK_LEN: usize = 96;
@@ -66,18 +67,6 @@ pub struct Squashfs {
     id_table: u64,
     ids: u16,
     cache: HashMap<u64, Rc<(Vec<u8>, u64)>>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Where metadata is read from: a block's position in the image, and an offset in it inflated.
@@ -172,17 +161,7 @@ impl Squashfs {
 
     /// `len` bytes at `offset`, which must lie within the bytes used.
     fn read(&self, offset: u64, len: usize) -> anyhow::Result<Vec<u8>> {
-        let end = offset.checked_add(len as u64);
-        ensure!(
-            end.is_some_and(|end| end <= self.bytes_used),
-            "the image points past its end ({len} bytes at offset {offset}, {} bytes used)",
-            self.bytes_used
-        );
-        let mut bytes = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut bytes, offset)
-            .with_context(|| format!("reading {len} bytes at offset {offset}"))?;
-        Ok(bytes)
+        read_within(&self.file, offset, len, self.bytes_used, "used")
     }
 
     /// `input` inflated into at most `limit` bytes: more is an error, never an allocation.
@@ -278,17 +257,8 @@ impl Squashfs {
             "an owner id {index} past the {} ids",
             self.ids
         );
-        let byte = u64::from(index) * 4;
-        let pointer = self
-            .id_table
-            .checked_add(byte / METADATA_SIZE as u64 * 8)
-            .context("an id table past any image")?;
-        let block = u64_at(&self.read(pointer, 8)?, 0);
-        let mut at = Position {
-            block,
-            offset: (byte % METADATA_SIZE as u64) as usize,
-        };
-        Ok(u32_at(&self.metadata(&mut at, 4)?, 0))
+        let entry = self.table_entry(self.id_table, u64::from(index), 4, "an id table")?;
+        Ok(u32_at(&entry, 0))
     }
 
     /// The fragment `index`'s block position and size word (16-byte entries, 512 a block).
@@ -298,18 +268,34 @@ impl Squashfs {
             "fragment {index} past the {} fragments",
             self.fragments
         );
-        let byte = u64::from(index) * 16;
-        let pointer = self
-            .fragment_table
+        let entry = self.table_entry(
+            self.fragment_table,
+            u64::from(index),
+            16,
+            "a fragment table",
+        )?;
+        Ok((u64_at(&entry, 0), u32_at(&entry, 8)))
+    }
+
+    /// Entry `index`, of `size` bytes, of the lookup table at `table` (`what`, for errors): the
+    /// table lists the positions of the metadata blocks that hold the entries, packed.
+    fn table_entry(
+        &mut self,
+        table: u64,
+        index: u64,
+        size: usize,
+        what: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let byte = index * size as u64;
+        let pointer = table
             .checked_add(byte / METADATA_SIZE as u64 * 8)
-            .context("a fragment table past any image")?;
+            .with_context(|| format!("{what} past any image"))?;
         let block = u64_at(&self.read(pointer, 8)?, 0);
         let mut at = Position {
             block,
             offset: (byte % METADATA_SIZE as u64) as usize,
         };
-        let entry = self.metadata(&mut at, 16)?;
-        Ok((u64_at(&entry, 0), u32_at(&entry, 8)))
+        self.metadata(&mut at, size)
     }
 }
 

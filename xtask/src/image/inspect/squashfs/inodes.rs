@@ -3,9 +3,10 @@
 use anyhow::ensure;
 
 use super::{
-    u16_at, u32_at, u64_at, Inode, Node, Squashfs, DATA_UNCOMPRESSED, DIRECTORY,
-    EXTENDED_DIRECTORY, EXTENDED_REGULAR, NO_FRAGMENT, REGULAR, SYMLINK, TYPE_BITS,
+    Inode, Node, Squashfs, DATA_UNCOMPRESSED, DIRECTORY, EXTENDED_DIRECTORY, EXTENDED_REGULAR,
+    NO_FRAGMENT, REGULAR, SYMLINK, TYPE_BITS,
 };
+use crate::util::le::{u16_at, u32_at, u64_at};
 
 const EXTENDED_SYMLINK: u16 = SYMLINK + 7;
 /// The longest link target the kernel reads: a page.

@@ -1,11 +1,14 @@
 //! A squashfs directory read whole, and looked up in the kernel's way (`squashfs_lookup`).
 
+use std::ops::ControlFlow;
+
 use anyhow::{ensure, Context};
 
 use super::{
-    bad_name, c_string, u16_at, u32_at, Entry, Inode, Lookup, Position, Squashfs, DIR_COUNT,
-    METADATA_SIZE, NAME_LEN,
+    bad_name, c_string, Entry, Inode, Lookup, Position, Squashfs, DIR_COUNT, METADATA_SIZE,
+    NAME_LEN,
 };
+use crate::util::le::{u16_at, u32_at};
 
 /// The bytes a directory's size counts for `.` and `..`, which are not stored.
 const DOTS: u64 = 3;
@@ -50,35 +53,31 @@ impl Squashfs {
         dir: &Inode,
         name: &[u8],
     ) -> anyhow::Result<Result<Option<Entry>, Lookup>> {
-        let mut at = dir.listing;
-        let mut length = DOTS;
         let mut previous: Vec<u8> = Vec::new();
         let mut found = None;
-        while length < dir.size {
-            let header = self.header(&mut at)?;
-            length += 12;
-            for _ in 0..header.count {
-                let entry = self.entry(&mut at, &header)?;
-                length += 8 + entry.name.len() as u64;
-                // `.` and `..` are not stored: any is a crafted one.
-                if bad_name(&entry.name, &mut [1, 1]) {
-                    return Ok(Err(Lookup::BadName(entry.name)));
-                }
-                if entry.name <= previous {
-                    return Ok(Err(Lookup::Ambiguous(format!(
-                        "lists {:?} after {:?}: its names are not in order, and a host's \
-                         kernel looks names up expecting them to be",
-                        String::from_utf8_lossy(&entry.name),
-                        String::from_utf8_lossy(&previous)
-                    ))));
-                }
-                previous.clone_from(&entry.name);
-                if entry.name == name {
-                    found = Some(entry);
-                }
+        let refused = self.entries(dir, dir.listing, DOTS, |entry| {
+            // `.` and `..` are not stored: any is a crafted one.
+            if bad_name(&entry.name, &mut [1, 1]) {
+                return ControlFlow::Break(Lookup::BadName(entry.name));
             }
-        }
-        Ok(Ok(found))
+            if entry.name <= previous {
+                return ControlFlow::Break(Lookup::Ambiguous(format!(
+                    "lists {:?} after {:?}: its names are not in order, and a host's kernel \
+                     looks names up expecting them to be",
+                    String::from_utf8_lossy(&entry.name),
+                    String::from_utf8_lossy(&previous)
+                )));
+            }
+            previous.clone_from(&entry.name);
+            if entry.name == name {
+                found = Some(entry);
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(match refused {
+            Some(refusal) => Err(refusal),
+            None => Ok(found),
+        })
     }
 
     /// The inode `name` leads to as the kernel looks it up: through the directory's index to
@@ -108,17 +107,35 @@ impl Squashfs {
             let offset = (index as usize + dir.listing.offset) % METADATA_SIZE;
             at = self.position(self.directory_table, u64::from(u32_at(&bytes, 4)), offset)?;
         }
+        let found = self.entries(dir, at, length, |entry| {
+            if name[0] < entry.name[0] {
+                return ControlFlow::Break(None);
+            }
+            if entry.name == name {
+                return ControlFlow::Break(Some(entry.inode));
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(found.flatten())
+    }
+
+    /// Hands each entry of `dir`'s listing from `at` on (`length` bytes of the listing counted
+    /// before it) to `visit`, until the listing ends or `visit` breaks: what it broke with.
+    fn entries<T>(
+        &mut self,
+        dir: &Inode,
+        mut at: Position,
+        mut length: u64,
+        mut visit: impl FnMut(Entry) -> ControlFlow<T>,
+    ) -> anyhow::Result<Option<T>> {
         while length < dir.size {
             let header = self.header(&mut at)?;
             length += 12;
             for _ in 0..header.count {
                 let entry = self.entry(&mut at, &header)?;
                 length += 8 + entry.name.len() as u64;
-                if name[0] < entry.name[0] {
-                    return Ok(None);
-                }
-                if entry.name == name {
-                    return Ok(Some(entry.inode));
+                if let ControlFlow::Break(stop) = visit(entry) {
+                    return Ok(Some(stop));
                 }
             }
         }
