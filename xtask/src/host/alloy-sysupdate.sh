@@ -270,7 +270,7 @@ validate_config() {
   # At most a minute, and the first 4 KiB of what it says.
   output=$(
     timeout 60 setpriv --reuid="$(id -u "$ALLOY_USER")" --regid="$(id -g "$ALLOY_USER")" \
-      --clear-groups "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$CONFIG" 2>&1 | head -c 4096
+      --clear-groups "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$CONFIG" 2>&1 9>&- | head -c 4096
     exit "${PIPESTATUS[0]}"
   )
   status=$?
@@ -447,9 +447,15 @@ install_newer() {
   fi
 }
 
-# One alloy-sysupdate at a time (the timer's, and an operator's hold).
+# One alloy-sysupdate at a time (the timer's, and an operator's hold). The lock is root's alone:
+# flock needs no write access, so whoever can open it can take it and keep it.
 lock() {
+  local mask
+  mask=$(umask)
+  umask 077
   exec 9>"$LOCK" || die "cannot open $LOCK"
+  umask "$mask"
+  chmod 0600 "$LOCK" || die "cannot make $LOCK root's alone"
   flock -w 3600 9 || die "another alloy-sysupdate has held $LOCK for an hour"
 }
 

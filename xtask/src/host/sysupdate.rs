@@ -525,6 +525,41 @@ mod tests {
         assert_eq!(said, "exit=0\n");
     }
 
+    /// The lock is root's alone. flock(2) needs no write access: a local user who can open the
+    /// lock at all can take it and keep it, and then no update, hold or unhold runs again.
+    #[test]
+    fn only_root_can_open_the_lock() {
+        let said = in_script(
+            "chmod 755 .; umask 022
+             LOCK=$PWD/lock; (lock; stat -c %a \"$LOCK\")
+             : > old.lock; chmod 644 old.lock; LOCK=$PWD/old.lock; (lock; stat -c %a \"$LOCK\")
+             if [ \"$(id -u)\" = 0 ]; then
+               setpriv --reuid=65534 --regid=65534 --clear-groups flock -n \"$LOCK\" true 2>/dev/null &&
+                 echo 'nobody took it' || echo 'nobody could not take it'
+             else
+               echo 'nobody could not take it'
+             fi",
+        );
+        assert_eq!(said, "600\n600\nnobody could not take it\n");
+    }
+
+    /// What the script runs as the alloy user (`alloy validate`, a binary of the release) does
+    /// not inherit the lock: a process of its that lived on would hold it for ever.
+    #[test]
+    fn the_alloy_user_never_inherits_the_lock() {
+        let setpriv = "#!/bin/bash\n[ -e /proc/self/fd/9 ] && echo \"fd 9 open in setpriv $*\" >>fd9.log\nwhile [ \"${1#--}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n";
+        let said = in_script_with(
+            &[
+                ("setpriv", setpriv.into()),
+                ("alloy", b"#!/bin/sh\nexit 0\n".to_vec()),
+                ("cmdline", b"/usr/bin/alloy\0run\0/etc/passwd\0".to_vec()),
+            ],
+            "chmod +x setpriv alloy; PATH=$PWD:$PATH ALLOY=$PWD/alloy LOCK=$PWD/lock
+             lock; validate_config cmdline; echo \"validated: $?\"; cat fd9.log 2>/dev/null || true",
+        );
+        assert_eq!(said, "validated: 0\n");
+    }
+
     /// shellcheck finds nothing in the script (install-deps.sh --test installs it; without it
     /// this skips, saying so, except in CI).
     #[test]
