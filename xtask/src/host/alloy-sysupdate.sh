@@ -258,19 +258,62 @@ read_alloy_words() {
   done <"$1"
 }
 
+# Whether nobody but root can change the configuration at $1 (absolute, links resolved): it (and
+# all under it, when a directory) and every directory above it are root's and writable by no one
+# else; a sticky directory above it, like /tmp, keeps others from replacing what is root's.
+roots_alone() {
+  local path=$1 owner mode
+  if [ -n "$(find "$path" \( ! -user 0 -o -perm /022 -o -type l \) -print -quit 2>&1)" ]; then
+    return 1
+  fi
+  while [ "$path" != / ]; do
+    path=${path%/*}
+    path=${path:-/}
+    read -r owner mode < <(stat -c '%u %a' -- "$path" 2>/dev/null) || return 1
+    [ "$owner" = 0 ] || return 1
+    if [ $((8#$mode & 8#022)) != 0 ] && [ $((8#$mode & 8#1000)) = 0 ]; then
+      return 1
+    fi
+  done
+}
+
 # Checks the configuration of the Alloy whose command line is in $1 with the binary now merged,
 # as the alloy user, without running it. 0: valid; 1: not (why in $why); 2: cannot tell (this
-# Alloy has no `validate` command, or did not answer).
+# Alloy has no `validate` command, did not answer, or the check could be steered).
+#
+# A "not valid" makes the new release one never installed again, so it may only rest on what
+# the alloy user cannot steer: the command line is the running Alloy's own memory, which it can
+# rewrite, and `alloy validate` runs as the same user, who can signal it. So the flags count
+# only with values every Alloy knows, the configuration only where nobody but root can change
+# it (between the check of the new release and that of the one running, say), and a check ended
+# by a signal says nothing.
 validate_config() {
-  local output status
+  local output status flag config uid gid
   read_alloy_words "$1"
   if [ -z "$CONFIG" ] || ! command -v setpriv >/dev/null; then
     return 2
   fi
+  for flag in "${VALIDATE_FLAGS[@]}"; do
+    case $flag in
+      --stability.level=generally-available | --stability.level=public-preview | \
+        --stability.level=experimental) ;;
+      --feature.community-components.enabled | --feature.community-components.enabled=true | \
+        --feature.community-components.enabled=false) ;;
+      *)
+        info "Not checking the configuration with alloy validate: Alloy's command line has a flag value not every Alloy knows"
+        return 2
+        ;;
+    esac
+  done
+  if [ "${CONFIG#/}" = "$CONFIG" ] || ! config=$(readlink -e -- "$CONFIG") || ! roots_alone "$config"; then
+    info "Not checking the configuration with alloy validate: Alloy's command line names one that others than root can change"
+    return 2
+  fi
+  uid=$(id -u "$ALLOY_USER" 2>/dev/null) && gid=$(id -g "$ALLOY_USER" 2>/dev/null) || return 2
   # At most a minute, and the first 4 KiB of what it says.
   output=$(
-    timeout 60 setpriv --reuid="$(id -u "$ALLOY_USER")" --regid="$(id -g "$ALLOY_USER")" \
-      --clear-groups "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$CONFIG" 2>&1 9>&- | head -c 4096
+    timeout 60 setpriv --reuid="$uid" --regid="$gid" --clear-groups \
+      "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$config" 2>&1 9>&- | head -c 4096
     exit "${PIPESTATUS[0]}"
   )
   status=$?
@@ -278,10 +321,11 @@ validate_config() {
     return 0
   fi
   case $output in *'unknown command "validate"'*) return 2 ;; esac
-  if [ "$status" = 124 ]; then
+  # Timed out (124), or ended by a signal (128 + its number): no answer.
+  if [ "$status" = 124 ] || [ "$status" -gt 128 ]; then
     return 2
   fi
-  why="alloy validate $CONFIG: $(printf '%s\n' "$output" | head -n 3 | tr '\n' ' ')"
+  why="alloy validate $config: $(printf '%s\n' "$output" | head -n 3 | tr '\n' ' ')"
   return 1
 }
 

@@ -554,10 +554,98 @@ mod tests {
                 ("alloy", b"#!/bin/sh\nexit 0\n".to_vec()),
                 ("cmdline", b"/usr/bin/alloy\0run\0/etc/passwd\0".to_vec()),
             ],
-            "chmod +x setpriv alloy; PATH=$PWD:$PATH ALLOY=$PWD/alloy LOCK=$PWD/lock
+            "chmod +x setpriv alloy; PATH=$PWD:$PATH ALLOY=$PWD/alloy ALLOY_USER=root LOCK=$PWD/lock
              lock; validate_config cmdline; echo \"validated: $?\"; cat fd9.log 2>/dev/null || true",
         );
         assert_eq!(said, "validated: 0\n");
+    }
+
+    /// A fake `setpriv` that runs the command after its options, and a fake `alloy` that logs
+    /// its arguments to ran.log, then exits with $FAKE_EXIT, or is killed by $FAKE_SIGNAL.
+    fn fake_validation() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            (
+                "setpriv",
+                b"#!/bin/bash\nwhile [ \"${1#--}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n".to_vec(),
+            ),
+            (
+                "alloy",
+                b"#!/bin/bash\necho \"ran $*\" >>ran.log\n[ -z \"${FAKE_SIGNAL:-}\" ] || kill -s \"$FAKE_SIGNAL\" $$\necho 'Error: said no'\nexit \"${FAKE_EXIT:-0}\"\n".to_vec(),
+            ),
+        ]
+    }
+
+    /// The running Alloy's command line is the alloy user's to rewrite (it is the process's own
+    /// memory), and the alloy user can signal `alloy validate`, which runs as it. A verdict
+    /// against the new release makes it "never installed again": it may only come from what
+    /// the alloy user cannot steer. Otherwise the check is skipped (2, "cannot tell") and the
+    /// restart and health check decide.
+    #[test]
+    fn only_what_the_alloy_user_cannot_steer_counts_against_a_release() {
+        // Validates the command line `alloy run WORDS` (each word double-quoted in bash).
+        let run = |words: &[&str], env: &str| -> String {
+            let words: String = words.iter().map(|w| format!(" \"{w}\"")).collect();
+            in_script_with(
+                &fake_validation(),
+                &format!(
+                    "chmod +x setpriv alloy; PATH=$PWD:$PATH ALLOY=$PWD/alloy ALLOY_USER=root
+                     mkdir -m 0777 open; : > open/config.alloy
+                     printf '%s\\0' /usr/bin/alloy run{words} > cmdline
+                     {env} validate_config cmdline >/dev/null
+                     echo \"status=$? $(cat ran.log 2>/dev/null)\""
+                ),
+            )
+        };
+        // /etc/passwd: root's, in directories only root can write.
+        let etc = "/etc/passwd";
+        assert_eq!(run(&[etc], ""), "status=0 ran validate /etc/passwd\n");
+        assert_eq!(
+            run(&[etc], "FAKE_EXIT=1"),
+            "status=1 ran validate /etc/passwd\n"
+        );
+        // Ended by a signal (the alloy user's, or head's SIGPIPE), or timed out: no answer.
+        assert_eq!(
+            run(&[etc], "FAKE_SIGNAL=KILL"),
+            "status=2 ran validate /etc/passwd\n"
+        );
+        assert_eq!(
+            run(&[etc], "FAKE_EXIT=124"),
+            "status=2 ran validate /etc/passwd\n"
+        );
+        // A configuration others can change between the check of the new release and that of
+        // the one running (a file in a directory anyone writes, a memfd through /proc, a path
+        // relative to the alloy user's own working directory): not checked.
+        for config in [
+            "$PWD/open/config.alloy",
+            "$PWD/open",
+            "/proc/self/fd/0",
+            "open/config.alloy",
+        ] {
+            assert_eq!(run(&[config], "FAKE_EXIT=1"), "status=2 \n", "{config}");
+        }
+        // Flags only with values every Alloy knows; the user only when it exists.
+        for flags in [
+            &["--stability.level=generally-available-in-1.11"][..],
+            &["--stability.level", "bogus"][..],
+            &["--feature.community-components.enabled=maybe"][..],
+        ] {
+            let words = [flags, &[etc]].concat();
+            assert_eq!(run(&words, "FAKE_EXIT=1"), "status=2 \n", "{flags:?}");
+        }
+        assert_eq!(
+            run(&[etc], "ALLOY_USER=no-such-user-here FAKE_EXIT=1"),
+            "status=2 \n"
+        );
+        let words = [
+            "--stability.level",
+            "experimental",
+            "--feature.community-components.enabled=true",
+            etc,
+        ];
+        assert_eq!(
+            run(&words, ""),
+            "status=0 ran validate --stability.level=experimental --feature.community-components.enabled=true /etc/passwd\n"
+        );
     }
 
     /// shellcheck finds nothing in the script (install-deps.sh --test installs it; without it
