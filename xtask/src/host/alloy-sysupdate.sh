@@ -26,7 +26,8 @@ LINK=/etc/extensions/alloy.raw
 IMAGES=/opt/extensions/alloy
 COMPONENT=alloy
 SYSUPDATE=/usr/lib/systemd/systemd-sysupdate
-# The transfer file systemd-sysupdate reads (257+ the first, 252 the second; the same text).
+# The transfer file systemd-sysupdate reads (257+ the first, 252 the second; the same text
+# unless an operator changed one).
 TRANSFERS=(/etc/sysupdate.alloy.d/alloy.transfer /etc/sysupdate.alloy.d/alloy.conf)
 MERGED_RELEASE=/usr/lib/extension-release.d/extension-release.alloy
 ALLOY=/usr/bin/alloy
@@ -76,10 +77,20 @@ valid_version() {
 }
 
 # The transfer's [Target] MatchPattern: alloy-@v-ARCH.raw, unless an operator narrowed it (to
-# alloy-1.@v-amd64.raw, say, to stay on Alloy 1.x).
+# alloy-1.@v-amd64.raw, say, to stay on Alloy 1.x). Read from the file this systemd reads: 257
+# and later *.transfer (*.conf only without it), earlier ones *.conf alone.
 target_pattern() {
-  local file line section=""
-  for file in "${TRANSFERS[@]}"; do
+  local file line section="" files=("${TRANSFERS[@]}")
+  if [ "$(systemd_major)" -lt 257 ] 2>/dev/null; then
+    files=()
+    for file in "${TRANSFERS[@]}"; do
+      [ "${file%.transfer}" = "$file" ] && files+=("$file")
+    done
+    for file in "${TRANSFERS[@]}"; do
+      [ "${file%.transfer}" != "$file" ] && files+=("$file")
+    done
+  fi
+  for file in "${files[@]}"; do
     [ -f "$file" ] || continue
     while IFS= read -r line; do
       line=${line//[[:space:]]/}

@@ -401,6 +401,32 @@ mod tests {
         )));
     }
 
+    /// Each systemd reads one of the two transfer files (before 257 only alloy.conf; from 257
+    /// alloy.transfer, and alloy.conf only without it). An operator who narrows the pattern in
+    /// the file their systemd reads, and not in the other, must still have offered versions
+    /// mapped back to Alloy's: else a release rolled back as "1.12.0" is offered as "12.0",
+    /// not found among those rolled back, and installed and rolled back again on every run.
+    #[test]
+    fn the_pattern_comes_from_the_transfer_file_this_systemd_reads() {
+        let transfer = transfer_file("https://b.example", Arch::Amd64, true);
+        let narrowed = transfer.replace("MatchPattern=alloy-@v-", "MatchPattern=alloy-1.@v-");
+        let said = in_script_with(
+            &[
+                ("alloy.transfer", transfer.clone().into_bytes()),
+                ("alloy.conf", narrowed.clone().into_bytes()),
+                ("narrowed.transfer", narrowed.into_bytes()),
+                ("wide.conf", transfer.into_bytes()),
+            ],
+            "TRANSFERS=(./alloy.transfer ./alloy.conf)
+             systemd_major() { echo 252; }; version_of \"$(candidate_image 12.0)\"
+             systemd_major() { echo 255; }; version_of \"$(candidate_image 12.0)\"
+             TRANSFERS=(./narrowed.transfer ./wide.conf)
+             systemd_major() { echo 257; }; version_of \"$(candidate_image 12.0)\"
+             systemd_major() { echo 252; }; version_of \"$(candidate_image 1.12.0)\"",
+        );
+        assert_eq!(said, "1.12.0\n1.12.0\n1.12.0\n1.12.0\n");
+    }
+
     /// Alloy's command line as /proc/PID/cmdline has it, as the file `cmdline`.
     fn cmdline(words: &[&str]) -> [(&'static str, Vec<u8>); 1] {
         let mut bytes = Vec::new();
