@@ -163,14 +163,85 @@ pub fn image_digest(
 }
 
 /// A binary public keyring from `path`, for [`HOST_KEYRING`]: systemd-sysupdate cannot read an
-/// armored one.
+/// armored one. It goes to every host in the Ignition config, so a secret key is refused.
 pub fn read_keyring(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading --keyring {}", path.display()))?;
     if bytes.starts_with(b"-----BEGIN") {
         bail!("--keyring {} is armored; systemd-sysupdate needs a binary keyring: gpg --dearmor it, or export without --armor", path.display());
     }
+    let tags = packet_tags(&bytes);
+    if tags
+        .iter()
+        .any(|&tag| matches!(tag, SECRET_KEY | SECRET_SUBKEY))
+    {
+        bail!(
+            "--keyring {} holds a secret key, which would go to every host in the Ignition config: \
+             give the public key only (gpg --export KEYID > FILE, not --export-secret-keys)",
+            path.display()
+        );
+    }
+    if tags.first() != Some(&PUBLIC_KEY) {
+        bail!(
+            "--keyring {} is not a binary public keyring (it does not start with a public key): \
+             gpg --export KEYID > FILE",
+            path.display()
+        );
+    }
     Ok(bytes)
+}
+
+/// OpenPGP packet tags (RFC 4880 4.3).
+const SECRET_KEY: u8 = 5;
+const PUBLIC_KEY: u8 = 6;
+const SECRET_SUBKEY: u8 = 7;
+
+/// The tags of the OpenPGP packets in `bytes` (RFC 4880 4.2), as far as their headers can be
+/// read: the walk stops at a header or length that does not fit, at a partial or indeterminate
+/// length, and at a byte that is no packet header.
+fn packet_tags(bytes: &[u8]) -> Vec<u8> {
+    let mut tags = Vec::new();
+    let mut at = 0usize;
+    while let Some(&header) = bytes.get(at) {
+        if header & 0x80 == 0 {
+            break;
+        }
+        let be = |from: usize, n: usize| -> Option<usize> {
+            let field = bytes.get(from..from.checked_add(n)?)?;
+            Some(
+                field
+                    .iter()
+                    .fold(0usize, |sum, b| (sum << 8) | usize::from(*b)),
+            )
+        };
+        // (tag, (header length, body length))
+        let (tag, length) = if header & 0x40 != 0 {
+            let tag = header & 0x3f;
+            let length = match bytes.get(at + 1) {
+                Some(&first @ 0..=191) => Some((2, usize::from(first))),
+                Some(&first @ 192..=223) => be(at + 2, 1)
+                    .map(|second| (3, ((usize::from(first) - 192) << 8) + second + 192)),
+                Some(255) => be(at + 2, 4).map(|length| (6, length)),
+                _ => None,
+            };
+            (tag, length)
+        } else {
+            let tag = (header >> 2) & 0x0f;
+            let length = match header & 3 {
+                0 => be(at + 1, 1).map(|length| (2, length)),
+                1 => be(at + 1, 2).map(|length| (3, length)),
+                2 => be(at + 1, 4).map(|length| (5, length)),
+                _ => None,
+            };
+            (tag, length)
+        };
+        tags.push(tag);
+        match length.and_then(|(header, body)| at.checked_add(header)?.checked_add(body)) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    tags
 }
 
 #[cfg(test)]
@@ -246,6 +317,62 @@ mod tests {
             indent(UPDATE_SCRIPT_TEXT, 10)
         )));
         assert!(text.contains("    - path: /var/lib/alloy-sysupdate/applied\n      mode: 0644\n      contents:\n        inline: |\n          /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
+    }
+
+    /// `--keyring` is copied, base64 in the Ignition config, to every host and wherever configs
+    /// are kept. A secret key given by mistake (`gpg --export-secret-keys`, binary, so not
+    /// caught as armored) would let whoever reads one sign releases for the whole fleet.
+    #[test]
+    fn the_keyring_holds_public_keys_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = xtask_testkit::gpg::TestKey::new("keyring");
+        let mut dearmor = std::process::Command::new("gpg");
+        dearmor
+            .env("GNUPGHOME", dir.path())
+            .args(["--batch", "--dearmor"]);
+        let secret = xtask_testkit::checked_output_with_input(&mut dearmor, key.secret.as_bytes());
+        let read = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            read_keyring(&path).map_err(|e| e.to_string())
+        };
+        let public = std::fs::read(&key.public).unwrap();
+        assert_eq!(read("public.gpg", &public), Ok(public.clone()));
+        // OpenPGP packets (RFC 4880 4.2): 0x80 | tag << 2 | length type, or 0xC0 | tag. Tag 6
+        // is a public key, 5 a secret key, 7 a secret subkey, 13 a user id.
+        for (name, bytes) in [
+            ("exported-secret.gpg", secret.clone()),
+            ("new-format-secret.gpg", vec![0xC5, 0x01, 0x04]),
+            (
+                "secret-subkey.gpg",
+                vec![0x98, 0x01, 0x04, 0x9c, 0x01, 0x04],
+            ),
+            (
+                "secret-after-public.gpg",
+                [&public[..], &secret[..]].concat(),
+            ),
+            // A public key with a two-octet length, ((0xC1 - 192) << 8) + 0x80 + 192 = 576.
+            (
+                "two-octet-length.gpg",
+                [&[0xC6, 0xC1, 0x80][..], &[0x04; 576], &[0xC5, 0x01, 0x04]].concat(),
+            ),
+        ] {
+            let error = read(name, &bytes).unwrap_err();
+            assert!(
+                error.contains("secret key") && error.contains("gpg --export KEYID"),
+                "{name}: {error}"
+            );
+        }
+        for (name, bytes) in [
+            ("user-id-first.gpg", vec![0xB4, 0x01, 0x41]),
+            ("empty.gpg", vec![]),
+        ] {
+            let error = read(name, &bytes).unwrap_err();
+            assert!(
+                error.contains("not a binary public keyring"),
+                "{name}: {error}"
+            );
+        }
     }
 
     #[test]
