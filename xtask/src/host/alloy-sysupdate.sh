@@ -346,6 +346,11 @@ restore() {
     back="there is no earlier image to go back to"
     return 1
   fi
+  # The link itself, recorded when it was a plain file: that image was replaced by the link.
+  if [ "$1" = "$LINK" ]; then
+    back="the image before was $LINK itself, a file that the update replaced: there is no earlier image to go back to"
+    return 1
+  fi
   relink "$1"
   if merge && merged; then
     back="back on alloy $(version_of "$1")"

@@ -586,6 +586,21 @@ mod tests {
         assert_eq!(said, "validated: 0\n");
     }
 
+    /// A host whose /etc/extensions/alloy.raw was the image itself, a plain file (copied there
+    /// by hand, as Flatcar's docs show for other extensions), records that path as applied.
+    /// systemd-sysupdate then makes it a link to the new release; a rollback "back to" it must
+    /// not point the link at itself, which unmerges Alloy for good and leaves no link to follow.
+    #[test]
+    fn a_rollback_never_points_the_link_at_itself() {
+        let said = in_script(
+            "mkdir images; : > images/alloy-1.11.0-amd64.raw; LINK=$PWD/alloy.raw
+             ln -s \"$PWD/images/alloy-1.11.0-amd64.raw\" \"$LINK\"
+             merge() { return 0; }; merged() { return 0; }
+             restore \"$LINK\"; echo \"restored=$?\"; readlink \"$LINK\" | sed \"s|$PWD/||\"",
+        );
+        assert_eq!(said, "restored=1\nimages/alloy-1.11.0-amd64.raw\n");
+    }
+
     /// A fake `setpriv` that runs the command after its options, and a fake `alloy` that logs
     /// its arguments to ran.log, then exits with $FAKE_EXIT, or is killed by $FAKE_SIGNAL.
     fn fake_validation() -> Vec<(&'static str, Vec<u8>)> {
