@@ -76,11 +76,11 @@ valid_version() {
   return 0
 }
 
-# The transfer's [Target] MatchPattern: alloy-@v-ARCH.raw, unless an operator narrowed it (to
-# alloy-1.@v-amd64.raw, say, to stay on Alloy 1.x). Read from the file this systemd reads: 257
-# and later *.transfer (*.conf only without it), earlier ones *.conf alone.
-target_pattern() {
-  local file line section="" files=("${TRANSFERS[@]}")
+# The first value of key $2 in section [$1], matching the glob $3 (default: any), of the transfer
+# file this systemd reads: 257 and later *.transfer (*.conf only without it), earlier ones *.conf
+# alone. Nothing (and 1) when there is none.
+transfer_value() {
+  local file line value section="" files=("${TRANSFERS[@]}")
   if [ "$(systemd_major)" -lt 257 ] 2>/dev/null; then
     files=()
     for file in "${TRANSFERS[@]}"; do
@@ -96,17 +96,30 @@ target_pattern() {
       line=${line//[[:space:]]/}
       case $line in
         \[*\]) section=$line ;;
-        MatchPattern=*@v*)
-          if [ "$section" = "[Target]" ]; then
-            printf '%s\n' "${line#MatchPattern=}"
-            return 0
-          fi
+        "$2"=*)
+          value=${line#"$2"=}
+          # shellcheck disable=SC2254 # $3 is a glob
+          case $value in
+            ${3:-*})
+              if [ "$section" = "[$1]" ]; then
+                printf '%s\n' "$value"
+                return 0
+              fi
+              ;;
+          esac
           ;;
       esac
     done <"$file"
     break
   done
-  printf '%s\n' "$COMPONENT-@v-$(arch_of "$(linked)").raw"
+  return 1
+}
+
+# The transfer's [Target] MatchPattern: alloy-@v-ARCH.raw, unless an operator narrowed it (to
+# alloy-1.@v-amd64.raw, say, to stay on Alloy 1.x).
+target_pattern() {
+  transfer_value Target MatchPattern '*@v*' ||
+    printf '%s\n' "$COMPONENT-@v-$(arch_of "$(linked)").raw"
 }
 
 # The image name of the version systemd-sysupdate calls $1: the transfer's pattern with @v
@@ -496,6 +509,16 @@ install_newer() {
     error "systemd-sysupdate offered a version this script cannot use: $candidate"
     return 1
   fi
+  # Both channels' indexes are signed with one key: whoever can write the bucket can copy the rc
+  # index to the stable folder. systemd orders an rc above its release, so a stable host that
+  # took one would stay on it.
+  case $version,$(transfer_value Source Path) in
+    *-*,*/rc/ | *-*,*/rc) ;;
+    *-*,*)
+      error "systemd-sysupdate offered alloy $version, a pre-release, from the stable channel: its index is not one publish writes there (the rc channel's, copied?); nothing installed"
+      return 1
+      ;;
+  esac
   if [ -f "$STATE/rolled-back/$version" ]; then
     info "alloy $version was rolled back on this host ($(cat "$STATE/rolled-back/$version")): not installing it; a newer release will be taken (rm $STATE/rolled-back/$version to try it again)"
     return 0

@@ -586,6 +586,41 @@ mod tests {
         assert_eq!(said, "validated: 0\n");
     }
 
+    /// Both channels' indexes are signed with the same key, so whoever can write the bucket,
+    /// without the key, can copy rc/SHA256SUMS, its signature and the rc images to the stable
+    /// folder. systemd orders 1.12.0-rc.1 above 1.12.0: a stable fleet would move to the rc and
+    /// stay there when the release comes. A release candidate is installed only on a host that
+    /// follows the rc folder.
+    #[test]
+    fn a_stable_host_never_installs_a_release_candidate() {
+        let sysupdate = "#!/bin/sh\ncase $3 in\n  check-new) echo \"$OFFERED\" ;;\n  update) echo \"installed $4\" >>installed.log ;;\nesac\n";
+        let stable = transfer_file("https://b.example", Arch::Amd64, true);
+        let rc = transfer_file(
+            &Channel::Rc.base_url("https://b.example"),
+            Arch::Amd64,
+            true,
+        );
+        let install = |transfer: &str, offered: &str| {
+            in_script_with(
+                &[
+                    ("sysupdate", sysupdate.into()),
+                    ("alloy.transfer", transfer.into()),
+                ],
+                &format!(
+                    "chmod +x sysupdate; SYSUPDATE=$PWD/sysupdate STATE=$PWD/state
+                     TRANSFERS=(./alloy.transfer); export OFFERED={offered}
+                     install_newer >/dev/null 2>&1; echo \"status=$? $(cat installed.log 2>/dev/null)\""
+                ),
+            )
+        };
+        assert_eq!(install(&stable, "1.12.0"), "status=0 installed 1.12.0\n");
+        assert_eq!(install(&stable, "1.12.0-rc.1"), "status=1 \n");
+        assert_eq!(
+            install(&rc, "1.12.0-rc.1"),
+            "status=0 installed 1.12.0-rc.1\n"
+        );
+    }
+
     /// A host whose /etc/extensions/alloy.raw was the image itself, a plain file (copied there
     /// by hand, as Flatcar's docs show for other extensions), records that path as applied.
     /// systemd-sysupdate then makes it a link to the new release; a rollback "back to" it must
