@@ -17,6 +17,8 @@
 # State, in /var/lib/alloy-sysupdate:
 #   applied              the image last applied (merged, and Alloy healthy on it)
 #   retry                an image whose switch failed for a reason not its own: tried again
+#   refresh-failed       an image systemd-sysext refresh did not merge while the one before it
+#                        did: rolled back when that happens again on the next try
 #   hold                 the version held
 #   rolled-back/VERSION  a release that did not come up here, and why: never installed again by
 #                        this script (remove the file to allow it)
@@ -457,7 +459,18 @@ apply() {
 # dynamically, so they are the caller's.
 apply_steps() {
   if ! merge; then
-    restore "$previous"
+    if ! restore "$previous"; then
+      rm -f "$STATE/refresh-failed"
+    elif [ "$(cat "$STATE/refresh-failed" 2>/dev/null)" = "$target" ]; then
+      # The second run on which the refresh fails with this image and not without it: the
+      # image's own fault (a format this kernel cannot mount, say), not another extension's.
+      rm -f "$STATE/refresh-failed"
+      reject "$to" "$target" "systemd-sysext refresh failed with it on two runs, and not without it"
+      failure="systemd-sysext refresh failed with alloy $to again (see above), and not without it; $back; $(never_again "$to")"
+      return 1
+    else
+      record refresh-failed "$target"
+    fi
     record retry "$target"
     failure="systemd-sysext refresh failed while switching to alloy $to (see above); $back; alloy $to is tried again on the next run"
     return 1
@@ -488,7 +501,7 @@ apply_steps() {
     fi
   fi
   record applied "$target"
-  rm -f "$STATE/retry"
+  rm -f "$STATE/retry" "$STATE/refresh-failed"
   info "alloy $to is applied${was_running:+, running and ready after $((SECONDS - started))s}"
 }
 

@@ -621,6 +621,35 @@ mod tests {
         );
     }
 
+    /// A refresh that fails is answered by going back and trying the release again on the next
+    /// run, as the cause may be another extension. But an image that no refresh merges (a
+    /// format this kernel cannot mount, say) while the one before it merges is the release's
+    /// own fault: retried for ever, every run would unmerge every extension on the host, and
+    /// keep the release away from rollback. A second such failure rolls it back.
+    #[test]
+    fn a_release_no_refresh_merges_is_rolled_back_on_its_second_try() {
+        let said = in_script(
+            "mkdir images state; IMAGES=$PWD/images STATE=$PWD/state LINK=$PWD/alloy.raw
+             old=$IMAGES/alloy-1.11.0-amd64.raw new=$IMAGES/alloy-1.12.0-amd64.raw
+             : > \"$old\"; : > \"$new\"; relink \"$old\"; record applied \"$old\"
+             # systemd-sysext refresh fails whenever the link leads to 1.12.0.
+             merge() { [ \"$(linked)\" != \"$new\" ]; }; merged() { true; }; alloy_running() { false; }
+             relink \"$new\"
+             for run in 1 2 3; do
+               (take_up_retry; follow_link) >/dev/null 2>&1
+               echo \"run $run: $? $(ls images | tr '\\n' ' ')$(ls state/rolled-back 2>/dev/null)\"
+             done
+             version_of \"$(linked)\"",
+        );
+        assert_eq!(
+            said,
+            "run 1: 1 alloy-1.11.0-amd64.raw alloy-1.12.0-amd64.raw \n\
+             run 2: 1 alloy-1.11.0-amd64.raw 1.12.0\n\
+             run 3: 0 alloy-1.11.0-amd64.raw 1.12.0\n\
+             1.11.0\n"
+        );
+    }
+
     /// A host whose /etc/extensions/alloy.raw was the image itself, a plain file (copied there
     /// by hand, as Flatcar's docs show for other extensions), records that path as applied.
     /// systemd-sysupdate then makes it a link to the new release; a rollback "back to" it must
