@@ -9,7 +9,7 @@ use base64::Engine as _;
 use super::sysupdate::{base, update_service, UPDATE_SCRIPT_TEXT, UPDATE_TIMER_UNIT};
 use crate::contract::{
     checksum_name, Channel, ImageName, APPLIED_RECORD, CURRENT_LINK, HOST_KEYRING, IMAGES_DIR,
-    TRANSFER_PATHS, UPDATE_SCRIPT, UPDATE_SERVICE, UPDATE_TIMER,
+    INDEX_NAME, SIGNATURE_NAME, TRANSFER_PATHS, UPDATE_SCRIPT, UPDATE_SERVICE, UPDATE_TIMER,
 };
 use crate::util::checksums::{Digest, Sums};
 use crate::util::files;
@@ -132,34 +132,96 @@ fn update_files(updates: &Updates, image: &str) -> String {
     out
 }
 
-/// The published digest of `image`: from `<dist>/<name>.sha256` when built here, else from the
-/// bucket's `<base_url>[/rc]/<name>.sha256`. Returns it with where it came from.
+/// Where a digest came from, and whether anything vouches for it.
+pub enum DigestSource {
+    /// `<dist>/<name>.sha256`, of an image built here.
+    Built(String),
+    /// The channel's SHA256SUMS, whose signature a key in the keyring made.
+    Signed { index: String, fingerprint: String },
+    /// The bucket's `<name>.sha256`, which nothing signs: whoever can write the bucket chose it.
+    Unsigned(String),
+}
+
+impl std::fmt::Display for DigestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DigestSource::Built(path) => write!(f, "{path}"),
+            DigestSource::Signed { index, fingerprint } => {
+                write!(f, "{index}, signed by {fingerprint}")
+            }
+            DigestSource::Unsigned(url) => write!(f, "{url}, not signed"),
+        }
+    }
+}
+
+/// The published digest of `image`: from `<dist>/<name>.sha256` when built here; else, given a
+/// keyring, from the channel's `SHA256SUMS` once its signature is checked against it; else from
+/// the bucket's `<base_url>[/rc]/<name>.sha256`. The digest is what Ignition lets a new host
+/// boot, root units and all: without a keyring it is only as good as the bucket's access.
 pub fn image_digest(
     http: &Http,
     dist: &Path,
     base_url: &str,
     image: &ImageName,
-) -> anyhow::Result<(Digest, String)> {
+    keyring: Option<&Path>,
+) -> anyhow::Result<(Digest, DigestSource)> {
     let name = image.file_name();
     let version = &image.version;
     let local = dist.join(checksum_name(&name));
     // Read as build reads it: never a link, a FIFO or /dev/zero, nor more than a line.
     let built = files::read_own_small_file(&local, files::CHECKSUM_FILE_LIMIT)?;
-    let (text, source) = if let Some(text) = built {
-        (text, local.display().to_string())
-    } else {
-        let image_base = Channel::of(version).base_url(base_url);
-        let url = format!("{image_base}/{}", checksum_name(&name));
-        let text = http.get_text(&url, 1 << 16).with_context(|| {
-            format!(
-                "{name} is neither built in {} nor published at {image_base}: build it (cargo xtask build {version}) or check --base-url",
-                dist.display(),
-            )
-        })?;
-        (text, url)
+    if let Some(text) = built {
+        let source = local.display().to_string();
+        let digest = Sums::parse(&text, &source)?.require(&name)?;
+        return Ok((digest, DigestSource::Built(source)));
+    }
+    let image_base = Channel::of(version).base_url(base_url);
+    let not_published = || {
+        format!(
+            "{name} is neither built in {} nor published at {image_base}: build it (cargo xtask build {version}) or check --base-url",
+            dist.display(),
+        )
     };
-    let digest = Sums::parse(&text, &source)?.require(&name)?;
-    Ok((digest, source))
+    if let Some(keyring) = keyring {
+        let index = format!("{image_base}/{INDEX_NAME}");
+        let text = http
+            .get_text(&index, 16 << 20)
+            .with_context(not_published)?;
+        let fingerprint = signed_by(http, &image_base, &text, keyring)?;
+        let digest = Sums::parse(&text, &index)?.require(&name)?;
+        return Ok((digest, DigestSource::Signed { index, fingerprint }));
+    }
+    let url = format!("{image_base}/{}", checksum_name(&name));
+    let text = http.get_text(&url, 1 << 16).with_context(not_published)?;
+    let digest = Sums::parse(&text, &url)?.require(&name)?;
+    Ok((digest, DigestSource::Unsigned(url)))
+}
+
+/// The fingerprint of the key in `keyring` that signed `index_text` as `<image_base>/SHA256SUMS.gpg`.
+fn signed_by(
+    http: &Http,
+    image_base: &str,
+    index_text: &str,
+    keyring: &Path,
+) -> anyhow::Result<String> {
+    let url = format!("{image_base}/{SIGNATURE_NAME}");
+    let (signature, _) = http
+        .get_bytes_with_headers(&url, &[], 1 << 20)
+        .with_context(|| format!("reading {url}, to check the digest hosts will pin"))?;
+    let work = crate::util::interrupt::temp_dir().context("creating a temporary directory")?;
+    let (data, signature_path) = (
+        work.path().join(INDEX_NAME),
+        work.path().join(SIGNATURE_NAME),
+    );
+    std::fs::write(&data, index_text)
+        .and_then(|()| std::fs::write(&signature_path, &signature))
+        .with_context(|| format!("writing into {}", work.path().display()))?;
+    crate::signing::verify_detached(keyring, &data, &signature_path).with_context(|| {
+        format!(
+            "{url} does not vouch for {image_base}/{INDEX_NAME} with --keyring {}: nothing printed, no host would boot an image from it",
+            keyring.display()
+        )
+    })
 }
 
 /// A binary public keyring from `path`, for [`HOST_KEYRING`]: systemd-sysupdate cannot read an
