@@ -380,12 +380,13 @@ restore() {
 }
 
 # Records that release $1 (image $2) did not come up here, with $3, and removes its image: then
-# the image in use stays the newest installed, which systemd-sysupdate never removes.
+# the image in use stays the newest installed, which systemd-sysupdate never removes. Only an
+# image of the images directory: one linked by hand from elsewhere is the operator's.
 reject() {
   valid_version "$1" || return 0
   mkdir -p "$STATE/rolled-back" &&
     printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" >"$STATE/rolled-back/$1"
-  if [ "$(linked)" != "$2" ]; then
+  if [ "$(linked)" != "$2" ] && [ "${2%/*}" = "$(readlink -f "$IMAGES")" ]; then
     rm -f "$2"
   fi
 }

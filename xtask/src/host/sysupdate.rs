@@ -650,6 +650,27 @@ mod tests {
         );
     }
 
+    /// A rolled-back image is removed so that the one in use stays the newest installed. Only
+    /// an image of ours, in the images directory: one an operator linked by hand from elsewhere
+    /// (a test build in a home directory, say) is theirs, recorded but kept.
+    #[test]
+    fn a_rollback_removes_only_images_of_the_images_directory() {
+        let said = in_script(
+            "mkdir real home state; ln -s real images; IMAGES=$PWD/images STATE=$PWD/state LINK=$PWD/alloy.raw
+             : > images/alloy-1.11.0-amd64.raw; : > images/alloy-1.12.0-amd64.raw
+             : > home/alloy-1.13.0-amd64.raw; relink \"$IMAGES/alloy-1.11.0-amd64.raw\"
+             # The image's path as the link resolves it: through an images directory that may
+             # itself be a link.
+             reject 1.12.0 \"$(pwd -P)/real/alloy-1.12.0-amd64.raw\" 'did not come up'
+             reject 1.13.0 \"$PWD/home/alloy-1.13.0-amd64.raw\" 'did not come up'
+             ls images/ home state/rolled-back | tr '\\n' ' '",
+        );
+        assert_eq!(
+            said,
+            "home: alloy-1.13.0-amd64.raw  images/: alloy-1.11.0-amd64.raw  state/rolled-back: 1.12.0 1.13.0 "
+        );
+    }
+
     /// A host whose /etc/extensions/alloy.raw was the image itself, a plain file (copied there
     /// by hand, as Flatcar's docs show for other extensions), records that path as applied.
     /// systemd-sysupdate then makes it a link to the new release; a rollback "back to" it must
