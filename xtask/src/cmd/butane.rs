@@ -8,8 +8,8 @@ use xshell::Shell;
 
 use super::args::{parse_yes_no, BaseUrlArgs, GithubArgs, VersionArg};
 use crate::arch::Arch;
-use crate::contract::{Channel, ImageName, HOST_KEYRING};
-use crate::host::butane::{image_digest, read_keyring, ButaneConfig, Updates};
+use crate::contract::{Channel, ImageName, HOST_KEYRING, INDEX_NAME};
+use crate::host::butane::{image_digest, read_keyring, ButaneConfig, DigestSource, Updates};
 use crate::host::sysupdate::{transfer_file, verify_setting};
 use crate::util::http::Http;
 use crate::util::progress::detail;
@@ -75,12 +75,19 @@ impl Butane {
         let http = Http::new();
         let image = ImageName::new(&version, self.arch);
         let dist = self.dist.clone().unwrap_or_else(crate::default_dist);
-        let (digest, source) = image_digest(&http, &dist, &base_url, &image)?;
-        detail(format!("{image}: sha256 {digest} (from {source})"));
+        // The keyring is read (and a secret key refused) before it checks anything.
         let updates = match self.sysupdate {
             true => Some(self.updates(&http, &base_url)?),
             false => None,
         };
+        let (digest, source) =
+            image_digest(&http, &dist, &base_url, &image, self.keyring.as_deref())?;
+        detail(format!("{image}: sha256 {digest} (from {source})"));
+        if let DigestSource::Unsigned(_) = source {
+            detail(format!(
+                "nothing signs that digest: whoever can write the bucket chooses what new hosts boot; build {image} here, or pass --sysupdate --keyring FILE to take it from the signed {INDEX_NAME}"
+            ));
+        }
         let config = ButaneConfig {
             image_base_url: Channel::of(&version).base_url(&base_url),
             image,

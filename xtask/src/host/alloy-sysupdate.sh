@@ -17,6 +17,8 @@
 # State, in /var/lib/alloy-sysupdate:
 #   applied              the image last applied (merged, and Alloy healthy on it)
 #   retry                an image whose switch failed for a reason not its own: tried again
+#   refresh-failed       an image systemd-sysext refresh did not merge while the one before it
+#                        did: rolled back when that happens again on the next try
 #   hold                 the version held
 #   rolled-back/VERSION  a release that did not come up here, and why: never installed again by
 #                        this script (remove the file to allow it)
@@ -26,7 +28,8 @@ LINK=/etc/extensions/alloy.raw
 IMAGES=/opt/extensions/alloy
 COMPONENT=alloy
 SYSUPDATE=/usr/lib/systemd/systemd-sysupdate
-# The transfer file systemd-sysupdate reads (257+ the first, 252 the second; the same text).
+# The transfer file systemd-sysupdate reads (257+ the first, 252 the second; the same text
+# unless an operator changed one).
 TRANSFERS=(/etc/sysupdate.alloy.d/alloy.transfer /etc/sysupdate.alloy.d/alloy.conf)
 MERGED_RELEASE=/usr/lib/extension-release.d/extension-release.alloy
 ALLOY=/usr/bin/alloy
@@ -75,27 +78,50 @@ valid_version() {
   return 0
 }
 
-# The transfer's [Target] MatchPattern: alloy-@v-ARCH.raw, unless an operator narrowed it (to
-# alloy-1.@v-amd64.raw, say, to stay on Alloy 1.x).
-target_pattern() {
-  local file line section=""
-  for file in "${TRANSFERS[@]}"; do
+# The first value of key $2 in section [$1], matching the glob $3 (default: any), of the transfer
+# file this systemd reads: 257 and later *.transfer (*.conf only without it), earlier ones *.conf
+# alone. Nothing (and 1) when there is none.
+transfer_value() {
+  local file line value section="" files=("${TRANSFERS[@]}")
+  if [ "$(systemd_major)" -lt 257 ] 2>/dev/null; then
+    files=()
+    for file in "${TRANSFERS[@]}"; do
+      [ "${file%.transfer}" = "$file" ] && files+=("$file")
+    done
+    for file in "${TRANSFERS[@]}"; do
+      [ "${file%.transfer}" != "$file" ] && files+=("$file")
+    done
+  fi
+  for file in "${files[@]}"; do
     [ -f "$file" ] || continue
     while IFS= read -r line; do
       line=${line//[[:space:]]/}
       case $line in
         \[*\]) section=$line ;;
-        MatchPattern=*@v*)
-          if [ "$section" = "[Target]" ]; then
-            printf '%s\n' "${line#MatchPattern=}"
-            return 0
-          fi
+        "$2"=*)
+          value=${line#"$2"=}
+          # shellcheck disable=SC2254 # $3 is a glob
+          case $value in
+            ${3:-*})
+              if [ "$section" = "[$1]" ]; then
+                printf '%s\n' "$value"
+                return 0
+              fi
+              ;;
+          esac
           ;;
       esac
     done <"$file"
     break
   done
-  printf '%s\n' "$COMPONENT-@v-$(arch_of "$(linked)").raw"
+  return 1
+}
+
+# The transfer's [Target] MatchPattern: alloy-@v-ARCH.raw, unless an operator narrowed it (to
+# alloy-1.@v-amd64.raw, say, to stay on Alloy 1.x).
+target_pattern() {
+  transfer_value Target MatchPattern '*@v*' ||
+    printf '%s\n' "$COMPONENT-@v-$(arch_of "$(linked)").raw"
 }
 
 # The image name of the version systemd-sysupdate calls $1: the transfer's pattern with @v
@@ -258,19 +284,62 @@ read_alloy_words() {
   done <"$1"
 }
 
+# Whether nobody but root can change the configuration at $1 (absolute, links resolved): it (and
+# all under it, when a directory) and every directory above it are root's and writable by no one
+# else; a sticky directory above it, like /tmp, keeps others from replacing what is root's.
+roots_alone() {
+  local path=$1 owner mode
+  if [ -n "$(find "$path" \( ! -user 0 -o -perm /022 -o -type l \) -print -quit 2>&1)" ]; then
+    return 1
+  fi
+  while [ "$path" != / ]; do
+    path=${path%/*}
+    path=${path:-/}
+    read -r owner mode < <(stat -c '%u %a' -- "$path" 2>/dev/null) || return 1
+    [ "$owner" = 0 ] || return 1
+    if [ $((8#$mode & 8#022)) != 0 ] && [ $((8#$mode & 8#1000)) = 0 ]; then
+      return 1
+    fi
+  done
+}
+
 # Checks the configuration of the Alloy whose command line is in $1 with the binary now merged,
 # as the alloy user, without running it. 0: valid; 1: not (why in $why); 2: cannot tell (this
-# Alloy has no `validate` command, or did not answer).
+# Alloy has no `validate` command, did not answer, or the check could be steered).
+#
+# A "not valid" makes the new release one never installed again, so it may only rest on what
+# the alloy user cannot steer: the command line is the running Alloy's own memory, which it can
+# rewrite, and `alloy validate` runs as the same user, who can signal it. So the flags count
+# only with values every Alloy knows, the configuration only where nobody but root can change
+# it (between the check of the new release and that of the one running, say), and a check ended
+# by a signal says nothing.
 validate_config() {
-  local output status
+  local output status flag config uid gid
   read_alloy_words "$1"
   if [ -z "$CONFIG" ] || ! command -v setpriv >/dev/null; then
     return 2
   fi
+  for flag in "${VALIDATE_FLAGS[@]}"; do
+    case $flag in
+      --stability.level=generally-available | --stability.level=public-preview | \
+        --stability.level=experimental) ;;
+      --feature.community-components.enabled | --feature.community-components.enabled=true | \
+        --feature.community-components.enabled=false) ;;
+      *)
+        info "Not checking the configuration with alloy validate: Alloy's command line has a flag value not every Alloy knows"
+        return 2
+        ;;
+    esac
+  done
+  if [ "${CONFIG#/}" = "$CONFIG" ] || ! config=$(readlink -e -- "$CONFIG") || ! roots_alone "$config"; then
+    info "Not checking the configuration with alloy validate: Alloy's command line names one that others than root can change"
+    return 2
+  fi
+  uid=$(id -u "$ALLOY_USER" 2>/dev/null) && gid=$(id -g "$ALLOY_USER" 2>/dev/null) || return 2
   # At most a minute, and the first 4 KiB of what it says.
   output=$(
-    timeout 60 setpriv --reuid="$(id -u "$ALLOY_USER")" --regid="$(id -g "$ALLOY_USER")" \
-      --clear-groups "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$CONFIG" 2>&1 | head -c 4096
+    timeout 60 setpriv --reuid="$uid" --regid="$gid" --clear-groups \
+      "$ALLOY" validate "${VALIDATE_FLAGS[@]}" "$config" 2>&1 9>&- | head -c 4096
     exit "${PIPESTATUS[0]}"
   )
   status=$?
@@ -278,10 +347,11 @@ validate_config() {
     return 0
   fi
   case $output in *'unknown command "validate"'*) return 2 ;; esac
-  if [ "$status" = 124 ]; then
+  # Timed out (124), or ended by a signal (128 + its number): no answer.
+  if [ "$status" = 124 ] || [ "$status" -gt 128 ]; then
     return 2
   fi
-  why="alloy validate $CONFIG: $(printf '%s\n' "$output" | head -n 3 | tr '\n' ' ')"
+  why="alloy validate $config: $(printf '%s\n' "$output" | head -n 3 | tr '\n' ' ')"
   return 1
 }
 
@@ -289,6 +359,11 @@ validate_config() {
 restore() {
   if [ -z "$1" ] || [ ! -f "$1" ]; then
     back="there is no earlier image to go back to"
+    return 1
+  fi
+  # The link itself, recorded when it was a plain file: that image was replaced by the link.
+  if [ "$1" = "$LINK" ]; then
+    back="the image before was $LINK itself, a file that the update replaced: there is no earlier image to go back to"
     return 1
   fi
   relink "$1"
@@ -305,12 +380,13 @@ restore() {
 }
 
 # Records that release $1 (image $2) did not come up here, with $3, and removes its image: then
-# the image in use stays the newest installed, which systemd-sysupdate never removes.
+# the image in use stays the newest installed, which systemd-sysupdate never removes. Only an
+# image of the images directory: one linked by hand from elsewhere is the operator's.
 reject() {
   valid_version "$1" || return 0
   mkdir -p "$STATE/rolled-back" &&
     printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$3" >"$STATE/rolled-back/$1"
-  if [ "$(linked)" != "$2" ]; then
+  if [ "$(linked)" != "$2" ] && [ "${2%/*}" = "$(readlink -f "$IMAGES")" ]; then
     rm -f "$2"
   fi
 }
@@ -384,7 +460,18 @@ apply() {
 # dynamically, so they are the caller's.
 apply_steps() {
   if ! merge; then
-    restore "$previous"
+    if ! restore "$previous"; then
+      rm -f "$STATE/refresh-failed"
+    elif [ "$(cat "$STATE/refresh-failed" 2>/dev/null)" = "$target" ]; then
+      # The second run on which the refresh fails with this image and not without it: the
+      # image's own fault (a format this kernel cannot mount, say), not another extension's.
+      rm -f "$STATE/refresh-failed"
+      reject "$to" "$target" "systemd-sysext refresh failed with it on two runs, and not without it"
+      failure="systemd-sysext refresh failed with alloy $to again (see above), and not without it; $back; $(never_again "$to")"
+      return 1
+    else
+      record refresh-failed "$target"
+    fi
     record retry "$target"
     failure="systemd-sysext refresh failed while switching to alloy $to (see above); $back; alloy $to is tried again on the next run"
     return 1
@@ -415,7 +502,7 @@ apply_steps() {
     fi
   fi
   record applied "$target"
-  rm -f "$STATE/retry"
+  rm -f "$STATE/retry" "$STATE/refresh-failed"
   info "alloy $to is applied${was_running:+, running and ready after $((SECONDS - started))s}"
 }
 
@@ -436,6 +523,16 @@ install_newer() {
     error "systemd-sysupdate offered a version this script cannot use: $candidate"
     return 1
   fi
+  # Both channels' indexes are signed with one key: whoever can write the bucket can copy the rc
+  # index to the stable folder. systemd orders an rc above its release, so a stable host that
+  # took one would stay on it.
+  case $version,$(transfer_value Source Path) in
+    *-*,*/rc/ | *-*,*/rc) ;;
+    *-*,*)
+      error "systemd-sysupdate offered alloy $version, a pre-release, from the stable channel: its index is not one publish writes there (the rc channel's, copied?); nothing installed"
+      return 1
+      ;;
+  esac
   if [ -f "$STATE/rolled-back/$version" ]; then
     info "alloy $version was rolled back on this host ($(cat "$STATE/rolled-back/$version")): not installing it; a newer release will be taken (rm $STATE/rolled-back/$version to try it again)"
     return 0
@@ -447,9 +544,15 @@ install_newer() {
   fi
 }
 
-# One alloy-sysupdate at a time (the timer's, and an operator's hold).
+# One alloy-sysupdate at a time (the timer's, and an operator's hold). The lock is root's alone:
+# flock needs no write access, so whoever can open it can take it and keep it.
 lock() {
+  local mask
+  mask=$(umask)
+  umask 077
   exec 9>"$LOCK" || die "cannot open $LOCK"
+  umask "$mask"
+  chmod 0600 "$LOCK" || die "cannot make $LOCK root's alone"
   flock -w 3600 9 || die "another alloy-sysupdate has held $LOCK for an hour"
 }
 

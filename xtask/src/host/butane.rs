@@ -9,7 +9,7 @@ use base64::Engine as _;
 use super::sysupdate::{base, update_service, UPDATE_SCRIPT_TEXT, UPDATE_TIMER_UNIT};
 use crate::contract::{
     checksum_name, Channel, ImageName, APPLIED_RECORD, CURRENT_LINK, HOST_KEYRING, IMAGES_DIR,
-    TRANSFER_PATHS, UPDATE_SCRIPT, UPDATE_SERVICE, UPDATE_TIMER,
+    INDEX_NAME, SIGNATURE_NAME, TRANSFER_PATHS, UPDATE_SCRIPT, UPDATE_SERVICE, UPDATE_TIMER,
 };
 use crate::util::checksums::{Digest, Sums};
 use crate::util::files;
@@ -132,45 +132,178 @@ fn update_files(updates: &Updates, image: &str) -> String {
     out
 }
 
-/// The published digest of `image`: from `<dist>/<name>.sha256` when built here, else from the
-/// bucket's `<base_url>[/rc]/<name>.sha256`. Returns it with where it came from.
+/// Where a digest came from, and whether anything vouches for it.
+pub enum DigestSource {
+    /// `<dist>/<name>.sha256`, of an image built here.
+    Built(String),
+    /// The channel's SHA256SUMS, whose signature a key in the keyring made.
+    Signed { index: String, fingerprint: String },
+    /// The bucket's `<name>.sha256`, which nothing signs: whoever can write the bucket chose it.
+    Unsigned(String),
+}
+
+impl std::fmt::Display for DigestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DigestSource::Built(path) => write!(f, "{path}"),
+            DigestSource::Signed { index, fingerprint } => {
+                write!(f, "{index}, signed by {fingerprint}")
+            }
+            DigestSource::Unsigned(url) => write!(f, "{url}, not signed"),
+        }
+    }
+}
+
+/// The published digest of `image`: from `<dist>/<name>.sha256` when built here; else, given a
+/// keyring, from the channel's `SHA256SUMS` once its signature is checked against it; else from
+/// the bucket's `<base_url>[/rc]/<name>.sha256`. The digest is what Ignition lets a new host
+/// boot, root units and all: without a keyring it is only as good as the bucket's access.
 pub fn image_digest(
     http: &Http,
     dist: &Path,
     base_url: &str,
     image: &ImageName,
-) -> anyhow::Result<(Digest, String)> {
+    keyring: Option<&Path>,
+) -> anyhow::Result<(Digest, DigestSource)> {
     let name = image.file_name();
     let version = &image.version;
     let local = dist.join(checksum_name(&name));
     // Read as build reads it: never a link, a FIFO or /dev/zero, nor more than a line.
     let built = files::read_own_small_file(&local, files::CHECKSUM_FILE_LIMIT)?;
-    let (text, source) = if let Some(text) = built {
-        (text, local.display().to_string())
-    } else {
-        let image_base = Channel::of(version).base_url(base_url);
-        let url = format!("{image_base}/{}", checksum_name(&name));
-        let text = http.get_text(&url, 1 << 16).with_context(|| {
-            format!(
-                "{name} is neither built in {} nor published at {image_base}: build it (cargo xtask build {version}) or check --base-url",
-                dist.display(),
-            )
-        })?;
-        (text, url)
+    if let Some(text) = built {
+        let source = local.display().to_string();
+        let digest = Sums::parse(&text, &source)?.require(&name)?;
+        return Ok((digest, DigestSource::Built(source)));
+    }
+    let image_base = Channel::of(version).base_url(base_url);
+    let not_published = || {
+        format!(
+            "{name} is neither built in {} nor published at {image_base}: build it (cargo xtask build {version}) or check --base-url",
+            dist.display(),
+        )
     };
-    let digest = Sums::parse(&text, &source)?.require(&name)?;
-    Ok((digest, source))
+    if let Some(keyring) = keyring {
+        let index = format!("{image_base}/{INDEX_NAME}");
+        let text = http
+            .get_text(&index, 16 << 20)
+            .with_context(not_published)?;
+        let fingerprint = signed_by(http, &image_base, &text, keyring)?;
+        let digest = Sums::parse(&text, &index)?.require(&name)?;
+        return Ok((digest, DigestSource::Signed { index, fingerprint }));
+    }
+    let url = format!("{image_base}/{}", checksum_name(&name));
+    let text = http.get_text(&url, 1 << 16).with_context(not_published)?;
+    let digest = Sums::parse(&text, &url)?.require(&name)?;
+    Ok((digest, DigestSource::Unsigned(url)))
+}
+
+/// The fingerprint of the key in `keyring` that signed `index_text` as `<image_base>/SHA256SUMS.gpg`.
+fn signed_by(
+    http: &Http,
+    image_base: &str,
+    index_text: &str,
+    keyring: &Path,
+) -> anyhow::Result<String> {
+    let url = format!("{image_base}/{SIGNATURE_NAME}");
+    let (signature, _) = http
+        .get_bytes_with_headers(&url, &[], 1 << 20)
+        .with_context(|| format!("reading {url}, to check the digest hosts will pin"))?;
+    let work = crate::util::interrupt::temp_dir().context("creating a temporary directory")?;
+    let (data, signature_path) = (
+        work.path().join(INDEX_NAME),
+        work.path().join(SIGNATURE_NAME),
+    );
+    std::fs::write(&data, index_text)
+        .and_then(|()| std::fs::write(&signature_path, &signature))
+        .with_context(|| format!("writing into {}", work.path().display()))?;
+    crate::signing::verify_detached(keyring, &data, &signature_path).with_context(|| {
+        format!(
+            "{url} does not vouch for {image_base}/{INDEX_NAME} with --keyring {}: nothing printed, no host would boot an image from it",
+            keyring.display()
+        )
+    })
 }
 
 /// A binary public keyring from `path`, for [`HOST_KEYRING`]: systemd-sysupdate cannot read an
-/// armored one.
+/// armored one. It goes to every host in the Ignition config, so a secret key is refused.
 pub fn read_keyring(path: &Path) -> anyhow::Result<Vec<u8>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("reading --keyring {}", path.display()))?;
     if bytes.starts_with(b"-----BEGIN") {
         bail!("--keyring {} is armored; systemd-sysupdate needs a binary keyring: gpg --dearmor it, or export without --armor", path.display());
     }
+    let tags = packet_tags(&bytes);
+    if tags
+        .iter()
+        .any(|&tag| matches!(tag, SECRET_KEY | SECRET_SUBKEY))
+    {
+        bail!(
+            "--keyring {} holds a secret key, which would go to every host in the Ignition config: \
+             give the public key only (gpg --export KEYID > FILE, not --export-secret-keys)",
+            path.display()
+        );
+    }
+    if tags.first() != Some(&PUBLIC_KEY) {
+        bail!(
+            "--keyring {} is not a binary public keyring (it does not start with a public key): \
+             gpg --export KEYID > FILE",
+            path.display()
+        );
+    }
     Ok(bytes)
+}
+
+/// OpenPGP packet tags (RFC 4880 4.3).
+const SECRET_KEY: u8 = 5;
+const PUBLIC_KEY: u8 = 6;
+const SECRET_SUBKEY: u8 = 7;
+
+/// The tags of the OpenPGP packets in `bytes` (RFC 4880 4.2), as far as their headers can be
+/// read: the walk stops at a header or length that does not fit, at a partial or indeterminate
+/// length, and at a byte that is no packet header.
+fn packet_tags(bytes: &[u8]) -> Vec<u8> {
+    let mut tags = Vec::new();
+    let mut at = 0usize;
+    while let Some(&header) = bytes.get(at) {
+        if header & 0x80 == 0 {
+            break;
+        }
+        let be = |from: usize, n: usize| -> Option<usize> {
+            let field = bytes.get(from..from.checked_add(n)?)?;
+            Some(
+                field
+                    .iter()
+                    .fold(0usize, |sum, b| (sum << 8) | usize::from(*b)),
+            )
+        };
+        // (tag, (header length, body length))
+        let (tag, length) = if header & 0x40 != 0 {
+            let tag = header & 0x3f;
+            let length = match bytes.get(at + 1) {
+                Some(&first @ 0..=191) => Some((2, usize::from(first))),
+                Some(&first @ 192..=223) => be(at + 2, 1)
+                    .map(|second| (3, ((usize::from(first) - 192) << 8) + second + 192)),
+                Some(255) => be(at + 2, 4).map(|length| (6, length)),
+                _ => None,
+            };
+            (tag, length)
+        } else {
+            let tag = (header >> 2) & 0x0f;
+            let length = match header & 3 {
+                0 => be(at + 1, 1).map(|length| (2, length)),
+                1 => be(at + 1, 2).map(|length| (3, length)),
+                2 => be(at + 1, 4).map(|length| (5, length)),
+                _ => None,
+            };
+            (tag, length)
+        };
+        tags.push(tag);
+        match length.and_then(|(header, body)| at.checked_add(header)?.checked_add(body)) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    tags
 }
 
 #[cfg(test)]
@@ -246,6 +379,62 @@ mod tests {
             indent(UPDATE_SCRIPT_TEXT, 10)
         )));
         assert!(text.contains("    - path: /var/lib/alloy-sysupdate/applied\n      mode: 0644\n      contents:\n        inline: |\n          /opt/extensions/alloy/alloy-1.10.2-amd64.raw\n"));
+    }
+
+    /// `--keyring` is copied, base64 in the Ignition config, to every host and wherever configs
+    /// are kept. A secret key given by mistake (`gpg --export-secret-keys`, binary, so not
+    /// caught as armored) would let whoever reads one sign releases for the whole fleet.
+    #[test]
+    fn the_keyring_holds_public_keys_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = xtask_testkit::gpg::TestKey::new("keyring");
+        let mut dearmor = std::process::Command::new("gpg");
+        dearmor
+            .env("GNUPGHOME", dir.path())
+            .args(["--batch", "--dearmor"]);
+        let secret = xtask_testkit::checked_output_with_input(&mut dearmor, key.secret.as_bytes());
+        let read = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            read_keyring(&path).map_err(|e| e.to_string())
+        };
+        let public = std::fs::read(&key.public).unwrap();
+        assert_eq!(read("public.gpg", &public), Ok(public.clone()));
+        // OpenPGP packets (RFC 4880 4.2): 0x80 | tag << 2 | length type, or 0xC0 | tag. Tag 6
+        // is a public key, 5 a secret key, 7 a secret subkey, 13 a user id.
+        for (name, bytes) in [
+            ("exported-secret.gpg", secret.clone()),
+            ("new-format-secret.gpg", vec![0xC5, 0x01, 0x04]),
+            (
+                "secret-subkey.gpg",
+                vec![0x98, 0x01, 0x04, 0x9c, 0x01, 0x04],
+            ),
+            (
+                "secret-after-public.gpg",
+                [&public[..], &secret[..]].concat(),
+            ),
+            // A public key with a two-octet length, ((0xC1 - 192) << 8) + 0x80 + 192 = 576.
+            (
+                "two-octet-length.gpg",
+                [&[0xC6, 0xC1, 0x80][..], &[0x04; 576], &[0xC5, 0x01, 0x04]].concat(),
+            ),
+        ] {
+            let error = read(name, &bytes).unwrap_err();
+            assert!(
+                error.contains("secret key") && error.contains("gpg --export KEYID"),
+                "{name}: {error}"
+            );
+        }
+        for (name, bytes) in [
+            ("user-id-first.gpg", vec![0xB4, 0x01, 0x41]),
+            ("empty.gpg", vec![]),
+        ] {
+            let error = read(name, &bytes).unwrap_err();
+            assert!(
+                error.contains("not a binary public keyring"),
+                "{name}: {error}"
+            );
+        }
     }
 
     #[test]

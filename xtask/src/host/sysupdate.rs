@@ -397,6 +397,32 @@ mod tests {
         )));
     }
 
+    /// Each systemd reads one of the two transfer files (before 257 only alloy.conf; from 257
+    /// alloy.transfer, and alloy.conf only without it). An operator who narrows the pattern in
+    /// the file their systemd reads, and not in the other, must still have offered versions
+    /// mapped back to Alloy's: else a release rolled back as "1.12.0" is offered as "12.0",
+    /// not found among those rolled back, and installed and rolled back again on every run.
+    #[test]
+    fn the_pattern_comes_from_the_transfer_file_this_systemd_reads() {
+        let transfer = transfer_file("https://b.example", Arch::Amd64, true);
+        let narrowed = transfer.replace("MatchPattern=alloy-@v-", "MatchPattern=alloy-1.@v-");
+        let said = in_script_with(
+            &[
+                ("alloy.transfer", transfer.clone().into_bytes()),
+                ("alloy.conf", narrowed.clone().into_bytes()),
+                ("narrowed.transfer", narrowed.into_bytes()),
+                ("wide.conf", transfer.into_bytes()),
+            ],
+            "TRANSFERS=(./alloy.transfer ./alloy.conf)
+             systemd_major() { echo 252; }; version_of \"$(candidate_image 12.0)\"
+             systemd_major() { echo 255; }; version_of \"$(candidate_image 12.0)\"
+             TRANSFERS=(./narrowed.transfer ./wide.conf)
+             systemd_major() { echo 257; }; version_of \"$(candidate_image 12.0)\"
+             systemd_major() { echo 252; }; version_of \"$(candidate_image 1.12.0)\"",
+        );
+        assert_eq!(said, "1.12.0\n1.12.0\n1.12.0\n1.12.0\n");
+    }
+
     /// Alloy's command line as /proc/PID/cmdline has it, as the file `cmdline`.
     fn cmdline(words: &[&str]) -> [(&'static str, Vec<u8>); 1] {
         let mut bytes = Vec::new();
@@ -519,6 +545,229 @@ mod tests {
         }
         let said = in_script("(main status) >/dev/null 2>&1; echo \"exit=$?\"");
         assert_eq!(said, "exit=0\n");
+    }
+
+    /// The lock is root's alone. flock(2) needs no write access: a local user who can open the
+    /// lock at all can take it and keep it, and then no update, hold or unhold runs again.
+    #[test]
+    fn only_root_can_open_the_lock() {
+        let said = in_script(
+            "chmod 755 .; umask 022
+             LOCK=$PWD/lock; (lock; stat -c %a \"$LOCK\")
+             : > old.lock; chmod 644 old.lock; LOCK=$PWD/old.lock; (lock; stat -c %a \"$LOCK\")
+             if [ \"$(id -u)\" = 0 ]; then
+               setpriv --reuid=65534 --regid=65534 --clear-groups flock -n \"$LOCK\" true 2>/dev/null &&
+                 echo 'nobody took it' || echo 'nobody could not take it'
+             else
+               echo 'nobody could not take it'
+             fi",
+        );
+        assert_eq!(said, "600\n600\nnobody could not take it\n");
+    }
+
+    /// What the script runs as the alloy user (`alloy validate`, a binary of the release) does
+    /// not inherit the lock: a process of its that lived on would hold it for ever.
+    #[test]
+    fn the_alloy_user_never_inherits_the_lock() {
+        let setpriv = "#!/bin/bash\n[ -e /proc/self/fd/9 ] && echo \"fd 9 open in setpriv $*\" >>fd9.log\nwhile [ \"${1#--}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n";
+        let said = in_script_with(
+            &[
+                ("setpriv", setpriv.into()),
+                ("alloy", b"#!/bin/sh\nexit 0\n".to_vec()),
+                ("cmdline", b"/usr/bin/alloy\0run\0/etc/passwd\0".to_vec()),
+            ],
+            "chmod +x setpriv alloy; PATH=$PWD:$PATH ALLOY=$PWD/alloy ALLOY_USER=root LOCK=$PWD/lock
+             lock; validate_config cmdline; echo \"validated: $?\"; cat fd9.log 2>/dev/null || true",
+        );
+        assert_eq!(said, "validated: 0\n");
+    }
+
+    /// Both channels' indexes are signed with the same key, so whoever can write the bucket,
+    /// without the key, can copy rc/SHA256SUMS, its signature and the rc images to the stable
+    /// folder. systemd orders 1.12.0-rc.1 above 1.12.0: a stable fleet would move to the rc and
+    /// stay there when the release comes. A release candidate is installed only on a host that
+    /// follows the rc folder.
+    #[test]
+    fn a_stable_host_never_installs_a_release_candidate() {
+        let sysupdate = "#!/bin/sh\ncase $3 in\n  check-new) echo \"$OFFERED\" ;;\n  update) echo \"installed $4\" >>installed.log ;;\nesac\n";
+        let stable = transfer_file("https://b.example", Arch::Amd64, true);
+        let rc = transfer_file(
+            &Channel::Rc.base_url("https://b.example"),
+            Arch::Amd64,
+            true,
+        );
+        let install = |transfer: &str, offered: &str| {
+            in_script_with(
+                &[
+                    ("sysupdate", sysupdate.into()),
+                    ("alloy.transfer", transfer.into()),
+                ],
+                &format!(
+                    "chmod +x sysupdate; SYSUPDATE=$PWD/sysupdate STATE=$PWD/state
+                     TRANSFERS=(./alloy.transfer); export OFFERED={offered}
+                     install_newer >/dev/null 2>&1; echo \"status=$? $(cat installed.log 2>/dev/null)\""
+                ),
+            )
+        };
+        assert_eq!(install(&stable, "1.12.0"), "status=0 installed 1.12.0\n");
+        assert_eq!(install(&stable, "1.12.0-rc.1"), "status=1 \n");
+        assert_eq!(
+            install(&rc, "1.12.0-rc.1"),
+            "status=0 installed 1.12.0-rc.1\n"
+        );
+    }
+
+    /// A refresh that fails is answered by going back and trying the release again on the next
+    /// run, as the cause may be another extension. But an image that no refresh merges (a
+    /// format this kernel cannot mount, say) while the one before it merges is the release's
+    /// own fault: retried for ever, every run would unmerge every extension on the host, and
+    /// keep the release away from rollback. A second such failure rolls it back.
+    #[test]
+    fn a_release_no_refresh_merges_is_rolled_back_on_its_second_try() {
+        let said = in_script(
+            "mkdir images state; IMAGES=$PWD/images STATE=$PWD/state LINK=$PWD/alloy.raw
+             old=$IMAGES/alloy-1.11.0-amd64.raw new=$IMAGES/alloy-1.12.0-amd64.raw
+             : > \"$old\"; : > \"$new\"; relink \"$old\"; record applied \"$old\"
+             # systemd-sysext refresh fails whenever the link leads to 1.12.0.
+             merge() { [ \"$(linked)\" != \"$new\" ]; }; merged() { true; }; alloy_running() { false; }
+             relink \"$new\"
+             for run in 1 2 3; do
+               (take_up_retry; follow_link) >/dev/null 2>&1
+               echo \"run $run: $? $(ls images | tr '\\n' ' ')$(ls state/rolled-back 2>/dev/null)\"
+             done
+             version_of \"$(linked)\"",
+        );
+        assert_eq!(
+            said,
+            "run 1: 1 alloy-1.11.0-amd64.raw alloy-1.12.0-amd64.raw \n\
+             run 2: 1 alloy-1.11.0-amd64.raw 1.12.0\n\
+             run 3: 0 alloy-1.11.0-amd64.raw 1.12.0\n\
+             1.11.0\n"
+        );
+    }
+
+    /// A rolled-back image is removed so that the one in use stays the newest installed. Only
+    /// an image of ours, in the images directory: one an operator linked by hand from elsewhere
+    /// (a test build in a home directory, say) is theirs, recorded but kept.
+    #[test]
+    fn a_rollback_removes_only_images_of_the_images_directory() {
+        let said = in_script(
+            "mkdir real home state; ln -s real images; IMAGES=$PWD/images STATE=$PWD/state LINK=$PWD/alloy.raw
+             : > images/alloy-1.11.0-amd64.raw; : > images/alloy-1.12.0-amd64.raw
+             : > home/alloy-1.13.0-amd64.raw; relink \"$IMAGES/alloy-1.11.0-amd64.raw\"
+             # The image's path as the link resolves it: through an images directory that may
+             # itself be a link.
+             reject 1.12.0 \"$(pwd -P)/real/alloy-1.12.0-amd64.raw\" 'did not come up'
+             reject 1.13.0 \"$PWD/home/alloy-1.13.0-amd64.raw\" 'did not come up'
+             ls images/ home state/rolled-back | tr '\\n' ' '",
+        );
+        assert_eq!(
+            said,
+            "home: alloy-1.13.0-amd64.raw  images/: alloy-1.11.0-amd64.raw  state/rolled-back: 1.12.0 1.13.0 "
+        );
+    }
+
+    /// A host whose /etc/extensions/alloy.raw was the image itself, a plain file (copied there
+    /// by hand, as Flatcar's docs show for other extensions), records that path as applied.
+    /// systemd-sysupdate then makes it a link to the new release; a rollback "back to" it must
+    /// not point the link at itself, which unmerges Alloy for good and leaves no link to follow.
+    #[test]
+    fn a_rollback_never_points_the_link_at_itself() {
+        let said = in_script(
+            "mkdir images; : > images/alloy-1.11.0-amd64.raw; LINK=$PWD/alloy.raw
+             ln -s \"$PWD/images/alloy-1.11.0-amd64.raw\" \"$LINK\"
+             merge() { return 0; }; merged() { return 0; }
+             restore \"$LINK\"; echo \"restored=$?\"; readlink \"$LINK\" | sed \"s|$PWD/||\"",
+        );
+        assert_eq!(said, "restored=1\nimages/alloy-1.11.0-amd64.raw\n");
+    }
+
+    /// A fake `setpriv` that runs the command after its options, and a fake `alloy` that logs
+    /// its arguments to ran.log, then exits with $FAKE_EXIT, or is killed by $FAKE_SIGNAL.
+    fn fake_validation() -> Vec<(&'static str, Vec<u8>)> {
+        vec![
+            (
+                "setpriv",
+                b"#!/bin/bash\nwhile [ \"${1#--}\" != \"$1\" ]; do shift; done\nexec \"$@\"\n".to_vec(),
+            ),
+            (
+                "alloy",
+                b"#!/bin/bash\necho \"ran $*\" >>ran.log\n[ -z \"${FAKE_SIGNAL:-}\" ] || kill -s \"$FAKE_SIGNAL\" $$\necho 'Error: said no'\nexit \"${FAKE_EXIT:-0}\"\n".to_vec(),
+            ),
+        ]
+    }
+
+    /// The running Alloy's command line is the alloy user's to rewrite (it is the process's own
+    /// memory), and the alloy user can signal `alloy validate`, which runs as it. A verdict
+    /// against the new release makes it "never installed again": it may only come from what
+    /// the alloy user cannot steer. Otherwise the check is skipped (2, "cannot tell") and the
+    /// restart and health check decide.
+    #[test]
+    fn only_what_the_alloy_user_cannot_steer_counts_against_a_release() {
+        // Validates the command line `alloy run WORDS` (each word double-quoted in bash).
+        let run = |words: &[&str], env: &str| -> String {
+            let words: String = words.iter().map(|w| format!(" \"{w}\"")).collect();
+            in_script_with(
+                &fake_validation(),
+                &format!(
+                    "chmod +x setpriv alloy; PATH=$PWD:$PATH ALLOY=$PWD/alloy ALLOY_USER=root
+                     mkdir -m 0777 open; : > open/config.alloy
+                     printf '%s\\0' /usr/bin/alloy run{words} > cmdline
+                     {env} validate_config cmdline >/dev/null
+                     echo \"status=$? $(cat ran.log 2>/dev/null)\""
+                ),
+            )
+        };
+        // /etc/passwd: root's, in directories only root can write.
+        let etc = "/etc/passwd";
+        assert_eq!(run(&[etc], ""), "status=0 ran validate /etc/passwd\n");
+        assert_eq!(
+            run(&[etc], "FAKE_EXIT=1"),
+            "status=1 ran validate /etc/passwd\n"
+        );
+        // Ended by a signal (the alloy user's, or head's SIGPIPE), or timed out: no answer.
+        assert_eq!(
+            run(&[etc], "FAKE_SIGNAL=KILL"),
+            "status=2 ran validate /etc/passwd\n"
+        );
+        assert_eq!(
+            run(&[etc], "FAKE_EXIT=124"),
+            "status=2 ran validate /etc/passwd\n"
+        );
+        // A configuration others can change between the check of the new release and that of
+        // the one running (a file in a directory anyone writes, a memfd through /proc, a path
+        // relative to the alloy user's own working directory): not checked.
+        for config in [
+            "$PWD/open/config.alloy",
+            "$PWD/open",
+            "/proc/self/fd/0",
+            "open/config.alloy",
+        ] {
+            assert_eq!(run(&[config], "FAKE_EXIT=1"), "status=2 \n", "{config}");
+        }
+        // Flags only with values every Alloy knows; the user only when it exists.
+        for flags in [
+            &["--stability.level=generally-available-in-1.11"][..],
+            &["--stability.level", "bogus"][..],
+            &["--feature.community-components.enabled=maybe"][..],
+        ] {
+            let words = [flags, &[etc]].concat();
+            assert_eq!(run(&words, "FAKE_EXIT=1"), "status=2 \n", "{flags:?}");
+        }
+        assert_eq!(
+            run(&[etc], "ALLOY_USER=no-such-user-here FAKE_EXIT=1"),
+            "status=2 \n"
+        );
+        let words = [
+            "--stability.level",
+            "experimental",
+            "--feature.community-components.enabled=true",
+            etc,
+        ];
+        assert_eq!(
+            run(&words, ""),
+            "status=0 ran validate --stability.level=experimental --feature.community-components.enabled=true /etc/passwd\n"
+        );
     }
 
     /// shellcheck finds nothing in the script (install-deps.sh --test installs it; without it

@@ -7,6 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 use xtask::host::unit_file::{self, Setting as Entry};
 use xtask_testkit::fixture;
+use xtask_testkit::gpg::TestKey;
 use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::{checked_output, Run, Workspace};
 
@@ -213,6 +214,36 @@ fn butane_reads_the_hash_from_the_bucket_when_not_built_here() {
         "404",
     ]);
     assert!(run.stdout.is_empty());
+}
+
+/// Not built here, the digest Ignition pins comes from the bucket. Whoever can write the bucket,
+/// without the signing key, could replace an image and its `.sha256`: every host provisioned
+/// from then on would boot their image, and its root units. Given the key, butane takes the
+/// digest from the signed SHA256SUMS, and refuses an index the key did not sign.
+#[test]
+fn butane_pins_only_a_digest_the_signing_key_vouches_for() {
+    let ws = built(&[]);
+    let (key, stranger) = (TestKey::new("fleet"), TestKey::new("stranger"));
+    let bucket = Server::start();
+    let sums = std::fs::read(ws.image(&format!("{IMAGE}.sha256"))).unwrap();
+    bucket.answer("/SHA256SUMS", Answer::ok(sums.clone()));
+    bucket.answer("/SHA256SUMS.gpg", Answer::ok(key.sign(&sums)));
+    // The bucket writer's own image, and its .sha256.
+    let forged = format!("{}  {IMAGE}\n", "66".repeat(32));
+    bucket.answer(&format!("/{IMAGE}.sha256"), Answer::ok(forged.clone()));
+    let empty = tempfile::tempdir().unwrap();
+    let keyring = ["--sysupdate", "--keyring", key.public.to_str().unwrap()];
+    let config = config_of(&butane("1.10.2", empty.path(), &bucket.url, &keyring));
+    let image = file(&config, INSTALLED_IMAGE);
+    assert_eq!(image["contents"]["verification"]["hash"], image_hash(&ws));
+
+    // The index too, signed by another key: refused, and nothing printed.
+    let forged_sums = forged.into_bytes();
+    bucket.answer("/SHA256SUMS", Answer::ok(forged_sums.clone()));
+    bucket.answer("/SHA256SUMS.gpg", Answer::ok(stranger.sign(&forged_sums)));
+    let run = butane("1.10.2", empty.path(), &bucket.url, &keyring);
+    run.assert_fails_with(&["SHA256SUMS.gpg", "not a good signature"]);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
 
 #[test]
