@@ -25,6 +25,32 @@ pub const EXTENSION_RELEASE: &str = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=
 /// Every image format `xtask build --format` makes; tests that hold for all loop over these.
 pub const FORMATS: [&str; 3] = ["ext4", "squashfs", "erofs"];
 
+/// Pseudo-random numbers (xorshift64*), from a seed that a failure names: a test that draws
+/// from it is replayed with `ALLOY_SYSEXT_TEST_SEED=<seed>`, else seeded from the clock.
+pub struct Random(u64);
+
+impl Random {
+    pub fn seeded() -> (Random, u64) {
+        let seed = std::env::var("ALLOY_SYSEXT_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+            });
+        // xorshift stays at 0 once there.
+        (Random(seed.max(1)), seed)
+    }
+
+    /// A number below `bound` (which must not be 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    }
+}
+
 /// A private place for [`XTASK`] to build in.
 pub fn workspace() -> Workspace {
     Workspace::new(XTASK)
