@@ -934,14 +934,9 @@ fn pack_for_patching(
         }
         "ext4" => {
             // Without directory block checksums, which the patch would break; a name follows
-            // its length and file type (1, regular). ext4-view itself refuses a `/` or NUL.
+            // its length and file type (1, regular).
             pack_plain(format, root, image);
-            let refusal = if name.iter().any(|b| matches!(b, b'/' | 0)) {
-                "the ext4 reader refused the image".to_string()
-            } else {
-                named
-            };
-            (vec![name.len() as u8, 1], Vec::new(), refusal)
+            (vec![name.len() as u8, 1], Vec::new(), named)
         }
         _ => {
             // Directory tables uncompressed (-noI): a name follows its length - 1.
