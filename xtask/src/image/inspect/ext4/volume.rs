@@ -48,6 +48,7 @@ const INCOMPAT_EA_INODE: u32 = 0x400;
 const INCOMPAT_DIRDATA: u32 = 0x1000;
 const INCOMPAT_CSUM_SEED: u32 = 0x2000;
 const INCOMPAT_LARGEDIR: u32 = 0x4000;
+const INCOMPAT_INLINE_DATA: u32 = 0x8000;
 const INCOMPAT_ENCRYPT: u32 = 0x10000;
 const INCOMPAT_CASEFOLD: u32 = 0x20000;
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
@@ -274,10 +275,10 @@ fn check_features(compat: u32, incompat: u32, ro_compat: u32) -> anyhow::Result<
              {incompat:#x}), where a host's lookup is not a plain name comparison; refused"
         );
     }
+    let unread = INCOMPAT_META_BG | INCOMPAT_EA_INODE | INCOMPAT_DIRDATA | INCOMPAT_INLINE_DATA;
     ensure!(
-        incompat & (INCOMPAT_META_BG | INCOMPAT_EA_INODE | INCOMPAT_DIRDATA) == 0
-            && ro_compat & RO_COMPAT_BIGALLOC == 0,
-        "the ext4 image has meta_bg, ea_inode, dirdata or bigalloc (features \
+        incompat & unread == 0 && ro_compat & RO_COMPAT_BIGALLOC == 0,
+        "the ext4 image has meta_bg, ea_inode, dirdata, inline_data or bigalloc (features \
          {incompat:#x}/{ro_compat:#x}), which ours never have and inspect does not read"
     );
     Ok(())
