@@ -350,7 +350,7 @@ fn pin_times(path: &Path) {
 
 /// mkfs.ext4 -d copies each inode's change and access times from the tree, which no call can
 /// set and every read moves: debugfs sets them to [`BASE_EPOCH`] after, on every inode of `tree`
-/// and the root.
+/// and the root, and the time of the last check too.
 fn pin_ext4_times(image: &Path, tree: &Path) {
     fn paths(dir: &Path, into: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -363,7 +363,8 @@ fn pin_ext4_times(image: &Path, tree: &Path) {
     }
     let mut all = Vec::new();
     paths(tree, &mut all);
-    let mut script = String::new();
+    // e2fsck -D (on the indexed base) notes when it ran.
+    let mut script = format!("ssv lastcheck @{BASE_EPOCH}\n");
     for path in std::iter::once(tree.to_path_buf()).chain(all) {
         let inside = path.strip_prefix(tree).unwrap().display();
         for field in ["ctime", "atime"] {
@@ -381,11 +382,12 @@ fn pin_ext4_times(image: &Path, tree: &Path) {
 
 /// The images mutated: each format packed plainly (ext4 without metadata checksums, squashfs
 /// with uncompressed metadata, erofs without its superblock checksum: mutations then reach
-/// the directories and inodes rather than failing a checksum) and as built. The same bytes on
-/// every run (see [`BASE_UUID`]).
+/// the directories and inodes rather than failing a checksum) and as built; ext4 also plainly
+/// with `/usr/bin` hash-indexed, so that mutations reach an index too. The same bytes on every
+/// run (see [`BASE_UUID`]).
 fn bases(format: &str, tree: &Path, work: &Path) -> Vec<PathBuf> {
     let epoch = BASE_EPOCH.to_string();
-    let mkfs_ext4 = |name: &str, features: &str| {
+    let mkfs_ext4 = |name: &str, features: &str, tree: &Path| {
         let image = work.join(name);
         let extended = format!("root_owner=0:0,hash_seed={BASE_HASH_SEED}");
         checked_output(
@@ -413,10 +415,18 @@ fn bases(format: &str, tree: &Path, work: &Path) -> Vec<PathBuf> {
         image
     };
     match format {
-        "ext4" => vec![
-            mkfs_ext4("plain.ext4", "^has_journal,^metadata_csum"),
-            mkfs_ext4("built.ext4", "^has_journal"),
-        ],
+        "ext4" => {
+            let indexed = indexed_tree(work);
+            let plain = "^has_journal,^metadata_csum";
+            let hashed = mkfs_ext4("indexed.ext4", plain, &indexed);
+            index_directories(&hashed);
+            pin_ext4_times(&hashed, &indexed);
+            vec![
+                mkfs_ext4("plain.ext4", plain, tree),
+                mkfs_ext4("built.ext4", "^has_journal", tree),
+                hashed,
+            ]
+        }
         "squashfs" => vec![
             mksquashfs("plain.squashfs", &["-noI", "-noD", "-noF"]),
             mksquashfs("built.squashfs", &["-comp", "zstd"]),
@@ -438,6 +448,31 @@ fn bases(format: &str, tree: &Path, work: &Path) -> Vec<PathBuf> {
             vec![image, built]
         }
     }
+}
+
+/// [`tree`] with 200 more names in `/usr/bin`: more than a block of 1 KiB holds, so that
+/// `e2fsck -D` gives it a hash index.
+fn indexed_tree(work: &Path) -> PathBuf {
+    let root = work.join("tree-indexed");
+    tree(&root);
+    for i in 0..200 {
+        std::fs::write(root.join("usr/bin").join(format!("{i:0>100}")), "x").unwrap();
+    }
+    pin_times(&root);
+    root
+}
+
+/// Hash-indexes every directory of more than one block, as `e2fsck -D` does (it exits 1 for
+/// having changed the image).
+fn index_directories(image: &Path) {
+    let status = Command::new(tool("e2fsck"))
+        .args(["-f", "-y", "-D"])
+        .arg(image)
+        .env("E2FSPROGS_FAKE_TIME", BASE_EPOCH.to_string())
+        .output()
+        .unwrap()
+        .status;
+    assert!(matches!(status.code(), Some(0 | 1)), "e2fsck -D: {status}");
 }
 
 /// Where mutations go in an image: within 64 bytes of a name looked up (directory entries, and
@@ -547,10 +582,10 @@ fn mutated_images_agree_with_the_kernel(format: &str) {
             tally.add(&name, compare(&mut kernel, &mutated, format));
         }
     }
+    let mutated = MUTATIONS / bases.len() * bases.len();
     eprintln!(
-        "{format}: {} images ({} mutated, {replay}): {}",
-        MUTATIONS + bases.len(),
-        MUTATIONS,
+        "{format}: {} images ({mutated} mutated, {replay}): {}",
+        mutated + bases.len(),
         tally.summary()
     );
     assert!(
