@@ -99,6 +99,25 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> std::io::Result<Head> {
 pub struct XorShift(pub u64);
 
 impl XorShift {
+    /// From the seed in `ALLOY_SYSEXT_TEST_SEED`, else from the clock; returns the seed too, for
+    /// the test to print so that a failure can be replayed with `ALLOY_SYSEXT_TEST_SEED=<seed>`.
+    pub fn seeded() -> (XorShift, u64) {
+        let seed = std::env::var("ALLOY_SYSEXT_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+                now.map(|d| d.as_nanos() as u64).unwrap_or(1)
+            });
+        // xorshift stays at 0 once there.
+        (XorShift(seed.max(1)), seed)
+    }
+
+    /// A number below `bound` (which must not be 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;

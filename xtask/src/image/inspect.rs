@@ -16,8 +16,9 @@
 //! an index that leads elsewhere than the listing, an entry whose type is not its inode's.
 //! Every number read from the image is checked before it is used: no input panics.
 //!
-//! ext4 is read through `ext4-view`, squashfs and erofs by readers of our own (see each
-//! module for what it checks).
+//! ext4 is read by a reader of our own on the way to each file, with ext4-view agreeing and
+//! reading the files; squashfs and erofs by readers of our own (see each module for what it
+//! checks).
 
 mod erofs;
 mod ext4;

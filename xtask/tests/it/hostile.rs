@@ -9,6 +9,8 @@
 //! nothing outside and leave TMPDIR empty. Every crafted image is also loop-mounted and what
 //! inspect reports compared with what the kernel shows ([`crate::kernel_view`]).
 
+mod ext4_damage;
+
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +22,7 @@ use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::{path_with_first, require_root, write_script};
 
 use crate::kernel_view::{compare, Kernel, Tally};
+use ext4_damage::Damage;
 use xtask_testkit::{checked_output, tool, Run, XorShift};
 
 use crate::support::{
@@ -375,6 +378,8 @@ enum Craft {
     /// Forgery 2 (erofs, squashfs): usr/bin holds `m1`, `m2` and then `alloy`, out of order:
     /// a front-to-back scan finds it, the kernel's lookup does not.
     Unsorted,
+    /// An ext4 structure on the way damaged where the kernel checks it (see [`Damage`]).
+    Ext4(Damage),
 }
 
 /// The hidden ELF the forged listing line points at, and the placeholder of the slot's name.
@@ -546,7 +551,161 @@ const CASES: &[Case] = &[
                 ),
             ]),
         )
-    },
+    }, // Read whole: its index checked as the kernel checks it, and followed by ext4-view.
+    case(
+        "ext4: usr/bin hash-indexed, intact",
+        Craft::Ext4(Damage::HashIndexed),
+        Expect::ByFormat(&[("ext4", Expect::Reads(Size::Binary))]),
+    ),
+    case(
+        "ext4: usr/bin's checksum tail has rec_len 44, not 12",
+        Craft::Ext4(Damage::TailRecLen),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["its checksum tail has inode 0, rec_len 44", "EBADMSG"]),
+        )]),
+    ),
+    case(
+        "ext4: usr/bin's checksum tail has a reserved field set",
+        Craft::Ext4(Damage::TailReserved),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["its checksum tail has inode 7, rec_len 12"]),
+        )]),
+    ),
+    case(
+        "ext4: usr/bin's checksum tail has file type 0xdf, not 0xde",
+        Craft::Ext4(Damage::TailFileType),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["and file type 0xdf, not 0, 12, 0 and 0xde"]),
+        )]),
+    ),
+    case(
+        "ext4: alloy's entry has a rec_len that is not a multiple of 4",
+        Craft::Ext4(Damage::RecLenUnaligned),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["its rec_len is not a multiple of 4"]),
+        )]),
+    ),
+    case(
+        "ext4: alloy's entry ends inside the checksum tail",
+        Craft::Ext4(Damage::EndsInTail),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["its rec_len ends too close to the block's end"]),
+        )]),
+    ),
+    case(
+        "ext4: alloy's entry names an inode past the last",
+        Craft::Ext4(Damage::InodePastLast),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["naming an inode past the last"]))]),
+    ),
+    case(
+        "ext4: ..'s entry has a name longer than its rec_len holds",
+        Craft::Ext4(Damage::NameTooLong),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["its rec_len leaves no room for its name"]),
+        )]),
+    ),
+    case(
+        "ext4: .'s entry has rec_len 8",
+        Craft::Ext4(Damage::RecLenTooSmall),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["its rec_len is smaller than the smallest entry"]),
+        )]),
+    ),
+    case(
+        "ext4: alloy's entry names the reserved resize inode",
+        Craft::Ext4(Damage::ReservedInode),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["names inode 7, which is none a directory may name"]),
+        )]),
+    ),
+    case(
+        "ext4: /usr's entry bin names /usr itself",
+        Craft::Ext4(Damage::NamesItsDirectory),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["names itself as inode"]))]),
+    ),
+    case(
+        "ext4: alloy's inode has no links",
+        Craft::Ext4(Damage::NoLinks),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["has no links: it is deleted"]))]),
+    ),
+    case(
+        "ext4: alloy's inode has i_extra_isize 30",
+        Craft::Ext4(Damage::ExtraIsize),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["has i_extra_isize 30"]))]),
+    ),
+    case(
+        "ext4: usr/bin's inode checksum is wrong",
+        Craft::Ext4(Damage::InodeChecksum),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["has checksum 0x", "EBADMSG"]))]),
+    ),
+    case(
+        "ext4: usr/bin's extent root says 5 entries fit in 4",
+        Craft::Ext4(Damage::ExtentRootMax),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["a node says 1 of 5 entries where 4 fit"]),
+        )]),
+    ),
+    case(
+        "ext4: alloy's extent starts in the inode table",
+        Craft::Ext4(Damage::ExtentInInodeTable),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["which no file may hold"]))]),
+    ),
+    case(
+        "ext4: usr/bin's hash root names hash 7",
+        Craft::Ext4(Damage::HashUnknown),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["the root names hash 7"]))]),
+    ),
+    case(
+        "ext4: usr/bin's hash root says a level of nodes it does not have",
+        Craft::Ext4(Damage::HashLevels),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["is named as a node but does not begin as one"]),
+        )]),
+    ),
+    case(
+        "ext4: usr/bin's hash root names a block past the directory's end",
+        Craft::Ext4(Damage::HashPastEnd),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["it names block 99 of a directory of"]),
+        )]),
+    ),
+    case(
+        "ext4: usr/bin is hash-indexed on a filesystem without dir_index",
+        Craft::Ext4(Damage::HashWithoutDirIndex),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["hash-indexed directory on a filesystem without dir_index"]),
+        )]),
+    ),
+    case(
+        "ext4: directories held inline in their inodes",
+        Craft::Ext4(Damage::InlineData),
+        Expect::ByFormat(&[(
+            "ext4",
+            Expect::Fails(&["inline_data or bigalloc", "inspect does not read"]),
+        )]),
+    ),
+    case(
+        "ext4: usr/bin's inode says its data is inline",
+        Craft::Ext4(Damage::InlineFlag),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["is its data inline"]))]),
+    ),
+    case(
+        "ext4: usr/bin's inode holds an extended attribute",
+        Craft::Ext4(Damage::InodeXattr),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["holds extended attributes"]))]),
+    ),
 ];
 
 impl Expect {
@@ -614,6 +773,7 @@ impl Craft {
                 std::fs::write(bin.join("m1"), "1").unwrap();
                 std::fs::write(bin.join("m2"), "2").unwrap();
             }
+            Craft::Ext4(damage) => damage.before_packing(root),
             Craft::Huge(_) | Craft::Wide => {}
         }
     }
@@ -634,6 +794,7 @@ impl Craft {
                 patch_name(image, (b"", UNSORTED_PLACEHOLDER, b""), b"alloy");
                 drop_erofs_checksum(format, image);
             }
+            Craft::Ext4(damage) => damage.after_packing(image),
             _ => {}
         }
     }
@@ -721,10 +882,10 @@ fn crafted_images(
         good_tree(&root);
         case.craft.before_packing(format, &root, host);
         let image = work.join(format!("{format}-{i}.raw"));
-        if case.craft.patched() {
-            pack_plain(format, &root, &image);
-        } else {
-            pack(format, &root, &image);
+        match case.craft {
+            Craft::Ext4(damage) => damage.pack(&root, &image),
+            craft if craft.patched() => pack_plain(format, &root, &image),
+            _ => pack(format, &root, &image),
         }
         std::fs::remove_dir_all(&root).unwrap();
         case.craft.after_packing(format, &image, work);
@@ -910,14 +1071,9 @@ fn pack_for_patching(
         }
         "ext4" => {
             // Without directory block checksums, which the patch would break; a name follows
-            // its length and file type (1, regular). ext4-view itself refuses a `/` or NUL.
+            // its length and file type (1, regular).
             pack_plain(format, root, image);
-            let refusal = if name.iter().any(|b| matches!(b, b'/' | 0)) {
-                "the ext4 reader refused the image".to_string()
-            } else {
-                named
-            };
-            (vec![name.len() as u8, 1], Vec::new(), refusal)
+            (vec![name.len() as u8, 1], Vec::new(), named)
         }
         _ => {
             // Directory tables uncompressed (-noI): a name follows its length - 1.

@@ -197,31 +197,6 @@ const SIGNALS_PER_FORMAT: u64 = 60;
 /// renames and a directory fsync on a busy disk); anything later was started after it.
 const INSTALL_UNDER_WAY: Duration = Duration::from_millis(500);
 
-/// Pseudo-random numbers (xorshift64*), from a seed that a failure names: the test's moments
-/// can be replayed with `ALLOY_SYSEXT_TEST_SEED=<seed>`.
-struct Moments(u64);
-
-impl Moments {
-    fn seeded() -> (Moments, u64) {
-        let seed = std::env::var("ALLOY_SYSEXT_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-                now.map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-            });
-        (Moments(seed), seed)
-    }
-
-    /// A number below `bound` (which must not be 0).
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
-    }
-}
-
 /// What one signalled build left: `None` when nothing was installed, else the time its checksum
 /// was moved into place. Fails the test unless the output directory holds nothing at all, or
 /// exactly the image and the checksum that matches it, the image whole: `xtask inspect` reads
@@ -281,7 +256,7 @@ fn builds_signalled_at_random_moments_leave_a_whole_pair_or_nothing() {
     let release = Release::new(VERSION);
     let binary_len = release.binary("amd64").len();
     let mirror = Mirror::with_release(&release);
-    let (mut moments, seed) = Moments::seeded();
+    let (mut moments, seed) = XorShift::seeded();
     let started = Instant::now();
     let (mut sent, mut installed, mut done_first) = (0, 0, 0);
     let mut steps = std::collections::BTreeMap::new();

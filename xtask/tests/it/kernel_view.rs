@@ -8,14 +8,16 @@
 //! another kernel (a host's is older or newer than this one) might, so such a case proves
 //! nothing either way. They are counted apart, and each run must compare enough mounted ones.
 
+use std::fs::FileTimes;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, UNIX_EPOCH};
 
 use xtask::image::inspect::{ImageContents, HEAD_BYTES, RELEASE_LIMIT};
-use xtask_testkit::fixture::fake_alloy;
-use xtask_testkit::{checked_output, XorShift};
+use xtask_testkit::fixture::{fake_alloy, sha256_hex};
+use xtask_testkit::{checked_output, checked_output_with_input, tool, XorShift};
 
 use crate::support::{packer, root_test_per_format, EXTENSION_RELEASE, RELEASE_FILE, VERSION};
 
@@ -323,37 +325,115 @@ fn tree(root: &Path) {
         std::fs::write(&path, &binary).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    pin_times(root);
+}
+
+/// What the bases are made with, so that a seed replays the same images: mkfs.ext4 and
+/// mkfs.erofs pick a random UUID (mkfs.ext4 a random hash seed too), and the packers record
+/// the tree's times and their own.
+const BASE_UUID: &str = "6d3a1c5e-0b7f-4c2a-9e8d-1f2a3b4c5d6e";
+const BASE_HASH_SEED: &str = "0c6a4f3e-8b2d-4e1f-a7c9-5d8e2f1b3a4c";
+const BASE_EPOCH: u64 = 1_700_000_000;
+
+/// Sets the access and modification times of `path` and of all it holds to [`BASE_EPOCH`].
+fn pin_times(path: &Path) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            pin_times(&entry.unwrap().path());
+        }
+    }
+    let time = UNIX_EPOCH + Duration::from_secs(BASE_EPOCH);
+    let times = FileTimes::new().set_accessed(time).set_modified(time);
+    std::fs::File::open(path).unwrap().set_times(times).unwrap();
+}
+
+/// mkfs.ext4 -d copies each inode's change and access times from the tree, which no call can
+/// set and every read moves: debugfs sets them to [`BASE_EPOCH`] after, on every inode of `tree`
+/// and the root, and the time of the last check too.
+fn pin_ext4_times(image: &Path, tree: &Path) {
+    fn paths(dir: &Path, into: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                paths(&path, into);
+            }
+            into.push(path);
+        }
+    }
+    let mut all = Vec::new();
+    paths(tree, &mut all);
+    // e2fsck -D (on the indexed base) notes when it ran.
+    let mut script = format!("ssv lastcheck @{BASE_EPOCH}\n");
+    for path in std::iter::once(tree.to_path_buf()).chain(all) {
+        let inside = path.strip_prefix(tree).unwrap().display();
+        for field in ["ctime", "atime"] {
+            script.push_str(&format!("sif /{inside} {field} @{BASE_EPOCH}\n"));
+        }
+    }
+    checked_output_with_input(
+        Command::new(tool("debugfs"))
+            .args(["-w", "-f", "-"])
+            .arg(image)
+            .env("E2FSPROGS_FAKE_TIME", BASE_EPOCH.to_string()),
+        script.as_bytes(),
+    );
 }
 
 /// The images mutated: each format packed plainly (ext4 without metadata checksums, squashfs
 /// with uncompressed metadata, erofs without its superblock checksum: mutations then reach
-/// the directories and inodes rather than failing a checksum) and as built.
+/// the directories and inodes rather than failing a checksum) and as built; ext4 also plainly
+/// with `/usr/bin` hash-indexed, so that mutations reach an index too. The same bytes on every
+/// run (see [`BASE_UUID`]).
 fn bases(format: &str, tree: &Path, work: &Path) -> Vec<PathBuf> {
-    let pack = |tool_name: &str, args: &[&str], name: &str| {
+    let epoch = BASE_EPOCH.to_string();
+    let mkfs_ext4 = |name: &str, features: &str, tree: &Path| {
         let image = work.join(name);
-        checked_output(&mut packer(tool_name, args, tree, &image, "4M"));
+        let extended = format!("root_owner=0:0,hash_seed={BASE_HASH_SEED}");
+        let args = ["-q", "-F", "-O", features, "-U", BASE_UUID, "-E", &extended];
+        checked_output(
+            packer("mkfs.ext4", &args, tree, &image, "4M").env("E2FSPROGS_FAKE_TIME", &epoch),
+        );
+        pin_ext4_times(&image, tree);
         image
     };
-    let mkfs_ext4 = |features: &str, name: &str| {
-        let args = ["-q", "-F", "-O", features, "-E", "root_owner=0:0"];
-        pack("mkfs.ext4", &args, name)
-    };
     let mksquashfs = |extra: &[&str], name: &str| {
+        let image = work.join(name);
         let args = [&["-quiet", "-no-progress", "-all-root", "-noappend"], extra].concat();
-        pack("mksquashfs", &args, name)
+        checked_output(
+            packer("mksquashfs", &args, tree, &image, "").env("SOURCE_DATE_EPOCH", &epoch),
+        );
+        image
     };
     match format {
-        "ext4" => vec![
-            mkfs_ext4("^has_journal,^metadata_csum", "plain.ext4"),
-            mkfs_ext4("^has_journal", "built.ext4"),
-        ],
+        "ext4" => {
+            let indexed = indexed_tree(work);
+            let plain = "^has_journal,^metadata_csum";
+            let hashed = mkfs_ext4("indexed.ext4", plain, &indexed);
+            index_directories(&hashed);
+            pin_ext4_times(&hashed, &indexed);
+            vec![
+                mkfs_ext4("plain.ext4", plain, tree),
+                mkfs_ext4("built.ext4", "^has_journal", tree),
+                hashed,
+            ]
+        }
         "squashfs" => vec![
             mksquashfs(&["-noI", "-noD", "-noF"], "plain.squashfs"),
             mksquashfs(&["-comp", "zstd"], "built.squashfs"),
         ],
         _ => {
-            let args = ["--quiet", "--all-root", "-zlz4hc", "-C131072"];
-            let image = pack("mkfs.erofs", &args, "plain.erofs");
+            let image = work.join("plain.erofs");
+            let time = format!("-T{epoch}");
+            let args = [
+                "--quiet",
+                "--all-root",
+                "-zlz4hc",
+                "-C131072",
+                "-U",
+                BASE_UUID,
+                &time,
+            ];
+            checked_output(&mut packer("mkfs.erofs", &args, tree, &image, ""));
             let mut bytes = std::fs::read(&image).unwrap();
             let built = work.join("built.erofs");
             std::fs::write(&built, &bytes).unwrap();
@@ -364,9 +444,41 @@ fn bases(format: &str, tree: &Path, work: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// Where mutations go in `image`: half of them within 64 bytes of a name looked up (directory
-/// entries, and the inodes packed near them), half anywhere in the metadata that is not zero.
-fn targets(image: &[u8], format: &str) -> (Vec<usize>, Vec<usize>) {
+/// [`tree`] with 200 more names in `/usr/bin`: more than a block of 1 KiB holds, so that
+/// `e2fsck -D` gives it a hash index.
+fn indexed_tree(work: &Path) -> PathBuf {
+    let root = work.join("tree-indexed");
+    tree(&root);
+    for i in 0..200 {
+        std::fs::write(root.join("usr/bin").join(format!("{i:0>100}")), "x").unwrap();
+    }
+    pin_times(&root);
+    root
+}
+
+/// Hash-indexes every directory of more than one block, as `e2fsck -D` does (it exits 1 for
+/// having changed the image).
+fn index_directories(image: &Path) {
+    let status = Command::new(tool("e2fsck"))
+        .args(["-f", "-y", "-D"])
+        .arg(image)
+        .env("E2FSPROGS_FAKE_TIME", BASE_EPOCH.to_string())
+        .output()
+        .unwrap()
+        .status;
+    assert!(matches!(status.code(), Some(0 | 1)), "e2fsck -D: {status}");
+}
+
+/// Where mutations go in an image: within 64 bytes of a name looked up (directory entries, and
+/// the inodes packed near them), in the blocks of the directories on the looked-up paths
+/// (ext4), anywhere in the metadata that is not zero.
+struct Targets {
+    near_names: Vec<usize>,
+    directories: Vec<usize>,
+    nonzero: Vec<usize>,
+}
+
+fn targets(path: &Path, image: &[u8], format: &str) -> Targets {
     let mut near_names = Vec::new();
     for name in [&b"alloy"[..], b"bin", b"usr", b"lib", b"extension-release"] {
         for (at, _) in image
@@ -382,52 +494,97 @@ fn targets(image: &[u8], format: &str) -> (Vec<usize>, Vec<usize>) {
         _ => 1024..image.len().min(256 << 10),
     };
     let nonzero = metadata.filter(|at| image[*at] != 0).collect();
-    (near_names, nonzero)
+    let directories = match format {
+        "ext4" => ext4_directory_bytes(path, image),
+        _ => Vec::new(),
+    };
+    Targets {
+        near_names,
+        directories,
+        nonzero,
+    }
 }
 
-/// Every mutated image of `format` against the kernel: they agree, or inspect refuses.
+/// The directories whose blocks [`ext4_directory_bytes`] lists: every one on the two paths.
+const LOOKED_UP_DIRECTORIES: [&str; 4] = [
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/lib/extension-release.d",
+];
+
+/// Every byte of the blocks of [`LOOKED_UP_DIRECTORIES`] in the ext4 image at `path`, as
+/// debugfs lists them.
+fn ext4_directory_bytes(path: &Path, image: &[u8]) -> Vec<usize> {
+    let log_block_size = u32::from_le_bytes(image[1024 + 24..1024 + 28].try_into().unwrap());
+    let block_size = 1024usize << log_block_size;
+    let mut bytes = Vec::new();
+    for dir in LOOKED_UP_DIRECTORIES {
+        let blocks = checked_output(
+            Command::new(tool("debugfs"))
+                .args(["-R", &format!("blocks {dir}")])
+                .arg(path),
+        );
+        for block in blocks.split_whitespace() {
+            let start = block.parse::<usize>().unwrap() * block_size;
+            bytes.extend(start..start + block_size);
+        }
+    }
+    bytes
+}
+
+/// Every mutated image of `format` against the kernel: they agree, or inspect refuses. A third
+/// of the mutations go near the names looked up, a third into the directories on the way (ext4;
+/// anywhere in the metadata for the others), a third anywhere in the metadata. The seed is
+/// printed: `ALLOY_SYSEXT_TEST_SEED=<seed>` replays a run, the bases being the same bytes.
 fn mutated_images_agree_with_the_kernel(format: &str) {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("tree");
     tree(&root);
     let mut kernel = Kernel::start();
     let mut tally = Tally::default();
-    let mut random = XorShift(0x2545_F491_4F6C_DD1D);
+    let (mut random, seed) = XorShift::seeded();
+    let replay = format!("ALLOY_SYSEXT_TEST_SEED={seed}");
     let bases = bases(format, &root, work.path());
     for base in &bases {
         let good = std::fs::read(base).unwrap();
+        eprintln!(
+            "{format}: {} is {}; mutated with {replay}",
+            base.display(),
+            sha256_hex(&good)
+        );
         tally.add(&format!("{} unchanged", base.display()), {
             compare(&mut kernel, base, format)
         });
-        let (near_names, nonzero) = targets(&good, format);
+        let targets = targets(base, &good, format);
         let mutated = work.path().join("mutated.raw");
         for i in 0..MUTATIONS / bases.len() {
+            let pool = match i % 3 {
+                0 if !targets.near_names.is_empty() => &targets.near_names,
+                1 if !targets.directories.is_empty() => &targets.directories,
+                _ => &targets.nonzero,
+            };
             let mut bytes = good.clone();
             let mut changes = Vec::new();
-            for _ in 0..1 + random.next_u64() % 3 {
-                let pool = if i % 2 == 0 && !near_names.is_empty() {
-                    &near_names
-                } else {
-                    &nonzero
-                };
-                let at = pool[(random.next_u64() as usize) % pool.len()];
-                bytes[at] = random.next_u64() as u8;
-                changes.push(at);
+            for _ in 0..1 + random.below(3) {
+                let at = pool[random.below(pool.len() as u64) as usize];
+                bytes[at] = random.below(256) as u8;
+                changes.push(format!("{at}={:#04x}", bytes[at]));
             }
             std::fs::write(&mutated, &bytes).unwrap();
-            let name = format!("{} with bytes {changes:?} changed", base.display());
+            let name = format!("{} with bytes {changes:?} set", base.display());
             tally.add(&name, compare(&mut kernel, &mutated, format));
         }
     }
+    let mutated = MUTATIONS / bases.len() * bases.len();
     eprintln!(
-        "{format}: {} images ({} mutated): {}",
-        MUTATIONS + bases.len(),
-        MUTATIONS,
+        "{format}: {} images ({mutated} mutated, {replay}): {}",
+        mutated + bases.len(),
         tally.summary()
     );
     assert!(
         tally.differences.is_empty(),
-        "{format}: inspect and the kernel differ:\n{}",
+        "{format}: inspect and the kernel differ (replay with {replay}):\n{}",
         tally.differences.join("\n")
     );
     // Not vacuous: most mutated images are mounted and compared.

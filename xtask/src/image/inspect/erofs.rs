@@ -37,6 +37,10 @@ const FLAT_PLAIN: u16 = 0;
 const COMPRESSED_FULL: u16 = 1;
 const FLAT_INLINE: u16 = 2;
 const COMPRESSED_COMPACT: u16 = 3;
+/// Chunk-based, the last layout there is.
+const LAST_LAYOUT: u16 = 4;
+/// `i_format`'s bits every kernel reads the same: the version (bit 0) and the layout (1-3).
+const I_FORMAT_KNOWN: u16 = 0xF;
 
 /// Superblock `feature_incompat`: LZ4 streams end-aligned in their physical cluster.
 const ZERO_PADDING: u32 = 0x1;
@@ -140,8 +144,20 @@ impl Erofs {
             .context("an inode number past any image")?;
         let compact = self.read(offset, 32)?;
         let format = u16_at(&compact, 0);
+        // As the kernel's `erofs_read_inode`, which answers EOPNOTSUPP for a bit it does not
+        // know or a layout past the last; stricter, as bit 4 (one link, and on 6.15+ the high
+        // bits of a 48-bit block address) means one thing to newer kernels and EOPNOTSUPP to
+        // older ones, and our packer never sets it.
+        ensure!(
+            format & !I_FORMAT_KNOWN == 0,
+            "inode {nid}: i_format {format:#x} has bits a host's kernel may not read as here"
+        );
         let extended = format & 1 == 1;
         let layout = (format >> 1) & 0x7;
+        ensure!(
+            layout <= LAST_LAYOUT,
+            "inode {nid}: data layout {layout} is none a host's kernel knows"
+        );
         let xattr_count = u64::from(u16_at(&compact, 2));
         let xattr_len = if xattr_count == 0 {
             0
