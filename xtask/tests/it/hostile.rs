@@ -380,6 +380,9 @@ enum Craft {
     Unsorted,
     /// An ext4 structure on the way damaged where the kernel checks it (see [`Damage`]).
     Ext4(Damage),
+    /// (squashfs) usr/bin's entry for `alloy` says this type, which no inode has (found by the
+    /// differential test, as an overflow).
+    SquashfsEntryType(u16),
 }
 
 /// The hidden ELF the forged listing line points at, and the placeholder of the slot's name.
@@ -551,7 +554,23 @@ const CASES: &[Case] = &[
                 ),
             ]),
         )
-    }, // Read whole: its index checked as the kernel checks it, and followed by ext4-view.
+    },
+    case(
+        "squashfs: usr/bin's entry for alloy has type 0",
+        Craft::SquashfsEntryType(0),
+        Expect::ByFormat(&[(
+            "squashfs",
+            Expect::Fails(&["lists \"alloy\" as type 0 but its inode is type 2"]),
+        )]),
+    ),
+    case(
+        "squashfs: usr/bin's entry for alloy has type 15",
+        Craft::SquashfsEntryType(15),
+        Expect::ByFormat(&[(
+            "squashfs",
+            Expect::Fails(&["lists \"alloy\" as type 15 but its inode is type 2"]),
+        )]),
+    ), // Read whole: its index checked as the kernel checks it, and followed by ext4-view.
     case(
         "ext4: usr/bin hash-indexed, intact",
         Craft::Ext4(Damage::HashIndexed),
@@ -774,14 +793,17 @@ impl Craft {
                 std::fs::write(bin.join("m2"), "2").unwrap();
             }
             Craft::Ext4(damage) => damage.before_packing(root),
-            Craft::Huge(_) | Craft::Wide => {}
+            Craft::Huge(_) | Craft::Wide | Craft::SquashfsEntryType(_) => {}
         }
     }
 
     /// Whether the image is patched byte by byte after packing: then packed without metadata
     /// checksums and compression, as an attacker would (see [`pack_plain`]).
     fn patched(self) -> bool {
-        matches!(self, Craft::ForgedListing | Craft::Unsorted)
+        matches!(
+            self,
+            Craft::ForgedListing | Craft::Unsorted | Craft::SquashfsEntryType(_)
+        )
     }
 
     /// Changes the packed `image` where its tool could not make the change from the tree.
@@ -795,6 +817,12 @@ impl Craft {
                 drop_erofs_checksum(format, image);
             }
             Craft::Ext4(damage) => damage.after_packing(image),
+            // An entry: inode offset, inode number difference, type, name length - 1, name.
+            Craft::SquashfsEntryType(kind) => {
+                let regular = [2u8, 0, 4, 0];
+                let patched = [kind.to_le_bytes(), [4, 0]].concat();
+                patch_name(image, (b"", &regular, b"alloy"), &patched);
+            }
             _ => {}
         }
     }

@@ -343,7 +343,10 @@ impl Tree for Squashfs {
             (Some(entry), Some(found)) if entry.inode == found => {
                 let node = self.node(entry.inode, path)?;
                 let inode = self.inode(entry.inode)?;
-                if (entry.kind - 1) % 7 != (inode.kind - 1) % 7 {
+                // Types 1-7 are the basic ones, 8-14 the extended forms of the same; an entry's
+                // type is the directory's word alone, so 0 or past 14 is refused.
+                let basic = |kind: u16| kind.checked_sub(1).filter(|k| *k < 14).map(|k| k % 7);
+                if basic(entry.kind).is_none() || basic(entry.kind) != basic(inode.kind) {
                     return Ok(Lookup::Ambiguous(format!(
                         "lists {name:?} as type {} but its inode is type {}",
                         entry.kind, inode.kind
