@@ -186,8 +186,8 @@ pub enum Verdict {
     Agrees,
     /// Mounted, and inspect refused the image.
     Refused,
-    /// The kernel would not mount it; inspect answered (true) or refused (false).
-    Unmounted { inspect_answered: bool },
+    /// The kernel would not mount it, and inspect refused it too.
+    Unmounted,
 }
 
 /// Inspects `image` (in this process: a panic is reported as a difference) and compares with what
@@ -195,18 +195,21 @@ pub enum Verdict {
 pub fn compare(kernel: &mut Kernel, image: &Path, format: &str) -> Result<Verdict, String> {
     let inspected = std::panic::catch_unwind(|| xtask::image::inspect(image))
         .map_err(|_| "inspect panicked".to_string())?;
-    let Some(view) = kernel.view(image, format) else {
-        return Ok(Verdict::Unmounted {
-            inspect_answered: inspected.is_ok(),
-        });
-    };
-    let contents = match inspected {
-        Ok(contents) => contents,
-        // A panic in inspect's own thread ends it without an answer.
-        Err(e) if format!("{e:#}").contains("stopped without an answer") => {
-            return Err(format!("inspect panicked: {e:#}"))
+    // A panic in inspect's own thread ends it without an answer.
+    if let Err(e) = &inspected {
+        if format!("{e:#}").contains("stopped without an answer") {
+            return Err(format!("inspect panicked: {e:#}"));
         }
-        Err(_) => return Ok(Verdict::Refused),
+    }
+    let Some(view) = kernel.view(image, format) else {
+        // verify must not say `ok` of an image no host can merge.
+        return match inspected {
+            Ok(_) => Err("the kernel does not mount it, inspect answered".into()),
+            Err(_) => Ok(Verdict::Unmounted),
+        };
+    };
+    let Ok(contents) = inspected else {
+        return Ok(Verdict::Refused);
     };
     let mut differences = Vec::new();
     if let Some(why) = alloy_differs(&contents, &view.alloy) {
@@ -266,8 +269,7 @@ fn release_differs(contents: &ImageContents, kernel: &Seen) -> Option<String> {
 pub struct Tally {
     pub agreed: usize,
     pub refused: usize,
-    pub unmounted_answered: usize,
-    pub unmounted_refused: usize,
+    pub unmounted: usize,
     pub differences: Vec<String>,
 }
 
@@ -276,31 +278,24 @@ impl Tally {
         match outcome {
             Ok(Verdict::Agrees) => self.agreed += 1,
             Ok(Verdict::Refused) => self.refused += 1,
-            Ok(Verdict::Unmounted {
-                inspect_answered: true,
-            }) => self.unmounted_answered += 1,
-            Ok(Verdict::Unmounted {
-                inspect_answered: false,
-            }) => self.unmounted_refused += 1,
+            Ok(Verdict::Unmounted) => self.unmounted += 1,
             Err(why) => self.differences.push(format!("{name}: {why}")),
         }
     }
 
+    /// The images the kernel mounted, whatever inspect made of them.
     pub fn mounted(&self) -> usize {
         self.agreed + self.refused + self.differences.len()
     }
 
     pub fn summary(&self) -> String {
         format!(
-            "{} mounted: {} agreed, {} refused by inspect, {} differ; {} not mounted by the \
-             kernel ({} answered by inspect, {} refused)",
-            self.mounted(),
+            "{} agreed with the kernel, {} refused by inspect, {} not mounted by the kernel \
+             and refused by inspect; {} differ",
             self.agreed,
             self.refused,
+            self.unmounted,
             self.differences.len(),
-            self.unmounted_answered + self.unmounted_refused,
-            self.unmounted_answered,
-            self.unmounted_refused
         )
     }
 }

@@ -148,14 +148,17 @@ impl Squashfs {
             ids: u16_at(&sb, 26),
             cache: HashMap::new(),
         };
-        ensure!(
-            squashfs.inode_table < squashfs.directory_table
-                && squashfs.directory_table < bytes_used,
-            "the squashfs tables are out of order (inodes at {}, directories at {}, {bytes_used} \
-             bytes used)",
-            squashfs.inode_table,
-            squashfs.directory_table
-        );
+        squashfs.check_mountable(&Tables {
+            inodes: u32_at(&sb, 4),
+            ids: squashfs.ids,
+            fragments: squashfs.fragments,
+            id_table: squashfs.id_table,
+            xattr_table: u64_at(&sb, 56),
+            inode_table: squashfs.inode_table,
+            directory_table: squashfs.directory_table,
+            fragment_table: squashfs.fragment_table,
+            lookup_table: u64_at(&sb, 88),
+        })?;
         Ok(squashfs)
     }
 
@@ -319,6 +322,9 @@ fn c_string(name: &[u8]) -> &[u8] {
 
 mod inodes;
 mod lookup;
+mod mount;
+
+use mount::Tables;
 
 impl Tree for Squashfs {
     fn root(&mut self) -> anyhow::Result<Node> {

@@ -35,6 +35,8 @@ const SB_UUID: usize = 0x68;
 const SB_RESERVED_GDT_BLOCKS: usize = 0xCE;
 const SB_DESC_SIZE: usize = 0xFE;
 const SB_BLOCKS_COUNT_HI: usize = 0x150;
+const SB_MIN_EXTRA_ISIZE: usize = 0x15C;
+const SB_WANT_EXTRA_ISIZE: usize = 0x15E;
 const SB_BACKUP_BGS: usize = 0x24C;
 const SB_CHECKSUM_TYPE: usize = 0x175;
 const SB_CHECKSUM_SEED: usize = 0x270;
@@ -189,6 +191,20 @@ impl Superblock {
                 && first_ino >= GOOD_OLD_FIRST_INO,
             "the ext4 superblock says inodes of {inode_size} bytes from inode {first_ino}"
         );
+        // As `ext4_inode_info_init` (with extra_isize, which ours have; stricter without):
+        // the room inodes should keep past the old 128 bytes must fit in them.
+        let extra_room = inode_size - GOOD_OLD_INODE_SIZE;
+        for (field, name) in [
+            (SB_MIN_EXTRA_ISIZE, "s_min_extra_isize"),
+            (SB_WANT_EXTRA_ISIZE, "s_want_extra_isize"),
+        ] {
+            let value = usize::from(u16_at(sb, field));
+            ensure!(
+                value <= extra_room,
+                "the ext4 superblock's {name} is {value}, more than the {extra_room} bytes an \
+                 inode has past 128 (a host's kernel will not mount it)"
+            );
+        }
         let desc_size = if wide_descriptors {
             usize::from(u16_at(sb, SB_DESC_SIZE))
         } else {

@@ -9,6 +9,8 @@ use super::{
 use crate::util::le::{u16_at, u32_at, u64_at};
 
 const EXTENDED_SYMLINK: u16 = SYMLINK + 7;
+/// `S_IFMT`: a mode's file type bits.
+const TYPE_MASK: u32 = 0o170000;
 /// The longest link target the kernel reads: a page.
 const LINK_LIMIT: u64 = 4096;
 
@@ -22,9 +24,19 @@ impl Squashfs {
         let header = self.metadata(&mut at, 16)?;
         let kind = u16_at(&header, 0);
         ensure!((1..=14).contains(&kind), "an inode of type {kind}");
+        // mksquashfs stores the permission bits alone; the type comes from `kind`. Kernels
+        // before 6.16 add the type's bits to whatever is stored (a directory stored as
+        // 0o100755 turns into a socket), later ones refuse the inode: either way not ours.
+        let stored = u16_at(&header, 2);
+        ensure!(
+            u32::from(stored) & TYPE_MASK == 0,
+            "an inode's mode {stored:#o} holds a file type, which the kernels read differently"
+        );
+        // As `squashfs_new_inode`: inode number 0 is refused.
+        ensure!(u32_at(&header, 12) != 0, "an inode numbered 0");
         let mut inode = Inode {
             kind,
-            mode: u32::from(u16_at(&header, 2)) | TYPE_BITS[usize::from((kind - 1) % 7)],
+            mode: u32::from(stored) | TYPE_BITS[usize::from((kind - 1) % 7)],
             uid: self.id(u16_at(&header, 4))?,
             gid: self.id(u16_at(&header, 6))?,
             size: 0,
