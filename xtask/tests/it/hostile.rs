@@ -1234,6 +1234,10 @@ fn images_with_random_damage_never_crash_or_hang() {
     let mut random = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut broken = Vec::new();
     let mut tried = 0;
+    // As root, each damaged image is also loop-mounted: inspect must agree or refuse.
+    let test = "images_with_random_damage_never_crash_or_hang, against the kernel";
+    let mut kernel = require_root(test).then(Kernel::start);
+    let mut tally = Tally::default();
     for (format, runs) in [("erofs", 300), ("squashfs", 100), ("ext4", 100)] {
         let image = work.path().join(format!("good.{format}"));
         if format == "ext4" {
@@ -1260,6 +1264,10 @@ fn images_with_random_damage_never_crash_or_hang() {
             }
             std::fs::write(&damaged, &bytes).unwrap();
             tried += 1;
+            if let Some(kernel) = kernel.as_mut() {
+                let name = format!("{format} with bytes {changes:?} changed");
+                tally.add(&name, compare(kernel, &damaged, format));
+            }
             let outcome = inspect(&damaged, &host);
             if !outcome.broken.is_empty() {
                 broken.push(format!(
@@ -1272,6 +1280,14 @@ fn images_with_random_damage_never_crash_or_hang() {
     }
     report_worst_peak();
     assert_all_handled("random damage: damaged images inspected", tried, &broken);
+    if kernel.is_some() {
+        eprintln!("random damage: against the kernel: {}", tally.summary());
+        assert!(
+            tally.differences.is_empty(),
+            "random damage: inspect and the kernel differ:\n{}",
+            tally.differences.join("\n")
+        );
+    }
 }
 
 /// inspect and verify run no filesystem tool: with a debugfs, unsquashfs, fsck.erofs and

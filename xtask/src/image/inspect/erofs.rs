@@ -27,6 +27,9 @@ use anyhow::{bail, ensure, Context};
 use super::{bad_name, directory_within_limit, read_within, Lookup, Node, Tree};
 use crate::util::le::{u16_at, u32_at, u64_at};
 
+mod compressed;
+mod lz4;
+
 const SUPERBLOCK: u64 = 1024;
 
 /// Superblock `feature_compat`: the superblock's block carries a crc32c.
@@ -44,21 +47,6 @@ const I_FORMAT_KNOWN: u16 = 0xF;
 
 /// Superblock `feature_incompat`: LZ4 streams end-aligned in their physical cluster.
 const ZERO_PADDING: u32 = 0x1;
-
-/// `h_advise` bits of a compressed inode's map header.
-const ADVISE_COMPACTED_2B: u16 = 0x1;
-const ADVISE_BIG_PCLUSTER_1: u16 = 0x2;
-/// Tail packing, fragments and interlaced clusters: erofs-utils 1.5 with our options writes none.
-const ADVISE_UNSUPPORTED: u16 = 0x8 | 0x10 | 0x20;
-
-/// Logical cluster types.
-const CLUSTER_PLAIN: u32 = 0;
-const CLUSTER_HEAD1: u32 = 1;
-const CLUSTER_HEAD2: u32 = 3;
-
-/// How much compressed input [`Erofs::read_head`] reads: far more than the first few KiB of
-/// output need.
-const COMPRESSED_INPUT_LIMIT: usize = 128 << 10;
 
 pub struct Erofs {
     file: File,
@@ -245,95 +233,6 @@ impl Erofs {
         Ok(bytes)
     }
 
-    /// The first `want` bytes of a compressed file, from its first physical cluster.
-    fn read_compressed_head(&self, inode: &Inode, want: usize) -> anyhow::Result<Vec<u8>> {
-        let map_at = (inode.offset + inode.header_len).next_multiple_of(8);
-        let map = self.read(map_at, 8)?;
-        let advise = u16_at(&map, 4);
-        let algorithms = map[6];
-        let cluster_bits = self.block_bits + u32::from(map[7] & 7);
-        ensure!(
-            advise & ADVISE_UNSUPPORTED == 0,
-            "compression options {advise:#x} are not supported (tail packing, fragments or \
-             interlaced clusters)"
-        );
-        ensure!(
-            cluster_bits == 12,
-            "logical clusters of 2^{cluster_bits} bytes are not supported"
-        );
-        let indexes = map_at + 8;
-        let (cluster_type, blkaddr) = match inode.layout {
-            COMPRESSED_FULL => {
-                // 8 bytes per logical cluster: advise (type in bits 0-1), offset, block
-                // address; after 8 more bytes of padding.
-                let index = self.read(indexes + 8, 8)?;
-                (u32::from(u16_at(&index, 0)) & 3, u32_at(&index, 4))
-            }
-            COMPRESSED_COMPACT => {
-                // Packs of 2 (4-byte) or 16 (2-byte) lcluster entries, each pack ending with
-                // its first physical block address; the first entries are 4-byte ones until
-                // the 32-byte alignment that 2-byte packs need.
-                let mut initial_4b = (32 - indexes % 32) / 4;
-                if initial_4b == 8 {
-                    initial_4b = 0;
-                }
-                let total = inode.size.div_ceil(1 << cluster_bits);
-                let packed_2b = if advise & ADVISE_COMPACTED_2B != 0 && initial_4b < total {
-                    (total - initial_4b) / 16 * 16
-                } else {
-                    0
-                };
-                // The first entry starts at bit 0 of its pack, whichever kind.
-                let pack_len = if initial_4b == 0 && packed_2b > 0 {
-                    32
-                } else {
-                    8
-                };
-                let pack = self.read(indexes, pack_len)?;
-                let value = u32_at(&pack, 0);
-                let cluster_type = (value >> cluster_bits) & 3;
-                let big = advise & ADVISE_BIG_PCLUSTER_1 != 0;
-                let first = u32_at(&pack, pack_len - 4);
-                (cluster_type, first.wrapping_add(u32::from(!big)))
-            }
-            other => bail!("data layout {other} is not a compressed one"),
-        };
-        let start = u64::from(blkaddr) << self.block_bits;
-        let available = self.len.saturating_sub(start);
-        ensure!(
-            available > 0,
-            "the first compressed cluster lies past the image's end"
-        );
-        let input = self.read(
-            start,
-            (available.min(COMPRESSED_INPUT_LIMIT as u64)) as usize,
-        )?;
-        match cluster_type {
-            CLUSTER_PLAIN => Ok(input[..want.min(input.len())].to_vec()),
-            CLUSTER_HEAD1 | CLUSTER_HEAD2 => {
-                let algorithm = if cluster_type == CLUSTER_HEAD1 {
-                    algorithms & 0xf
-                } else {
-                    algorithms >> 4
-                };
-                ensure!(
-                    algorithm == 0,
-                    "compression algorithm {algorithm} is not supported (only LZ4)"
-                );
-                let mut skip = 0;
-                if self.zero_padding {
-                    let block = self.block_size() as usize;
-                    skip = input[..block.min(input.len())]
-                        .iter()
-                        .position(|b| *b != 0)
-                        .context("the first compressed cluster starts with a block of zeros")?;
-                }
-                lz4_head(&input[skip..], want)
-            }
-            other => bail!("the first logical cluster has type {other}, not a head"),
-        }
-    }
-
     /// Looks `name` up in `dir` (at most [`super::DIRECTORY_LIMIT`] bytes), reading it whole,
     /// a block at a time: every name must be one a directory may hold (see [`bad_name`]) and
     /// sort strictly after the one before it.
@@ -416,54 +315,6 @@ fn parse_dirents(block: &[u8]) -> anyhow::Result<Vec<(Vec<u8>, u64)>> {
     Ok(entries)
 }
 
-/// The first `want` bytes an LZ4 block decodes to, reading no further than needed. Sequences:
-/// a token (literal count high nibble, match length low), literals, a 2-byte offset back into
-/// the output, the match; counts of 15 continue in following bytes while they are 255.
-pub fn lz4_head(input: &[u8], want: usize) -> anyhow::Result<Vec<u8>> {
-    let short = || anyhow::anyhow!("the LZ4 stream ends early");
-    let mut out = Vec::with_capacity(want);
-    let mut at = 0usize;
-    let count = |at: &mut usize, base: usize| -> anyhow::Result<usize> {
-        let mut n = base;
-        if base == 15 {
-            loop {
-                let b = *input.get(*at).ok_or_else(short)?;
-                *at += 1;
-                n = n.checked_add(usize::from(b)).ok_or_else(short)?;
-                if b != 255 {
-                    break;
-                }
-            }
-        }
-        Ok(n)
-    };
-    while out.len() < want {
-        let token = *input.get(at).ok_or_else(short)?;
-        at += 1;
-        let literals = count(&mut at, usize::from(token >> 4))?;
-        let take = literals.min(want - out.len());
-        out.extend_from_slice(input.get(at..at + take).ok_or_else(short)?);
-        if out.len() >= want {
-            break;
-        }
-        at = at.checked_add(literals).ok_or_else(short)?;
-        let offset = usize::from(u16::from_le_bytes([
-            *input.get(at).ok_or_else(short)?,
-            *input.get(at + 1).ok_or_else(short)?,
-        ]));
-        at += 2;
-        ensure!(
-            offset != 0 && offset <= out.len(),
-            "the LZ4 stream refers back {offset} bytes, before its start"
-        );
-        let length = count(&mut at, usize::from(token & 15))?.saturating_add(4);
-        for _ in 0..length.min(want - out.len()) {
-            out.push(out[out.len() - offset]);
-        }
-    }
-    Ok(out)
-}
-
 impl Tree for Erofs {
     fn root(&mut self) -> anyhow::Result<Node> {
         self.node(self.root_nid, String::new())
@@ -497,26 +348,6 @@ impl Tree for Erofs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lz4_decodes_only_as_far_as_asked() {
-        // "abcd" as literals, then a match of 8 at offset 4: "abcdabcdabcd", then literals "!".
-        let stream = [0x44, b'a', b'b', b'c', b'd', 4, 0, 0x10, b'!'];
-        assert_eq!(lz4_head(&stream, 13).unwrap(), b"abcdabcdabcd!");
-        assert_eq!(lz4_head(&stream, 6).unwrap(), b"abcdab");
-        assert_eq!(lz4_head(&stream[..3], 2).unwrap(), b"ab");
-        assert!(lz4_head(&stream[..3], 6).is_err(), "a cut stream");
-        assert!(
-            lz4_head(&[0x04, 1, 0], 4).is_err(),
-            "a match before any output"
-        );
-        // A literal count continued by 255s.
-        let mut long = vec![0xF0, 255, 0];
-        long.extend(std::iter::repeat_n(b'x', 15 + 255));
-        assert_eq!(lz4_head(&long, 270).unwrap().len(), 270);
-        assert!(lz4_head(&long, 271).is_err(), "no match follows");
-        assert!(lz4_head(&[0xF0, 255, 255], 10).is_err());
-    }
 
     fn dirent_block(names: &[&[u8]]) -> Vec<u8> {
         let mut block = Vec::new();

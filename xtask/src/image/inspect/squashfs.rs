@@ -81,6 +81,8 @@ struct Position {
 struct Inode {
     /// The type as stored (1-14).
     kind: u16,
+    /// The inode number stored in it.
+    number: u32,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -101,6 +103,9 @@ struct Entry {
     name: Vec<u8>,
     inode: u64,
     kind: u16,
+    /// The inode number the entry gives (its header's base plus its own difference): the
+    /// kernel's inode cache finds the inode by this number, not by where it is stored.
+    number: u32,
 }
 
 impl Squashfs {
@@ -323,11 +328,13 @@ fn c_string(name: &[u8]) -> &[u8] {
 mod inodes;
 mod lookup;
 mod mount;
+mod numbers;
 
 use mount::Tables;
 
 impl Tree for Squashfs {
     fn root(&mut self) -> anyhow::Result<Node> {
+        self.check_inode_numbers()?;
         self.node(self.root, String::new())
     }
 

@@ -23,7 +23,9 @@ const SB_INODES_COUNT: usize = 0x0;
 const SB_BLOCKS_COUNT_LO: usize = 0x4;
 const SB_FIRST_DATA_BLOCK: usize = 0x14;
 const SB_LOG_BLOCK_SIZE: usize = 0x18;
+const SB_LOG_CLUSTER_SIZE: usize = 0x1C;
 const SB_BLOCKS_PER_GROUP: usize = 0x20;
+const SB_CLUSTERS_PER_GROUP: usize = 0x24;
 const SB_INODES_PER_GROUP: usize = 0x28;
 const SB_REV_LEVEL: usize = 0x4C;
 const SB_FIRST_INO: usize = 0x54;
@@ -33,6 +35,7 @@ const SB_FEATURE_INCOMPAT: usize = 0x60;
 const SB_FEATURE_RO_COMPAT: usize = 0x64;
 const SB_UUID: usize = 0x68;
 const SB_RESERVED_GDT_BLOCKS: usize = 0xCE;
+const SB_DEF_HASH_VERSION: usize = 0xFC;
 const SB_DESC_SIZE: usize = 0xFE;
 const SB_BLOCKS_COUNT_HI: usize = 0x150;
 const SB_MIN_EXTRA_ISIZE: usize = 0x15C;
@@ -48,6 +51,7 @@ const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
+const INCOMPAT_FLEX_BG: u32 = 0x200;
 const INCOMPAT_EA_INODE: u32 = 0x400;
 const INCOMPAT_DIRDATA: u32 = 0x1000;
 const INCOMPAT_CSUM_SEED: u32 = 0x2000;
@@ -62,6 +66,10 @@ const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 /// The most block groups an image may have: their descriptors are read into memory (and
 /// ext4-view keeps all of them too). A 2 GiB image of 4 KiB blocks has 16; of 1 KiB blocks, 256.
 pub const MAX_GROUPS: u64 = 1 << 16;
+
+/// The last default directory hash a mount accepts (`DX_HASH_LAST` is SipHash, which it refuses
+/// as a default).
+const LAST_DEFAULT_HASH: u8 = 5;
 
 /// The first inodes are the filesystem's own; 2 is the root (`EXT4_ROOT_INO`).
 pub const ROOT_INODE: u32 = 2;
@@ -147,6 +155,8 @@ pub struct Superblock {
     /// `s_backup_bgs` when the image has `sparse_super2`.
     backup_groups: Option<[u32; 2]>,
     wide_descriptors: bool,
+    /// Group metadata may lie in any group, not only its own.
+    flex_bg: bool,
     pub dir_index: bool,
     pub largedir: bool,
     /// The seed of every metadata checksum, when the image has `metadata_csum`.
@@ -217,6 +227,7 @@ impl Superblock {
             "the ext4 superblock says group descriptors of {desc_size} bytes"
         );
         let geometry = Geometry::parse(sb, block_size, blocks_count, desc_size)?;
+        check_mount_fields(sb, &geometry, inode_size, block_size)?;
         let checksum_seed = checksum_seed(sb, incompat, ro_compat)?;
         Ok(Superblock {
             block_size,
@@ -235,6 +246,7 @@ impl Superblock {
             backup_groups: (compat & COMPAT_SPARSE_SUPER2 != 0)
                 .then(|| [u32_at(sb, SB_BACKUP_BGS), u32_at(sb, SB_BACKUP_BGS + 4)]),
             wide_descriptors,
+            flex_bg: incompat & INCOMPAT_FLEX_BG != 0,
             dir_index: compat & COMPAT_DIR_INDEX != 0,
             largedir: incompat & INCOMPAT_LARGEDIR != 0,
             checksum_seed,
@@ -267,6 +279,46 @@ impl Superblock {
     fn inode_table_blocks(&self) -> u64 {
         (u64::from(self.inodes_per_group) * self.inode_size as u64).div_ceil(self.block_size)
     }
+}
+
+/// What `ext4_fill_super` refuses to mount, among the fields inspect reads no further
+/// (`ext4_handle_clustersize`, `ext4_check_geometry`, `ext4_hash_info_init`).
+fn check_mount_fields(
+    sb: &[u8; 1024],
+    geometry: &Geometry,
+    inode_size: usize,
+    block_size: u64,
+) -> anyhow::Result<()> {
+    let (log_cluster, log_block) = (
+        u32_at(sb, SB_LOG_CLUSTER_SIZE),
+        u32_at(sb, SB_LOG_BLOCK_SIZE),
+    );
+    let clusters_per_group = u64::from(u32_at(sb, SB_CLUSTERS_PER_GROUP));
+    ensure!(
+        log_cluster == log_block && clusters_per_group == geometry.blocks_per_group,
+        "the ext4 superblock's clusters (2^(10+{log_cluster}) bytes, {clusters_per_group} a \
+         group) are not its blocks (a host's kernel will not mount it)"
+    );
+    let inodes = u64::from(u32_at(sb, SB_INODES_COUNT));
+    let per_group = u64::from(geometry.inodes_per_group);
+    ensure!(
+        inodes == per_group * geometry.groups && per_group >= block_size / inode_size as u64,
+        "the ext4 superblock says {inodes} inodes, {per_group} in each of {} groups (a \
+         host's kernel will not mount it)",
+        geometry.groups
+    );
+    ensure!(
+        geometry.first_data_block > 0 || block_size > 1024,
+        "the ext4 superblock says data from block 0 with 1 KiB blocks (a host's kernel will \
+         not mount it)"
+    );
+    let hash = sb[SB_DEF_HASH_VERSION];
+    ensure!(
+        hash <= LAST_DEFAULT_HASH,
+        "the ext4 superblock's default directory hash is {hash} (a host's kernel will not \
+         mount it)"
+    );
+    Ok(())
 }
 
 /// The features that make a host read the image differently from inspect, or that inspect does
@@ -388,7 +440,7 @@ impl Volume {
             system: Vec::new(),
         };
         volume.read_groups()?;
-        volume.system = volume.system_zones();
+        volume.system = volume.system_zones()?;
         Ok(volume)
     }
 
@@ -436,13 +488,47 @@ impl Volume {
             }
         }
         self.groups = groups;
+        self.check_descriptors()
+    }
+
+    /// What `ext4_check_descriptors` refuses: a group's bitmaps or inode table outside the
+    /// group (with flex_bg, outside the filesystem), or over the superblock or the descriptors.
+    fn check_descriptors(&self) -> anyhow::Result<()> {
+        let sb = &self.sb;
+        let descriptors = sb.first_data_block..=sb.first_data_block + sb.gdt_blocks;
+        for (index, group) in self.groups.iter().enumerate() {
+            let index = index as u64;
+            let first = if sb.flex_bg {
+                sb.first_data_block
+            } else {
+                sb.first_data_block + index * sb.blocks_per_group
+            };
+            let last = if sb.flex_bg || index + 1 == sb.groups {
+                sb.blocks_count - 1
+            } else {
+                first + sb.blocks_per_group - 1
+            };
+            for (what, start, count) in [
+                ("block bitmap", group.block_bitmap, 1),
+                ("inode bitmap", group.inode_bitmap, 1),
+                ("inode table", group.inode_table, sb.inode_table_blocks()),
+            ] {
+                let end = start.saturating_add(count - 1);
+                ensure!(
+                    start >= first && end <= last && !descriptors.contains(&start),
+                    "group {index}'s {what} (block {start}) is not in its place (blocks {first} \
+                     to {last}, clear of the superblock and descriptors); a host's kernel will \
+                     not mount it"
+                );
+            }
+        }
         Ok(())
     }
 
     /// Every group's superblock copy, descriptors and reserved descriptor blocks, bitmaps and
     /// inode table: more than `ext4_setup_system_zone` protects (it leaves out the reserved
     /// blocks, and with flex_bg some copies), never less.
-    fn system_zones(&self) -> Vec<(u64, u64, u64)> {
+    fn system_zones(&self) -> anyhow::Result<Vec<(u64, u64, u64)>> {
         let sb = &self.sb;
         let mut zones: Vec<(u64, u64)> = Vec::new();
         let mut add = |start: u64, count: u64| zones.push((start, start.saturating_add(count)));
@@ -458,13 +544,18 @@ impl Volume {
         }
         zones.sort_unstable();
         let mut furthest = 0;
-        zones
-            .into_iter()
-            .map(|(start, end)| {
-                furthest = furthest.max(end);
-                (start, end, furthest)
-            })
-            .collect()
+        let mut system = Vec::with_capacity(zones.len());
+        for (start, end) in zones {
+            // `ext4_setup_system_zone` fails the mount where two zones overlap.
+            ensure!(
+                start >= furthest,
+                "the ext4 image's own blocks overlap at block {start} (bitmaps, inode tables \
+                 and descriptors); a host's kernel will not mount it"
+            );
+            furthest = furthest.max(end);
+            system.push((start, end, furthest));
+        }
+        Ok(system)
     }
 
     /// Whether `count` blocks from `start` are ones a file may hold (`ext4_inode_block_valid`):
@@ -903,8 +994,11 @@ mod tests {
         let mut put = |at: usize, value: u32| sb[at..at + 4].copy_from_slice(&value.to_le_bytes());
         put(SB_BLOCKS_COUNT_LO, blocks);
         put(SB_LOG_BLOCK_SIZE, log_block_size);
+        put(SB_LOG_CLUSTER_SIZE, log_block_size);
         put(SB_BLOCKS_PER_GROUP, 32768);
+        put(SB_CLUSTERS_PER_GROUP, 32768);
         put(SB_INODES_PER_GROUP, 8192);
+        put(SB_INODES_COUNT, blocks.div_ceil(32768).saturating_mul(8192));
         put(SB_FEATURE_COMPAT, compat);
         put(SB_FEATURE_INCOMPAT, incompat);
         put(SB_FEATURE_RO_COMPAT, RO_COMPAT_SPARSE_SUPER);
@@ -933,6 +1027,27 @@ mod tests {
         );
         let huge = Superblock::parse(&superblock(1024, 40, 0, 0), u64::MAX).unwrap_err();
         assert!(huge.to_string().contains("2^(10+40)"), "{huge}");
+        let mut hash = fine;
+        hash[SB_DEF_HASH_VERSION] = 6;
+        let siphash = Superblock::parse(&hash, 4 << 20).unwrap_err();
+        assert!(
+            siphash.to_string().contains("directory hash is 6"),
+            "{siphash}"
+        );
+        let mut clusters = fine;
+        clusters[SB_CLUSTERS_PER_GROUP] = 1;
+        let bigalloc = Superblock::parse(&clusters, 4 << 20).unwrap_err();
+        assert!(
+            bigalloc.to_string().contains("are not its blocks"),
+            "{bigalloc}"
+        );
+        let mut inodes = fine;
+        inodes[SB_INODES_COUNT] = 1;
+        let count = Superblock::parse(&inodes, 4 << 20).unwrap_err();
+        assert!(
+            count.to_string().contains("inodes, 8192 in each"),
+            "{count}"
+        );
         let mut groups = superblock(u32::MAX, 0, 0, 0);
         groups[SB_BLOCKS_PER_GROUP..SB_BLOCKS_PER_GROUP + 4].copy_from_slice(&8u32.to_le_bytes());
         let many = Superblock::parse(&groups, u64::MAX).unwrap_err();

@@ -33,9 +33,11 @@ impl Squashfs {
             "an inode's mode {stored:#o} holds a file type, which the kernels read differently"
         );
         // As `squashfs_new_inode`: inode number 0 is refused.
-        ensure!(u32_at(&header, 12) != 0, "an inode numbered 0");
+        let number = u32_at(&header, 12);
+        ensure!(number != 0, "an inode numbered 0");
         let mut inode = Inode {
             kind,
+            number,
             mode: u32::from(stored) | TYPE_BITS[usize::from((kind - 1) % 7)],
             uid: self.id(u16_at(&header, 4))?,
             gid: self.id(u16_at(&header, 6))?,

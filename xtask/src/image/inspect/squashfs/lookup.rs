@@ -11,12 +11,13 @@ use super::{
 use crate::util::le::{u16_at, u32_at};
 
 /// The bytes a directory's size counts for `.` and `..`, which are not stored.
-const DOTS: u64 = 3;
+pub(super) const DOTS: u64 = 3;
 
 /// A directory header: how many entries follow, and the inode block they share.
 struct Header {
     count: u32,
     start: u32,
+    base: u32,
 }
 
 impl Squashfs {
@@ -30,6 +31,7 @@ impl Squashfs {
         Ok(Header {
             count,
             start: u32_at(&bytes, 4),
+            base: u32_at(&bytes, 8),
         })
     }
 
@@ -43,6 +45,10 @@ impl Squashfs {
             name,
             inode: (u64::from(header.start) << 16) | u64::from(u16_at(&bytes, 0)),
             kind: u16_at(&bytes, 4),
+            // As `squashfs_lookup`: unsigned, wrapping, the difference a signed 16-bit one.
+            number: header
+                .base
+                .wrapping_add_signed(i32::from(u16_at(&bytes, 2) as i16)),
         })
     }
 
@@ -121,7 +127,7 @@ impl Squashfs {
 
     /// Hands each entry of `dir`'s listing from `at` on (`length` bytes of the listing counted
     /// before it) to `visit`, until the listing ends or `visit` breaks: what it broke with.
-    fn entries<T>(
+    pub(super) fn entries<T>(
         &mut self,
         dir: &Inode,
         mut at: Position,
