@@ -102,14 +102,19 @@ mod tests {
         block
     }
 
-    #[test]
-    fn a_block_decodes_whole_or_not_at_all() {
-        // 16 literals "abcdefghijklmnop", a match of 8 at offset 16, then 13 literals.
+    /// 16 literals "abcdefghijklmnop", a match of 8 at offset 16, then `tail` as literals.
+    fn sixteen_then(tail: &[u8]) -> Vec<u8> {
         let mut stream = vec![0xF4, 1];
         stream.extend_from_slice(b"abcdefghijklmnop");
         stream.extend([16, 0]);
-        stream.push(0xD0);
-        stream.extend_from_slice(b"0123456789ABC");
+        stream.push((tail.len() as u8) << 4);
+        stream.extend_from_slice(tail);
+        stream
+    }
+
+    #[test]
+    fn a_block_decodes_whole_or_not_at_all() {
+        let stream = sixteen_then(b"0123456789ABC");
         let whole = b"abcdefghijklmnopabcdefgh0123456789ABC";
         assert_eq!(decode_block(&stream, whole.len()).unwrap(), whole);
         assert!(decode_block(&stream, whole.len() + 1).is_err(), "too short");
@@ -140,11 +145,7 @@ mod tests {
     fn literals_too_near_the_end_must_be_the_last() {
         // 16 literals, a match of 8 that ends 4 bytes before the end, 4 literals: the first
         // run ends within 8 bytes of the input's end, so it must end the block, and does not.
-        let mut stream = vec![0xF4, 1];
-        stream.extend_from_slice(b"abcdefghijklmnop");
-        stream.extend([16, 0]);
-        stream.push(0x40);
-        stream.extend_from_slice(b"wxyz");
+        let stream = sixteen_then(b"wxyz");
         assert!(decode_block(&stream, 28).is_err());
     }
 }

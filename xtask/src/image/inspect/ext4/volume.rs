@@ -1027,27 +1027,17 @@ mod tests {
         );
         let huge = Superblock::parse(&superblock(1024, 40, 0, 0), u64::MAX).unwrap_err();
         assert!(huge.to_string().contains("2^(10+40)"), "{huge}");
-        let mut hash = fine;
-        hash[SB_DEF_HASH_VERSION] = 6;
-        let siphash = Superblock::parse(&hash, 4 << 20).unwrap_err();
-        assert!(
-            siphash.to_string().contains("directory hash is 6"),
-            "{siphash}"
-        );
-        let mut clusters = fine;
-        clusters[SB_CLUSTERS_PER_GROUP] = 1;
-        let bigalloc = Superblock::parse(&clusters, 4 << 20).unwrap_err();
-        assert!(
-            bigalloc.to_string().contains("are not its blocks"),
-            "{bigalloc}"
-        );
-        let mut inodes = fine;
-        inodes[SB_INODES_COUNT] = 1;
-        let count = Superblock::parse(&inodes, 4 << 20).unwrap_err();
-        assert!(
-            count.to_string().contains("inodes, 8192 in each"),
-            "{count}"
-        );
+        // One byte of a field a mount checks, set to a value it refuses.
+        for (at, value, says) in [
+            (SB_DEF_HASH_VERSION, 6, "directory hash is 6"),
+            (SB_CLUSTERS_PER_GROUP, 1, "are not its blocks"),
+            (SB_INODES_COUNT, 1, "inodes, 8192 in each"),
+        ] {
+            let mut damaged = fine;
+            damaged[at] = value;
+            let refused = Superblock::parse(&damaged, 4 << 20).unwrap_err();
+            assert!(refused.to_string().contains(says), "{refused}");
+        }
         let mut groups = superblock(u32::MAX, 0, 0, 0);
         groups[SB_BLOCKS_PER_GROUP..SB_BLOCKS_PER_GROUP + 4].copy_from_slice(&8u32.to_le_bytes());
         let many = Superblock::parse(&groups, u64::MAX).unwrap_err();
