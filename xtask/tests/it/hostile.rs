@@ -383,6 +383,9 @@ enum Craft {
     /// (squashfs) usr/bin's entry for `alloy` says this type, which no inode has (found by the
     /// differential test, as an overflow).
     SquashfsEntryType(u16),
+    /// (squashfs) usr/bin's entry for `alloy` gives the next inode number, not its inode's:
+    /// the kernel's inode cache finds inodes by number.
+    SquashfsEntryNumber,
 }
 
 /// The hidden ELF the forged listing line points at, and the placeholder of the slot's name.
@@ -561,6 +564,14 @@ const CASES: &[Case] = &[
         Expect::ByFormat(&[(
             "squashfs",
             Expect::Fails(&["lists \"alloy\" as type 0 but its inode is type 2"]),
+        )]),
+    ),
+    case(
+        "squashfs: usr/bin's entry for alloy gives another inode's number",
+        Craft::SquashfsEntryNumber,
+        Expect::ByFormat(&[(
+            "squashfs",
+            Expect::Fails(&["a squashfs directory entry gives inode number"]),
         )]),
     ),
     case(
@@ -793,7 +804,10 @@ impl Craft {
                 std::fs::write(bin.join("m2"), "2").unwrap();
             }
             Craft::Ext4(damage) => damage.before_packing(root),
-            Craft::Huge(_) | Craft::Wide | Craft::SquashfsEntryType(_) => {}
+            Craft::Huge(_)
+            | Craft::Wide
+            | Craft::SquashfsEntryType(_)
+            | Craft::SquashfsEntryNumber => {}
         }
     }
 
@@ -802,7 +816,10 @@ impl Craft {
     fn patched(self) -> bool {
         matches!(
             self,
-            Craft::ForgedListing | Craft::Unsorted | Craft::SquashfsEntryType(_)
+            Craft::ForgedListing
+                | Craft::Unsorted
+                | Craft::SquashfsEntryType(_)
+                | Craft::SquashfsEntryNumber
         )
     }
 
@@ -822,6 +839,14 @@ impl Craft {
                 let regular = [2u8, 0, 4, 0];
                 let patched = [kind.to_le_bytes(), [4, 0]].concat();
                 patch_name(image, (b"", &regular, b"alloy"), &patched);
+            }
+            Craft::SquashfsEntryNumber => {
+                let mut bytes = std::fs::read(image).unwrap();
+                let entry = [&[2u8, 0, 4, 0][..], b"alloy"].concat();
+                let at = bytes.windows(entry.len()).position(|w| w == entry).unwrap();
+                let delta = i16::from_le_bytes([bytes[at - 2], bytes[at - 1]]) + 1;
+                bytes[at - 2..at].copy_from_slice(&delta.to_le_bytes());
+                std::fs::write(image, bytes).unwrap();
             }
             _ => {}
         }

@@ -139,7 +139,7 @@ impl Squashfs {
             bytes_used <= len,
             "the squashfs superblock says {bytes_used} bytes used, more than the image's {len}"
         );
-        let squashfs = Squashfs {
+        let mut squashfs = Squashfs {
             file,
             compressor,
             block_size,
@@ -164,6 +164,7 @@ impl Squashfs {
             fragment_table: squashfs.fragment_table,
             lookup_table: u64_at(&sb, 88),
         })?;
+        squashfs.check_inode_numbers()?;
         Ok(squashfs)
     }
 
@@ -334,7 +335,6 @@ use mount::Tables;
 
 impl Tree for Squashfs {
     fn root(&mut self) -> anyhow::Result<Node> {
-        self.check_inode_numbers()?;
         self.node(self.root, String::new())
     }
 

@@ -4,7 +4,7 @@
 //! number is another inode's leads to whichever of the two a host read first: a file shown in
 //! place of another, or a directory met twice ("would have caused loop"). Every entry of the
 //! image must give the number stored in the inode it points to, and each number must belong to
-//! one inode: the whole tree is walked once, before any lookup.
+//! one inode: the whole tree is walked once, when the image is opened.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
