@@ -35,7 +35,9 @@ const SB_FEATURE_INCOMPAT: usize = 0x60;
 const SB_FEATURE_RO_COMPAT: usize = 0x64;
 const SB_UUID: usize = 0x68;
 const SB_RESERVED_GDT_BLOCKS: usize = 0xCE;
+const SB_LAST_ORPHAN: usize = 0xE8;
 const SB_DEF_HASH_VERSION: usize = 0xFC;
+const SB_LOG_GROUPS_PER_FLEX: usize = 0x174;
 const SB_DESC_SIZE: usize = 0xFE;
 const SB_BLOCKS_COUNT_HI: usize = 0x150;
 const SB_MIN_EXTRA_ISIZE: usize = 0x15C;
@@ -59,6 +61,19 @@ const INCOMPAT_LARGEDIR: u32 = 0x4000;
 const INCOMPAT_INLINE_DATA: u32 = 0x8000;
 const INCOMPAT_ENCRYPT: u32 = 0x10000;
 const INCOMPAT_CASEFOLD: u32 = 0x20000;
+const INCOMPAT_FILETYPE: u32 = 0x2;
+const INCOMPAT_EXTENTS: u32 = 0x40;
+/// The incompatible features inspect reads as the kernel does; a kernel refuses to mount an
+/// image with one it does not know, and others (MMP, compression) are not ours.
+const INCOMPAT_READ: u32 = INCOMPAT_FILETYPE
+    | INCOMPAT_EXTENTS
+    | INCOMPAT_64BIT
+    | INCOMPAT_FLEX_BG
+    | INCOMPAT_CSUM_SEED
+    | INCOMPAT_LARGEDIR;
+/// Compatible features a mount acts on even read-only, which ours never have: lazy or
+/// excluded bitmaps, fast commits, an orphan file (read at mount).
+const COMPAT_ACTED_ON: u32 = 0x40 | 0x100 | 0x400 | 0x1000;
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
 const RO_COMPAT_BIGALLOC: u32 = 0x200;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
@@ -172,7 +187,7 @@ impl Superblock {
         check_features(compat, incompat, ro_compat)?;
         let log_block_size = u32_at(sb, SB_LOG_BLOCK_SIZE);
         ensure!(
-            log_block_size <= 6,
+            log_block_size <= 2,
             "the ext4 superblock says blocks of 2^(10+{log_block_size}) bytes"
         );
         let block_size = 1024u64 << log_block_size;
@@ -312,6 +327,25 @@ fn check_mount_fields(
         "the ext4 superblock says data from block 0 with 1 KiB blocks (a host's kernel will \
          not mount it)"
     );
+    let reserved = u64::from(u16_at(sb, SB_RESERVED_GDT_BLOCKS));
+    ensure!(
+        reserved <= block_size / 4,
+        "the ext4 superblock reserves {reserved} descriptor blocks (a host's kernel will not \
+         mount it)"
+    );
+    // Orphans are processed at mount, even a read-only one on a writable device.
+    let orphan = u32_at(sb, SB_LAST_ORPHAN);
+    ensure!(
+        orphan == 0,
+        "the ext4 image lists orphan inodes (from {orphan}), which a mount may delete or cut"
+    );
+    // `ext4_mb_init`: "too many log groups per flexible block group".
+    let log_flex = sb[SB_LOG_GROUPS_PER_FLEX];
+    ensure!(
+        log_flex < 32,
+        "the ext4 superblock says 2^{log_flex} groups per flexible group (a host's kernel will \
+         not mount it)"
+    );
     let hash = sb[SB_DEF_HASH_VERSION];
     ensure!(
         hash <= LAST_DEFAULT_HASH,
@@ -342,6 +376,13 @@ fn check_features(compat: u32, incompat: u32, ro_compat: u32) -> anyhow::Result<
         incompat & unread == 0 && ro_compat & RO_COMPAT_BIGALLOC == 0,
         "the ext4 image has meta_bg, ea_inode, dirdata, inline_data or bigalloc (features \
          {incompat:#x}/{ro_compat:#x}), which ours never have and inspect does not read"
+    );
+    ensure!(
+        incompat & !INCOMPAT_READ == 0 && compat & COMPAT_ACTED_ON == 0,
+        "the ext4 image has features {:#x}/{:#x} that ours never have and a host's kernel acts \
+         on at mount (or refuses)",
+        compat & COMPAT_ACTED_ON,
+        incompat & !INCOMPAT_READ
     );
     Ok(())
 }
@@ -1032,6 +1073,7 @@ mod tests {
             (SB_DEF_HASH_VERSION, 6, "directory hash is 6"),
             (SB_CLUSTERS_PER_GROUP, 1, "are not its blocks"),
             (SB_INODES_COUNT, 1, "inodes, 8192 in each"),
+            (SB_LOG_GROUPS_PER_FLEX, 32, "2^32 groups per flexible group"),
         ] {
             let mut damaged = fine;
             damaged[at] = value;
