@@ -458,6 +458,14 @@ fn walk(
         if child.kind() != want {
             return Ok(Err(refusal(tree, &child, expected)?));
         }
+        // Id -1 is no id to the kernel: it shows the overflow id (65534) instead.
+        ensure!(
+            child.uid != u32::MAX && child.gid != u32::MAX,
+            "/{} is owned by {}:{}, where -1 is shown as another id on a host",
+            child.path,
+            child.uid,
+            child.gid
+        );
         node = child;
     }
     if let Some(limit) = size_limit.filter(|limit| node.size > *limit) {

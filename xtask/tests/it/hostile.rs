@@ -732,6 +732,11 @@ const CASES: &[Case] = &[
         Expect::ByFormat(&[("ext4", Expect::Fails(&["is its data inline"]))]),
     ),
     case(
+        "ext4: alloy's owner is -1",
+        Craft::Ext4(Damage::OwnerMinusOne),
+        Expect::ByFormat(&[("ext4", Expect::Fails(&["is owned by 4294967295:0"]))]),
+    ),
+    case(
         "ext4: usr/bin's inode holds an extended attribute",
         Craft::Ext4(Damage::InodeXattr),
         Expect::ByFormat(&[("ext4", Expect::Fails(&["holds extended attributes"]))]),

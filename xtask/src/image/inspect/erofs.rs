@@ -47,6 +47,14 @@ const I_FORMAT_KNOWN: u16 = 0xF;
 
 /// Superblock `feature_incompat`: LZ4 streams end-aligned in their physical cluster.
 const ZERO_PADDING: u32 = 0x1;
+/// Superblock `feature_incompat`: compression configurations follow the superblock (and big
+/// physical clusters may be used).
+const COMPRESSION_CONFIGS: u32 = 0x2;
+/// The bit of LZ4 in the superblock's available algorithms, and its configuration's length.
+const LZ4: u16 = 0;
+const LZ4_CONFIG_LEN: u16 = 14;
+/// `Z_EROFS_PCLUSTER_MAX_SIZE` (1 MiB) in 4 KiB blocks.
+const MAX_PCLUSTER_BLOCKS: u16 = 256;
 
 pub struct Erofs {
     file: File,
@@ -88,17 +96,57 @@ impl Erofs {
         ensure!(u32_at(&sb, 0) == 0xE0F5_E1E2, "no erofs superblock");
         let block_bits = u32::from(sb[12]);
         ensure!(
-            (9..=16).contains(&block_bits),
-            "the superblock says blocks of 2^{block_bits} bytes"
+            block_bits == 12,
+            "the superblock says blocks of 2^{block_bits} bytes (ours have 4 KiB, which every \
+             host's kernel reads)"
         );
         erofs.block_bits = block_bits;
         if u32_at(&sb, 8) & SB_CHECKSUM != 0 {
             erofs.check_superblock_checksum(u32_at(&sb, 4))?;
         }
+        erofs.check_layout_fields(&sb)?;
         erofs.root_nid = u64::from(u16_at(&sb, 14));
         erofs.meta_offset = u64::from(u32_at(&sb, 40)) << block_bits;
         erofs.zero_padding = u32_at(&sb, 80) & ZERO_PADDING != 0;
         Ok(erofs)
+    }
+
+    /// What mkfs.erofs 1.5 writes for ours, and a kernel refuses or reads in a way inspect
+    /// does not (`erofs_read_superblock`, `z_erofs_parse_cfgs`): extra superblock slots,
+    /// directory blocks larger than a block, any incompatible feature but LZ4's zero padding and
+    /// compression configurations (48-bit layouts move the root, fragments and packed inodes
+    /// serve a file from elsewhere, a metabox moves the metadata), and a configuration other
+    /// than LZ4 alone with physical clusters the kernel accepts.
+    fn check_layout_fields(&self, sb: &[u8]) -> anyhow::Result<()> {
+        let (extra_slots, dir_block_bits) = (sb[13], sb[90]);
+        ensure!(
+            extra_slots == 0 && dir_block_bits == 0,
+            "the superblock has {extra_slots} extra slots and directory blocks of 2^{dir_block_bits} \
+             blocks (ours have neither)"
+        );
+        let incompat = u32_at(sb, 80);
+        ensure!(
+            incompat & !(ZERO_PADDING | COMPRESSION_CONFIGS) == 0,
+            "the image has incompatible features {incompat:#x}, more than ours (zero padding \
+             and compression configurations) and read differently by a host's kernel"
+        );
+        if incompat & COMPRESSION_CONFIGS == 0 {
+            return Ok(());
+        }
+        let algorithms = u16_at(sb, 84);
+        ensure!(
+            algorithms == 1 << LZ4,
+            "the image's compression algorithms are {algorithms:#x}, not LZ4 alone"
+        );
+        // Right after the 128-byte superblock: a 2-byte length, then LZ4's configuration.
+        let config = self.read(SUPERBLOCK + 128, 6)?;
+        let (len, max_blocks) = (u16_at(&config, 0), u16_at(&config, 4));
+        ensure!(
+            len >= LZ4_CONFIG_LEN && max_blocks <= MAX_PCLUSTER_BLOCKS,
+            "the image's LZ4 configuration ({len} bytes, physical clusters of up to {max_blocks} \
+             blocks) is one a host's kernel refuses"
+        );
+        Ok(())
     }
 
     fn block_size(&self) -> u64 {
@@ -348,6 +396,40 @@ impl Tree for Erofs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An image of one block whose superblock is ours but for `change`; what opening it says.
+    fn open_with(change: impl FnOnce(&mut [u8])) -> anyhow::Result<Erofs> {
+        let mut image = vec![0u8; 4096];
+        let sb = &mut image[1024..1152];
+        sb[..4].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        sb[12] = 12;
+        sb[80] = 0x3;
+        sb[84] = 1;
+        // LZ4's configuration: 14 bytes, up to 32 blocks a physical cluster.
+        image[1152..1158].copy_from_slice(&[14, 0, 0xff, 0xff, 32, 0]);
+        change(&mut image[1024..1160]);
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &image).unwrap();
+        Erofs::open(file)
+    }
+
+    #[test]
+    fn only_our_layout_is_read() {
+        open_with(|_| {}).unwrap();
+        for (what, change, says) in [
+            ("fragments", (80, 0x23), "incompatible features 0x23"),
+            ("48-bit layout", (80, 0x83), "incompatible features 0x83"),
+            ("8 KiB blocks", (12, 13), "blocks of 2^13 bytes"),
+            ("extra slots", (13, 1), "1 extra slots"),
+            ("no algorithm", (84, 0), "algorithms are 0x0"),
+            ("an unknown one", (84, 0x11), "algorithms are 0x11"),
+            ("huge clusters", (133, 0xff), "up to 65312 blocks"),
+        ] {
+            let refused = open_with(|sb| sb[change.0] = change.1).err();
+            let refused = refused.map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains(says), "{what}: {refused:?}");
+        }
+    }
 
     fn dirent_block(names: &[&[u8]]) -> Vec<u8> {
         let mut block = Vec::new();

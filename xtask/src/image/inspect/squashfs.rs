@@ -28,6 +28,8 @@ use crate::util::le::{u16_at, u32_at, u64_at};
 
 const MAGIC: u32 = 0x7371_7368;
 const SUPERBLOCK_LEN: usize = 96;
+/// Superblock flag: compressor options follow the superblock (ours carry zstd's level).
+const COMPRESSOR_OPTIONS: u16 = 0x400;
 /// A metadata block's most bytes, inflated.
 const METADATA_SIZE: usize = 8192;
 /// A metadata block's header: bit 15 set when stored uncompressed, the rest its stored length.
@@ -164,6 +166,11 @@ impl Squashfs {
             fragment_table: squashfs.fragment_table,
             lookup_table: u64_at(&sb, 88),
         })?;
+        if u16_at(&sb, 24) & COMPRESSOR_OPTIONS != 0 {
+            // The kernel reads the options as a metadata block right after the superblock,
+            // and refuses to mount where it cannot.
+            squashfs.metadata_block(SUPERBLOCK_LEN as u64)?;
+        }
         squashfs.check_inode_numbers()?;
         Ok(squashfs)
     }
@@ -177,6 +184,7 @@ impl Squashfs {
     fn inflate(&self, input: &[u8], limit: usize) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(limit);
         if self.compressor == ZSTD {
+            one_zstd_frame(input)?;
             zstd::bulk::Decompressor::new()
                 .and_then(|mut z| z.decompress_to_buffer(input, &mut out))
                 .with_context(|| format!("inflating a zstd block (to at most {limit} bytes)"))?;
@@ -320,6 +328,18 @@ fn compressor_name(id: u16) -> String {
     }
 }
 
+/// The kernel's `zstd_uncompress` stops at the end of the first frame and reads on in the next
+/// block: a block of more than one frame (or less) reads differently there.
+fn one_zstd_frame(input: &[u8]) -> anyhow::Result<()> {
+    let frame = zstd::zstd_safe::find_frame_compressed_size(input);
+    ensure!(
+        frame == Ok(input.len()),
+        "a zstd block of {} bytes is not one frame",
+        input.len()
+    );
+    Ok(())
+}
+
 /// `strcmp`'s view of a name: up to its first NUL.
 fn c_string(name: &[u8]) -> &[u8] {
     let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
@@ -399,6 +419,19 @@ impl Tree for Squashfs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zstd_block_is_one_whole_frame() {
+        let frame = zstd::bulk::compress(b"the inode", 3).unwrap();
+        one_zstd_frame(&frame).unwrap();
+        let two = [zstd::bulk::compress(b"", 3).unwrap(), frame.clone()].concat();
+        let refused = one_zstd_frame(&two).unwrap_err().to_string();
+        assert!(refused.contains("is not one frame"), "{refused}");
+        assert!(
+            one_zstd_frame(&frame[..frame.len() - 1]).is_err(),
+            "a cut frame"
+        );
+    }
 
     #[test]
     fn names_compare_as_c_strings() {

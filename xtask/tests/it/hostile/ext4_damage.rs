@@ -59,6 +59,8 @@ pub enum Damage {
     InlineFlag,
     /// `/usr/bin`'s inode holds an extended attribute.
     InodeXattr,
+    /// `alloy`'s owner is -1 (0xFFFFFFFF), which the kernel shows as the overflow id.
+    OwnerMinusOne,
 }
 
 impl Damage {
@@ -144,6 +146,7 @@ impl Damage {
             Damage::InlineData => {}
             Damage::InlineFlag => set_inode_field(image, "/usr/bin", "flags", "0x10080000"),
             Damage::InodeXattr => debugfs_write(image, "ea_set /usr/bin user.note hello"),
+            Damage::OwnerMinusOne => set_inode_field(image, "/usr/bin/alloy", "uid", "0xffffffff"),
         }
     }
 }

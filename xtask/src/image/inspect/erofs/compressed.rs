@@ -15,8 +15,9 @@ use crate::util::le::{u16_at, u32_at};
 const ADVISE_COMPACTED_2B: u16 = 0x1;
 const ADVISE_BIG_PCLUSTER_1: u16 = 0x2;
 const ADVISE_BIG_PCLUSTER_2: u16 = 0x4;
-/// Tail packing, fragments and interlaced clusters: erofs-utils 1.5 with our options writes none.
-const ADVISE_UNSUPPORTED: u16 = 0x8 | 0x10 | 0x20;
+/// The options read here; tail packing, fragments, interlaced clusters and extents are not
+/// (erofs-utils 1.5 with our options writes none).
+const ADVISE_KNOWN: u16 = ADVISE_COMPACTED_2B | ADVISE_BIG_PCLUSTER_1 | ADVISE_BIG_PCLUSTER_2;
 
 /// Logical cluster types.
 const CLUSTER_PLAIN: u32 = 0;
@@ -118,15 +119,30 @@ impl Erofs {
         let map_at = (inode.offset + inode.header_len).next_multiple_of(8);
         let map = self.read(map_at, 8)?;
         let advise = u16_at(&map, 4);
-        let cluster_bits = self.block_bits + u32::from(map[7] & 7);
         ensure!(
-            advise & ADVISE_UNSUPPORTED == 0,
-            "compression options {advise:#x} are not supported (tail packing, fragments or \
-             interlaced clusters)"
+            advise & !ADVISE_KNOWN == 0,
+            "compression options {advise:#x} are not supported (tail packing, fragments, \
+             interlaced clusters or extents)"
         );
+        // `z_erofs_fill_inode_lazy`: a compact index has big physical clusters for both heads
+        // or for neither.
+        let big = [ADVISE_BIG_PCLUSTER_1, ADVISE_BIG_PCLUSTER_2].map(|bit| advise & bit != 0);
         ensure!(
-            cluster_bits == CLUSTER_BITS,
-            "logical clusters of 2^{cluster_bits} bytes are not supported"
+            inode.layout != COMPRESSED_COMPACT || big[0] == big[1],
+            "a compact index with big physical clusters for one head only (the kernel refuses it)"
+        );
+        // Logical clusters of one block, as ours; the high bit would say the whole file lies
+        // in the packed inode (fragments).
+        ensure!(
+            map[7] == 0,
+            "logical cluster bits {:#x} are not supported (4 KiB clusters only)",
+            map[7]
+        );
+        // LZ4 for both head types, the one algorithm the image offers.
+        ensure!(
+            map[6] == 0,
+            "compression algorithms {:#x} for the heads, not LZ4",
+            map[6]
         );
         let after_map = map_at + 8;
         let total = inode.size.div_ceil(1 << CLUSTER_BITS);

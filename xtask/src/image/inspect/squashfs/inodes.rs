@@ -170,6 +170,12 @@ impl Squashfs {
     ) -> anyhow::Result<Vec<u8>> {
         let block_size = usize::try_from(self.block_size).unwrap_or(usize::MAX);
         let stored = usize::try_from(word & !DATA_UNCOMPRESSED).unwrap_or(usize::MAX);
+        // The kernel reads a hole only where the whole word is 0; an "uncompressed" block of
+        // 0 bytes is an error to it.
+        ensure!(
+            word != DATA_UNCOMPRESSED,
+            "a data block of 0 bytes marked uncompressed (a host's kernel cannot read it)"
+        );
         if stored == 0 {
             let Some(expected) = expected else {
                 anyhow::bail!("an empty fragment block");
