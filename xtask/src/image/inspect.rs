@@ -61,6 +61,23 @@ fn directory_within_limit(dir: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `crc32c` as the kernel's metadata checksums compute it (`ext4_chksum`, erofs's superblock):
+/// from a seed, without the final inversion.
+const CRC32C_RAW: crc::Algorithm<u32> = crc::Algorithm {
+    xorout: 0,
+    ..crc::CRC_32_ISCSI
+};
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&CRC32C_RAW);
+
+fn crc32c(seed: u32, parts: &[&[u8]]) -> u32 {
+    // The crate takes its initial value unreflected; the kernel's seed is the raw register.
+    let mut digest = CRC32C.digest_with_initial(seed.reverse_bits());
+    for part in parts {
+        digest.update(part);
+    }
+    digest.finalize()
+}
+
 /// `len` bytes at `offset` of an image `file`, which must lie within the `end` bytes its format
 /// says it uses (`end_is` says how, for errors: "in the image", "used").
 fn read_within(
@@ -560,6 +577,18 @@ fn read_contents(tree: &mut dyn Tree) -> anyhow::Result<Contents> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_is_the_kernels() {
+        // The kernel's crc32c(~0, data), uninverted, is the usual CRC-32C inverted.
+        let usual = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(b"123456789");
+        assert_eq!(usual, 0xE306_9283);
+        assert_eq!(crc32c(!0, &[b"123456789"]), !usual);
+        assert_eq!(
+            crc32c(crc32c(!0, &[b"1234"]), &[b"56789"]),
+            crc32c(!0, &[b"12", b"3456789"])
+        );
+    }
 
     #[test]
     fn formats_are_told_by_their_magic() {

@@ -840,19 +840,13 @@ impl Craft {
             }
             Craft::Ext4(damage) => damage.after_packing(image),
             // An entry: inode offset, inode number difference, type, name length - 1, name.
-            Craft::SquashfsEntryType(kind) => {
-                let regular = [2u8, 0, 4, 0];
-                let patched = [kind.to_le_bytes(), [4, 0]].concat();
-                patch_name(image, (b"", &regular, b"alloy"), &patched);
-            }
-            Craft::SquashfsEntryNumber => {
-                let mut bytes = std::fs::read(image).unwrap();
-                let entry = [&[2u8, 0, 4, 0][..], b"alloy"].concat();
-                let at = bytes.windows(entry.len()).position(|w| w == entry).unwrap();
-                let delta = i16::from_le_bytes([bytes[at - 2], bytes[at - 1]]) + 1;
-                bytes[at - 2..at].copy_from_slice(&delta.to_le_bytes());
-                std::fs::write(image, bytes).unwrap();
-            }
+            Craft::SquashfsEntryType(kind) => edit_alloy_entry(image, |entry| {
+                entry[4..6].copy_from_slice(&kind.to_le_bytes())
+            }),
+            Craft::SquashfsEntryNumber => edit_alloy_entry(image, |entry| {
+                let delta = i16::from_le_bytes([entry[2], entry[3]]) + 1;
+                entry[2..4].copy_from_slice(&delta.to_le_bytes());
+            }),
             _ => {}
         }
     }
@@ -1085,6 +1079,19 @@ root_test_per_format!(hostile_images_are_refused =>
     hostile_squashfs_images_are_refused: "squashfs",
     hostile_erofs_images_are_refused: "erofs",
 );
+
+/// Changes the 8 bytes of a squashfs image's one directory entry for `alloy`, a regular file:
+/// inode offset, inode number difference, type (2), name length - 1 (4).
+fn edit_alloy_entry(image: &Path, edit: impl FnOnce(&mut [u8])) {
+    let mut bytes = std::fs::read(image).unwrap();
+    let entry = [&[2u8, 0, 4, 0][..], b"alloy"].concat();
+    let hits: Vec<usize> = (0..bytes.len().saturating_sub(entry.len()))
+        .filter(|at| bytes[*at..].starts_with(&entry))
+        .collect();
+    assert_eq!(hits.len(), 1, "alloy's entry in {}", image.display());
+    edit(&mut bytes[hits[0] - 4..hits[0] + 4]);
+    std::fs::write(image, bytes).unwrap();
+}
 
 /// Replaces the name `from` in `image` with `to` (same length): no mkfs tool will write such
 /// names, so they are patched in after packing. The name is found with

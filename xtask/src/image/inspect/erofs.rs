@@ -24,7 +24,7 @@ use std::fs::File;
 
 use anyhow::{bail, ensure, Context};
 
-use super::{bad_name, directory_within_limit, read_within, Lookup, Node, Tree};
+use super::{bad_name, crc32c, directory_within_limit, read_within, Lookup, Node, Tree};
 use crate::util::le::{u16_at, u32_at, u64_at};
 
 mod compressed;
@@ -159,7 +159,7 @@ impl Erofs {
         let len = self.block_size().saturating_sub(SUPERBLOCK).max(128);
         let mut bytes = self.read(SUPERBLOCK, len as usize)?;
         bytes[4..8].fill(0);
-        let crc = !crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(&bytes);
+        let crc = crc32c(!0, &[&bytes]);
         ensure!(
             crc == expected,
             "the erofs superblock's checksum is {crc:#010x}, not the {expected:#010x} it says \

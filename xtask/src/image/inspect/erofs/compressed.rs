@@ -42,7 +42,6 @@ const EXTENT_LIMIT: u64 = 4 << 20;
 struct Index {
     layout: u16,
     advise: u16,
-    algorithms: u8,
     /// Where the entries start (for the full layout, where entry 0 is).
     entries: u64,
     /// Compact layout: how many 4-byte entries come first, then how many 2-byte ones.
@@ -96,15 +95,7 @@ impl Erofs {
         let decoded = if head.kind == CLUSTER_PLAIN {
             input
         } else {
-            let algorithm = if head.kind == CLUSTER_HEAD1 {
-                index.algorithms & 0xf
-            } else {
-                index.algorithms >> 4
-            };
-            ensure!(
-                algorithm == 0,
-                "compression algorithm {algorithm} is not supported (only LZ4)"
-            );
+            // LZ4, whichever head type: `index` allows no other algorithm.
             let block = self.block_size() as usize;
             let skip = input[..block.min(input.len())]
                 .iter()
@@ -168,7 +159,6 @@ impl Erofs {
         Ok(Index {
             layout: inode.layout,
             advise,
-            algorithms: map[6],
             entries,
             initial_4b,
             packed_2b,

@@ -23,8 +23,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, ensure, Context};
 
-use super::volume::{crc32c, Inode, Mapped, Volume, FLAG_INDEX};
+use super::volume::{Inode, Mapped, Volume, FLAG_INDEX};
 use crate::image::inspect::bad_name;
+use crate::image::inspect::crc32c;
 use crate::util::le::{u16_at, u32_at};
 
 /// The checksum tail of a leaf block (`struct ext4_dir_entry_tail`), and its file type

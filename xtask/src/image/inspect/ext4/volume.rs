@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, ensure, Context};
 
+use crate::image::inspect::crc32c;
 use crate::util::le::{u16_at, u32_at};
 
 /// Offsets in `struct ext4_super_block` (`fs/ext4/ext4.h`).
@@ -132,22 +133,6 @@ const EXTENT_INIT_MAX_LEN: u16 = 1 << 15;
 /// The most extent-tree nodes read for one inode: a crafted tree may name the same node from
 /// many parents. Ours have one or two.
 const MAX_EXTENT_NODES: usize = 4096;
-
-/// `crc32c` as ext4 computes it (`ext4_chksum`): from a seed, without the final inversion.
-const CRC32C_RAW: crc::Algorithm<u32> = crc::Algorithm {
-    xorout: 0,
-    ..crc::CRC_32_ISCSI
-};
-const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&CRC32C_RAW);
-
-pub fn crc32c(seed: u32, parts: &[&[u8]]) -> u32 {
-    // The crate takes its initial value unreflected; the kernel's seed is the raw register.
-    let mut digest = CRC32C.digest_with_initial(seed.reverse_bits());
-    for part in parts {
-        digest.update(part);
-    }
-    digest.finalize()
-}
 
 /// The superblock's fields that say where things are, checked as the kernel checks them at
 /// mount, or more strictly.
@@ -1017,18 +1002,6 @@ impl Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32c_is_the_kernels() {
-        // The kernel's crc32c(~0, data), uninverted, is the usual CRC-32C inverted.
-        let usual = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(b"123456789");
-        assert_eq!(usual, 0xE306_9283);
-        assert_eq!(crc32c(!0, &[b"123456789"]), !usual);
-        assert_eq!(
-            crc32c(crc32c(!0, &[b"1234"]), &[b"56789"]),
-            crc32c(!0, &[b"12", b"3456789"])
-        );
-    }
 
     fn superblock(blocks: u32, log_block_size: u32, compat: u32, incompat: u32) -> [u8; 1024] {
         let mut sb = [0u8; 1024];
