@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use xtask::contract::{ImageName, INDEX_NAME};
+use xtask::contract::{ImageName, INDEX_LIMIT, INDEX_NAME};
 use xtask::util::checksums::{self, SumLine, Sums};
 use xtask::util::progress::detail;
 
@@ -66,9 +66,6 @@ pub fn merge(existing: &str, new: &[SumLine]) -> anyhow::Result<Merged> {
 
 /// How long after writing the index we read it back.
 pub const INDEX_SETTLE: Duration = Duration::from_millis(1000);
-
-/// The index is a few lines per release; anything much larger is not ours.
-pub const INDEX_LIMIT: u64 = 16 << 20;
 
 /// Adds our entries to `SHA256SUMS` by read-modify-write on its ETag; a concurrent publisher
 /// makes our write fail with 412, and we read again and merge again.

@@ -160,8 +160,7 @@ impl PublishArgs {
         archs.dedup();
         // Settings first: a missing key or bucket is reported before any file is even hashed.
         let settings = bucket::settings(self.given())?;
-        xtask::util::http::check_url(&self.base_url)
-            .and_then(|()| xtask::contract::check_base_url(&self.base_url))
+        xtask::contract::check_base_url(&self.base_url)
             .context("--base-url / SYSEXT_BASE_URL (nothing was uploaded)")?;
         // The signing key too: a key that cannot sign fails here, before any upload.
         let signer = match self
@@ -317,7 +316,10 @@ async fn check_index_and_signature(
     signing: bool,
 ) -> anyhow::Result<()> {
     bucket.check_exists().await?;
-    let index_changes = match bucket.get_text(INDEX_NAME, index::INDEX_LIMIT).await? {
+    let index_changes = match bucket
+        .get_text(INDEX_NAME, xtask::contract::INDEX_LIMIT)
+        .await?
+    {
         Some((text, _)) => !index::merge(&text, lines)
             .with_context(|| {
                 format!("checking {target}{INDEX_NAME} (nothing was changed on the bucket)")

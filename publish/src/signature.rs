@@ -7,7 +7,7 @@ use xtask::util::checksums;
 use xtask::util::progress::{detail, step};
 
 use crate::bucket::{self, Bucket, Contention, Precondition, Written, CONDITIONAL_ATTEMPTS};
-use crate::index::INDEX_LIMIT;
+use xtask::contract::{INDEX_LIMIT, SIGNATURE_LIMIT};
 
 /// What happened to the signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +24,6 @@ impl Signed {
         }
     }
 }
-
-/// A signature is a few hundred bytes.
-const SIGNATURE_LIMIT: u64 = 1 << 20;
 
 /// Makes `SHA256SUMS.gpg` a good signature of `SHA256SUMS` as the bucket holds it when we are
 /// done: sign the bytes read from the bucket, upload, then read both again and check. Another

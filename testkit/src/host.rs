@@ -91,23 +91,6 @@ pub const ASK_TEST: &str = r#"ask_test() {
 }
 "#;
 
-/// A free TCP port on loopback, for a host's Alloy to listen on: the booted hosts share the test
-/// machine's network, so each Alloy that is asked whether it is ready needs a port of its own.
-/// Below Linux's ephemeral range (32768 and up), so no outgoing connection takes it meanwhile.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static TRIES: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(7919);
-    for _ in 0..1000 {
-        let offset = seed.wrapping_add(TRIES.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
-        let port = 20_000 + (offset % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between 20000 and 32000 on 127.0.0.1");
-}
-
 const REPORT_UNIT: &str = "\
 [Unit]
 Description=Report for the boot test, then power off

@@ -94,6 +94,23 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> std::io::Result<Head> {
     })
 }
 
+/// A free TCP port on loopback, for a server a test starts (an S3 server, a booted host's
+/// Alloy, which shares the test machine's network): below Linux's ephemeral range (32768 and
+/// up), so no outgoing connection takes it between this check and the server's bind.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TRIES: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let offset = seed.wrapping_add(TRIES.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
+        let port = 20_000 + (offset % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000 on 127.0.0.1");
+}
+
 /// xorshift64: numbers that look random but repeat for the same seed (which must not be 0), for
 /// tests that damage images or make incompressible bytes.
 pub struct XorShift(pub u64);

@@ -32,14 +32,6 @@ fn s3s_fs() -> PathBuf {
         .expect("s3s-fs is not installed: run bash scripts/install-deps.sh --test")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One s3s-fs process with one bucket, and a public HTTP view of that bucket.
 pub struct S3 {
     pub endpoint: String,
@@ -53,7 +45,7 @@ impl S3 {
     pub fn start() -> S3 {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-        let port = free_port();
+        let port = crate::free_port();
         let child = Command::new(s3s_fs())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])

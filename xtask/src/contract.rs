@@ -7,6 +7,7 @@ use std::str::FromStr;
 use anyhow::bail;
 
 use crate::arch::Arch;
+use crate::util::http::check_url;
 use crate::version::Version;
 
 /// The extension's name: the image is merged as `alloy.raw`, and its metadata file is
@@ -18,6 +19,11 @@ pub const INDEX_NAME: &str = "SHA256SUMS";
 
 /// The detached signature of the index that `Verify=yes` requires.
 pub const SIGNATURE_NAME: &str = "SHA256SUMS.gpg";
+
+/// The most of an index read: a line per image; anything larger is not ours.
+pub const INDEX_LIMIT: u64 = 16 << 20;
+/// The most of a signature read: it is a few hundred bytes.
+pub const SIGNATURE_LIMIT: u64 = 1 << 20;
 
 /// The page people read in each channel's folder, every release with its Butane snippet, and
 /// the same data for scripts. R2 serves no directory index: link to `<base>/index.html`.
@@ -71,7 +77,9 @@ pub const ENVIRONMENT_FILE: &str = "/etc/default/alloy";
 /// a `#` or `?` ends the path (`<base>/SHA256SUMS` would be fetched from elsewhere), and
 /// anything but printable ASCII (a space, a newline that would start a line of its own in a
 /// transfer file) is no URL. A `%` is allowed: it is escaped where systemd would expand it.
+/// First, as every URL we fetch: https, or plain http on loopback ([`check_url`]).
 pub fn check_base_url(url: &str) -> anyhow::Result<()> {
+    check_url(url)?;
     if let Some(c) = url.chars().find(|c| matches!(c, '#' | '?')) {
         bail!(
             "the base URL {url:?} has a {c:?}, which would end its path: hosts would fetch <base>/SHA256SUMS from somewhere else. Give the folder's URL without a query or fragment"

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 
 use crate::arch::Arch;
-use crate::contract::{checksum_name, ImageName, INDEX_NAME, SIGNATURE_NAME};
+use crate::contract::{
+    checksum_name, ImageName, INDEX_LIMIT, INDEX_NAME, SIGNATURE_LIMIT, SIGNATURE_NAME,
+};
 use crate::image::inspect::ImageContents;
 use crate::payload::{self, ExtensionRelease, ALLOY_PATH, EXTENSION_RELEASE_PATH};
 use crate::release::elf;
@@ -100,9 +102,6 @@ impl Row {
     }
 }
 
-/// The index lists every published image, a line each; anything larger is not ours.
-const TEXT_LIMIT: u64 = 16 << 20;
-
 /// The outcome: a row per artifact, `ok` or what failed.
 pub struct Verdict {
     base: String,
@@ -184,7 +183,7 @@ impl Index {
     fn fetch(http: &Http, base: &str) -> Index {
         let url = format!("{base}/{INDEX_NAME}");
         let text = http
-            .get_text(&url, TEXT_LIMIT)
+            .get_text(&url, INDEX_LIMIT)
             .with_context(|| format!("reading {url}"));
         let lines = match &text {
             Ok(text) => checksums::parse(text).with_context(|| format!("reading {url}")),
@@ -285,7 +284,7 @@ fn verify_signature(
 ) -> Row {
     let mut row = Row::new(SIGNATURE_NAME);
     let url = format!("{base}/{SIGNATURE_NAME}");
-    let signature = match http.get_bytes_with_headers(&url, &[], 1 << 20) {
+    let signature = match http.get_bytes_with_headers(&url, &[], SIGNATURE_LIMIT) {
         Ok((bytes, _)) => bytes,
         Err(e) if e.downcast_ref::<NotFound>().is_some() => {
             row.problems.push(format!(
@@ -322,11 +321,14 @@ fn verify_signature(
 
 /// The image names of `arch` that an index lists, in its order.
 fn images_of_arch(entries: &[SumLine], arch: Arch) -> Vec<String> {
+    image_names(entries, |image| image.arch == arch)
+}
+
+/// The image names the index lists that `keep` keeps, once each, in the index's order.
+fn image_names(entries: &[SumLine], keep: impl Fn(&ImageName) -> bool) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for entry in entries {
-        if ImageName::parse(&entry.name).is_some_and(|i| i.arch == arch)
-            && !names.contains(&entry.name)
-        {
+        if ImageName::parse(&entry.name).is_some_and(|i| keep(&i)) && !names.contains(&entry.name) {
             names.push(entry.name.clone());
         }
     }
@@ -454,7 +456,7 @@ pub fn problems(contents: &ImageContents, arch: Arch) -> Vec<String> {
 /// and verify says when it goes unchecked.
 pub fn signatures_published(http: &Http, base_url: &str) -> anyhow::Result<bool> {
     let url = format!("{}/{SIGNATURE_NAME}", base_url.trim_end_matches('/'));
-    match http.get_bytes_with_headers(&url, &[], 1 << 20) {
+    match http.get_bytes_with_headers(&url, &[], SIGNATURE_LIMIT) {
         Ok(_) => Ok(true),
         Err(error) if error.downcast_ref::<NotFound>().is_some() => Ok(false),
         Err(error) => Err(error.context(format!(

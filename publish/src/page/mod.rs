@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use serde_json::json;
-use xtask::contract::{Channel, ImageName, INDEX_NAME, PAGE_DATA_NAME, PAGE_NAME, SIGNATURE_NAME};
+use xtask::contract::{
+    Channel, ImageName, INDEX_LIMIT, INDEX_NAME, PAGE_DATA_NAME, PAGE_NAME, SIGNATURE_NAME,
+};
 use xtask::host::butane::ButaneConfig;
 use xtask::util::checksums::{self, Digest, SumLine};
 use xtask::util::progress::detail;
@@ -21,7 +23,7 @@ use xtask::version::Version;
 use crate::bucket::{
     self, Bucket, Contention, Listed, Metadata, Precondition, Written, CONDITIONAL_ATTEMPTS,
 };
-use crate::index::{INDEX_LIMIT, INDEX_SETTLE};
+use crate::index::INDEX_SETTLE;
 
 /// One published image, as the page shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -115,9 +115,7 @@ impl BaseUrlArgs {
     /// The base URL, checked (https, or plain http on loopback; no query or fragment).
     pub fn checked(&self) -> anyhow::Result<&str> {
         use anyhow::Context;
-        http::check_url(&self.base_url)
-            .and_then(|()| crate::contract::check_base_url(&self.base_url))
-            .context("--base-url / SYSEXT_BASE_URL")?;
+        crate::contract::check_base_url(&self.base_url).context("--base-url / SYSEXT_BASE_URL")?;
         Ok(&self.base_url)
     }
 }

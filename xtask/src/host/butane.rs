@@ -9,11 +9,12 @@ use base64::Engine as _;
 use super::sysupdate::{base, update_service, UPDATE_SCRIPT_TEXT, UPDATE_TIMER_UNIT};
 use crate::contract::{
     checksum_name, Channel, ImageName, APPLIED_RECORD, CURRENT_LINK, HOST_KEYRING, IMAGES_DIR,
-    INDEX_NAME, SIGNATURE_NAME, TRANSFER_PATHS, UPDATE_SCRIPT, UPDATE_SERVICE, UPDATE_TIMER,
+    INDEX_LIMIT, INDEX_NAME, SIGNATURE_LIMIT, SIGNATURE_NAME, TRANSFER_PATHS, UPDATE_SCRIPT,
+    UPDATE_SERVICE, UPDATE_TIMER,
 };
 use crate::util::checksums::{Digest, Sums};
 use crate::util::files;
-use crate::util::http::Http;
+use crate::util::http::{self, Http};
 
 /// Standard base64 with padding, for a `data:` URL.
 pub fn base64(bytes: &[u8]) -> String {
@@ -185,14 +186,16 @@ pub fn image_digest(
     if let Some(keyring) = keyring {
         let index = format!("{image_base}/{INDEX_NAME}");
         let text = http
-            .get_text(&index, 16 << 20)
+            .get_text(&index, INDEX_LIMIT)
             .with_context(not_published)?;
         let fingerprint = signed_by(http, &image_base, &text, keyring)?;
         let digest = Sums::parse(&text, &index)?.require(&name)?;
         return Ok((digest, DigestSource::Signed { index, fingerprint }));
     }
     let url = format!("{image_base}/{}", checksum_name(&name));
-    let text = http.get_text(&url, 1 << 16).with_context(not_published)?;
+    let text = http
+        .get_text(&url, http::SMALL_FILE_LIMIT)
+        .with_context(not_published)?;
     let digest = Sums::parse(&text, &url)?.require(&name)?;
     Ok((digest, DigestSource::Unsigned(url)))
 }
@@ -206,7 +209,7 @@ fn signed_by(
 ) -> anyhow::Result<String> {
     let url = format!("{image_base}/{SIGNATURE_NAME}");
     let (signature, _) = http
-        .get_bytes_with_headers(&url, &[], 1 << 20)
+        .get_bytes_with_headers(&url, &[], SIGNATURE_LIMIT)
         .with_context(|| format!("reading {url}, to check the digest hosts will pin"))?;
     let work = crate::util::interrupt::temp_dir().context("creating a temporary directory")?;
     let (data, signature_path) = (

@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::github::{Github, ReleaseInfo};
 use crate::arch::Arch;
-use crate::contract::{Channel, ImageName, INDEX_NAME};
+use crate::contract::{Channel, ImageName, INDEX_LIMIT, INDEX_NAME};
 use crate::util::checksums;
-use crate::util::http::{self, Http, NotFound};
+use crate::util::http::{Http, NotFound};
 use crate::version::Version;
 
 /// The oldest version considered: the 1.10 line, the first this project's payload was checked
@@ -162,9 +162,6 @@ pub struct Report {
     pub published: BTreeMap<Channel, usize>,
 }
 
-/// The index is a line per image; anything this large is not ours.
-const INDEX_LIMIT: u64 = 16 << 20;
-
 /// Reads a channel's index from the public URL; a channel with no index yet has published
 /// nothing. Any other failure is an error: a check that cannot read the bucket must not
 /// report everything as missing.
@@ -188,7 +185,6 @@ pub fn find(
     base_url: &str,
     since: &Version,
 ) -> anyhow::Result<Report> {
-    http::check_url(base_url).context("--base-url / SYSEXT_BASE_URL")?;
     if since.is_release_candidate() {
         bail!("--since {since} is a release candidate: give the release X.Y.Z to start from (its candidates count too)");
     }

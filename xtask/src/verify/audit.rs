@@ -82,7 +82,7 @@ fn audit_channel(
     let index = Index::fetch(http, &folder.url);
     let absent = index.text.as_ref().err().is_some_and(is_not_found);
     let lines = match &index.lines {
-        Ok(lines) => lines.clone(),
+        Ok(lines) => lines,
         Err(e) if folder.channel == Channel::Rc && absent => {
             verdict.notes.push(format!(
                 "{}: no release candidate is published ({e:#})",
@@ -119,7 +119,7 @@ fn audit_channel(
             false
         }
     };
-    for name in images(&lines) {
+    for name in images(lines) {
         let mut row = if vouched {
             step(format!("Hashing {}/{name}", folder.url));
             digest_only(http, &folder.url, &name, index.lines.as_ref())
@@ -142,20 +142,12 @@ fn audit_channel(
 }
 
 fn is_not_found(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|e| e.downcast_ref::<NotFound>().is_some())
+    error.downcast_ref::<NotFound>().is_some()
 }
 
 /// Every image name the index lists (any architecture), once, in its order.
 fn images(lines: &[SumLine]) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for line in lines {
-        if ImageName::parse(&line.name).is_some() && !names.contains(&line.name) {
-            names.push(line.name.clone());
-        }
-    }
-    names
+    super::image_names(lines, |_| true)
 }
 
 /// An image whose index a good signature vouches for: its digest, hashed while it streams by

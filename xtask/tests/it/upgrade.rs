@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use xtask_testkit::fixture::{sha256_hex, Release};
+use xtask_testkit::free_port;
 use xtask_testkit::gpg::TestKey;
-use xtask_testkit::host::{free_port, Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
+use xtask_testkit::host::{Host, Merge, Report, Suite, BOOKWORM, TRIXIE};
 use xtask_testkit::http::{Answer, Server};
 use xtask_testkit::mirror::Mirror;
 use xtask_testkit::process::require_root;
