@@ -128,17 +128,15 @@ fn build_images(
     cache: &Path,
     work: &Path,
     size_mb: u64,
-) -> anyhow::Result<Vec<(Arch, PathBuf)>> {
+) -> anyhow::Result<Vec<Built>> {
     let mirror = xtask_testkit::mirror::Mirror::start();
     let mut sums = String::new();
     for arch in Arch::ALL {
         let generated = release::generate_for(cache, size_mb, arch)?;
         let zip = generated.dir.join(arch.release_zip());
         mirror.add_file("1.10.2", &arch.release_zip(), &zip);
-        sums.push_str(&checksums::line(
-            &checksums::hash_file(&zip)?.0,
-            &arch.release_zip(),
-        ));
+        // The generated release's own index: its zip's line, hashed when it was made.
+        sums.push_str(&std::fs::read_to_string(generated.dir.join("SHA256SUMS"))?);
     }
     mirror.add("1.10.2", "SHA256SUMS", sums.into_bytes());
     step("Building the amd64 and arm64 images");
@@ -163,13 +161,28 @@ fn build_images(
     if !status.success() {
         bail!("xtask build failed ({status}); its messages are above");
     }
-    Ok(Arch::ALL
+    Arch::ALL
         .into_iter()
         .map(|arch| {
             let name = ImageName::new(&"1.10.2".parse().expect("a version"), arch);
-            (arch, out.join(name.file_name()))
+            let path = out.join(name.file_name());
+            let (digest, size) = checksums::hash_file(&path)?;
+            Ok(Built {
+                arch,
+                path,
+                digest,
+                size,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// A built image, hashed once: every version's copy in the bucket is a hard link of it.
+struct Built {
+    arch: Arch,
+    path: PathBuf,
+    digest: checksums::Digest,
+    size: u64,
 }
 
 /// Every version's image of every architecture in its channel's folder (hard links of the
@@ -177,7 +190,7 @@ fn build_images(
 /// bytes of all the images.
 fn lay_out(
     bucket: &Path,
-    images: &[(Arch, PathBuf)],
+    images: &[Built],
     versions: &[Version],
     key: &TestKey,
 ) -> anyhow::Result<u64> {
@@ -187,15 +200,14 @@ fn lay_out(
         std::fs::create_dir_all(&folder)?;
         let mut index = String::new();
         for version in versions.iter().filter(|v| Channel::of(v) == channel) {
-            for (arch, built) in images {
-                let name = ImageName::new(version, *arch).file_name();
-                std::fs::hard_link(built, folder.join(&name))
-                    .with_context(|| format!("linking {} as {name}", built.display()))?;
-                let (digest, size) = checksums::hash_file(built)?;
-                let line = checksums::line(&digest, &name);
+            for built in images {
+                let name = ImageName::new(version, built.arch).file_name();
+                std::fs::hard_link(&built.path, folder.join(&name))
+                    .with_context(|| format!("linking {} as {name}", built.path.display()))?;
+                let line = checksums::line(&built.digest, &name);
                 std::fs::write(folder.join(format!("{name}.sha256")), &line)?;
                 index.push_str(&line);
-                total += size;
+                total += built.size;
             }
         }
         if !index.is_empty() {
