@@ -331,13 +331,7 @@ impl Signer {
 
     /// Whether `signature` is a good signature of `data` by this key.
     pub fn check(&self, data: &[u8], signature: &[u8]) -> anyhow::Result<()> {
-        let (data_path, signature_path) = (self.path("published"), self.path("published.gpg"));
-        std::fs::write(&data_path, data)
-            .with_context(|| format!("writing {}", data_path.display()))?;
-        std::fs::write(&signature_path, signature)
-            .with_context(|| format!("writing {}", signature_path.display()))?;
-        verify_detached(&self.pubring, &data_path, &signature_path)?;
-        Ok(())
+        verify_detached_bytes(&self.pubring, data, signature).map(drop)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -379,6 +373,21 @@ fn export_public(
         armored_private_key,
     )?;
     Ok(())
+}
+
+/// [`verify_detached`] for a signature and data in memory (written to a private temporary
+/// directory for gpgv, which reads files).
+pub fn verify_detached_bytes(
+    keyring: &Path,
+    data: &[u8],
+    signature: &[u8],
+) -> anyhow::Result<String> {
+    let work = crate::util::interrupt::temp_dir().context("creating a temporary directory")?;
+    let (data_path, signature_path) = (work.path().join("data"), work.path().join("data.gpg"));
+    std::fs::write(&data_path, data)
+        .and_then(|()| std::fs::write(&signature_path, signature))
+        .with_context(|| format!("writing into {}", work.path().display()))?;
+    verify_detached(keyring, &data_path, &signature_path)
 }
 
 /// Checks that `signature` is a good detached signature of `data` by a key in `keyring` (binary

@@ -251,13 +251,7 @@ pub fn verify(http: &Http, request: &Request) -> anyhow::Result<Verdict> {
                 "Verifying {base}/{SIGNATURE_NAME} with {}",
                 keyring.display()
             ));
-            rows.push(verify_signature(
-                http,
-                base,
-                index.text.as_ref(),
-                keyring,
-                work.path(),
-            ));
+            rows.push(verify_signature(http, base, index.text.as_ref(), keyring));
         }
         None => {
             if signatures_published(http, base).unwrap_or(false) {
@@ -280,7 +274,6 @@ fn verify_signature(
     base: &str,
     index_text: Result<&String, &anyhow::Error>,
     keyring: &Path,
-    work: &Path,
 ) -> Row {
     let mut row = Row::new(SIGNATURE_NAME);
     let url = format!("{base}/{SIGNATURE_NAME}");
@@ -307,12 +300,7 @@ fn verify_signature(
             return row;
         }
     };
-    let (data_path, signature_path) = (work.join(INDEX_NAME), work.join(SIGNATURE_NAME));
-    let checked = std::fs::write(&data_path, text)
-        .and_then(|()| std::fs::write(&signature_path, &signature))
-        .with_context(|| format!("writing into {}", work.display()))
-        .and_then(|()| crate::signing::verify_detached(keyring, &data_path, &signature_path));
-    match checked {
+    match crate::signing::verify_detached_bytes(keyring, text.as_bytes(), &signature) {
         Ok(fingerprint) => row.note = Some(format!("signed by {fingerprint}")),
         Err(e) => row.problems.push(format!("{e:#}")),
     }

@@ -211,15 +211,7 @@ fn signed_by(
     let (signature, _) = http
         .get_bytes_with_headers(&url, &[], SIGNATURE_LIMIT)
         .with_context(|| format!("reading {url}, to check the digest hosts will pin"))?;
-    let work = crate::util::interrupt::temp_dir().context("creating a temporary directory")?;
-    let (data, signature_path) = (
-        work.path().join(INDEX_NAME),
-        work.path().join(SIGNATURE_NAME),
-    );
-    std::fs::write(&data, index_text)
-        .and_then(|()| std::fs::write(&signature_path, &signature))
-        .with_context(|| format!("writing into {}", work.path().display()))?;
-    crate::signing::verify_detached(keyring, &data, &signature_path).with_context(|| {
+    crate::signing::verify_detached_bytes(keyring, index_text.as_bytes(), &signature).with_context(|| {
         format!(
             "{url} does not vouch for {image_base}/{INDEX_NAME} with --keyring {}: nothing printed, no host would boot an image from it",
             keyring.display()

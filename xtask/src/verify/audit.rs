@@ -104,7 +104,7 @@ fn audit_channel(
                 folder.url,
                 keyring.display()
             ));
-            let mut row = verify_signature(http, &folder.url, index.text.as_ref(), keyring, work);
+            let mut row = verify_signature(http, &folder.url, index.text.as_ref(), keyring);
             row.name = folder.name(SIGNATURE_NAME);
             let good = row.problems.is_empty();
             verdict.rows.push(row);
