@@ -18,6 +18,14 @@ pub struct Version {
 }
 
 impl Version {
+    /// The release `X.Y.Z` a candidate `X.Y.Z-rc.N` leads to (a release: itself).
+    pub fn release(&self) -> Version {
+        Version {
+            rc: None,
+            ..self.clone()
+        }
+    }
+
     pub fn tag(&self) -> String {
         format!("v{self}")
     }

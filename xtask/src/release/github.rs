@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::contract::Channel;
 use crate::util::http::Http;
 use crate::util::progress::detail;
 use crate::version::Version;
@@ -38,11 +39,23 @@ pub struct AssetInfo {
 
 /// The version of a published stable release: not a draft, not a prerelease, tagged `vX.Y.Z`.
 pub fn stable_version(release: &ReleaseInfo) -> Option<Version> {
-    if release.draft || release.prerelease || !release.tag_name.starts_with('v') {
+    channel_of(release)
+        .filter(|(_, channel)| *channel == Channel::Stable)
+        .map(|(version, _)| version)
+}
+
+/// The channel a release belongs to, or `None` when it is none of ours: a draft, a tag that is
+/// not `vX.Y.Z[-rc.N]`, or an `X.Y.Z` marked as a prerelease.
+pub fn channel_of(release: &ReleaseInfo) -> Option<(Version, Channel)> {
+    if release.draft || !release.tag_name.starts_with('v') {
         return None;
     }
     let version: Version = release.tag_name.parse().ok()?;
-    (!version.is_release_candidate()).then_some(version)
+    match Channel::of(&version) {
+        Channel::Rc => Some((version, Channel::Rc)),
+        Channel::Stable if release.prerelease => None,
+        Channel::Stable => Some((version, Channel::Stable)),
+    }
 }
 
 /// The highest stable version among `releases`, whatever order they were published in.

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::github::{Github, ReleaseInfo};
+use super::github::{channel_of, Github, ReleaseInfo};
 use crate::arch::Arch;
 use crate::contract::{Channel, ImageName, INDEX_LIMIT, INDEX_NAME};
 use crate::util::checksums;
@@ -68,26 +68,6 @@ pub fn published_in(index_text: &str, channel: Channel) -> anyhow::Result<Publis
     Ok(published)
 }
 
-/// The channel a release belongs to, or `None` when it is none of ours: a draft, a tag that is
-/// not `vX.Y.Z[-rc.N]`, or an `X.Y.Z` marked as a prerelease.
-pub fn channel_of(release: &ReleaseInfo) -> Option<(Version, Channel)> {
-    if release.draft || !release.tag_name.starts_with('v') {
-        return None;
-    }
-    let version: Version = release.tag_name.parse().ok()?;
-    match Channel::of(&version) {
-        Channel::Rc => Some((version, Channel::Rc)),
-        Channel::Stable if release.prerelease => None,
-        Channel::Stable => Some((version, Channel::Stable)),
-    }
-}
-
-/// The release `X.Y.Z` of a candidate `X.Y.Z-rc.N`.
-fn release_of(candidate: &Version) -> Option<Version> {
-    let text = candidate.to_string();
-    text.split_once('-')?.0.parse().ok()
-}
-
 /// What the bucket lacks, from `since` up: missing (newest first) and waiting for assets.
 pub fn compare(
     releases: &[ReleaseInfo],
@@ -106,7 +86,7 @@ pub fn compare(
         .collect();
     let (mut missing, mut waiting) = (Vec::new(), Vec::new());
     for (version, (channel, release)) in upstream.iter().rev() {
-        if *channel == Channel::Rc && release_of(version).is_some_and(|r| released.contains(&r)) {
+        if *channel == Channel::Rc && released.contains(&version.release()) {
             continue;
         }
         let have = published
